@@ -1,0 +1,1 @@
+"""Mirror archive.org items with Scrapy: politely, in parallel, verified."""

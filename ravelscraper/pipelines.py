@@ -1,0 +1,208 @@
+"""FilesPipeline that keeps archive.org's names and trusts nothing it has not checked."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from io import BytesIO
+from time import monotonic
+from typing import Any
+from urllib.parse import urlsplit
+
+from scrapy import Request, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import CloseSpider, IgnoreRequest
+from scrapy.http import Response
+from scrapy.http.request import NO_CALLBACK
+from scrapy.pipelines.files import FilesPipeline
+from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, MediaPipeline
+from scrapy.utils.defer import ensure_awaitable
+from twisted.python.failure import Failure
+
+from ravelscraper.items import AudioFile
+from ravelscraper.stores import AtomicFSFilesStore, UnsafeName, safe_relative_path
+
+logger = logging.getLogger(__name__)
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def describe(failure: Failure) -> str:
+    """A failure as one line: what went wrong, without a traceback."""
+    exc = failure.value
+    if isinstance(exc, IgnoreRequest | FileException):
+        return str(exc) or type(exc).__name__
+    reasons = getattr(exc, "reasons", None)  # Twisted's ResponseFailed & co. wrap failures
+    if reasons:
+        return "; ".join(describe(r) for r in reasons)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class VerifiedFilesPipeline(FilesPipeline):
+    """Stores each file at ``<identifier>/<name>``, checked against archive.org's md5 and size.
+
+    * A file already in the store whose md5 matches is up to date, whatever its age.
+    * A download whose size or md5 does not match is fetched again
+      (``RAVEL_VERIFY_RETRIES`` times), then reported failed and never stored.
+    * Names that could leave the store are refused.
+    """
+
+    STORE_SCHEMES = {
+        **FilesPipeline.STORE_SCHEMES,
+        "": AtomicFSFilesStore,
+        "file": AtomicFSFilesStore,
+    }
+    LOG_FAILED_RESULTS = False  # media_failed logs one line per file instead
+
+    def __init__(self, store_uri: str, *, crawler: Crawler):
+        super().__init__(store_uri, crawler=crawler)
+        self.stats = crawler.stats
+        self.verify_retries = crawler.settings.getint("RAVEL_VERIFY_RETRIES", 1)
+        self.started: dict[str, float] = {}
+        self.paths_seen: dict[str, str] = {}  # case-folded path -> name, within this crawl
+        crawler.signals.connect(self.transfer_started, signal=signals.headers_received)
+
+    def open_spider(self) -> None:
+        super().open_spider()
+        ensure_writable = getattr(self.store, "ensure_writable", None)
+        if ensure_writable is None:
+            return
+        try:
+            ensure_writable()
+        except OSError as exc:
+            message = f"FILES_STORE {self.store.basedir!r} is not writable: {exc.strerror or exc}"
+            logger.error(message)
+            self.stats.set_value("ravel/error", message)
+            raise CloseSpider("files_store_unwritable") from None
+
+    async def process_item(self, item: AudioFile) -> AudioFile:
+        try:
+            self.claim_path(item)
+        except UnsafeName as exc:
+            self.file_failed(item.name, f"refused the name: {exc}")
+            return item
+        return await super().process_item(item)
+
+    def claim_path(self, item: AudioFile) -> str:
+        path = safe_relative_path(item.identifier, item.name)
+        other = self.paths_seen.setdefault(path.casefold(), item.name)
+        if other != item.name:
+            raise UnsafeName(f"it differs only in case from {other!r}")
+        return path
+
+    def get_media_requests(self, item: AudioFile, info: MediaPipeline.SpiderInfo) -> list[Request]:
+        return [
+            # The redirect to a storage node keeps this slot: one politeness budget.
+            Request(
+                url,
+                callback=NO_CALLBACK,
+                meta={"download_slot": urlsplit(url).hostname, "ravel_name": item.name},
+            )
+            for url in item.file_urls
+        ]
+
+    def file_path(
+        self,
+        request: Request,
+        response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None,
+        *,
+        item: AudioFile | None = None,
+    ) -> str:
+        assert item is not None, "VerifiedFilesPipeline names files after their item"
+        return safe_relative_path(item.identifier, item.name)
+
+    async def media_to_download(
+        self, request: Request, info: MediaPipeline.SpiderInfo, *, item: AudioFile | None = None
+    ) -> FileInfo | None:
+        assert item is not None
+        path = self.file_path(request, info=info, item=item)
+        try:
+            stored = await ensure_awaitable(self.store.stat_file(path, info))
+        except Exception as exc:  # an unreadable copy is downloaded again
+            logger.warning(f"cannot check the stored copy of {item.name}: {exc}")
+            stored = {}
+        if not stored:
+            return None
+        checksum = stored.get("checksum")
+        if item.md5 is not None and checksum != item.md5:
+            logger.info(
+                f"[stale] {item.name}: stored md5 {checksum} != {item.md5}, downloading again"
+            )
+            return None
+        self.stats.inc_value("ravel/files_uptodate")
+        self.stats.inc_value("ravel/bytes_uptodate", item.size or 0)
+        self.inc_stats("uptodate")
+        return {"url": request.url, "path": path, "checksum": checksum, "status": "uptodate"}
+
+    def transfer_started(
+        self, headers: Any, body_length: int, request: Request, spider: Any
+    ) -> None:
+        name = request.meta.get("ravel_name")
+        if name is None or b"Location" in headers:
+            return  # not a file, or the 302 before it
+        self.started[name] = monotonic()
+        size = f" ({megabytes(body_length)})" if body_length >= 0 else ""
+        logger.info(f"[download start] {name}{size}")
+
+    async def media_downloaded(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: AudioFile | None = None,
+    ) -> FileInfo:
+        assert item is not None
+        if response.status != 200:
+            raise FileException(f"HTTP {response.status} from {response.url}")
+        body = response.body
+        checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - archive.org's checksum
+        mismatch = self.mismatch(item, len(body), checksum)
+        if mismatch:
+            attempt = request.meta.get("ravel_verify_attempt", 0)
+            if attempt >= self.verify_retries:
+                raise FileException(mismatch)
+            logger.warning(f"[verify] {item.name}: {mismatch}; downloading it again")
+            retry = request.replace(
+                dont_filter=True, meta={**request.meta, "ravel_verify_attempt": attempt + 1}
+            )
+            response = await self.crawler.engine.download_async(retry)
+            return await self.media_downloaded(response, retry, info, item=item)
+        path = self.file_path(request, response=response, info=info, item=item)
+        await ensure_awaitable(self.store.persist_file(path, BytesIO(body), info))
+        seconds = monotonic() - self.started.pop(item.name, monotonic())
+        self.stats.inc_value("ravel/files_downloaded")
+        self.stats.inc_value("ravel/bytes_downloaded", len(body))
+        self.inc_stats("downloaded")
+        logger.info(f"[download finished] {item.name} ({megabytes(len(body))}, {seconds:.1f} s)")
+        return {"url": request.url, "path": path, "checksum": checksum, "status": "downloaded"}
+
+    @staticmethod
+    def mismatch(item: AudioFile, size: int, checksum: str) -> str | None:
+        if item.size is not None and size != item.size:
+            return f"got {size} bytes, archive.org lists {item.size}"
+        if item.md5 is not None and checksum != item.md5:
+            return f"md5 mismatch: archive.org lists {item.md5}, got {checksum}"
+        return None
+
+    def media_failed(
+        self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
+    ) -> None:
+        # Logged here in one line; returning (not raising) keeps MediaPipeline from logging
+        # the failure again with a traceback. The file is then missing from ``files``.
+        reason = describe(failure)
+        self.file_failed(request.meta.get("ravel_name", request.url), f"{reason} ({request.url})")
+
+    def file_failed(self, name: str, reason: str) -> None:
+        self.started.pop(name, None)
+        self.stats.inc_value("ravel/files_failed")
+        logger.error(f"[download failed] {name}: {reason}")
+
+    def item_completed(
+        self, results: list[FileInfoOrError], item: AudioFile, info: MediaPipeline.SpiderInfo
+    ) -> AudioFile:
+        item.files = [result for ok, result in results if ok and result]
+        return item

@@ -1,0 +1,91 @@
+"""Progress a person can follow: a start line, a line every few seconds, and a summary."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from time import monotonic
+from typing import Self
+
+from scrapy import Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.utils.asyncio import create_looping_call
+
+logger = logging.getLogger(__name__)
+
+
+def mb(size: float) -> str:
+    return f"{size / 1_000_000:.1f}"
+
+
+class Progress:
+    """Logs ``[progress]`` every ``RAVEL_PROGRESS_INTERVAL`` seconds and a final summary.
+
+    It reads the ``ravel/*`` stats the spider and the files pipeline keep.
+    """
+
+    def __init__(self, crawler: Crawler, interval: float):
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.interval = interval
+        self.started = monotonic()
+        self.loop = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL", 5.0))
+        crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
+        return extension
+
+    def stat(self, key: str) -> int:
+        return self.stats.get_value(f"ravel/{key}", 0)
+
+    def spider_opened(self, spider: Spider) -> None:
+        settings = self.crawler.settings
+        logger.info(
+            f"[main start] store {settings['FILES_STORE']}, "
+            f"{settings.getint('CONCURRENT_REQUESTS_PER_DOMAIN')} files at a time, "
+            f"delay {settings.getfloat('DOWNLOAD_DELAY'):.1f} s "
+            f"± {settings.getfloat('DOWNLOAD_DELAY_JITTER'):.0%}"
+        )
+        self.started = monotonic()
+        if self.interval > 0:
+            self.loop = create_looping_call(self.log_progress)
+            self.loop.start(self.interval, now=False)
+
+    def log_progress(self) -> None:
+        total = self.stat("files_total")
+        done = (
+            self.stat("files_downloaded") + self.stat("files_uptodate") + self.stat("files_failed")
+        )
+        if not total or done >= total:
+            return
+        bytes_total = self.stat("bytes_total")
+        downloaded = self.stat("bytes_downloaded")
+        bytes_done = downloaded + self.stat("bytes_uptodate")
+        rate = downloaded / max(monotonic() - self.started, 1e-9)
+        eta = (
+            str(timedelta(seconds=round((bytes_total - bytes_done) / rate)))
+            if rate > 0 and bytes_total > bytes_done
+            else "unknown"
+        )
+        logger.info(
+            f"[progress] {done}/{total} files, {mb(bytes_done)}/{mb(bytes_total)} MB, "
+            f"{mb(rate)} MB/s, ETA {eta}"
+        )
+
+    def spider_closed(self, spider: Spider, reason: str) -> None:
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        elapsed = monotonic() - self.started
+        downloaded, failed = self.stat("files_downloaded"), self.stat("files_failed")
+        megabytes = self.stat("bytes_downloaded")
+        level = logging.ERROR if failed else logging.INFO
+        logger.log(
+            level,
+            f"[main finished] {downloaded} downloaded ({mb(megabytes)} MB in {elapsed:.1f} s, "
+            f"{mb(megabytes / max(elapsed, 1e-9))} MB/s), "
+            f"{self.stat('files_uptodate')} already up to date, {failed} failed"
+            + ("" if reason == "finished" else f"; stopped: {reason}"),
+        )
