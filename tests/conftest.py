@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakearchive import FakeArchive
+from tests.fakearchive.server import KNOBS
+
+NO_KNOBS = dict.fromkeys(KNOBS)  # every knob back to its default
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_LINE = re.compile(r"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\t\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\t")
+
+
+@dataclass
+class Crawl:
+    returncode: int
+    log: str
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for line in self.log.splitlines() if line.startswith("[ERROR]")]
+
+    def stat(self, key: str) -> int:
+        found = re.search(rf"'{re.escape(key)}': (\d+)", self.log)
+        return int(found.group(1)) if found else 0
+
+
+def crawl_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def scrapy_crawl(*args: str, store: Path | str, timeout: float = 120, **settings: object) -> Crawl:
+    """``scrapy crawl ravel`` in a subprocess, as a user runs it, fast settings by default."""
+    options = {"DOWNLOAD_DELAY": 0, "RAVEL_RETRY_BACKOFF_BASE": 0.1, "FILES_STORE": store}
+    options.update(settings)
+    command = [sys.executable, "-m", "scrapy", "crawl", "ravel", *args]
+    for name, value in options.items():
+        command += ["-s", f"{name}={value}"]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=crawl_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Crawl(done.returncode, done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="session")
+def fake_archive():
+    with FakeArchive() as server:
+        yield server
+
+
+@pytest.fixture
+def archive(fake_archive):
+    """The session's fake archive.org, with no faults and empty counters."""
+    fake_archive.configure(NO_KNOBS)
+    fake_archive.reset()
+    return fake_archive
+
+
+def stored_files(store: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
+    }

@@ -1,0 +1,179 @@
+"""Offline tests of what archive.org serves: URLs, /metadata entries and file choice."""
+
+import json
+
+import pytest
+
+from ravelscraper.archive import (
+    BadInput,
+    ItemLocation,
+    Metadata,
+    RemoteFile,
+    Selection,
+    page_file_names,
+    parse_length,
+)
+
+RAVEL = ItemLocation("https://archive.org", "ThePianoMusicOfMauriceRavel")
+
+
+def entry(name, fmt="VBR MP3", source="original", **extra):
+    return {"name": name, "format": fmt, "source": source, "size": "100", "md5": "ab" * 16, **extra}
+
+
+def names(files):
+    return sorted(f.name for f in files)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin", "identifier"),
+    [
+        (
+            "https://archive.org/details/ThePianoMusicOfMauriceRavel",
+            "https://archive.org",
+            "ThePianoMusicOfMauriceRavel",
+        ),
+        ("http://127.0.0.1:8080/details/gd1977-04-23/", "http://127.0.0.1:8080", "gd1977-04-23"),
+        ("https://archive.org/details/x_y.z/01.mp3?q=1", "https://archive.org", "x_y.z"),
+    ],
+)
+def test_details_url_gives_origin_and_identifier(url, origin, identifier):
+    assert ItemLocation.from_details_url(url) == ItemLocation(origin, identifier)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "ftp://archive.org/details/x",
+        "https://archive.org/download/x/a.mp3",
+        "https://archive.org/details/",
+        "https://archive.org/details/..",
+        "https:///details/x",
+    ],
+)
+def test_bad_urls_are_refused_with_a_reason(url):
+    with pytest.raises(BadInput, match=r"not an? "):
+        ItemLocation.from_details_url(url)
+
+
+def test_urls_derive_from_the_origin_and_quote_names():
+    item = ItemLocation("http://127.0.0.1:9", "id")
+    assert item.metadata_url == "http://127.0.0.1:9/metadata/id"
+    assert item.download_url("disc 2/Ondine #1 é%+.mp3") == (
+        "http://127.0.0.1:9/download/id/disc%202/Ondine%20%231%20%C3%A9%25%2B.mp3"
+    )
+    assert item.name_from_url(item.download_url("disc 2/é #.mp3")) == "disc 2/é #.mp3"
+    assert item.name_from_url("http://127.0.0.1:9/download/other/a.mp3") is None
+
+
+def test_metadata_strings_become_types():
+    verbatim = {  # one real entry, as archive.org sends it
+        "name": "gd77-04-23d1t01.mp3",
+        "source": "derivative",
+        "creator": "Grateful Dead",
+        "title": "Tuning",
+        "track": "01",
+        "album": "1977-04-23 - Springfield Civic Center Arena",
+        "bitrate": "197",
+        "length": "04:26",
+        "format": "VBR MP3",
+        "original": "gd77-04-23d1t01.flac",
+        "mtime": "1430212164",
+        "size": "6666752",
+        "md5": "7818cd948ace4f4769f2e774b41d94a7",
+    }
+    file = RemoteFile.from_metadata(verbatim)
+    assert (file.size, file.length, file.track, file.md5) == (6666752, 266.0, "01", verbatim["md5"])
+    assert file.original == "gd77-04-23d1t01.flac"
+    assert RemoteFile.from_metadata({"name": "x_files.xml", "format": "Metadata"}).size is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("351.4", 351.4), ("04:26", 266.0), ("1:02:03", 3723.0), ("", None), ("n/a", None)],
+)
+def test_lengths(raw, seconds):
+    assert parse_length(raw) == seconds
+
+
+def test_unknown_item_is_an_empty_object():
+    assert Metadata.from_json("nope", b"{}") is None
+    with pytest.raises(ValueError):
+        Metadata.from_json("nope", b"<html>")
+
+
+def test_default_choice_is_one_mp3_per_recording():
+    files = [
+        RemoteFile.from_metadata(e)
+        for e in [
+            entry("01Pavane.mp3"),
+            entry("01Pavane_64kb.mp3", "64Kbps MP3", "derivative", original="01Pavane.mp3"),
+            entry("01Pavane.ogg", "Ogg Vorbis", "derivative", original="01Pavane.mp3"),
+            entry("02Jeux.MP3"),
+            entry("03.flac", "Flac"),
+            entry("03.mp3", "VBR MP3", "derivative", original="03.flac"),
+            entry("03_64kb.mp3", "64Kbps MP3", "derivative", original="03.flac"),
+            entry("secret.mp3", private="true"),
+        ]
+    ]
+    assert names(Selection().choose(files)) == ["01Pavane.mp3", "02Jeux.MP3", "03.mp3"]
+
+
+def test_vbr_wins_over_another_mp3_of_the_same_recording():
+    files = [
+        RemoteFile.from_metadata(entry("a.mp3", "128Kbps MP3")),
+        RemoteFile.from_metadata(entry("a_vbr.mp3", "VBR MP3", "derivative", original="a.mp3")),
+    ]
+    assert names(Selection().choose(files)) == ["a_vbr.mp3"]
+
+
+def test_formats_and_globs_choose_other_files():
+    files = [
+        RemoteFile.from_metadata(e)
+        for e in [
+            entry("a.flac", "Flac"),
+            entry("b.FLAC", "Flac"),
+            entry("a.ogg", "Ogg Vorbis"),
+            entry("a.mp3"),
+        ]
+    ]
+    assert names(Selection.from_args("flac, ogg vorbis", None).choose(files)) == [
+        "a.flac",
+        "a.ogg",
+        "b.FLAC",
+    ]
+    assert names(Selection.from_args(None, "*.flac").choose(files)) == ["a.flac", "b.FLAC"]
+    assert names(Selection.from_args("Flac,Ogg Vorbis", "a.*").choose(files)) == ["a.flac", "a.ogg"]
+    assert Selection.from_args("Flac", "*.x").describe() == "formats Flac and names *.x"
+
+
+def test_page_links_come_from_microdata_and_the_player():
+    playlist = json.dumps(
+        [
+            {
+                "title": "Jeux",
+                "sources": [{"file": f"/download/{RAVEL.identifier}/02%20Jeux.mp3", "type": "mp3"}],
+            }
+        ]
+    )
+    html = f"""<html><body>
+    <div itemprop="hasPart" itemscope itemtype="http://schema.org/AudioObject">
+      <meta itemprop="name" content="Pavane">
+      <link itemprop="associatedMedia" href="https://archive.org/download/{RAVEL.identifier}/01Pavane.mp3">
+    </div>
+    <play-av playlist='{playlist}'></play-av>
+    <a href="/download/{RAVEL.identifier}/other.zip">zip</a>
+    </body></html>"""
+    assert page_file_names(html, RAVEL) == ["01Pavane.mp3", "02 Jeux.mp3"]
+    assert page_file_names("<play-av playlist='not json'></play-av>", RAVEL) == []
+
+
+def test_an_item_on_an_origin():
+    assert ItemLocation.on("http://127.0.0.1:8/", "a-b") == ItemLocation(
+        "http://127.0.0.1:8", "a-b"
+    )
+    with pytest.raises(BadInput, match="identifier"):
+        ItemLocation.on("https://archive.org", "../etc")
+    with pytest.raises(BadInput, match="http"):
+        ItemLocation.on("http://127.0.0.1:port", "a")

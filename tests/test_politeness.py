@@ -1,0 +1,85 @@
+"""Politeness measured where it matters: at the server."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from tests.conftest import scrapy_crawl, stored_files
+from tests.fakearchive import max_simultaneous
+
+
+def file_requests(archive, host: str) -> list[dict]:
+    return [
+        e
+        for e in archive.stats()["log"]
+        if e["host"] == host
+        and e["method"] == "GET"
+        and "/robots.txt" not in e["path"]
+        and not e["path"].startswith(("/details/", "/metadata/"))
+    ]
+
+
+def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
+    # 64 KiB files at 256 KB/s: each transfer lasts ~0.25 s, so they would overlap freely.
+    archive.configure({"bandwidth": 256_000})
+    crawl = scrapy_crawl(
+        "-a",
+        "item=bulk-40",
+        store=tmp_path,
+        RAVEL_ORIGIN=archive.archive,
+        CONCURRENT_REQUESTS_PER_DOMAIN=3,
+        DOWNLOAD_DELAY=0,
+    )
+    assert crawl.returncode == 0, crawl.log
+    assert len(stored_files(tmp_path)) == 40
+    stats = archive.stats()
+    transfers = file_requests(archive, "127.0.0.2")
+    assert len(transfers) == 40
+    assert stats["127.0.0.2"]["max_active"] == 3
+    assert max_simultaneous(transfers) == 3
+    # archive.org and its storage node share the budget: a 302 and a transfer never make 4.
+    both = file_requests(archive, "127.0.0.1") + transfers
+    assert max_simultaneous(both) == 3
+
+
+def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
+    crawl = scrapy_crawl(
+        "-a",
+        "item=bulk-40",
+        store=tmp_path,
+        RAVEL_ORIGIN=archive.archive,
+        CONCURRENT_REQUESTS_PER_DOMAIN=2,
+        DOWNLOAD_DELAY=0.3,
+        DOWNLOAD_DELAY_JITTER=0,
+    )
+    assert crawl.returncode == 0, crawl.log
+    redirects = sorted(e["start"] for e in file_requests(archive, "127.0.0.1"))
+    assert len(redirects) == 40
+    gaps = [b - a for a, b in itertools.pairwise(redirects)]
+    assert min(gaps) >= 0.25  # the delay, with a little scheduling slack
+    transfers = file_requests(archive, "127.0.0.2")
+    assert max_simultaneous(transfers + file_requests(archive, "127.0.0.1")) <= 2
+    # 40 files at one 0.3 s pause each: about 12 s; two pauses a file would take 24 s.
+    span = max(e["end"] for e in transfers) - redirects[0]
+    assert span < 20
+
+
+def test_progress_lines_while_downloading(archive, tmp_path):
+    archive.configure({"bandwidth": 128_000})
+    crawl = scrapy_crawl(
+        "-a",
+        "item=bulk-40",
+        store=tmp_path,
+        RAVEL_ORIGIN=archive.archive,
+        CONCURRENT_REQUESTS_PER_DOMAIN=4,
+        RAVEL_PROGRESS_INTERVAL=0.5,
+    )
+    assert crawl.returncode == 0, crawl.log
+    progress = re.findall(
+        r"\[progress\] (\d+)/40 files, ([\d.]+)/([\d.]+) MB, ([\d.]+) MB/s, ETA (\S+)", crawl.log
+    )
+    assert len(progress) >= 2
+    done = [int(p[0]) for p in progress]
+    assert done == sorted(done) and done[-1] < 40
+    assert "[main finished] 40 downloaded" in crawl.log
