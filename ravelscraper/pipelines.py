@@ -16,9 +16,10 @@ from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, MediaPipeline
-from scrapy.utils.defer import ensure_awaitable
+from scrapy.utils.defer import deferred_from_coro, ensure_awaitable
 from twisted.python.failure import Failure
 
+from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.stores import AtomicFSFilesStore, UnsafeName, safe_relative_path
 
@@ -62,6 +63,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.verify_retries = crawler.settings.getint("RAVEL_VERIFY_RETRIES", 1)
         self.started: dict[str, float] = {}
         self.paths_seen: dict[str, str] = {}  # case-folded path -> name, within this crawl
+        self.store_error: str | None = None
         crawler.signals.connect(self.transfer_started, signal=signals.headers_received)
 
     def open_spider(self) -> None:
@@ -172,7 +174,11 @@ class VerifiedFilesPipeline(FilesPipeline):
             response = await self.crawler.engine.download_async(retry)
             return await self.media_downloaded(response, retry, info, item=item)
         path = self.file_path(request, response=response, info=info, item=item)
-        await ensure_awaitable(self.store.persist_file(path, BytesIO(body), info))
+        try:
+            await ensure_awaitable(self.store.persist_file(path, BytesIO(body), info))
+        except OSError as exc:
+            self.store_failed(exc)
+            raise FileException(f"cannot write to FILES_STORE: {exc.strerror or exc}") from None
         seconds = monotonic() - self.started.pop(item.name, monotonic())
         self.stats.inc_value("ravel/files_downloaded")
         self.stats.inc_value("ravel/bytes_downloaded", len(body))
@@ -193,8 +199,23 @@ class VerifiedFilesPipeline(FilesPipeline):
     ) -> None:
         # Logged here in one line; returning (not raising) keeps MediaPipeline from logging
         # the failure again with a traceback. The file is then missing from ``files``.
+        if isinstance(failure.value, TransferCancelled):
+            self.stats.inc_value("ravel/files_cancelled")
+            return
         reason = describe(failure)
         self.file_failed(request.meta.get("ravel_name", request.url), f"{reason} ({request.url})")
+
+    def store_failed(self, exc: OSError) -> None:
+        """A full or broken store fails every file after this one: stop, keep what is stored."""
+        if self.store_error is not None:
+            return
+        self.store_error = f"FILES_STORE failed: {exc.strerror or exc}; stopping the crawl"
+        self.stats.set_value("ravel/error", self.store_error)
+        logger.error(f"{self.store_error} (files already stored are kept)")
+        stop_transfers = getattr(self.crawler.engine.downloader, "stop_transfers", None)
+        if stop_transfers is not None:
+            stop_transfers()
+        deferred_from_coro(self.crawler.engine.close_spider_async(reason="files_store_failed"))
 
     def file_failed(self, name: str, reason: str) -> None:
         self.started.pop(name, None)

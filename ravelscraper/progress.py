@@ -87,5 +87,6 @@ class Progress:
             f"[main finished] {downloaded} downloaded ({mb(megabytes)} MB in {elapsed:.1f} s, "
             f"{mb(megabytes / max(elapsed, 1e-9))} MB/s), "
             f"{self.stat('files_uptodate')} already up to date, {failed} failed"
+            + (f", {cancelled} not started" if (cancelled := self.stat("files_cancelled")) else "")
             + ("" if reason == "finished" else f"; stopped: {reason}"),
         )

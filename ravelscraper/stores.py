@@ -68,7 +68,7 @@ class AtomicFSFilesStore(FSFilesStore):
         fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".ravel-", suffix=PARTIAL_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(buf.getbuffer())
+                out.write(buf.getvalue())  # no copy: getbuffer() would copy a shared buffer
             os.replace(partial, target)
         except BaseException:
             Path(partial).unlink(missing_ok=True)

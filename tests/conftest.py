@@ -38,15 +38,33 @@ def crawl_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def scrapy_crawl(*args: str, store: Path | str, timeout: float = 120, **settings: object) -> Crawl:
-    """``scrapy crawl ravel`` in a subprocess, as a user runs it, fast settings by default."""
+def crawl_command(*args: str, store: Path | str, **settings: object) -> list[str]:
+    """``scrapy crawl ravel`` as a user types it, with fast settings by default."""
     options = {"DOWNLOAD_DELAY": 0, "RAVEL_RETRY_BACKOFF_BASE": 0.1, "FILES_STORE": store}
     options.update(settings)
     command = [sys.executable, "-m", "scrapy", "crawl", "ravel", *args]
     for name, value in options.items():
         command += ["-s", f"{name}={value}"]
+    return command
+
+
+def start_crawl(*args: str, store: Path | str, **settings: object) -> subprocess.Popen:
+    """A crawl running in the background; its output is merged into ``stdout``."""
+    return subprocess.Popen(
+        crawl_command(*args, store=store, **settings),
+        cwd=ROOT,
+        env=crawl_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def scrapy_crawl(*args: str, store: Path | str, timeout: float = 120, **settings: object) -> Crawl:
+    """Run a crawl to its end and return its exit status and log."""
     done = subprocess.run(
-        command,
+        crawl_command(*args, store=store, **settings),
         cwd=ROOT,
         env=crawl_env(),
         stdin=subprocess.DEVNULL,

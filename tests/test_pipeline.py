@@ -67,7 +67,7 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path):
     store = AtomicFSFilesStore(str(tmp_path))
 
     class Exploding(BytesIO):
-        def getbuffer(self):
+        def getvalue(self):
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space"):
