@@ -45,7 +45,7 @@ MEDIA_ALLOW_REDIRECTS = True
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
 
 # --- Progress and logging -----------------------------------------------------
-EXTENSIONS = {"ravelscraper.progress.Progress": 500}
+EXTENSIONS = {"ravelscraper.redact.RedactSecrets": 0, "ravelscraper.progress.Progress": 500}
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
 LOG_LEVEL = "INFO"
 LOG_FORMAT = "[%(levelname)s]\t%(asctime)s\t%(message)s"
