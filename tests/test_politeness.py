@@ -20,14 +20,16 @@ def file_requests(archive, host: str) -> list[dict]:
     ]
 
 
+def crawl_bulk(archive, store, **settings):
+    return scrapy_crawl("-a", "item=bulk-40", store=store, RAVEL_ORIGIN=archive.archive, **settings)
+
+
 def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
     # 64 KiB files at 256 KB/s: each transfer lasts ~0.25 s, so they would overlap freely.
     archive.configure({"bandwidth": 256_000})
-    crawl = scrapy_crawl(
-        "-a",
-        "item=bulk-40",
-        store=tmp_path,
-        RAVEL_ORIGIN=archive.archive,
+    crawl = crawl_bulk(
+        archive,
+        tmp_path,
         CONCURRENT_REQUESTS_PER_DOMAIN=3,
         DOWNLOAD_DELAY=0,
     )
@@ -44,11 +46,9 @@ def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
 
 
 def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
-    crawl = scrapy_crawl(
-        "-a",
-        "item=bulk-40",
-        store=tmp_path,
-        RAVEL_ORIGIN=archive.archive,
+    crawl = crawl_bulk(
+        archive,
+        tmp_path,
         CONCURRENT_REQUESTS_PER_DOMAIN=2,
         DOWNLOAD_DELAY=0.3,
         DOWNLOAD_DELAY_JITTER=0,
@@ -67,11 +67,9 @@ def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
 
 def test_progress_lines_while_downloading(archive, tmp_path):
     archive.configure({"bandwidth": 128_000})
-    crawl = scrapy_crawl(
-        "-a",
-        "item=bulk-40",
-        store=tmp_path,
-        RAVEL_ORIGIN=archive.archive,
+    crawl = crawl_bulk(
+        archive,
+        tmp_path,
         CONCURRENT_REQUESTS_PER_DOMAIN=4,
         RAVEL_PROGRESS_INTERVAL=0.5,
     )
