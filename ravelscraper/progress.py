@@ -18,6 +18,10 @@ def mb(size: float) -> str:
     return f"{size / 1_000_000:.1f}"
 
 
+def mb_per_s(size: float, seconds: float) -> str:
+    return f"{size / 1_000_000 / max(seconds, 1e-9):.2f}"
+
+
 class Progress:
     """Logs ``[progress]`` every ``RAVEL_PROGRESS_INTERVAL`` seconds and a final summary.
 
@@ -64,7 +68,8 @@ class Progress:
         bytes_total = self.stat("bytes_total")
         downloaded = self.stat("bytes_downloaded")
         bytes_done = downloaded + self.stat("bytes_uptodate")
-        rate = downloaded / max(monotonic() - self.started, 1e-9)
+        elapsed = monotonic() - self.started
+        rate = downloaded / max(elapsed, 1e-9)
         eta = (
             str(timedelta(seconds=round((bytes_total - bytes_done) / rate)))
             if rate > 0 and bytes_total > bytes_done
@@ -72,7 +77,7 @@ class Progress:
         )
         logger.info(
             f"[progress] {done}/{total} files, {mb(bytes_done)}/{mb(bytes_total)} MB, "
-            f"{mb(rate)} MB/s, ETA {eta}"
+            f"{mb_per_s(downloaded, elapsed)} MB/s, ETA {eta}"
         )
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
@@ -85,7 +90,7 @@ class Progress:
         logger.log(
             level,
             f"[main finished] {downloaded} downloaded ({mb(megabytes)} MB in {elapsed:.1f} s, "
-            f"{mb(megabytes / max(elapsed, 1e-9))} MB/s), "
+            f"{mb_per_s(megabytes, elapsed)} MB/s), "
             f"{self.stat('files_uptodate')} already up to date, {failed} failed"
             + (f", {cancelled} not started" if (cancelled := self.stat("files_cancelled")) else "")
             + ("" if reason == "finished" else f"; stopped: {reason}"),

@@ -177,3 +177,10 @@ def test_an_item_on_an_origin():
         ItemLocation.on("https://archive.org", "../etc")
     with pytest.raises(BadInput, match="http"):
         ItemLocation.on("http://127.0.0.1:port", "a")
+
+
+def test_the_spider_accepts_scrapyd_job_argument():
+    from ravelscraper.spiders.ravel import RavelSpider
+
+    spider = RavelSpider(item="x", _job="0f1e2d")
+    assert spider._job == "0f1e2d" and spider.item == "x"
