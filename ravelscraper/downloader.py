@@ -51,14 +51,15 @@ class PoliteDownloader(Downloader):
                 _, queue_dfd = slot.queue.popleft()
                 queue_dfd.errback(Failure(TransferCancelled("the crawl is stopping")))
             return
-        if slot.latercall:
-            return  # a delayed dispatch is already planned
         while slot.queue and slot.free_transfer_slots() > 0:
-            # A file half-way through its redirect goes first, without a pause.
+            # A file half-way through its redirect goes first, without a pause, even while
+            # the next new request waits for its delay.
             position = next((i for i, (r, _) in enumerate(slot.queue) if is_redirect_hop(r)), 0)
             request, queue_dfd = slot.queue[position]
-            now = monotonic()
             if not is_redirect_hop(request):
+                if slot.latercall:
+                    return  # a delayed dispatch is already planned
+                now = monotonic()
                 penalty = slot.download_delay() - (now - slot.lastseen)
                 if penalty > 0:
                     slot.latercall = call_later(penalty, self._latercall, slot)

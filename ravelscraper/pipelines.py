@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from io import BytesIO
 from time import monotonic
 from typing import Any
@@ -24,6 +26,10 @@ from ravelscraper.items import AudioFile
 from ravelscraper.stores import AtomicFSFilesStore, UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - archive.org's checksum
 
 
 def megabytes(size: int) -> str:
@@ -79,6 +85,12 @@ class VerifiedFilesPipeline(FilesPipeline):
             self.stats.set_value("ravel/error", message)
             raise CloseSpider("files_store_unwritable") from None
 
+    async def in_store(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Local disk I/O (and its md5) runs in a thread; remote stores return Deferreds."""
+        if isinstance(self.store, AtomicFSFilesStore):
+            return await asyncio.to_thread(method, *args)
+        return await ensure_awaitable(method(*args))
+
     async def process_item(self, item: AudioFile) -> AudioFile:
         try:
             self.claim_path(item)
@@ -122,7 +134,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         assert item is not None
         path = self.file_path(request, info=info, item=item)
         try:
-            stored = await ensure_awaitable(self.store.stat_file(path, info))
+            stored = await self.in_store(self.store.stat_file, path, info)
         except Exception as exc:  # an unreadable copy is downloaded again
             logger.warning(f"cannot check the stored copy of {item.name}: {exc}")
             stored = {}
@@ -161,7 +173,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         if response.status != 200:
             raise FileException(f"HTTP {response.status} from {response.url}")
         body = response.body
-        checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - archive.org's checksum
+        # Hashing releases the GIL: off the reactor thread, it overlaps the transfers.
+        checksum = await asyncio.to_thread(md5_hex, body)
         mismatch = self.mismatch(item, len(body), checksum)
         if mismatch:
             attempt = request.meta.get("ravel_verify_attempt", 0)
@@ -175,7 +188,7 @@ class VerifiedFilesPipeline(FilesPipeline):
             return await self.media_downloaded(response, retry, info, item=item)
         path = self.file_path(request, response=response, info=info, item=item)
         try:
-            await ensure_awaitable(self.store.persist_file(path, BytesIO(body), info))
+            await self.in_store(self.store.persist_file, path, BytesIO(body), info)
         except OSError as exc:
             self.store_failed(exc)
             raise FileException(f"cannot write to FILES_STORE: {exc.strerror or exc}") from None

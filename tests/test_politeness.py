@@ -60,6 +60,12 @@ def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
     assert min(gaps) >= 0.25  # the delay, with a little scheduling slack
     transfers = file_requests(archive, "127.0.0.2")
     assert max_simultaneous(transfers + file_requests(archive, "127.0.0.1")) <= 2
+    # The hop to the storage node follows its 302 at once, not after the next pause.
+    redirect_end = {
+        e["path"].rsplit("/", 1)[1]: e["end"] for e in file_requests(archive, "127.0.0.1")
+    }
+    hop_waits = sorted(e["start"] - redirect_end[e["path"].rsplit("/", 1)[1]] for e in transfers)
+    assert hop_waits[len(hop_waits) // 2] < 0.15, hop_waits
     # 40 files at one 0.3 s pause each: about 12 s; two pauses a file would take 24 s.
     span = max(e["end"] for e in transfers) - redirects[0]
     assert span < 20
