@@ -45,7 +45,13 @@ MEDIA_ALLOW_REDIRECTS = True
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
 
 # --- Progress and logging -----------------------------------------------------
-EXTENSIONS = {"ravelscraper.redact.RedactSecrets": 0, "ravelscraper.progress.Progress": 500}
+EXTENSIONS = {
+    "ravelscraper.redact.RedactSecrets": 0,
+    "ravelscraper.progress.Progress": 500,
+    # Off (see Safety below); not even imported, which saves start-up time.
+    "scrapy.extensions.remote_control.RemoteControl": None,
+    "scrapy.extensions.telnet.TelnetConsole": None,
+}
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
 LOG_LEVEL = "INFO"
 LOG_FORMAT = "[%(levelname)s]\t%(asctime)s\t%(message)s"
@@ -56,3 +62,15 @@ FEED_EXPORT_ENCODING = "utf-8"
 # Both run code sent to them; turn them on deliberately if you need them.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
+# archive.org downloads need no cookies; not loading the middleware saves start-up time.
+COOKIES_ENABLED = False
+
+# --- Distribution ---------------------------------------------------------------
+# With REDIS_URL (-s REDIS_URL=redis://host:6379/0 or the environment) the crawl is one node
+# of a fleet sharing a Redis queue; without it, nothing changes. See README.
+ADDONS = {"ravelscraper.distributed.addon.Distributed": 0}
+RAVEL_REDIS_PREFIX = "%(spider)s"  # keys: ravel:requests, ravel:start_urls, ...
+RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all nodes; 0 = no cap
+RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to others
+RAVEL_WAIT_FOR_WORK = 0  # seconds to wait for pushed start URLs (-1 forever); 0: own item
+RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
