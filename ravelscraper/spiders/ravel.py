@@ -17,6 +17,7 @@ from ravelscraper.archive import (
     Selection,
     page_file_names,
 )
+from ravelscraper.distributed.entries import file_entry_items
 from ravelscraper.items import AudioFile
 
 
@@ -165,6 +166,10 @@ class RavelSpider(scrapy.Spider):
             md5=file.md5,
             file_urls=[url],
         )
+
+    def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
+        """A file entry from the fleet's Redis queue (see ravelscraper.distributed), checked."""
+        yield from file_entry_items(response, self)
 
     def fail(self, reason: str, message: str) -> NoReturn:
         """Stop the crawl on input the user must fix: one ERROR line, a non-zero exit."""

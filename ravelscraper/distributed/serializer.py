@@ -1,0 +1,265 @@
+"""Queue entries as plain JSON, checked field by field: never pickle, never ``load_object``.
+
+Whoever can write to the fleet's Redis must not be able to run code on the nodes, nor make
+them fetch arbitrary URLs. So an entry is decoded by :func:`loads` (structure, types, sizes)
+and turned into a request by :func:`to_request` (callbacks from a fixed list, URLs only on
+the origins this crawl allows). Anything else raises :class:`BadEntry` with a one-line reason.
+
+The module has ``dumps``/``loads``, so it is also a valid ``SCHEDULER_SERIALIZER``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from scrapy import Request, Spider
+
+from ravelscraper.archive import BadInput, ItemLocation
+
+VERSION = 1
+MAX_ENTRY_BYTES = 2 * 1024 * 1024
+FIELDS = {"v", "url", "method", "callback", "errback", "headers", "body", "meta", "cb_kwargs"}
+FIELDS |= {"priority", "dont_filter"}
+FILE_ENTRY_CALLBACK = "parse_file_entry"
+# callback -> (errback, cb_kwargs names and whether they hold an ItemLocation)
+CALLBACKS: dict[str, tuple[str | None, dict[str, str]]] = {
+    "parse_details": ("details_failed", {"item": "location"}),
+    "parse_metadata": ("metadata_failed", {"item": "location", "page_names": "names"}),
+    FILE_ENTRY_CALLBACK: (None, {}),
+}
+META_INT = {"depth", "retry_times", "redirect_times", "redirect_ttl"}
+META_LIST = {"redirect_urls", "redirect_reasons"}
+HEADERS = {"accept", "accept-language", "accept-encoding", "user-agent", "referer"}
+DATA_PREFIX = "data:application/json;base64,"
+
+
+class BadEntry(ValueError):
+    """A queue entry refused; the message says why, in one line."""
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    """``Request.to_dict()`` output as compact JSON; local-only meta and headers are left out."""
+    if obj.get("_class"):
+        raise BadEntry(f"request class {obj['_class']} cannot be queued")
+    meta = {k: v for k, v in (obj.get("meta") or {}).items() if k in META_INT | META_LIST}
+    headers = {
+        _text(name): [_text(v) for v in values]
+        for name, values in (obj.get("headers") or {}).items()
+        if _text(name).lower() in HEADERS
+    }
+    entry = {
+        "v": VERSION,
+        "url": obj["url"],
+        "method": obj["method"],
+        "callback": obj["callback"],
+        "errback": obj["errback"],
+        "headers": headers,
+        "body": base64.b64encode(obj.get("body") or b"").decode(),
+        "meta": meta,
+        "cb_kwargs": {k: _plain(v) for k, v in (obj.get("cb_kwargs") or {}).items()},
+        "priority": obj["priority"],
+        "dont_filter": obj["dont_filter"],
+    }
+    return json.dumps(entry, separators=(",", ":"), allow_nan=False).encode()
+
+
+def loads(raw: bytes | str) -> dict[str, Any]:
+    """Parse and check an entry's structure; raises BadEntry."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise BadEntry(f"entry of {len(raw)} bytes is larger than {MAX_ENTRY_BYTES}")
+    if raw[:1] == b"\x80":
+        raise BadEntry("pickled data (not JSON): refused, never unpickled")
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise BadEntry("not a JSON entry") from None
+    if not isinstance(entry, dict) or entry.get("v") != VERSION:
+        raise BadEntry('not a ravel queue entry (no "v": 1)')
+    extra = set(entry) - FIELDS
+    if extra:
+        raise BadEntry(f"unexpected fields {sorted(extra)}")
+    missing = FIELDS - set(entry)
+    if missing:
+        raise BadEntry(f"missing fields {sorted(missing)}")
+    callback = entry["callback"]
+    if callback not in CALLBACKS:
+        raise BadEntry(f"callback {callback!r} is not allowed")
+    errback, kwargs_spec = CALLBACKS[callback]
+    if entry["errback"] != errback:
+        raise BadEntry(f"errback {entry['errback']!r} is not allowed with {callback}")
+    if entry["method"] != "GET" or entry["body"] != "":
+        raise BadEntry("only GET requests without a body are allowed")
+    if not isinstance(entry["url"], str) or len(entry["url"]) > 64 * 1024:
+        raise BadEntry("bad url")
+    if not _is_int(entry["priority"]) or abs(entry["priority"]) > 10_000:
+        raise BadEntry("bad priority")
+    if not isinstance(entry["dont_filter"], bool):
+        raise BadEntry("bad dont_filter")
+    entry["headers"] = _check_headers(entry["headers"])
+    entry["meta"] = _check_meta(entry["meta"])
+    entry["cb_kwargs"] = _check_cb_kwargs(entry["cb_kwargs"], kwargs_spec)
+    return entry
+
+
+class AllowedOrigins:
+    """The hosts this crawl may fetch: its origins (``RAVEL_ORIGIN``, ``-a url``, extras) and
+    their subdomains, on the same port."""
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        self.allowed: set[tuple[str, int]] = set()
+        for origin in origins:
+            if origin:
+                self.add(origin)
+
+    def add(self, origin: str) -> None:
+        host_port = _host_port(origin)
+        if host_port:
+            self.allowed.add(host_port)
+
+    def __contains__(self, url: str) -> bool:
+        host_port = _host_port(url)
+        if host_port is None:
+            return False
+        host, port = host_port
+        return any(port == p and (host == h or host.endswith("." + h)) for h, p in self.allowed)
+
+    @classmethod
+    def for_spider(cls, spider: Spider) -> AllowedOrigins:
+        """``RAVEL_ORIGIN``, the origin of ``-a url`` and ``RAVEL_ALLOWED_ORIGINS``."""
+        settings = spider.settings
+        extra = settings.getlist("RAVEL_ALLOWED_ORIGINS")
+        return cls([settings.get("RAVEL_ORIGIN", ""), getattr(spider, "url", None) or "", *extra])
+
+    def describe(self) -> str:
+        return ", ".join(sorted(f"{h}:{p}" for h, p in self.allowed)) or "none"
+
+
+def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -> Request:
+    """A plain :class:`Request` for a checked entry; raises BadEntry for a URL not allowed."""
+    url, callback = entry["url"], entry["callback"]
+    if callback == FILE_ENTRY_CALLBACK:
+        if not url.startswith(DATA_PREFIX):
+            raise BadEntry(f"{callback} needs a {DATA_PREFIX}... URL")
+    elif url not in origins:
+        raise BadEntry(f"host of {url[:200]!r} is not allowed (allowed: {origins.describe()})")
+    cb_kwargs = dict(entry["cb_kwargs"])
+    if "item" in cb_kwargs:
+        location = cb_kwargs["item"]
+        if location.origin not in origins:
+            raise BadEntry(f"item origin {location.origin!r} is not allowed")
+        expected = location.details_url if callback == "parse_details" else location.metadata_url
+        if url != expected and not entry["meta"].get("redirect_urls"):
+            raise BadEntry(f"url {url[:200]!r} does not match its item ({expected})")
+    meta = dict(entry["meta"])
+    if callback == FILE_ENTRY_CALLBACK:
+        meta["download_slot"] = ENTRY_SLOT
+    errback = entry["errback"]
+    return Request(
+        url,
+        callback=getattr(spider, callback),
+        errback=getattr(spider, errback) if errback else None,
+        headers=entry["headers"],
+        meta=meta,
+        cb_kwargs=cb_kwargs,
+        priority=entry["priority"],
+        dont_filter=entry["dont_filter"],
+    )
+
+
+ENTRY_SLOT = "ravel-entries"  # download slot of file entries: no delay, they cost no request
+
+
+def decode(raw: bytes | None, spider: Spider, origins: AllowedOrigins) -> Request:
+    if raw is None:
+        raise BadEntry("no payload for this id")
+    return to_request(loads(raw), spider, origins)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ItemLocation):
+        return {"origin": value.origin, "identifier": value.identifier}
+    return value
+
+
+def _check_headers(headers: Any) -> dict[str, list[str]]:
+    if not isinstance(headers, dict) or len(headers) > len(HEADERS):
+        raise BadEntry("bad headers")
+    for name, values in headers.items():
+        if name.lower() not in HEADERS:
+            raise BadEntry(f"header {name!r} is not allowed")
+        if not isinstance(values, list) or not all(
+            isinstance(v, str) and len(v) < 4096 and "\n" not in v and "\r" not in v for v in values
+        ):
+            raise BadEntry(f"bad value for header {name!r}")
+    return headers
+
+
+def _check_meta(meta: Any) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise BadEntry("bad meta")
+    for key, value in meta.items():
+        if key in META_INT:
+            ok = _is_int(value) and 0 <= value <= 1000
+        elif key in META_LIST:
+            ok = (
+                isinstance(value, list)
+                and len(value) <= 100
+                and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)
+            )
+        else:
+            raise BadEntry(f"meta key {key!r} is not allowed")
+        if not ok:
+            raise BadEntry(f"bad value for meta key {key!r}")
+    return meta
+
+
+def _check_cb_kwargs(cb_kwargs: Any, spec: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(cb_kwargs, dict) or set(cb_kwargs) != set(spec):
+        raise BadEntry(f"cb_kwargs must be exactly {sorted(spec)}")
+    checked: dict[str, Any] = {}
+    for name, kind in spec.items():
+        value = cb_kwargs[name]
+        if kind == "location":
+            if not isinstance(value, dict) or set(value) != {"origin", "identifier"}:
+                raise BadEntry(f"bad {name!r} in cb_kwargs")
+            try:
+                checked[name] = ItemLocation.on(str(value["origin"]), str(value["identifier"]))
+            except BadInput as exc:
+                raise BadEntry(f"bad {name!r} in cb_kwargs: {exc}") from None
+            if checked[name].origin != value["origin"]:
+                raise BadEntry(f"bad origin {value['origin']!r} in cb_kwargs")
+        else:
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and len(v) < 4096 for v in value
+            ):
+                raise BadEntry(f"bad {name!r} in cb_kwargs")
+            checked[name] = value
+    return checked
+
+
+def _host_port(url: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)

@@ -1,0 +1,462 @@
+"""A fleet of real ``scrapy crawl ravel`` processes on one real Redis, against the fake archive.
+
+Each test takes its own Redis database. Figures (split, times, peaks) are printed: run with
+``pytest -s tests/test_distributed.py`` to see them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
+from tests.fakearchive import max_simultaneous
+from tests.redisserver import RedisServer, free_port
+
+FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
+SECRET = "s3cret-Pa55word"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_with_password():
+    with RedisServer(password=SECRET, databases=2) as server:
+        yield server
+
+
+@dataclass
+class Fleet:
+    """A Redis database and the nodes started on it."""
+
+    server: RedisServer
+    db: int
+    logs: Path
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.db)
+
+    @property
+    def redis(self):
+        return self.server.client(self.db)
+
+    def start(self, *args: str, store: Path | str, env_url: bool = False, **settings) -> Node:
+        """A node: ``REDIS_URL`` as ``-s`` or (``env_url``) in the environment."""
+        options = {**FAST, **settings}
+        extra_env = {"REDIS_URL": self.url} if env_url else {}
+        if not env_url:
+            options["REDIS_URL"] = self.url
+        warnings = options.pop("PYTHONWARNINGS", None)
+        if warnings:
+            extra_env["PYTHONWARNINGS"] = warnings
+        log = self.logs / f"node{len(self.nodes)}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                crawl_command(*args, store=store, **options),
+                cwd=ROOT,
+                env=crawl_env(**extra_env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        node = Node(process, log)
+        self.nodes.append(node)
+        return node
+
+    def wait(self, timeout: float = 120) -> None:
+        """Wait for every node, noting when each one exited."""
+        deadline = time.monotonic() + timeout
+        while any(n.exited is None for n in self.nodes):
+            for node in self.nodes:
+                if node.exited is None and node.process.poll() is not None:
+                    node.exited = time.time()
+            if time.monotonic() > deadline:
+                for node in self.nodes:
+                    node.process.kill()
+                pytest.fail(f"nodes still running after {timeout} s")
+            time.sleep(0.05)
+
+    def queue_state(self) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "ravelscraper.distributed", "status", "--json"],
+            cwd=ROOT,
+            env=crawl_env(REDIS_URL=self.url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+@dataclass
+class Node:
+    process: subprocess.Popen
+    log_path: Path
+    exited: float | None = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    @property
+    def downloaded(self) -> int:
+        return self.log.count("[download finished]")
+
+    def lines(self, marker: str) -> list[str]:
+        return [line for line in self.log.splitlines() if marker in line]
+
+
+@pytest.fixture
+def fleet(redis_server, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    fleet = Fleet(redis_server, redis_server.fresh_db(), logs)
+    yield fleet
+    for node in fleet.nodes:
+        if node.process.poll() is None:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+
+def storage_gets(archive) -> list[dict]:
+    return [
+        e
+        for e in archive.stats()["log"]
+        if e["host"] == "127.0.0.2" and e["method"] == "GET" and e["path"] != "/robots.txt"
+    ]
+
+
+def assert_clean(node: Node) -> None:
+    assert node.returncode == 0, node.log[-3000:]
+    assert "Traceback" not in node.log
+    assert "Deprecat" not in node.log
+    assert node.lines("[ERROR]") == []
+
+
+def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
+    archive, fleet, tmp_path
+):
+    archive.configure({"bandwidth": 65536})  # 1 s per 64 KiB file: the per-node cap limits
+    store = tmp_path / "store"  # one store for both nodes, as on a shared disk
+    details = f"url={archive.details_url('bulk-40')}"
+    started = time.time()
+    first = fleet.start(
+        "-a",
+        details,
+        store=store,
+        SCHEDULER_PERSIST=False,  # refused: a node closing never flushes the fleet's queue
+        PYTHONWARNINGS="error::DeprecationWarning",
+    )
+    time.sleep(1.5)  # nodes start in any order, seconds apart
+    second = fleet.start("-a", details, store=store, env_url=True)
+    fleet.wait()
+
+    gets = storage_gets(archive)
+    last_transfer = max(e["end"] for e in gets)
+    split = (first.downloaded, second.downloaded)
+    print(
+        f"\n[fleet] split {split}; last transfer {last_transfer - started:.1f} s after start; "
+        f"exits {[round(n.exited - last_transfer, 1) for n in fleet.nodes]} s after it"
+    )
+    for node in fleet.nodes:
+        assert_clean(node)
+        assert node.exited - last_transfer <= 15
+    assert len(gets) == 40 and len({e["path"] for e in gets}) == 40  # each file once
+    assert min(split) >= 10 and sum(split) == 40
+    assert len(stored_files(store)) == 40
+    for name in ("track01.mp3", "track40.mp3"):
+        assert (store / "bulk-40" / name).read_bytes() == archive.file_bytes("bulk-40", name)
+    assert first.lines("SCHEDULER_PERSIST=False")  # warned, and ignored
+    assert second.lines("already queued or done by the fleet")  # joined, did not re-list
+    state = fleet.queue_state()
+    assert (state["queued"], state["inflight"], state["live_nodes"]) == (0, 0, 0)
+    assert state["acked"] == 42  # details page, metadata, 40 files
+    assert not fleet.redis.exists("ravel:dupefilter")  # the run is closed
+
+    archive.reset()
+    again = fleet.start("-a", details, store=store)
+    fleet.wait()
+    assert_clean(again)
+    assert storage_gets(archive) == []
+    assert "[main finished] 0 downloaded" in again.log and "40 already up to date" in again.log
+
+
+def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
+    archive.configure({"bandwidth": 65536, "items": {"slow-12": {"count": 12, "size": 262144}}})
+    store = tmp_path / "store"
+    details = f"url={archive.details_url('slow-12')}"
+    victim = fleet.start("-a", details, store=store)
+    time.sleep(1)
+    survivor = fleet.start("-a", details, store=store)
+    deadline = time.monotonic() + 60
+    while not victim.lines("[download start]") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)  # mid-transfer: a 256 KiB file takes 4 s
+    assert victim.process.poll() is None, victim.log
+    victim.process.send_signal(signal.SIGKILL)
+    killed = time.time()
+    victim.exited = killed
+    fleet.wait()
+
+    assert_clean(survivor)
+    requeued = survivor.lines("[fleet] requeued")
+    assert requeued, survivor.log
+    fetched = [e["path"] for e in storage_gets(archive)]
+    interrupted = [p for p in set(fetched) if fetched.count(p) > 1]
+    assert interrupted  # what the victim was downloading was fetched again
+    assert sorted(p.name for p in (store / "slow-12").iterdir()) == [
+        f"track{n:02d}.mp3" for n in range(1, 13)
+    ]
+    for path in (store / "slow-12").iterdir():
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+        assert md5 == archive.md5_of("slow-12", path.name)
+    state = fleet.queue_state()
+    assert (state["queued"], state["inflight"], state["dead"]) == (0, 0, 0)
+    assert state["reclaimed"] >= 1
+    print(
+        f"\n[fleet] SIGKILL: {len(interrupted)} interrupted files re-fetched; survivor done "
+        f"{survivor.exited - killed:.1f} s after the kill"
+    )
+
+
+def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
+    archive, fleet, tmp_path
+):
+    archive.configure({"items": {"alpha": {"count": 6}, "beta": {"count": 5}}})
+    redis = fleet.redis
+    # Start URLs as a user pushes them: two items, plus two a node must refuse.
+    for entry in (
+        json.dumps({"url": archive.details_url("alpha")}),
+        "http://127.0.0.1/not-json",
+        json.dumps({"url": "http://198.51.100.7/details/elsewhere"}),
+        json.dumps({"item": "beta"}),
+    ):
+        redis.rpush("ravel:start_urls", entry)
+    # Queue entries written by someone who should not be trusted.
+    good_entry = {
+        "v": 1, "url": "", "method": "GET", "callback": "parse_file_entry", "errback": None,
+        "headers": {}, "body": "", "meta": {}, "cb_kwargs": {}, "priority": 0,
+        "dont_filter": True,
+    }  # fmt: skip
+    evil_record = {
+        "identifier": "alpha", "name": "../../escape.mp3", "url": "", "format": "",
+        "title": "", "track": "", "album": "", "creator": "", "length": None, "size": None,
+        "md5": None,
+    }  # fmt: skip
+    good_entry["url"] = (
+        "data:application/json;base64,"
+        + base64.b64encode(json.dumps(evil_record).encode()).decode()
+    )
+    hostile = {
+        "evil-pickle": pickle.dumps({"url": archive.archive}),
+        "evil-class": json.dumps({**good_entry, "_class": "scrapy.http.JsonRequest"}),
+        "evil-callback": json.dumps({**good_entry, "callback": "close"}),
+        "evil-host": json.dumps(
+            {
+                **good_entry,
+                "callback": "parse_details",
+                "errback": "details_failed",
+                "url": "http://198.51.100.7/details/x",
+                "cb_kwargs": {"item": {"origin": "http://198.51.100.7", "identifier": "x"}},
+            }
+        ),
+        "evil-record": json.dumps(good_entry),
+    }
+    for entry_id, payload in hostile.items():
+        redis.zadd("ravel:requests", {entry_id: 0})
+        redis.hset("ravel:payloads", entry_id, payload)
+
+    store = tmp_path / "store"
+    waiting = {"RAVEL_WAIT_FOR_WORK": 3, "RAVEL_ORIGIN": archive.archive}
+    fleet.start(store=store, **waiting)
+    fleet.start(store=store, env_url=True, **waiting)
+    fleet.wait()
+
+    logs = "".join(n.log for n in fleet.nodes)
+    for node in fleet.nodes:
+        assert node.returncode == 0, node.log[-3000:]
+        assert "Traceback" not in node.log
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*.mp3")) == [
+        *(f"alpha/track{n:02d}.mp3" for n in range(1, 7)),
+        *(f"beta/track{n:02d}.mp3" for n in range(1, 6)),
+    ]
+    assert not (tmp_path / "escape.mp3").exists()
+    rejected = [line for line in logs.splitlines() if "[fleet] rejected" in line]
+    print("\n" + "\n".join(rejected))
+    assert len(rejected) == 7  # each bad entry once, on one node, in one line
+    for reason in (
+        "evil-pickle: pickled data",
+        "evil-class: unexpected fields ['_class']",
+        "evil-callback: callback 'close' is not allowed",
+        "evil-host: host of 'http://198.51.100.7/details/x' is not allowed",
+        "rejected a file entry: it has a '..' path component",
+        "'http://127.0.0.1/not-json': not JSON",
+        "origin http://198.51.100.7 is not allowed",
+    ):
+        assert reason in logs
+    assert not any("198.51.100.7" in e["path"] for e in archive.stats()["log"])
+    assert redis.hlen("ravel:rejected") == 6  # the file record was acked, its item refused
+    assert redis.llen("ravel:start_urls") == 0
+
+
+def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
+    archive.configure({"bandwidth": 131072, "items": {"capped": {"count": 24}}})
+    details = f"url={archive.details_url('capped')}"
+    for node in range(3):
+        fleet.start(
+            "-a",
+            details,
+            store=tmp_path / f"store{node}",  # per-node local stores
+            CONCURRENT_REQUESTS_PER_DOMAIN=4,  # 12 at once without the fleet cap
+            RAVEL_FLEET_MAX_TRANSFERS=3,
+        )
+    fleet.wait()
+
+    stats = archive.stats()
+    peak = stats["combined"]["max_active"]
+    split = [n.downloaded for n in fleet.nodes]
+    print(f"\n[fleet] cap 3, 3 nodes x 4: server peak {peak}, split {split}")
+    for node in fleet.nodes:
+        assert_clean(node)
+    assert sum(split) == 24 and min(split) >= 1
+    assert peak == 3  # reached, never exceeded
+    assert max_simultaneous(stats["log"]) <= 3
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("down", "cannot reach Redis at redis://127.0.0.1:"),
+        ("bad-db", "REDIS_URL database must be a number, not 'abc'"),
+        ("bad-scheme", "REDIS_URL must start with redis://"),
+        ("wrong-password", "refused the credentials in REDIS_URL"),
+        ("no-password", "needs a password"),
+    ],
+)
+def test_an_unusable_redis_is_one_line_and_a_failed_exit(
+    archive, redis_with_password, tmp_path, case, expected
+):
+    port = redis_with_password.port
+    url = {
+        "down": f"redis://:{SECRET}@127.0.0.1:{free_port()}/0",
+        "bad-db": f"redis://:{SECRET}@127.0.0.1:{port}/abc",
+        "bad-scheme": f"http://:{SECRET}@127.0.0.1:{port}/0",
+        "wrong-password": redis_with_password.url(0, password=SECRET[::-1]),
+        "no-password": f"redis://127.0.0.1:{port}/0",
+    }[case]
+    done = subprocess.run(
+        crawl_command("-a", f"url={archive.details_url('bulk-40')}", store=tmp_path),
+        cwd=ROOT,
+        env=crawl_env(REDIS_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    log = done.stdout + done.stderr
+    problems = [line for line in log.splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
+    assert done.returncode == 1, log
+    assert len(problems) == 1 and expected in problems[0], log
+    assert "Traceback" not in log
+    assert SECRET not in log and SECRET[::-1] not in log
+    assert archive.stats()["log"] == []  # nothing was fetched
+
+
+def test_status_and_reset_commands(fleet):
+    redis = fleet.redis
+    redis.zadd("ravel:requests", {"00000000000001": 0})
+    redis.hset("ravel:payloads", "00000000000001", "{}")
+    redis.zadd("ravel:nodes", {"elsewhere:1:abc": time.time() * 1000 + 60_000})
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ravelscraper.distributed", *args],
+            cwd=ROOT,
+            env=crawl_env(REDIS_URL=fleet.url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    status = command("status")
+    assert status.returncode == 0, status.stderr
+    assert "queued             1" in status.stdout and "elsewhere:1:abc" in status.stdout
+    refused = command("reset")
+    assert refused.returncode == 1 and "still running" in refused.stderr
+    assert redis.exists("ravel:requests")
+    forced = command("reset", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert redis.keys("ravel:*") == []
+
+
+def test_an_s3_store_serves_a_fleet_with_md5_checks(archive, fleet, tmp_path):
+    import boto3  # requirements.txt: Scrapy's S3 store needs botocore
+    from moto.server import ThreadedMotoServer  # requirements-dev.txt
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        aws = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION_NAME": "us-east-1",
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="fleet-mirror")
+        archive.configure({"bandwidth": 131072, "items": {"s3-item": {"count": 8}}})
+        details = f"url={archive.details_url('s3-item')}"
+        store = "s3://fleet-mirror/mirror/"
+        for _ in range(2):
+            fleet.start("-a", details, store=store, **aws)
+        fleet.wait()
+        for node in fleet.nodes:
+            assert_clean(node)
+        assert sum(n.downloaded for n in fleet.nodes) == 8
+        objects = s3.list_objects_v2(Bucket="fleet-mirror")["Contents"]
+        assert len(objects) == 8
+        for entry in objects:
+            name = entry["Key"].rsplit("/", 1)[1]
+            assert entry["Key"] == f"mirror/s3-item/{name}"
+            assert entry["ETag"].strip('"') == archive.md5_of("s3-item", name)
+
+        # A re-run finds everything up to date; a damaged object is fetched again.
+        s3.put_object(Bucket="fleet-mirror", Key="mirror/s3-item/track03.mp3", Body=b"damaged")
+        archive.reset()
+        again = fleet.start("-a", details, store=store, **aws)
+        fleet.wait()
+        assert_clean(again)
+        assert [e["path"].rsplit("/", 1)[1] for e in storage_gets(archive)] == ["track03.mp3"]
+        assert "7 already up to date" in again.log
+        body = s3.get_object(Bucket="fleet-mirror", Key="mirror/s3-item/track03.mp3")["Body"]
+        assert body.read() == archive.file_bytes("s3-item", "track03.mp3")
+    finally:
+        moto.stop()

@@ -1,0 +1,211 @@
+"""Units of the fleet: entries as checked JSON, file records, REDIS_URL checks, the add-on."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+from scrapy import Request
+from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
+
+from ravelscraper.archive import ItemLocation
+from ravelscraper.distributed import serializer
+from ravelscraper.distributed.addon import Distributed
+from ravelscraper.distributed.connection import FleetUnavailable, check_redis_url, scrub
+from ravelscraper.distributed.entries import BadRecord, entry_request, item_from_record
+from ravelscraper.distributed.serializer import AllowedOrigins, BadEntry, decode, dumps
+from ravelscraper.items import AudioFile
+from ravelscraper.spiders.ravel import RavelSpider
+from tests.conftest import ROOT
+
+ORIGIN = "http://127.0.0.1:8080"
+ORIGINS = AllowedOrigins([ORIGIN])
+
+
+@pytest.fixture
+def spider() -> RavelSpider:
+    crawler = get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN})
+    return RavelSpider.from_crawler(crawler)
+
+
+def encoded(request: Request, spider: RavelSpider) -> bytes:
+    return dumps(request.to_dict(spider=spider))
+
+
+def audio_file(name: str = "01 Pavane.mp3", origin: str = ORIGIN) -> AudioFile:
+    url = ItemLocation.on(origin, "ravel").download_url(name)
+    return AudioFile(identifier="ravel", name=name, url=url, md5="0" * 32, size=12, file_urls=[url])
+
+
+def test_page_requests_round_trip_as_json(spider):
+    location = ItemLocation.on(ORIGIN, "ravel")
+    original = spider.metadata_request(location, page_names=["a.mp3", "b é.mp3"])
+    original.meta.update(depth=1, download_latency=0.2, proxy="http://evil:1")
+    raw = encoded(original, spider)
+
+    assert json.loads(raw)["cb_kwargs"]["item"] == {"origin": ORIGIN, "identifier": "ravel"}
+    request = decode(raw, spider, ORIGINS)
+    assert request.url == location.metadata_url
+    assert request.callback == spider.parse_metadata
+    assert request.errback == spider.metadata_failed
+    assert request.cb_kwargs == {"item": location, "page_names": ["a.mp3", "b é.mp3"]}
+    assert request.meta == {"depth": 1}  # local or dangerous meta is never queued
+
+
+def test_a_file_entry_round_trips_to_the_same_item(spider):
+    item = audio_file("sub dir/ünïcode #1.mp3")
+    request = decode(encoded(entry_request(item, spider), spider), spider, ORIGINS)
+    assert request.callback == spider.parse_file_entry
+    assert request.meta["download_slot"] == serializer.ENTRY_SLOT
+    body = base64.b64decode(request.url.split(",", 1)[1])
+    assert item_from_record(body, ORIGINS) == item
+
+
+def hostile(spider, **changes) -> bytes:
+    entry = json.loads(encoded(spider.metadata_request(ItemLocation.on(ORIGIN, "x"), []), spider))
+    entry.update(changes)
+    return json.dumps(entry).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda s: pickle.dumps({"url": ORIGIN}), "pickled data"),
+        (lambda s: b"\x00garbage", "not a JSON entry"),
+        (lambda s: b'{"url": "http://127.0.0.1:8080/"}', 'no "v": 1'),
+        (lambda s: hostile(s, _class="scrapy.http.JsonRequest"), "unexpected fields"),
+        (lambda s: hostile(s, callback="close"), "callback 'close' is not allowed"),
+        (lambda s: hostile(s, errback="close"), "errback 'close' is not allowed"),
+        (lambda s: hostile(s, method="POST"), "only GET"),
+        (lambda s: hostile(s, meta={"proxy": "http://evil:1"}), "meta key 'proxy'"),
+        (lambda s: hostile(s, headers={"Cookie": ["a=b"]}), "header 'Cookie'"),
+        (lambda s: hostile(s, url="http://evil.example/metadata/x"), "is not allowed"),
+        (lambda s: hostile(s, url="http://127.0.0.1:6379/metadata/x"), "is not allowed"),
+        (lambda s: hostile(s, url=f"{ORIGIN}/metadata/other"), "does not match its item"),
+        (
+            lambda s: hostile(
+                s,
+                cb_kwargs={"item": {"origin": "http://evil", "identifier": "x"}, "page_names": []},
+            ),
+            "origin 'http://evil' is not allowed",
+        ),
+        (lambda s: hostile(s, callback="parse_file_entry", errback=None), "cb_kwargs must be"),
+        (lambda s: b"{" * (serializer.MAX_ENTRY_BYTES + 1), "larger than"),
+    ],
+)
+def test_hostile_entries_are_refused_with_a_reason(spider, make, reason):
+    with pytest.raises(BadEntry, match=reason.replace("(", r"\(")):
+        decode(make(spider), spider, ORIGINS)
+
+
+def test_a_request_class_is_refused_when_queued(spider):
+    with pytest.raises(BadEntry, match="cannot be queued"):
+        dumps({"_class": "scrapy.http.request.form.FormRequest", "url": ORIGIN})
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"name": "../../etc/passwd"}, "'..'"),
+        ({"url": "http://evil.example/download/ravel/x.mp3"}, "not allowed"),
+        ({"url": f"{ORIGIN}/download/ravel/other.mp3"}, "not the download URL"),
+        ({"md5": "not-a-checksum"}, "bad 'md5'"),
+        ({"size": -1}, "bad 'size'"),
+        ({"files": []}, "fields must be exactly"),
+    ],
+)
+def test_hostile_file_records_are_refused(change, reason):
+    item = audio_file("x.mp3")
+    record = {k: v for k, v in vars(item).items() if k not in ("files", "file_urls")}
+    record.update(change)
+    with pytest.raises(BadRecord, match=reason):
+        item_from_record(json.dumps(record).encode(), ORIGINS)
+
+
+def test_allowed_origins_match_host_port_and_subdomains():
+    origins = AllowedOrigins(["https://archive.org", "http://127.0.0.1:8080"])
+    assert "https://archive.org/details/x" in origins
+    assert "https://ia800300.us.archive.org/1/items/x" in origins
+    assert "https://evilarchive.org/x" not in origins
+    assert "http://archive.org/x" not in origins  # port 80, not 443
+    assert "http://127.0.0.1:8081/x" not in origins
+    assert "data:,x" not in origins
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://:pw@queue-host:6379/0", "redis://queue-host:6379/0"),
+        ("redis://queue-host", "redis://queue-host:6379/0"),
+        ("rediss://user:pw@[::1]:6380/3", "rediss://[::1]:6380/3"),
+        ("unix:///run/redis.sock?db=2", "unix:///run/redis.sock/2"),
+    ],
+)
+def test_redis_urls_are_checked_and_redacted(url, redacted):
+    assert check_redis_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://queue-host:6379/abc", "database must be a number"),
+        ("redis://queue-host:6379/0?db=x", "database must be a number"),
+        ("redis://queue-host:port/0", "not a valid URL"),
+        ("http://queue-host/0", "must start with redis://"),
+        ("queue-host:6379", "must start with redis://"),
+        ("redis:///0", "no host"),
+    ],
+)
+def test_bad_redis_urls_are_refused(url, reason):
+    with pytest.raises(FleetUnavailable, match=reason):
+        check_redis_url(url)
+
+
+def test_passwords_are_scrubbed_from_messages():
+    assert (
+        scrub("AUTH p%40ss failed\nfor p@ss", "redis://:p%40ss@h/0") == "AUTH p%40ss failed for ***"
+    )
+
+
+def test_without_redis_url_the_addon_changes_nothing(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    settings = Settings({"SCHEDULER": "scrapy.core.scheduler.Scheduler"})
+    before = {name: settings[name] for name in settings}
+    Distributed().update_settings(settings)
+    assert {name: settings[name] for name in settings} == before
+
+
+def test_with_redis_url_the_addon_installs_the_fleet(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://queue-host:6379/0")
+    settings = Settings({"RAVEL_FLEET_MAX_TRANSFERS": 2, "EXTENSIONS": {"a.B": 1}})
+    Distributed().update_settings(settings)
+    assert settings["REDIS_URL"] == "redis://queue-host:6379/0"
+    assert settings["SCHEDULER"].endswith("RavelScheduler")
+    assert settings["SCHEDULER_SERIALIZER"] == "ravelscraper.distributed.serializer"
+    assert settings.getdict("EXTENSIONS") == {
+        "a.B": 1,
+        "ravelscraper.distributed.extension.FleetCoordinator": 600,
+    }
+    assert "ravelscraper.distributed.fleetcap.FleetTransferCap" in settings.getdict(
+        "DOWNLOADER_MIDDLEWARES"
+    )
+
+
+def test_a_single_machine_crawl_never_imports_redis():
+    code = (
+        "import sys; from scrapy.utils.project import get_project_settings; "
+        "from scrapy.crawler import Crawler; from ravelscraper.spiders.ravel import RavelSpider; "
+        "c = Crawler(RavelSpider, get_project_settings(), init_reactor=True); c._apply_settings(); "
+        "assert 'redis' not in sys.modules, 'redis imported'; print(c.settings['SCHEDULER'])"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "scrapy.core.scheduler.Scheduler"
