@@ -87,3 +87,21 @@ def test_progress_lines_while_downloading(archive, tmp_path):
     done = [int(p[0]) for p in progress]
     assert done == sorted(done) and done[-1] < 40
     assert "[main finished] 40 downloaded" in crawl.log
+
+
+def test_autothrottle_is_an_opt_in_that_keeps_the_cap(archive, tmp_path):
+    archive.configure({"latency": 0.05})
+    crawl = crawl_bulk(
+        archive,
+        tmp_path,
+        AUTOTHROTTLE_ENABLED=True,
+        AUTOTHROTTLE_START_DELAY=0.05,
+        AUTOTHROTTLE_MAX_DELAY=0.5,
+        DOWNLOAD_DELAY=0,
+        CONCURRENT_REQUESTS_PER_DOMAIN=2,
+    )
+    assert crawl.returncode == 0, crawl.log
+    assert len(stored_files(tmp_path)) == 40
+    transfers = file_requests(archive, "127.0.0.2") + file_requests(archive, "127.0.0.1")
+    assert max_simultaneous(transfers) <= 2
+    assert "scrapy.extensions.throttle.AutoThrottle" in crawl.log
