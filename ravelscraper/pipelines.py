@@ -24,6 +24,13 @@ from twisted.python.failure import Failure
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.stores import AtomicFSFilesStore, UnsafeName, safe_relative_path
+from ravelscraper.streaming import (
+    STREAM_META,
+    STREAMED,
+    StoreWriteError,
+    StreamedBody,
+    StreamTarget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ def megabytes(size: int) -> str:
 def describe(failure: Failure) -> str:
     """A failure as one line: what went wrong, without a traceback."""
     exc = failure.value
-    if isinstance(exc, IgnoreRequest | FileException):
+    if isinstance(exc, IgnoreRequest | FileException | StoreWriteError):
         return str(exc) or type(exc).__name__
     reasons = getattr(exc, "reasons", None)  # Twisted's ResponseFailed & co. wrap failures
     if reasons:
@@ -54,6 +61,8 @@ class VerifiedFilesPipeline(FilesPipeline):
     * A download whose size or md5 does not match is fetched again
       (``RAVEL_VERIFY_RETRIES`` times), then reported failed and never stored.
     * Names that could leave the store are refused.
+    * On the local store, a file's body is streamed to a part file as it arrives (see
+      ``ravelscraper.streaming``), then verified and renamed into place.
     """
 
     STORE_SCHEMES = {
@@ -70,6 +79,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.started: dict[str, float] = {}
         self.paths_seen: dict[str, str] = {}  # case-folded path -> name, within this crawl
         self.store_error: str | None = None
+        self.streams: set[StreamTarget] = set()  # targets whose part file may await us
         crawler.signals.connect(self.transfer_started, signal=signals.headers_received)
 
     def open_spider(self) -> None:
@@ -84,6 +94,11 @@ class VerifiedFilesPipeline(FilesPipeline):
             logger.error(message)
             self.stats.set_value("ravel/error", message)
             raise CloseSpider("files_store_unwritable") from None
+
+    def close_spider(self) -> None:
+        for target in self.streams:  # the crawl stopped before their files were verified
+            target.discard()
+        self.streams.clear()
 
     async def in_store(self, method: Callable[..., Any], *args: Any) -> Any:
         """Local disk I/O (and its md5) runs in a thread; remote stores return Deferreds."""
@@ -112,10 +127,42 @@ class VerifiedFilesPipeline(FilesPipeline):
             Request(
                 url,
                 callback=NO_CALLBACK,
-                meta={"download_slot": urlsplit(url).hostname, "ravel_name": item.name},
+                meta={
+                    "download_slot": urlsplit(url).hostname,
+                    "ravel_name": item.name,
+                    **self.stream_meta(item),
+                },
             )
             for url in item.file_urls
         ]
+
+    def stream_meta(self, item: AudioFile) -> dict[str, StreamTarget]:
+        """On the local store, the meta that streams the body to the target's folder."""
+        if not isinstance(self.store, AtomicFSFilesStore):
+            return {}
+        try:
+            directory = self.store._get_filesystem_path(self.claim_path(item)).parent
+        except (UnsafeName, OSError):
+            return {}  # the in-memory path refuses it when it stores the file
+        target = StreamTarget(directory)
+        self.streams.add(target)
+        return {STREAM_META: target}
+
+    def release_stream(self, request: Request) -> StreamedBody | None:
+        """The body streamed for ``request``, if any, now ours to rename or delete."""
+        target = request.meta.get(STREAM_META)
+        if not isinstance(target, StreamTarget):
+            return None
+        self.streams.discard(target)
+        body = target.take()
+        target.discard()
+        return body
+
+    def drop_stream(self, request: Request) -> None:
+        """Delete whatever was streamed for ``request``."""
+        streamed = self.release_stream(request)
+        if streamed is not None:
+            streamed.discard()
 
     def file_path(
         self,
@@ -170,33 +217,75 @@ class VerifiedFilesPipeline(FilesPipeline):
         item: AudioFile | None = None,
     ) -> FileInfo:
         assert item is not None
+        streamed = self.release_stream(request)
+        try:
+            return await self.verify_and_store(response, request, info, item, streamed)
+        finally:
+            if streamed is not None:
+                streamed.discard()  # a no-op once renamed into place
+
+    async def verify_and_store(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        item: AudioFile,
+        streamed: StreamedBody | None,
+    ) -> FileInfo:
         if response.status != 200:
             raise FileException(f"HTTP {response.status} from {response.url}")
-        body = response.body
-        # Hashing releases the GIL: off the reactor thread, it overlaps the transfers.
-        checksum = await asyncio.to_thread(md5_hex, body)
-        mismatch = self.mismatch(item, len(body), checksum)
+        error = getattr(request.meta.get(STREAM_META), "error", None)
+        if isinstance(error, OSError):  # writing the part file failed
+            self.store_failed(error)
+            raise FileException(f"cannot write to FILES_STORE: {error.strerror or error}")
+        if STREAMED in response.flags:
+            if streamed is None:
+                raise FileException("the streamed body was lost")
+            size, checksum, body = streamed.size, streamed.md5, None
+        else:
+            if streamed is not None:
+                streamed.discard()  # not this response's body
+                streamed = None
+            body = response.body
+            size = len(body)
+            # Hashing releases the GIL: off the reactor thread, it overlaps the transfers.
+            checksum = await asyncio.to_thread(md5_hex, body)
+        mismatch = self.mismatch(item, size, checksum)
         if mismatch:
             attempt = request.meta.get("ravel_verify_attempt", 0)
             if attempt >= self.verify_retries:
                 raise FileException(mismatch)
             logger.warning(f"[verify] {item.name}: {mismatch}; downloading it again")
+            if streamed is not None:
+                streamed.discard()
             retry = request.replace(
-                dont_filter=True, meta={**request.meta, "ravel_verify_attempt": attempt + 1}
+                dont_filter=True,
+                meta={
+                    **request.meta,
+                    "ravel_verify_attempt": attempt + 1,
+                    **self.stream_meta(item),  # a fresh target: its own part file
+                },
             )
-            response = await self.crawler.engine.download_async(retry)
+            try:
+                response = await self.crawler.engine.download_async(retry)
+            except BaseException:
+                self.drop_stream(retry)
+                raise
             return await self.media_downloaded(response, retry, info, item=item)
         path = self.file_path(request, response=response, info=info, item=item)
         try:
-            await self.in_store(self.store.persist_file, path, BytesIO(body), info)
+            if streamed is not None:
+                await self.in_store(self.store.commit_part, streamed.fd, streamed.path, path)
+            else:
+                await self.in_store(self.store.persist_file, path, BytesIO(body or b""), info)
         except OSError as exc:
             self.store_failed(exc)
             raise FileException(f"cannot write to FILES_STORE: {exc.strerror or exc}") from None
         seconds = monotonic() - self.started.pop(item.name, monotonic())
         self.stats.inc_value("ravel/files_downloaded")
-        self.stats.inc_value("ravel/bytes_downloaded", len(body))
+        self.stats.inc_value("ravel/bytes_downloaded", size)
         self.inc_stats("downloaded")
-        logger.info(f"[download finished] {item.name} ({megabytes(len(body))}, {seconds:.1f} s)")
+        logger.info(f"[download finished] {item.name} ({megabytes(size)}, {seconds:.1f} s)")
         return {"url": request.url, "path": path, "checksum": checksum, "status": "downloaded"}
 
     @staticmethod
@@ -212,6 +301,9 @@ class VerifiedFilesPipeline(FilesPipeline):
     ) -> None:
         # Logged here in one line; returning (not raising) keeps MediaPipeline from logging
         # the failure again with a traceback. The file is then missing from ``files``.
+        self.drop_stream(request)
+        if isinstance(failure.value, StoreWriteError):
+            self.store_failed(failure.value.error)
         if isinstance(failure.value, TransferCancelled):
             self.stats.inc_value("ravel/files_cancelled")
             return

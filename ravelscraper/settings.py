@@ -43,6 +43,11 @@ ITEM_PIPELINES = {"ravelscraper.pipelines.VerifiedFilesPipeline": 300}
 MEDIA_ALLOW_REDIRECTS = True
 # Large FLACs are normal here: warn only past 256 MiB.
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
+# File bodies go straight to a part file in the local store, not to memory (streaming.py).
+DOWNLOAD_HANDLERS = {
+    "http": "ravelscraper.streaming.StreamingDownloadHandler",
+    "https": "ravelscraper.streaming.StreamingDownloadHandler",
+}
 
 # --- Progress and logging -----------------------------------------------------
 EXTENSIONS = {

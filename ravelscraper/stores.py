@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import tempfile
 from io import BytesIO
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 from scrapy.pipelines.files import FSFilesStore
 from scrapy.pipelines.media import MediaPipeline
 
+PARTIAL_PREFIX = ".ravel-"
 PARTIAL_SUFFIX = ".part"
 
 
@@ -65,7 +68,9 @@ class AtomicFSFilesStore(FSFilesStore):
     ) -> None:
         target = self._get_filesystem_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".ravel-", suffix=PARTIAL_SUFFIX)
+        fd, partial = tempfile.mkstemp(
+            dir=target.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
+        )
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(buf.getvalue())  # no copy: getbuffer() would copy a shared buffer
@@ -73,6 +78,52 @@ class AtomicFSFilesStore(FSFilesStore):
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
+
+    def commit_part(
+        self, fd: int, part: str | os.PathLike[str] | None, path: str | os.PathLike[str]
+    ) -> None:
+        """Move a complete part file, made in the target's folder, into place.
+
+        ``part`` is its name, or None for an unnamed (``O_TMPFILE``) file open as ``fd``:
+        that one is linked under a temporary name (copied if linking fails), then renamed.
+        """
+        target = self._get_filesystem_path(path)
+        if part is not None:
+            if Path(part).parent != target.parent:
+                raise UnsafeName(f"{str(part)!r} is not in the folder of {str(path)!r}")
+            os.replace(part, target)
+            return
+        name = f"{PARTIAL_PREFIX}{secrets.token_hex(8)}{PARTIAL_SUFFIX}"
+        folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
+            except OSError:  # no /proc, or a filesystem that refuses: copy it
+                self._copy_part(fd, target.parent / name)
+            try:
+                os.replace(name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=folder)
+                raise
+        finally:
+            os.close(folder)
+
+    @staticmethod
+    def _copy_part(fd: int, partial: Path) -> None:
+        out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            offset = 0
+            while chunk := os.pread(fd, 1 << 20, offset):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+                offset += len(chunk)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(out)
 
     def _get_filesystem_path(self, path: str | os.PathLike[str]) -> Path:
         root = Path(self.basedir).resolve()
