@@ -79,3 +79,4 @@ RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all node
 RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to others
 RAVEL_WAIT_FOR_WORK = 0  # seconds to wait for pushed start URLs (-1 forever); 0: own item
 RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
+RAVEL_REDIS_GRACE = 30.0  # seconds a node rides out an unreachable Redis (a restart)

@@ -352,8 +352,12 @@ def wait_exits(nodes: list[Node], timeout: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    ("grace", "outage", "expected"),
+    [(30, 1.0, "reconnected"), (1, 5.0, "failed")],  # an outage within, then beyond, the grace
+)
 def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_completes(
-    archive, tmp_path, record_property
+    archive, tmp_path, record_property, grace, outage, expected
 ):
     identifier, count = "restart-40", 40
     # 1 s per 64 KiB file, 2 nodes x 2 at a time: about 10 s of transfers.
@@ -366,7 +370,12 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
     logs.mkdir()
     fleet = Fleet(server, 0, logs)  # type: ignore[arg-type]  # only url() and client() used
     details = f"url={archive.details_url(identifier)}"
-    settings = {"RAVEL_NODE_TTL": 6, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
+    settings = {
+        "RAVEL_NODE_TTL": 6,
+        "RAVEL_HEARTBEAT": 1,
+        "RAVEL_IDLE_QUIET": 1.5,
+        "RAVEL_REDIS_GRACE": grace,
+    }
     try:
         server.start()
         first = [fleet.start("-a", details, store=store, **settings) for _ in range(2)]
@@ -381,7 +390,7 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
         stopped = time.time()
         server.stop()
         down_at = time.time()
-        time.sleep(1.0)
+        time.sleep(outage)
         server.start()
         back = time.time()
         with server.client() as kept:
@@ -422,8 +431,11 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
         assert acked_after_restart >= 1 and pending_after_restart >= 1
         for node, outcome in zip(first, outcomes, strict=True):
             assert "Traceback" not in node.log, node.log[-3000:]
+            assert outcome["noticed"], node.log[-3000:]
+            assert outcome["outcome"] == expected, node.log[-3000:]
             if node.returncode == 0:
                 assert outcome["errors"] == [], node.log[-3000:]
+                assert node.lines("[fleet] Redis at") and "answers again" in node.log
             else:
                 assert node.returncode == 1, node.log[-3000:]
                 assert len(outcome["errors"]) == 1, node.log[-3000:]
@@ -452,8 +464,10 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
         assert Counter(refetched) == Counter(set(refetched))  # each missing file once
         assert set(refetched) | stored_before == {f"track{n:02d}.mp3" for n in range(1, 41)}
         assert_store_verified(archive, store, identifier, count)
-        if any(node.returncode for node in first):
-            assert requeued  # a failed node's leases went to the re-run
+        if expected == "reconnected":
+            assert len(stored_before) == count and refetched == []  # the first run finished
+        else:
+            assert requeued  # the failed nodes' leases went to the re-run
         with server.client() as client:
             left = (client.zcard("ravel:requests"), client.hlen("ravel:inflight"))
             assert left == (0, 0) and client.hlen("ravel:dead") == 0  # nothing lost

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds
 MAX_START_URLS_PER_TICK = 20
-MAX_REDIS_FAILURES = 30  # consecutive failed ticks before the node gives up
 
 
 class BadStartUrl(ValueError):
@@ -80,7 +79,6 @@ class FleetCoordinator:
         self.fleet = Fleet.of(crawler)
         self.loop: Any = None
         self.last_heartbeat = 0.0
-        self.redis_failures = 0
         self.closed = False
 
     @classmethod
@@ -114,7 +112,7 @@ class FleetCoordinator:
             if monotonic() - self.last_heartbeat >= self.fleet.settings.heartbeat:
                 self.heartbeat()
             self.take_start_urls()
-            self.redis_failures = 0
+            self.fleet.recovered()
         except RedisError as exc:
             if self.redis_trouble(exc):
                 deferred_from_coro(
@@ -205,11 +203,8 @@ class FleetCoordinator:
         return quiet >= (wait if wait > 0 else self.fleet.settings.idle_quiet)
 
     def redis_trouble(self, exc: Exception) -> bool:
-        """Count a failed Redis call; True once the node should give up."""
-        self.redis_failures += 1
-        if self.redis_failures == 1:
-            logger.warning(f"[fleet] Redis at {self.fleet.where} failed: {type(exc).__name__}")
-        if self.redis_failures < MAX_REDIS_FAILURES:
+        """A failed Redis call; True once the node should give up (after the grace period)."""
+        if not self.fleet.trouble(exc):
             return False
         message = f"[fleet] Redis at {self.fleet.where} unavailable for too long; stopping"
         logger.error(message)

@@ -110,7 +110,7 @@ class FleetTransferCap:
         started = monotonic()
         while True:
             try:
-                if acquire(
+                acquired = acquire(
                     keys=[
                         keys.fleetcap,
                         keys.fleetcap_queue,
@@ -118,10 +118,13 @@ class FleetTransferCap:
                         keys.fleetcap_seq,
                     ],
                     args=[token, self.limit, self.lease_ttl_ms, WAITING_TTL_MS],
-                ):
-                    break
-            except RedisError as exc:
-                raise IgnoreRequest(f"fleet cap: Redis failed ({type(exc).__name__})") from None
+                )
+            except RedisError as exc:  # wait for Redis, within the fleet's grace period
+                if self.fleet.trouble(exc):
+                    raise IgnoreRequest(f"fleet cap: Redis failed ({type(exc).__name__})") from None
+                acquired = False
+            if acquired:
+                break
             if monotonic() - started > self.wait_timeout:
                 self.fleet.client.zrem(keys.fleetcap_queue, token)
                 raise IgnoreRequest(

@@ -89,6 +89,7 @@ class RavelScheduler(Scheduler):
         self.stats = crawler.stats
         self.fleet = Fleet.of(crawler)
         self.leases: dict[str, Request] = {}
+        self.unsent: list[Request] = []  # requests to queue once Redis answers again
         self.origins = AllowedOrigins([])
         self.failed = False
         if not settings.getbool("SCHEDULER_PERSIST", True) or settings.getbool(
@@ -157,8 +158,12 @@ class RavelScheduler(Scheduler):
             logger.error(f"[fleet] cannot queue {request.url[:200]}: {exc}")
             return False
         except RedisError as exc:
-            self.redis_failed(exc)
-            return False
+            if self.fleet.trouble(exc):
+                self.redis_failed(exc)
+                return False
+            # Kept here, and the entry that produced it stays leased, until Redis is back.
+            self.unsent.append(request)
+            return True
         if not pushed:
             self.df.log(request, self.spider)
             return False
@@ -167,7 +172,9 @@ class RavelScheduler(Scheduler):
 
     def next_request(self) -> Request | None:
         try:
+            self.push_unsent()
             self.acknowledge_finished()
+            self.fleet.recovered()
             for _ in range(MAX_REJECTED_PER_CALL):
                 if self.failed or len(self.leases) >= self.fleet.settings.max_leases:
                     return None
@@ -184,28 +191,43 @@ class RavelScheduler(Scheduler):
                 self.stats.inc_value("scheduler/dequeued/redis")
                 return request
         except RedisError as exc:
-            self.redis_failed(exc)
+            if self.fleet.trouble(exc):
+                self.redis_failed(exc)
         return None
 
     def has_pending_requests(self) -> bool:
         if self.failed:
             return False
         try:
-            return len(self.queue) > 0
+            return bool(self.unsent) or len(self.queue) > 0
         except RedisError as exc:
-            self.redis_failed(exc)
+            if self.fleet.trouble(exc):
+                self.redis_failed(exc)
             return False
 
+    def push_unsent(self) -> None:
+        """Queue the requests kept while Redis was away (raises RedisError if it still is)."""
+        while self.unsent:
+            request = self.unsent[0]
+            fingerprint = None if request.dont_filter else self.df.request_fingerprint(request)
+            self.queue.push(request, fingerprint)
+            self.unsent.pop(0)
+
     def acknowledge_finished(self) -> None:
-        """Acknowledge the leased entries whose processing is over."""
-        if not self.leases:
+        """Acknowledge the leased entries whose processing is over.
+
+        Not while requests they produced wait in ``unsent``; an entry whose ack fails (Redis
+        away) stays leased, to be acknowledged on a later call.
+        """
+        if not self.leases or self.unsent:
             return
         active = in_progress(self.crawler.engine)
         for entry_id, request in list(self.leases.items()):
             if request in active:
                 continue
+            acked = self.queue.ack(entry_id)
             del self.leases[entry_id]
-            if not self.queue.ack(entry_id):
+            if not acked:
                 logger.warning(
                     f"[fleet] lease of {request.url[:100]} was lost (this node missed "
                     "heartbeats for RAVEL_NODE_TTL); another node may process it again"
@@ -217,11 +239,14 @@ class RavelScheduler(Scheduler):
         self.queue.reject(entry_id, reason)
 
     def redis_failed(self, exc: Exception) -> None:
-        """Redis went away mid-crawl: stop this node; its leases go to others after the TTL."""
+        """Redis failed for longer than RAVEL_REDIS_GRACE: stop; leases go to others later."""
         if self.failed:
             return
         self.failed = True
-        message = f"[fleet] lost Redis at {self.fleet.where}: {type(exc).__name__}; stopping"
+        message = (
+            f"[fleet] lost Redis at {self.fleet.where} for {self.fleet.settings.redis_grace:.0f} s "
+            f"({type(exc).__name__}); stopping"
+        )
         logger.error(message)
         self.stats.set_value("ravel/error", message)
         deferred_from_coro(self.crawler.engine.close_spider_async(reason="redis_unavailable"))
