@@ -55,6 +55,7 @@ class FakeArchive:
         self, config: Mapping[str, Any] | None = None, startup_timeout: float = 10.0
     ) -> None:
         self.config: dict[str, Any] = dict(config or {})
+        self._catalog: dict[str, Item] | None = None
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.archive = ""
@@ -137,6 +138,7 @@ class FakeArchive:
         """Replace the given knobs (others keep their value); returns the whole config."""
         update = {**(knobs or {}), **more}
         self.config = self._control("POST", "config", update)
+        self._catalog = None
         return self.config
 
     def server_config(self) -> dict[str, Any]:
@@ -146,7 +148,9 @@ class FakeArchive:
 
     def item(self, identifier: str) -> Item | None:
         """The item as this server serves it (its ``items``/``sizes`` knobs applied)."""
-        return build_catalog(self.config).get(identifier)
+        if self._catalog is None:  # built once per configuration: items may be large
+            self._catalog = build_catalog(self.config)
+        return self._catalog.get(identifier)
 
     def file_entry(self, identifier: str, name: str) -> FileEntry:
         item = self.item(identifier)
