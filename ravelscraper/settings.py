@@ -50,13 +50,7 @@ DOWNLOAD_HANDLERS = {
 }
 
 # --- Progress and logging -----------------------------------------------------
-EXTENSIONS = {
-    "ravelscraper.redact.RedactSecrets": 0,
-    "ravelscraper.progress.Progress": 500,
-    # Off (see Safety below); not even imported, which saves start-up time.
-    "scrapy.extensions.remote_control.RemoteControl": None,
-    "scrapy.extensions.telnet.TelnetConsole": None,
-}
+EXTENSIONS = {"ravelscraper.redact.RedactSecrets": 0, "ravelscraper.progress.Progress": 500}
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
 LOG_LEVEL = "INFO"
 LOG_FORMAT = "[%(levelname)s]\t%(asctime)s\t%(message)s"
@@ -67,7 +61,7 @@ FEED_EXPORT_ENCODING = "utf-8"
 # Both run code sent to them; turn them on deliberately if you need them.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
-# archive.org downloads need no cookies; not loading the middleware saves start-up time.
+# archive.org downloads need no cookies: send none, keep none.
 COOKIES_ENABLED = False
 
 # --- Distribution ---------------------------------------------------------------
