@@ -34,11 +34,18 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``with RedisServer() as server: server.url(db)``; ``password`` adds ``requirepass``."""
+    """``with RedisServer() as server: server.url(db)``; ``password`` adds ``requirepass``.
 
-    def __init__(self, password: str | None = None, databases: int = 64) -> None:
+    With ``appendonly`` the data survives ``stop()``; ``start()`` after ``stop()`` restarts
+    the server on the same port.
+    """
+
+    def __init__(
+        self, password: str | None = None, databases: int = 64, appendonly: bool = False
+    ) -> None:
         self.password = password
         self.databases = databases
+        self.appendonly = appendonly
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir = tempfile.TemporaryDirectory(prefix="ravel-redis-")
@@ -52,14 +59,16 @@ class RedisServer:
         self.workdir.cleanup()
 
     def start(self, attempts: int = 5, timeout: float = 10.0) -> RedisServer:
-        for _ in range(attempts):  # a free port can be taken before the server binds it
-            self.port = free_port()
+        restart = bool(self.port)
+        for _ in range(1 if restart else attempts):  # a free port can be taken meanwhile
+            if not restart:
+                self.port = free_port()
             command = [
                 server_binary(),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.appendonly else "no",
                 "--databases", str(self.databases),
                 "--dir", self.workdir.name,
             ]  # fmt: skip
@@ -72,7 +81,7 @@ class RedisServer:
                 try:
                     self.client().ping()
                     return self
-                except redis.ConnectionError:
+                except redis.ConnectionError:  # BusyLoadingError (reading the AOF) included
                     time.sleep(0.05)
                 except redis.AuthenticationError:
                     return self
@@ -83,9 +92,9 @@ class RedisServer:
         process, self.process = self.process, None
         if process is None:
             return
-        process.terminate()
+        process.terminate()  # with appendonly, Redis writes its file and exits
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)

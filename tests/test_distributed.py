@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,15 @@ class Fleet:
     def url(self) -> str:
         return self.server.url(self.db)
 
-    @property
+    @cached_property
     def redis(self):
+        """One client for the test (closed by :meth:`close`)."""
         return self.server.client(self.db)
+
+    def close(self) -> None:
+        kill_all(self.nodes)
+        if "redis" in self.__dict__:
+            self.redis.close()
 
     def start(self, *args: str, store: Path | str, env_url: bool = False, **settings) -> Node:
         """A node: ``REDIS_URL`` as ``-s`` or (``env_url``) in the environment."""
@@ -127,16 +134,20 @@ class Node:
         return [line for line in self.log.splitlines() if marker in line]
 
 
+def kill_all(nodes: list[Node]) -> None:
+    for node in nodes:
+        if node.process.poll() is None:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+
 @pytest.fixture
 def fleet(redis_server, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     fleet = Fleet(redis_server, redis_server.fresh_db(), logs)
     yield fleet
-    for node in fleet.nodes:
-        if node.process.poll() is None:
-            node.process.kill()
-            node.process.wait(timeout=10)
+    fleet.close()
 
 
 def storage_gets(archive) -> list[dict]:

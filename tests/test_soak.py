@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import subprocess
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,12 +22,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-import redis
 
 from tests.conftest import stored_files
 from tests.fakearchive import file_bytes, md5_of
-from tests.redisserver import RedisServer, free_port, server_binary
-from tests.test_distributed import Fleet, Node, storage_gets
+from tests.redisserver import RedisServer
+from tests.test_distributed import Fleet, Node, kill_all, storage_gets
 
 SOAK_FULL = os.environ.get("RAVEL_SOAK_FULL", "") == "1"
 # RAVEL_SOAK_FILES=N runs a soak of any length by hand (e.g. 10000 for a longer one).
@@ -64,13 +62,6 @@ def new_fleet(server: RedisServer, tmp_path: Path) -> Fleet:
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
     return Fleet(server, server.fresh_db(), logs)
-
-
-def kill_all(nodes: list[Node]) -> None:
-    for node in nodes:
-        if node.process.poll() is None:
-            node.process.kill()
-            node.process.wait(timeout=10)
 
 
 def fault_plan(names: list[str], seed: int, rate: float = FAULT_RATE) -> dict[str, str]:
@@ -188,7 +179,7 @@ def test_soak_three_nodes_random_faults_every_file_verified_once_memory_flat(
         sampler = RssSampler(fleet.nodes)
         wait_sampling(fleet.nodes, sampler, timeout=SOAK_TIMEOUT)
     finally:
-        kill_all(fleet.nodes)
+        fleet.close()
     wall = time.monotonic() - started
 
     stats = archive.stats()
@@ -266,66 +257,6 @@ def test_soak_three_nodes_random_faults_every_file_verified_once_memory_flat(
 # --- Redis restarted mid-crawl -----------------------------------------------------------
 
 
-class PersistentRedis:
-    """A redis-server on a fixed port with an append-only file, so it can be restarted."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start on a free port, then (a restart) on the same port as before."""
-        attempts = 1 if self.port else 5  # a free port can be taken before Redis binds it
-        for _ in range(attempts):
-            self.port = self.port if attempts == 1 else free_port()
-            if self.launch(timeout):
-                return
-        raise RuntimeError(f"redis-server did not start on port {self.port}; see {self.workdir}")
-
-    def launch(self, timeout: float) -> bool:
-        self.starts += 1
-        command = [
-            server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--appendonly", "yes",
-            "--save", "",
-            "--dir", str(self.workdir),
-        ]  # fmt: skip
-        with (self.workdir / f"server{self.starts}.log").open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with self.client() as client:
-                    client.ping()
-                return True
-            except redis.ConnectionError:  # BusyLoadingError included
-                time.sleep(0.02)
-        self.stop()
-        return False
-
-    def stop(self) -> None:
-        """SIGTERM (Redis writes its append-only file and exits), SIGKILL if it lingers."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5, retry=None)
-
-
 def verified_names(archive, store: Path, identifier: str) -> set[str]:
     """Names of the files stored whole and verified (the store writes atomically)."""
     folder = store / identifier
@@ -362,9 +293,7 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
     identifier, count = "restart-40", 40
     # 1 s per 64 KiB file, 2 nodes x 2 at a time: about 10 s of transfers.
     archive.configure({"bandwidth": 65536, "items": {identifier: {"count": count}}})
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    server = PersistentRedis(redis_dir)
+    server = RedisServer(databases=1, appendonly=True)
     store = tmp_path / "store"
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -393,7 +322,7 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
         time.sleep(outage)
         server.start()
         back = time.time()
-        with server.client() as kept:
+        with server.client() as kept:  # the append-only file kept the queue
             acked_after_restart = int(kept.hget("ravel:counters", "acked") or 0)
             pending_after_restart = kept.zcard("ravel:requests") + kept.hlen("ravel:inflight")
         wait_exits(first, timeout=120)
@@ -472,5 +401,6 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
             left = (client.zcard("ravel:requests"), client.hlen("ravel:inflight"))
             assert left == (0, 0) and client.hlen("ravel:dead") == 0  # nothing lost
     finally:
-        kill_all(fleet.nodes)
+        fleet.close()
         server.stop()
+        server.workdir.cleanup()

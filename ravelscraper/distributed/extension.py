@@ -154,14 +154,18 @@ class FleetCoordinator:
             try:
                 request = start_request(raw, spider, origins)
             except BadStartUrl as exc:
-                ident = "start_url:" + hashlib.sha1(raw).hexdigest()[:12]  # noqa: S324 - an id
-                logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
-                self.crawler.stats.inc_value("ravel/entries_rejected")
-                client.hset(keys.rejected, ident, str(exc)[:500])
-            else:
-                logger.info(f"[fleet] start URL from {keys.start_urls}: {request.url}")
-                self.crawler.engine.crawl(request)  # queued in Redis before it is removed
-                taken += 1
+                # Several nodes may read the same entry: the one that removes it reports it.
+                if client.lrem(keys.start_urls, 1, raw):
+                    ident = "start_url:" + hashlib.sha1(raw).hexdigest()[:12]  # noqa: S324
+                    logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
+                    self.crawler.stats.inc_value("ravel/entries_rejected")
+                    client.hset(keys.rejected, ident, str(exc)[:500])
+                continue
+            logger.info(f"[fleet] start URL from {keys.start_urls}: {request.url}")
+            # Queued in Redis before it is removed; a second node queuing it too is
+            # stopped by the shared dupefilter.
+            self.crawler.engine.crawl(request)
+            taken += 1
             client.lrem(keys.start_urls, 1, raw)
         return taken
 
