@@ -11,6 +11,7 @@ import hashlib
 import json
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -256,11 +257,15 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
 ):
     archive.configure({"items": {"alpha": {"count": 6}, "beta": {"count": 5}}})
     redis = fleet.redis
+    # A host the entries point to: a listener on loopback that must never be contacted.
+    trap = socket.create_server(("127.0.0.3", 0))
+    trap.setblocking(False)
+    foreign = f"http://127.0.0.3:{trap.getsockname()[1]}"
     # Start URLs as a user pushes them: two items, plus two a node must refuse.
     for entry in (
         json.dumps({"url": archive.details_url("alpha")}),
         "http://127.0.0.1/not-json",
-        json.dumps({"url": "http://198.51.100.7/details/elsewhere"}),
+        json.dumps({"url": f"{foreign}/details/elsewhere"}),
         json.dumps({"item": "beta"}),
     ):
         redis.rpush("ravel:start_urls", entry)
@@ -288,8 +293,8 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
                 **good_entry,
                 "callback": "parse_details",
                 "errback": "details_failed",
-                "url": "http://198.51.100.7/details/x",
-                "cb_kwargs": {"item": {"origin": "http://198.51.100.7", "identifier": "x"}},
+                "url": f"{foreign}/details/x",
+                "cb_kwargs": {"item": {"origin": foreign, "identifier": "x"}},
             }
         ),
         "evil-record": json.dumps(good_entry),
@@ -320,13 +325,14 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
         "evil-pickle: pickled data",
         "evil-class: unexpected fields ['_class']",
         "evil-callback: callback 'close' is not allowed",
-        "evil-host: host of 'http://198.51.100.7/details/x' is not allowed",
+        f"evil-host: host of '{foreign}/details/x' is not allowed",
         "rejected a file entry: it has a '..' path component",
         "'http://127.0.0.1/not-json': not JSON",
-        "origin http://198.51.100.7 is not allowed",
+        f"origin {foreign} is not allowed",
     ):
         assert reason in logs
-    assert not any("198.51.100.7" in e["path"] for e in archive.stats()["log"])
+    with trap, pytest.raises(BlockingIOError):
+        trap.accept()  # no node ever connected to the foreign host
     assert redis.hlen("ravel:rejected") == 6  # the file record was acked, its item refused
     assert redis.llen("ravel:start_urls") == 0
 
