@@ -90,11 +90,7 @@ class StreamedBody:
 
     def discard(self) -> None:
         fd, self.fd = self.fd, None
-        with suppress(OSError):
-            if fd is not None:
-                os.close(fd)
-            if self.path is not None:
-                self.path.unlink(missing_ok=True)
+        remove_part(fd, self.path)
 
 
 class StreamTarget:
@@ -119,6 +115,15 @@ class StreamTarget:
         body, self.body = self.body, None
         if body is not None:
             body.discard()
+
+
+def remove_part(fd: int | None, path: Path | None) -> None:
+    """Close a part file and delete it if it has a name; errors are ignored."""
+    with suppress(OSError):
+        if fd is not None:
+            os.close(fd)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def open_part(directory: Path) -> tuple[int, Path | None]:
@@ -216,11 +221,7 @@ class PartFile:
         self.closed = True
         _live_parts.discard(self)
         fd, self.fd = self.fd, None
-        with suppress(OSError):
-            if fd is not None:
-                os.close(fd)
-            if self.path is not None:
-                self.path.unlink(missing_ok=True)
+        remove_part(fd, self.path)
 
 
 @atexit.register
