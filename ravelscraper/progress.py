@@ -18,8 +18,9 @@ def mb(size: float) -> str:
     return f"{size / 1_000_000:.1f}"
 
 
-def mb_per_s(size: float, seconds: float) -> str:
-    return f"{size / 1_000_000 / max(seconds, 1e-9):.2f}"
+def rate(size: float, seconds: float) -> float:
+    """Bytes per second."""
+    return size / max(seconds, 1e-9)
 
 
 class Progress:
@@ -68,16 +69,15 @@ class Progress:
         bytes_total = self.stat("bytes_total")
         downloaded = self.stat("bytes_downloaded")
         bytes_done = downloaded + self.stat("bytes_uptodate")
-        elapsed = monotonic() - self.started
-        rate = downloaded / max(elapsed, 1e-9)
+        speed = rate(downloaded, monotonic() - self.started)
         eta = (
-            str(timedelta(seconds=round((bytes_total - bytes_done) / rate)))
-            if rate > 0 and bytes_total > bytes_done
+            str(timedelta(seconds=round((bytes_total - bytes_done) / speed)))
+            if speed > 0 and bytes_total > bytes_done
             else "unknown"
         )
         logger.info(
             f"[progress] {done}/{total} files, {mb(bytes_done)}/{mb(bytes_total)} MB, "
-            f"{mb_per_s(downloaded, elapsed)} MB/s, ETA {eta}"
+            f"{speed / 1_000_000:.2f} MB/s, ETA {eta}"
         )
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
@@ -90,7 +90,7 @@ class Progress:
         logger.log(
             level,
             f"[main finished] {downloaded} downloaded ({mb(megabytes)} MB in {elapsed:.1f} s, "
-            f"{mb_per_s(megabytes, elapsed)} MB/s), "
+            f"{rate(megabytes, elapsed) / 1_000_000:.2f} MB/s), "
             f"{self.stat('files_uptodate')} already up to date, {failed} failed"
             + (f", {cancelled} not started" if (cancelled := self.stat("files_cancelled")) else "")
             + ("" if reason == "finished" else f"; stopped: {reason}"),
