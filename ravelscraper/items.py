@@ -19,5 +19,11 @@ class AudioFile:
     length: float | None = None  # seconds
     size: int | None = None  # bytes, from /metadata
     md5: str | None = None  # from /metadata; None when only the details page was read
+    # archive.org rewrites this file (<id>_files.xml, _meta.xml, _reviews.xml): its listed
+    # checksum may not match what is served, so a mismatch stores it marked "unverified".
+    regenerated: bool = False
+    # Set by the spider when the file can't be fetched as listed (e.g. conflicting md5s):
+    # the pipeline then fails it with this reason instead of downloading it.
+    error: str = ""
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
