@@ -278,7 +278,7 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
     evil_record = {
         "identifier": "alpha", "name": "../../escape.mp3", "url": "", "format": "",
         "title": "", "track": "", "album": "", "creator": "", "length": None, "size": None,
-        "md5": None,
+        "md5": None, "regenerated": False, "error": "",
     }  # fmt: skip
     good_entry["url"] = (
         "data:application/json;base64,"

@@ -38,10 +38,10 @@ class BadStartUrl(ValueError):
     pass
 
 
-def start_request(raw: bytes, spider: Spider, origins: AllowedOrigins) -> Request:
-    """The details-page request for one ``start_urls`` entry: ``{"url": ...}`` or ``{"item": ...}``.
+def start_requests(raw: bytes, spider: Spider, origins: AllowedOrigins) -> list[Request]:
+    """The requests listing the item of a start URL, ``{"url": ...}`` or ``{"item": ...}``.
 
-    Built like the spider's own start request (parse_details, details_failed).
+    Built by the spider itself (``RavelSpider.item_requests``).
     """
     try:
         entry = json.loads(raw)
@@ -63,12 +63,7 @@ def start_request(raw: bytes, spider: Spider, origins: AllowedOrigins) -> Reques
             f"origin {location.origin} is not allowed (allowed: {origins.describe()}; "
             "add it to RAVEL_ALLOWED_ORIGINS)"
         )
-    return Request(
-        location.details_url,
-        callback=spider.parse_details,  # type: ignore[attr-defined]
-        errback=spider.details_failed,  # type: ignore[attr-defined]
-        cb_kwargs={"item": location},
-    )
+    return spider.item_requests(location)  # type: ignore[attr-defined]
 
 
 class FleetCoordinator:
@@ -152,7 +147,7 @@ class FleetCoordinator:
             if raw is None:
                 break
             try:
-                request = start_request(raw, spider, origins)
+                requests = start_requests(raw, spider, origins)
             except BadStartUrl as exc:
                 # Several nodes may read the same entry: the one that removes it reports it.
                 if client.lrem(keys.start_urls, 1, raw):
@@ -161,10 +156,11 @@ class FleetCoordinator:
                     self.crawler.stats.inc_value("ravel/entries_rejected")
                     client.hset(keys.rejected, ident, str(exc)[:500])
                 continue
-            logger.info(f"[fleet] start URL from {keys.start_urls}: {request.url}")
+            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url}")
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
-            self.crawler.engine.crawl(request)
+            for request in requests:
+                self.crawler.engine.crawl(request)
             taken += 1
             client.lrem(keys.start_urls, 1, raw)
         return taken

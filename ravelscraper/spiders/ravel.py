@@ -57,12 +57,19 @@ class RavelSpider(scrapy.Spider):
             item = self.location()
         except BadInput as exc:
             self.fail("bad_input", str(exc))
-        yield scrapy.Request(
-            item.details_url,
-            callback=self.parse_details,
-            errback=self.details_failed,
-            cb_kwargs={"item": item},
-        )
+        for request in self.item_requests(item):
+            yield request
+
+    def item_requests(self, item: ItemLocation) -> list[scrapy.Request]:
+        """The requests that list one item's files; the fleet queues the same ones."""
+        return [
+            scrapy.Request(
+                item.details_url,
+                callback=self.parse_details,
+                errback=self.details_failed,
+                cb_kwargs={"item": item},
+            )
+        ]
 
     def parse_details(self, response: Response, item: ItemLocation) -> scrapy.Request:
         return self.metadata_request(item, page_names=page_file_names(response.text, item))
