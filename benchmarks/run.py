@@ -184,7 +184,9 @@ def timing_from_log(log: list[dict[str, Any]], started: float) -> tuple[float | 
 
 def project_command(url: str, store: Path, settings: dict[str, object] | None = None) -> list[str]:
     command = [sys.executable, "-m", "scrapy", "crawl", "ravel", "-a", f"url={url}"]
-    for name, value in {"FILES_STORE": store, **(settings or {})}.items():
+    # The fake archive.org's storage node is 127.0.0.2 (see RAVEL_STORAGE_HOSTS).
+    options = {"FILES_STORE": store, "RAVEL_STORAGE_HOSTS": "127.0.0.2", **(settings or {})}
+    for name, value in options.items():
         command += ["-s", f"{name}={value}"]
     return command
 

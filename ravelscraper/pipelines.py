@@ -21,9 +21,20 @@ from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, Med
 from scrapy.utils.defer import deferred_from_coro, ensure_awaitable
 from twisted.python.failure import Failure
 
+from ravelscraper.checks import settings_problem
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
-from ravelscraper.stores import AtomicFSFilesStore, UnsafeName, safe_relative_path
+from ravelscraper.stores import (
+    AtomicFSFilesStore,
+    FTPStore,
+    S3Store,
+    StoreProblem,
+    UnsafeName,
+    is_name_problem,
+    safe_relative_path,
+    shown,
+    store_uri_problem,
+)
 from ravelscraper.streaming import (
     STREAM_META,
     STREAMED,
@@ -54,51 +65,88 @@ def describe(failure: Failure) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class RefusedStore:
+    """Stands in for a FILES_STORE that can't be built; the crawl stops before using it."""
+
+    def stat_file(self, path: str, info: Any) -> Any:
+        raise StoreProblem("FILES_STORE is not usable")
+
+    persist_file = stat_file
+
+
 class VerifiedFilesPipeline(FilesPipeline):
     """Stores each file at ``<identifier>/<name>``, checked against archive.org's md5 and size.
 
-    * A file already in the store whose md5 matches is up to date, whatever its age.
+    * The settings and the store are checked when the crawl opens, before any download.
+    * A file already in the store whose size and md5 match is up to date, whatever its age.
     * A download whose size or md5 does not match is fetched again
-      (``RAVEL_VERIFY_RETRIES`` times), then reported failed and never stored.
-    * Names that could leave the store are refused.
+      (``RAVEL_VERIFY_RETRIES`` times), then reported failed and never stored, except a
+      file archive.org regenerates (``regenerated``), stored marked ``unverified``.
+    * A file listed without md5 is checked against its size, or, without a size either,
+      refused if the connection closed without saying the body was complete (``partial``);
+      it is stored marked ``unverified``.
+    * Names that could leave the store are refused; a name the filesystem refuses (a
+      directory in the way, a path too long) fails that file only.
     * On the local store, a file's body is streamed to a part file as it arrives (see
       ``ravelscraper.streaming``), then verified and renamed into place.
     """
 
     STORE_SCHEMES = {
-        **FilesPipeline.STORE_SCHEMES,
+        **FilesPipeline.STORE_SCHEMES,  # "gs" stays for Scrapy's _update_stores; refused
         "": AtomicFSFilesStore,
         "file": AtomicFSFilesStore,
+        "s3": S3Store,
+        "ftp": FTPStore,
     }
     LOG_FAILED_RESULTS = False  # media_failed logs one line per file instead
 
     def __init__(self, store_uri: str, *, crawler: Crawler):
-        super().__init__(store_uri, crawler=crawler)
+        self.store_problem = store_uri_problem(str(store_uri or ""))
+        # A bad FILES_STORE is reported by open_spider, not by a traceback or a warning here.
+        super().__init__(store_uri if self.store_problem is None else "-", crawler=crawler)
         self.stats = crawler.stats
-        self.verify_retries = crawler.settings.getint("RAVEL_VERIFY_RETRIES", 1)
+        self.verify_retries = crawler.settings.getint("RAVEL_VERIFY_RETRIES")
         self.started: dict[str, float] = {}
         self.paths_seen: dict[str, str] = {}  # case-folded path -> name, within this crawl
         self.store_error: str | None = None
+        self.failures: dict[tuple[str, str], str] = {}  # (identifier, name) -> reason
+        self.unverified: list[str] = []  # names stored without a checksum match
         self.streams: set[StreamTarget] = set()  # targets whose part file may await us
         crawler.signals.connect(self.transfer_started, signal=signals.headers_received)
 
+    def _get_store(self, uri: str) -> Any:
+        if self.store_problem is not None:
+            return RefusedStore()
+        return super()._get_store(uri)
+
     def open_spider(self) -> None:
         super().open_spider()
-        ensure_writable = getattr(self.store, "ensure_writable", None)
-        if ensure_writable is None:
-            return
-        try:
-            ensure_writable()
-        except OSError as exc:
-            message = f"FILES_STORE {self.store.basedir!r} is not writable: {exc.strerror or exc}"
-            logger.error(message)
-            self.stats.set_value("ravel/error", message)
-            raise CloseSpider("files_store_unwritable") from None
+        problem, reason = settings_problem(self.crawler.settings), "bad_settings"
+        if problem is None:
+            problem, reason = self.store_problem, "files_store_unusable"
+        if problem is None:
+            try:
+                check = getattr(self.store, "check", None)
+                if check is not None:
+                    check()
+            except StoreProblem as exc:
+                problem = str(exc)
+        if problem is not None:
+            logger.error(problem)
+            self.stats.set_value("ravel/error", problem)
+            raise CloseSpider(reason)
 
     def close_spider(self) -> None:
         for target in self.streams:  # the crawl stopped before their files were verified
             target.discard()
         self.streams.clear()
+        if self.unverified:
+            names = ", ".join(shown(n) for n in self.unverified[:5])
+            more = f" and {len(self.unverified) - 5} more" if len(self.unverified) > 5 else ""
+            logger.warning(
+                f"[unverified] {len(self.unverified)} files stored without a checksum match "
+                f"(no md5 listed, or regenerated by archive.org; see the manifest): {names}{more}"
+            )
 
     async def in_store(self, method: Callable[..., Any], *args: Any) -> Any:
         """Local disk I/O (and its md5) runs in a thread; remote stores return Deferreds."""
@@ -107,10 +155,13 @@ class VerifiedFilesPipeline(FilesPipeline):
         return await ensure_awaitable(method(*args))
 
     async def process_item(self, item: AudioFile) -> AudioFile:
+        if item.error:  # the spider could not list it as a fetchable file
+            self.file_failed(item.name, item.error, item)
+            return item
         try:
             self.claim_path(item)
         except UnsafeName as exc:
-            self.file_failed(item.name, f"refused the name: {exc}")
+            self.file_failed(item.name, f"refused the name: {exc}", item)
             return item
         return await super().process_item(item)
 
@@ -130,6 +181,7 @@ class VerifiedFilesPipeline(FilesPipeline):
                 meta={
                     "download_slot": urlsplit(url).hostname,
                     "ravel_name": item.name,
+                    "ravel_identifier": item.identifier,
                     **self.stream_meta(item),
                 },
             )
@@ -183,15 +235,20 @@ class VerifiedFilesPipeline(FilesPipeline):
         try:
             stored = await self.in_store(self.store.stat_file, path, info)
         except Exception as exc:  # an unreadable copy is downloaded again
-            logger.warning(f"cannot check the stored copy of {item.name}: {exc}")
+            logger.warning(f"cannot check the stored copy of {shown(item.name)}: {exc!r}")
             stored = {}
         if not stored:
             return None
-        checksum = stored.get("checksum")
-        if item.md5 is not None and checksum != item.md5:
-            logger.info(
-                f"[stale] {item.name}: stored md5 {checksum} != {item.md5}, downloading again"
-            )
+        checksum, size = stored.get("checksum"), stored.get("size")
+        if item.md5 is None and item.size is None:
+            return None  # nothing to check a stored copy against: fetch it again
+        stale = None
+        if item.size is not None and size is not None and size != item.size:
+            stale = f"stored size {size} != {item.size}"
+        elif item.md5 is not None and checksum != item.md5:
+            stale = f"stored md5 {checksum} != {item.md5}"
+        if stale:
+            logger.info(f"[stale] {shown(item.name)}: {stale}, downloading again")
             return None
         self.stats.inc_value("ravel/files_uptodate")
         self.stats.inc_value("ravel/bytes_uptodate", item.size or 0)
@@ -205,8 +262,10 @@ class VerifiedFilesPipeline(FilesPipeline):
         if name is None or b"Location" in headers:
             return  # not a file, or the 302 before it
         self.started[name] = monotonic()
-        size = f" ({megabytes(body_length)})" if body_length >= 0 else ""
-        logger.info(f"[download start] {name}{size}")
+        # Twisted's UNKNOWN_LENGTH (no Content-Length: chunked or close-delimited) is a str.
+        known = isinstance(body_length, int) and body_length >= 0
+        size = megabytes(body_length) if known else "size unknown"
+        logger.info(f"[download start] {shown(name)} ({size})")
 
     async def media_downloaded(
         self,
@@ -236,8 +295,7 @@ class VerifiedFilesPipeline(FilesPipeline):
             raise FileException(f"HTTP {response.status} from {response.url}")
         error = getattr(request.meta.get(STREAM_META), "error", None)
         if isinstance(error, OSError):  # writing the part file failed
-            self.store_failed(error)
-            raise FileException(f"cannot write to FILES_STORE: {error.strerror or error}")
+            raise self.write_failed(error, item)
         if STREAMED in response.flags:
             if streamed is None:
                 raise FileException("the streamed body was lost")
@@ -250,12 +308,18 @@ class VerifiedFilesPipeline(FilesPipeline):
             size = len(body)
             # Hashing releases the GIL: off the reactor thread, it overlaps the transfers.
             checksum = await asyncio.to_thread(md5_hex, body)
-        mismatch = self.mismatch(item, size, checksum)
-        if mismatch:
-            attempt = request.meta.get("ravel_verify_attempt", 0)
-            if attempt >= self.verify_retries:
+        partial = "partial" in response.flags
+        mismatch = self.mismatch(item, size, checksum, partial=partial)
+        attempt = request.meta.get("ravel_verify_attempt", 0)
+        if mismatch and attempt >= self.verify_retries:
+            if not (item.regenerated and not partial):
                 raise FileException(mismatch)
-            logger.warning(f"[verify] {item.name}: {mismatch}; downloading it again")
+            logger.warning(
+                f"[unverified] {shown(item.name)}: {mismatch}; archive.org regenerates this "
+                "file, so it is stored unverified"
+            )
+        elif mismatch:
+            logger.warning(f"[verify] {shown(item.name)}: {mismatch}; downloading it again")
             if streamed is not None:
                 streamed.discard()
             retry = request.replace(
@@ -279,22 +343,43 @@ class VerifiedFilesPipeline(FilesPipeline):
             else:
                 await self.in_store(self.store.persist_file, path, BytesIO(body or b""), info)
         except OSError as exc:
-            self.store_failed(exc)
-            raise FileException(f"cannot write to FILES_STORE: {exc.strerror or exc}") from None
+            raise self.write_failed(exc, item) from None
         seconds = monotonic() - self.started.pop(item.name, monotonic())
         self.stats.inc_value("ravel/files_downloaded")
         self.stats.inc_value("ravel/bytes_downloaded", size)
         self.inc_stats("downloaded")
-        logger.info(f"[download finished] {item.name} ({megabytes(size)}, {seconds:.1f} s)")
-        return {"url": request.url, "path": path, "checksum": checksum, "status": "downloaded"}
+        status = "downloaded"
+        if item.md5 is None or checksum != item.md5:
+            status = "unverified"
+            self.unverified.append(item.name)
+            self.stats.inc_value("ravel/files_unverified")
+        logger.info(
+            f"[download finished] {shown(item.name)} ({megabytes(size)}, {seconds:.1f} s)"
+            + ("" if status == "downloaded" else ", unverified")
+        )
+        return {"url": request.url, "path": path, "checksum": checksum, "status": status}
 
     @staticmethod
-    def mismatch(item: AudioFile, size: int, checksum: str) -> str | None:
+    def mismatch(item: AudioFile, size: int, checksum: str, partial: bool = False) -> str | None:
+        """Why the body can't be stored as this file, or None."""
         if item.size is not None and size != item.size:
             return f"got {size} bytes, archive.org lists {item.size}"
         if item.md5 is not None and checksum != item.md5:
             return f"md5 mismatch: archive.org lists {item.md5}, got {checksum}"
+        if partial and item.md5 is None and item.size is None:
+            return (
+                f"the connection closed after {size} bytes without the body's length, and "
+                "archive.org lists no size or md5 to check it against: it may be incomplete"
+            )
         return None
+
+    def write_failed(self, exc: OSError, item: AudioFile) -> FileException:
+        """The failure of one write: this file's (its path) or the whole store's."""
+        reason = exc.strerror or str(exc)
+        if is_name_problem(exc):
+            return FileException(f"cannot store it under its name: {reason}")
+        self.store_failed(exc)
+        return FileException(f"cannot write to FILES_STORE: {reason}")
 
     def media_failed(
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
@@ -302,13 +387,21 @@ class VerifiedFilesPipeline(FilesPipeline):
         # Logged here in one line; returning (not raising) keeps MediaPipeline from logging
         # the failure again with a traceback. The file is then missing from ``files``.
         self.drop_stream(request)
-        if isinstance(failure.value, StoreWriteError):
-            self.store_failed(failure.value.error)
+        name = request.meta.get("ravel_name", request.url)
+        identifier = request.meta.get("ravel_identifier", "")
         if isinstance(failure.value, TransferCancelled):
             self.stats.inc_value("ravel/files_cancelled")
+            self.failures[(identifier, name)] = "not started: the crawl stopped"
             return
         reason = describe(failure)
-        self.file_failed(request.meta.get("ravel_name", request.url), f"{reason} ({request.url})")
+        if isinstance(failure.value, StoreWriteError):
+            error = failure.value.error
+            if is_name_problem(error):
+                reason = f"cannot store it under its name: {error.strerror or error}"
+            else:
+                self.store_failed(error)
+        self.failures[(identifier, name)] = reason
+        self.file_failed(name, f"{reason} ({request.url})")
 
     def store_failed(self, exc: OSError) -> None:
         """A full or broken store fails every file after this one: stop, keep what is stored."""
@@ -322,13 +415,17 @@ class VerifiedFilesPipeline(FilesPipeline):
             stop_transfers()
         deferred_from_coro(self.crawler.engine.close_spider_async(reason="files_store_failed"))
 
-    def file_failed(self, name: str, reason: str) -> None:
+    def file_failed(self, name: str, reason: str, item: AudioFile | None = None) -> None:
         self.started.pop(name, None)
         self.stats.inc_value("ravel/files_failed")
-        logger.error(f"[download failed] {name}: {reason}")
+        if item is not None:
+            item.error = reason
+        logger.error(f"[download failed] {shown(name)}: {shown(reason)}")
 
     def item_completed(
         self, results: list[FileInfoOrError], item: AudioFile, info: MediaPipeline.SpiderInfo
     ) -> AudioFile:
         item.files = [result for ok, result in results if ok and result]
+        if not item.files and not item.error:  # the manifest says why it is missing
+            item.error = self.failures.pop((item.identifier, item.name), "not stored")
         return item

@@ -1,59 +1,113 @@
-"""Keep credentials out of the log: Scrapy prints every overridden setting at start-up."""
+"""Keep credentials out of the log, the stats' log dump and tracebacks.
+
+Two layers, both applied to every log record (message, formatted exception, stack):
+
+* any URL's userinfo is masked, whatever the URL (``scheme://user:password@host`` becomes
+  ``scheme://***@host``), even when the URL is malformed (a ``#``, ``/`` or ``?`` in the
+  password);
+* known secret values are masked wherever they appear: password-bearing settings
+  (``AWS_*`` keys, ``FTP_PASSWORD``, anything named ``*PASSWORD*``, ``*SECRET*``,
+  ``*TOKEN*``), and the passwords found in URLs given in settings, in ``REDIS_URL`` and the
+  proxy variables of the environment, and on the command line (``-a url=...``), including
+  the pieces a URL parser shows on its own (``Port could not be cast to integer value as
+  '<password>'``).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+from collections.abc import Iterable
 from typing import Self
-from urllib.parse import urlsplit
 
 from scrapy.crawler import Crawler
 from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings
 
-SECRET_SETTINGS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "FTP_PASSWORD",
-)
-URL_SETTINGS = ("REDIS_URL",)  # a password may hide in their userinfo
+SECRET_SETTINGS = ("AWS_ACCESS_KEY_ID",)  # plus every name matching SECRET_NAME
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
+ENV_URLS = ("REDIS_URL", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 MASK = "***"
+MIN_SECRET = 3  # shorter pieces would mask ordinary words
+# scheme://<userinfo>@ : the userinfo runs to the last "@" before a blank or a quote, so a
+# password holding "/", "?", "#" or "@" is masked whole.
+URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s'\"<>]*@")
 
 
-def secrets_in(settings: BaseSettings) -> set[str]:
-    found = {
-        str(settings[name])
-        for name in SECRET_SETTINGS
+def redact_url(text: str) -> str:
+    """``text`` with the userinfo of every URL in it masked."""
+    return URL_USERINFO.sub(rf"\g<scheme>{MASK}@", text)
+
+
+def url_secrets(text: str) -> set[str]:
+    """The userinfo and passwords of the URLs in ``text``, and the pieces a parser may show."""
+    found: set[str] = set()
+    for match in URL_USERINFO.finditer(text):
+        userinfo = match.group(0)[len(match.group("scheme")) : -1]
+        found.add(userinfo)
+        _, colon, password = userinfo.partition(":")
+        if colon and password:
+            found.add(password)
+            found.update(re.split(r"[/?#@]", password))
+    return found
+
+
+def secrets_in(settings: BaseSettings, argv: Iterable[str] = ()) -> set[str]:
+    found: set[str] = set()
+    # .attributes, not .get(): reading every setting by name would warn about deprecated ones.
+    for name, attribute in settings.attributes.items():
+        value = attribute.value
+        if not value:
+            continue
         # Scrapy's own defaults (FTP_PASSWORD = "guest") are no secret.
-        if settings.get(name) and settings.getpriority(name) > SETTINGS_PRIORITIES["default"]
-    }
-    for name in URL_SETTINGS:
-        for url in (settings.get(name), os.environ.get(name)):
-            try:
-                password = urlsplit(url).password if url else None
-            except ValueError:
-                password = None
-            if password:
-                found.add(password)
-    return {s for s in found if len(s) >= 3}
+        if (name in SECRET_SETTINGS or SECRET_NAME.search(name)) and attribute.priority > (
+            SETTINGS_PRIORITIES["default"]
+        ):
+            found.add(str(value))
+        if isinstance(value, str) and "://" in value:
+            found |= url_secrets(value)
+    for name in ENV_URLS:
+        found |= url_secrets(os.environ.get(name, ""))
+    for arg in argv:
+        found |= url_secrets(arg)
+    return {s for s in found if len(s) >= MIN_SECRET}
 
 
 class SecretFilter(logging.Filter):
+    """Masks URL userinfo and the given secrets in a record's message and exception text."""
+
     def __init__(self, secrets: set[str]):
         super().__init__()
         self.secrets = sorted(secrets, key=len, reverse=True)
+        self.formatter = logging.Formatter()
+
+    def redact(self, text: str) -> str:
+        text = redact_url(text)
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, MASK)
-            record.msg, record.args = message, None
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: Logging reports it; nothing to leak here
+            return True
+        masked = self.redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 
 class RedactSecrets:
-    """Masks credential values (AWS keys, FTP and Redis passwords) in every log line.
+    """Installs :class:`SecretFilter` on every log handler.
 
     Extensions are built before Scrapy logs the overridden settings, so the filter is in
     place for that line too.
@@ -66,4 +120,4 @@ class RedactSecrets:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(secrets_in(crawler.settings))
+        return cls(secrets_in(crawler.settings, sys.argv))

@@ -28,6 +28,8 @@ RETRY_TIMES = 5
 RAVEL_RETRY_BACKOFF_BASE = 1.0  # seconds before the first retry, doubled each time
 RAVEL_RETRY_BACKOFF_MAX = 60.0  # the longest backoff, and the longest Retry-After obeyed
 DOWNLOADER_MIDDLEWARES = {
+    # Before robots.txt (100): a refused host is never contacted, not even for robots.txt.
+    "ravelscraper.hosts.FileRedirectGuard": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ravelscraper.retry.BackoffRetryMiddleware": 550,
 }
@@ -39,8 +41,12 @@ AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 # Files land in <FILES_STORE>/<identifier>/<name as archive.org names it>.
 FILES_STORE = "downloads"
 ITEM_PIPELINES = {"ravelscraper.pipelines.VerifiedFilesPipeline": 300}
+RAVEL_VERIFY_RETRIES = 1  # downloads again of a file whose md5 or size is wrong
 # archive.org answers every download with a 302 to a storage node.
 MEDIA_ALLOW_REDIRECTS = True
+# Hosts a file's redirect may lead to, besides its origin: comma-separated, ".x.org" = x.org
+# and its subdomains. A redirect elsewhere fails the file without connecting (hosts.py).
+RAVEL_STORAGE_HOSTS = ".archive.org"
 # Large FLACs are normal here: warn only past 256 MiB.
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
 # File bodies go straight to a part file in the local store, not to memory (streaming.py).

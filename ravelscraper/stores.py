@@ -1,31 +1,93 @@
-"""Where files land: a local store that never shows a half-written file under its real name."""
+"""Where files land: the local store (never a half-written file under its real name), S3, FTP.
+
+Also the name rules (``safe_relative_path``) and the store check made before any download
+(``store_uri_problem`` for the shape of ``FILES_STORE``, each store's ``check()`` for the
+store itself).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import ftplib
 import os
 import secrets
+import stat
 import tempfile
+import unicodedata
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from scrapy.pipelines.files import FSFilesStore
+from scrapy.pipelines.files import FSFilesStore, FTPFilesStore, S3FilesStore
 from scrapy.pipelines.media import MediaPipeline
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.ftp import ftp_makedirs_cwd
+from twisted.internet.defer import Deferred
+
+from ravelscraper.redact import redact_url
 
 PARTIAL_PREFIX = ".ravel-"
 PARTIAL_SUFFIX = ".part"
+# Characters that reorder or break a line when shown: refused in names like control characters.
+INVISIBLE_LAYOUT = frozenset(
+    "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
+)
+# OSErrors that are one file's problem (its path), not the store's: that file fails alone.
+NAME_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ELOOP}
+)
+STORE_CHECK_TIMEOUT = 10.0  # seconds for each network step of the start-up store check
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may run)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Stored files get the permissions open() would give them (0644 under umask 022).
+FILE_MODE = 0o666 & ~current_umask()
 
 
 class UnsafeName(ValueError):
     """A remote file name that would not stay inside the store."""
 
 
+class StoreProblem(ValueError):
+    """FILES_STORE can't be used: the message says why (credentials masked)."""
+
+
+def is_name_problem(exc: OSError) -> bool:
+    """True when the OSError is about this file's path (a directory in the way, too long)."""
+    return exc.errno in NAME_ERRNOS
+
+
+def refused_character(text: str) -> str | None:
+    """Why ``text`` can't be a name: control (C0, C1, DEL), bidi or line-separator characters."""
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return "it contains a control character"
+        if char in INVISIBLE_LAYOUT:
+            return f"it contains the invisible layout character U+{ord(char):04X}"
+        if category == "Cs":
+            return "it contains a lone surrogate (not valid text)"
+    return None
+
+
 def safe_relative_path(identifier: str, name: str) -> str:
-    """``<identifier>/<name>``, refusing any name that could leave its folder."""
+    """``<identifier>/<name>``, refusing any name that could leave its folder or fool a reader."""
     for part in (identifier, name):
-        if any(ord(c) < 32 or ord(c) == 127 for c in part):
-            raise UnsafeName("it contains a control character")
+        reason = refused_character(part)
+        if reason:
+            raise UnsafeName(reason)
         if "\\" in part:
             raise UnsafeName("it contains a backslash")
     if name.startswith("/"):
@@ -36,6 +98,53 @@ def safe_relative_path(identifier: str, name: str) -> str:
         if len(component.encode()) > 255:
             raise UnsafeName("a path component is longer than 255 bytes")
     return f"{identifier}/{name}"
+
+
+def shown(text: str) -> str:
+    """Remote text for a log line: as it is when plainly printable, else escaped (repr)."""
+    return text if text.isprintable() else repr(text)
+
+
+STORE_KINDS = (
+    "a folder, file:///folder, s3://bucket[/prefix] or ftp://[user:password@]host[:port]/folder"
+)
+
+
+def store_uri_problem(uri: str) -> str | None:
+    """What is wrong with the shape of ``FILES_STORE`` (None if nothing), before any I/O."""
+    if not uri.strip():
+        return f"FILES_STORE is empty: give {STORE_KINDS}"
+    if Path(uri).is_absolute():
+        return None
+    shown_uri = repr(redact_url(uri))
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        why = redact_url(str(exc))
+        return f"FILES_STORE {shown_uri} is not a valid URI ({why}): give {STORE_KINDS}"
+    scheme = parts.scheme.lower()
+    if scheme == "":
+        return None
+    if scheme == "file":
+        return None if parts.path else f"FILES_STORE {shown_uri} names no folder"
+    if scheme == "s3":
+        if not parts.netloc:
+            return f"FILES_STORE {shown_uri} names no bucket: use s3://bucket[/prefix]"
+        return None
+    if scheme == "ftp":
+        if not parts.hostname:
+            return f"FILES_STORE {shown_uri} names no host: use ftp://[user:password@]host[:port]/folder"
+        return None
+    return f"FILES_STORE {shown_uri} has an unknown scheme {scheme!r}: give {STORE_KINDS}"
+
+
+def s3_bucket_and_prefix(uri: str) -> tuple[str, str]:
+    """(bucket, ``"prefix/"``) from ``s3://bucket/prefix`` or ``s3://bucket/prefix/``;
+    (bucket, ``""``) from ``s3://bucket``."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
 
 
 class AtomicFSFilesStore(FSFilesStore):
@@ -58,6 +167,26 @@ class AtomicFSFilesStore(FSFilesStore):
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-probe-"):
             pass
 
+    def check(self) -> None:
+        """The start-up check: raises StoreProblem if the folder can't be written."""
+        try:
+            self.ensure_writable()
+        except OSError as exc:
+            raise StoreProblem(
+                f"FILES_STORE {self.basedir!r} is not writable: {exc.strerror or exc}"
+            ) from None
+
+    def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> dict:
+        """FSFilesStore's checksum and mtime, plus the size; {} if no regular file is there."""
+        target = self._get_filesystem_path(path)
+        try:
+            found = target.stat()
+        except OSError:
+            return {}
+        if not stat.S_ISREG(found.st_mode):
+            return {}  # a directory in the way: storing the file will fail with the reason
+        return {**super().stat_file(path, info), "size": found.st_size}
+
     def persist_file(
         self,
         path: str | os.PathLike[str],
@@ -72,6 +201,7 @@ class AtomicFSFilesStore(FSFilesStore):
             dir=target.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
         )
         try:
+            os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
             with os.fdopen(fd, "wb") as out:
                 out.write(buf.getvalue())  # no copy: getbuffer() would copy a shared buffer
             os.replace(partial, target)
@@ -111,7 +241,7 @@ class AtomicFSFilesStore(FSFilesStore):
 
     @staticmethod
     def _copy_part(fd: int, partial: Path) -> None:
-        out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             offset = 0
             while chunk := os.pread(fd, 1 << 20, offset):
@@ -131,3 +261,118 @@ class AtomicFSFilesStore(FSFilesStore):
         if not target.resolve().is_relative_to(root):
             raise UnsafeName(f"{path!r} resolves outside the store")
         return target
+
+
+class S3Store(S3FilesStore):
+    """Scrapy's S3 store with ``[prefix/]<identifier>/<name>`` keys whatever the slashes.
+
+    ``s3://bucket``, ``s3://bucket/prefix`` and ``s3://bucket/prefix/`` all work (Scrapy's
+    own store wrote ``prefix<identifier>`` without a slash). A missing object is simply not
+    stored yet, and :meth:`check` proves at start that the bucket exists and is writable.
+    """
+
+    def __init__(self, uri: str):
+        import botocore.session
+        from botocore.config import Config
+
+        self.bucket, self.prefix = s3_bucket_and_prefix(uri)
+        pool = (
+            {"max_pool_connections": self.AWS_MAX_POOL_CONNECTIONS}
+            if self.AWS_MAX_POOL_CONNECTIONS is not None
+            else {}
+        )
+        # Scrapy's client, with a short connect timeout: an unreachable endpoint is reported
+        # at start in seconds, not minutes.
+        self.s3_client = botocore.session.get_session().create_client(
+            "s3",
+            aws_access_key_id=self.AWS_ACCESS_KEY_ID,
+            aws_secret_access_key=self.AWS_SECRET_ACCESS_KEY,
+            aws_session_token=self.AWS_SESSION_TOKEN,
+            endpoint_url=self.AWS_ENDPOINT_URL,
+            region_name=self.AWS_REGION_NAME,
+            use_ssl=self.AWS_USE_SSL,
+            verify=self.AWS_VERIFY,
+            config=Config(
+                connect_timeout=STORE_CHECK_TIMEOUT,
+                retries={"max_attempts": 3, "mode": "standard"},
+                **pool,
+            ),
+        )
+
+    def stat_file(self, path: str, info: MediaPipeline.SpiderInfo) -> Deferred[dict]:
+        return deferred_from_coro(self._stat(path))
+
+    async def _stat(self, path: str) -> dict:
+        from botocore.exceptions import ClientError
+
+        try:
+            found = await maybe_deferred_to_future(self._get_boto_key(path))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return {}  # not stored yet: the normal case on a first run
+            raise
+        return {**self._onsuccess(found), "size": found.get("ContentLength")}
+
+    def check(self) -> None:
+        """Raises StoreProblem unless the bucket exists and a probe object can be written."""
+        import botocore.exceptions as boto
+
+        where = f"s3://{self.bucket}/{self.prefix}"
+        client = self.s3_client
+        probe = f"{self.prefix}{PARTIAL_PREFIX}write-probe-{secrets.token_hex(8)}"
+        try:
+            client.head_bucket(Bucket=self.bucket)
+            client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+            client.delete_object(Bucket=self.bucket, Key=probe)
+        except boto.NoCredentialsError:
+            raise StoreProblem(
+                f"FILES_STORE {where}: no AWS credentials found (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, ~/.aws or an instance role)"
+            ) from None
+        except boto.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                why = f"the bucket {self.bucket!r} does not exist"
+            elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                why = f"access denied ({code}): check the credentials and the bucket's policy"
+            else:
+                why = f"{code} {error.get('Message', '')}".strip()
+            raise StoreProblem(f"FILES_STORE {where} is not writable: {why}") from None
+        except boto.BotoCoreError as exc:
+            why = redact_url(str(exc))
+            raise StoreProblem(f"FILES_STORE {where} can't be reached: {why}") from None
+
+
+class FTPStore(FTPFilesStore):
+    """Scrapy's FTP store, accepting the default port (21) and checked at start."""
+
+    def __init__(self, uri: str):
+        parts = urlsplit(uri)
+        self.host = parts.hostname or ""
+        self.port = parts.port or 21
+        self.username = parts.username or self.FTP_USERNAME or "anonymous"
+        self.password = parts.password or self.FTP_PASSWORD or "guest"
+        self.basedir = parts.path.rstrip("/")
+
+    def check(self) -> None:
+        """Raises StoreProblem unless we can log in and write (then delete) a probe file."""
+        where = f"ftp://{self.host}:{self.port}{self.basedir}"
+        probe = f"{PARTIAL_PREFIX}write-probe-{secrets.token_hex(8)}"
+        try:
+            with ftplib.FTP(timeout=STORE_CHECK_TIMEOUT) as ftp:  # noqa: S321 - the user's choice
+                ftp.connect(self.host, self.port)
+                ftp.login(self.username, self.password)
+                if self.USE_ACTIVE_MODE:
+                    ftp.set_pasv(False)
+                if self.basedir:
+                    ftp_makedirs_cwd(ftp, self.basedir)
+                ftp.storbinary(f"STOR {probe}", BytesIO(b""))
+                ftp.delete(probe)
+        except ftplib.Error as exc:
+            raise StoreProblem(
+                f"FILES_STORE {where} refused us: {redact_url(str(exc)).strip()!r}"
+            ) from None
+        except (OSError, EOFError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise StoreProblem(f"FILES_STORE {where} can't be reached: {why}") from None

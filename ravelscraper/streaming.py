@@ -57,7 +57,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ravelscraper.stores import PARTIAL_PREFIX, PARTIAL_SUFFIX
+from ravelscraper.stores import FILE_MODE, PARTIAL_PREFIX, PARTIAL_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -130,17 +130,22 @@ def open_part(directory: Path) -> tuple[int, Path | None]:
     """A new part file in ``directory``: unnamed where the filesystem allows it.
 
     An unnamed (``O_TMPFILE``) file vanishes with the process, even after SIGKILL;
-    elsewhere a named ``.ravel-*.part`` file is used.
+    elsewhere a named ``.ravel-*.part`` file is used. Either way it has the permissions
+    open() would give it (the umask applied), which the stored file keeps.
     """
     directory.mkdir(parents=True, exist_ok=True)
     tmpfile = getattr(os, "O_TMPFILE", 0)
     if tmpfile:
         try:
-            return os.open(directory, tmpfile | os.O_RDWR, 0o600), None
+            fd = os.open(directory, tmpfile | os.O_RDWR, 0o600)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
+        else:
+            os.fchmod(fd, FILE_MODE)
+            return fd, None
     fd, name = tempfile.mkstemp(dir=directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+    os.fchmod(fd, FILE_MODE)
     return fd, Path(name)
 
 

@@ -21,7 +21,7 @@ def test_remote_control_and_telnet_are_off():
 def test_secrets_are_found_in_settings_and_urls(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://:env-pass@127.0.0.1:6379/0")
     settings = Settings({"AWS_SECRET_ACCESS_KEY": "s3-secret", "REDIS_URL": "redis://u:pw-1@h/0"})
-    assert secrets_in(settings) == {"s3-secret", "pw-1", "env-pass"}
+    assert secrets_in(settings) == {"s3-secret", "pw-1", "u:pw-1", "env-pass", ":env-pass"}
     monkeypatch.setenv("REDIS_URL", "redis://h:port/0")  # malformed: no crash, no secret
     assert secrets_in(Settings()) == set()
 
@@ -31,7 +31,7 @@ def test_the_filter_masks_formatted_messages():
         "x", logging.INFO, __file__, 1, "key=%s url=%s", ("abc123", "redis://:abc123@h"), None
     )
     assert SecretFilter({"abc123"}).filter(record)
-    assert record.getMessage() == "key=*** url=redis://:***@h"
+    assert record.getMessage() == "key=*** url=redis://***@h"
 
 
 def test_credentials_never_reach_the_log(archive, tmp_path):

@@ -1,0 +1,55 @@
+"""Settings checked at start: a value that would hang, crash or make no sense stops the crawl
+with one ERROR line before anything is downloaded (see ``VerifiedFilesPipeline.open_spider``)."""
+
+from __future__ import annotations
+
+import math
+
+from scrapy.settings import BaseSettings
+
+# name -> (lowest allowed, highest allowed or None, whole numbers only)
+NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "CONCURRENT_REQUESTS": (1, None, True),
+    "CONCURRENT_REQUESTS_PER_DOMAIN": (1, None, True),
+    "DOWNLOAD_DELAY": (0, None, False),
+    "DOWNLOAD_DELAY_JITTER": (0, 1, False),  # ±100 % at most: a delay is never negative
+    "DOWNLOAD_MAXSIZE": (0, None, True),
+    "RETRY_TIMES": (0, None, True),
+    "RAVEL_RETRY_BACKOFF_BASE": (0, None, False),
+    "RAVEL_RETRY_BACKOFF_MAX": (0, None, False),
+    "RAVEL_VERIFY_RETRIES": (0, None, True),
+    "RAVEL_PROGRESS_INTERVAL": (0, None, False),
+    "RAVEL_FLEET_MAX_TRANSFERS": (0, None, True),
+    "RAVEL_NODE_TTL": (0.001, None, False),
+    "RAVEL_WAIT_FOR_WORK": (-1, None, False),
+    "RAVEL_IDLE_QUIET": (0, None, False),
+    "RAVEL_REDIS_GRACE": (0, None, False),
+}
+
+
+def number(raw: object) -> float | None:
+    """A setting's value as a finite number, or None."""
+    if isinstance(raw, bool):
+        return None
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def settings_problem(settings: BaseSettings) -> str | None:
+    """The first setting out of its range, as one sentence; None if all are fine."""
+    for name, (low, high, whole) in NUMERIC_RANGES.items():
+        if name not in settings:
+            continue
+        raw = settings[name]
+        value = number(raw)
+        kind = "a whole number" if whole else "a number"
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+        expected = f"{kind} {bounds}"
+        if value is None or (whole and value != int(value)):
+            return f"setting {name}={raw!r} is not valid: expected {expected}"
+        if value < low or (high is not None and value > high):
+            return f"setting {name}={raw!r} is out of range: expected {expected}"
+    return None
