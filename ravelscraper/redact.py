@@ -74,49 +74,91 @@ def secrets_in(settings: BaseSettings, argv: Iterable[str] = ()) -> set[str]:
     return {s for s in found if len(s) >= MIN_SECRET}
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with URL userinfo and each secret (longest first) masked."""
+    text = redact_url(text)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def redact_record(record: logging.LogRecord, secrets: Iterable[str]) -> None:
+    """Mask a record's message, exception text and stack in place."""
+    secrets = tuple(secrets)
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it; nothing formatted to leak
+        message = None
+    if message is not None:
+        masked = redact(message, secrets)
+        if masked != message:
+            record.msg, record.args = masked, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text, secrets)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info, secrets)
+
+
 class SecretFilter(logging.Filter):
-    """Masks URL userinfo and the given secrets in a record's message and exception text."""
+    """A logging filter doing :func:`redact_record` with the given secrets."""
 
     def __init__(self, secrets: set[str]):
         super().__init__()
-        self.secrets = sorted(secrets, key=len, reverse=True)
-        self.formatter = logging.Formatter()
-
-    def redact(self, text: str) -> str:
-        text = redact_url(text)
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        self.secrets = tuple(sorted(secrets, key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: Logging reports it; nothing to leak here
-            return True
-        masked = self.redact(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatter.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
+        redact_record(record, self.secrets)
         return True
 
 
-class RedactSecrets:
-    """Installs :class:`SecretFilter` on every log handler.
+_known: tuple[str, ...] = ()  # every secret found so far, longest first
+_installed = False
 
-    Extensions are built before Scrapy logs the overridden settings, so the filter is in
-    place for that line too.
+
+def add_secrets(found: Iterable[str]) -> None:
+    global _known
+    merged = {*_known, *(s for s in found if len(s) >= MIN_SECRET)}
+    _known = tuple(sorted(merged, key=len, reverse=True))
+
+
+def install() -> None:
+    """Mask every log record from now on, whichever handler shows it.
+
+    Done with the record factory, not with handler filters: Scrapy replaces its root log
+    handler after the extensions are built, which would drop a filter. Called when the
+    project's settings are loaded (so the first lines are covered, secrets from the command
+    line and the environment included) and again by :class:`RedactSecrets`.
+    """
+    global _installed
+    add_secrets(url_secrets(" ".join(sys.argv)))
+    for name in ENV_URLS:
+        add_secrets(url_secrets(os.environ.get(name, "")))
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def masked_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        redact_record(record, _known)
+        return record
+
+    logging.setLogRecordFactory(masked_record)
+    _installed = True
+
+
+class RedactSecrets:
+    """Adds the settings' secrets to the masked ones and makes sure masking is on.
+
+    Extensions are built before Scrapy logs the overridden settings, so that line is
+    masked too.
     """
 
     def __init__(self, secrets: set[str]):
-        self.filter = SecretFilter(secrets)
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(self.filter)
+        add_secrets(secrets)
+        install()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

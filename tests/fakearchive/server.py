@@ -50,7 +50,10 @@ ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
 KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes"})
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
-REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404"})
+REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404", "redirect_foreign"})
+# A storage body without Content-Length: chunked, or delimited by closing the connection
+# (whole, or cut short at half).
+FRAMING_KINDS = frozenset({"chunked", "close", "close_short"})
 CONTENT_TYPES = {
     ".mp3": "audio/mpeg",
     ".ogg": "audio/ogg",
@@ -79,13 +82,15 @@ class FaultRule:
     retry_after: float | None
     stall: float
     fired: int = 0
+    location: str = ""  # redirect_foreign: the origin to redirect to (the path is kept)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> FaultRule:
         kind = str(raw.get("kind", ""))
-        if kind not in STATUS_KINDS | BODY_KINDS | REDIRECT_KINDS:
+        if kind not in STATUS_KINDS | BODY_KINDS | REDIRECT_KINDS | FRAMING_KINDS:
             raise ConfigError(f"unknown fault kind {kind!r}")
-        host = str(raw.get("host", "storage" if kind in BODY_KINDS else "archive"))
+        on_storage = kind in BODY_KINDS | FRAMING_KINDS
+        host = str(raw.get("host", "storage" if on_storage else "archive"))
         if host not in ("archive", "storage"):
             raise ConfigError(f"fault host must be 'archive' or 'storage', not {host!r}")
         status = int(raw.get("status", kind if kind.isdigit() else 500))
@@ -98,6 +103,7 @@ class FaultRule:
             status=status,
             retry_after=None if retry is None else float(retry),
             stall=float(raw.get("stall", 30)),
+            location=str(raw.get("location", "")),
         )
 
     def matches(self, role: str, path: str, name: str) -> bool:
@@ -414,6 +420,8 @@ class Handler(BaseHTTPRequestHandler):
         if rule.kind == "redirect_loop":
             here = f"http://{self._host()}{self.path}"
             self._send(302, b"", headers=[("Location", here)])
+        elif rule.kind == "redirect_foreign":
+            self._send(302, b"", headers=[("Location", f"{rule.location}{self.raw_path}")])
         elif rule.kind == "redirect_404":
             missing = f"{self.state.storage_host}/0/items/missing{self.raw_path}"
             self._send(302, b"", headers=[("Location", f"http://{missing}")])
@@ -501,6 +509,14 @@ class Handler(BaseHTTPRequestHandler):
             headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
         length = last - first + 1
         with_body = self.command != "HEAD" and length > 0
+        framing = self.state.take_fault("storage", self.decoded_path, entry.name, FRAMING_KINDS)
+        if framing and with_body:
+            self.fault_kind = framing.kind
+            chunks = iter_file_chunks(
+                item.identifier, entry.name, first, last + 1, 65536, size=size
+            )
+            self._unframed_body(framing.kind, headers, status, chunks, length)
+            return
         self._headers(status, [*headers, ("Content-Length", str(length))], last=not with_body)
         if not with_body:
             return
@@ -508,6 +524,32 @@ class Handler(BaseHTTPRequestHandler):
         chunk = max(1024, min(16384, int(bandwidth) // 20)) if bandwidth else 256 * 1024
         chunks = iter_file_chunks(item.identifier, entry.name, first, last + 1, chunk, size=size)
         self._write_body(chunks, length, entry.name, float(bandwidth) if bandwidth else None)
+
+    def _unframed_body(
+        self,
+        kind: str,
+        headers: list[tuple[str, str]],
+        status: int,
+        chunks: Iterable[memoryview],
+        length: int,
+    ) -> None:
+        """A body without Content-Length: chunked, or ended by closing the connection."""
+        self.close_connection = kind != "chunked"
+        framing = ("Transfer-Encoding", "chunked") if kind == "chunked" else ("Connection", "close")
+        self._headers(status, [*headers, framing], last=False)
+        limit = length // 2 if kind == "close_short" else length
+        for chunk in chunks:
+            chunk = chunk[: max(0, limit - self.bytes_sent)]
+            if not chunk:
+                break
+            if kind == "chunked":
+                self.wfile.write(b"%x\r\n" % len(chunk) + bytes(chunk) + b"\r\n")
+            else:
+                self.wfile.write(chunk)
+            self.bytes_sent += len(chunk)
+        self._done()
+        if kind == "chunked":
+            self.wfile.write(b"0\r\n\r\n")
 
     # --- control -------------------------------------------------------------------------
 
