@@ -1,0 +1,255 @@
+"""Stores and settings, end to end: S3 (moto's server), FTP, local; checked before any download."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+
+from ravelscraper.checks import NUMERIC_RANGES, settings_problem
+from ravelscraper.stores import s3_bucket_and_prefix, store_uri_problem
+from tests.conftest import ROOT, Crawl, crawl_command, crawl_env, scrapy_crawl, stored_files
+from tests.fakearchive import md5_of
+from tests.store_support import (
+    S3_ENV,
+    S3_SETTINGS,
+    closed_port,
+    crawl_with_env,
+    moto_s3,
+    refusing_ftp,
+)
+
+RAVEL = "ThePianoMusicOfMauriceRavel"
+RAVEL_MP3S = [
+    "01PavanePourUneInfanteDfuntePourPianoMr19.mp3",
+    "02JeuxDeauPourPianoMr30.mp3",
+    "03SonatinePourPianoMr40-Modr.mp3",
+    "04MouvementDeMenuet.mp3",
+    "05Anim.mp3",
+]
+
+
+def downloads(archive) -> list[str]:
+    """File requests the fake archive.org saw (the /download 302s and storage bodies)."""
+    return [
+        e["path"]
+        for e in archive.stats()["log"]
+        if e["path"].startswith("/download/") or e["host"] == "127.0.0.2"
+    ]
+
+
+def assert_stopped_before_any_download(crawl: Crawl, archive, expected: str) -> None:
+    assert crawl.returncode == 1, crawl.log
+    assert len(crawl.errors) == 1, crawl.errors
+    assert expected in crawl.errors[0], crawl.errors
+    assert "Traceback" not in crawl.log
+    assert downloads(archive) == []
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_client(s3):
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3,
+        aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_SETTINGS["AWS_REGION_NAME"],
+    )
+    yield client
+    client.close()
+
+
+def crawl_to_s3(archive, s3: str, store: str, **settings: object) -> Crawl:
+    return crawl_with_env(
+        "-a",
+        f"url={archive.details_url(RAVEL)}",
+        store=store,
+        env=S3_ENV,
+        AWS_ENDPOINT_URL=s3,
+        **{**S3_SETTINGS, **settings},
+    )
+
+
+@pytest.mark.parametrize(
+    ("bucket", "tail", "prefix"),
+    [
+        ("with-prefix", "/mirror", "mirror/"),
+        ("with-slash", "/mirror/", "mirror/"),
+        ("bare", "", ""),
+    ],
+)
+def test_s3_stores_prefix_slash_identifier_slash_name(archive, s3, s3_client, bucket, tail, prefix):
+    s3_client.create_bucket(Bucket=bucket)
+    crawl = crawl_to_s3(archive, s3, f"s3://{bucket}{tail}")
+
+    assert crawl.returncode == 0, crawl.log
+    # A first run finds no stored copy: that is normal, not a warning per file.
+    assert [line for line in crawl.log.splitlines() if line.startswith("[WARNING]")] == []
+    listed = s3_client.list_objects_v2(Bucket=bucket)["Contents"]
+    stored = {o["Key"]: o["ETag"].strip('"') for o in listed}
+    assert stored == {f"{prefix}{RAVEL}/{name}": md5_of(RAVEL, name) for name in RAVEL_MP3S}
+    if bucket == "with-prefix":  # a second run finds every file up to date there
+        archive.reset()
+        again = crawl_to_s3(archive, s3, f"s3://{bucket}{tail}")
+        assert again.returncode == 0, again.log
+        assert "0 downloaded" in again.log and "5 already up to date" in again.log
+        assert [p for p in downloads(archive) if "/items/" in p] == []
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "no credentials", "unreachable endpoint"])
+def test_an_unusable_s3_store_stops_the_crawl_before_any_download(archive, s3, case):
+    settings: dict[str, object] = {**S3_SETTINGS, "AWS_ENDPOINT_URL": s3}
+    expected = "does not exist"
+    if case == "no credentials":
+        del settings["AWS_ACCESS_KEY_ID"], settings["AWS_SECRET_ACCESS_KEY"]
+        expected = "no AWS credentials"
+    elif case == "unreachable endpoint":
+        settings["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{closed_port()}"
+        expected = "can't be reached"
+    crawl = crawl_with_env(
+        "-a",
+        f"url={archive.details_url(RAVEL)}",
+        store="s3://no-such-bucket/mirror" if case == "missing bucket" else "s3://any/mirror",
+        env=S3_ENV,
+        timeout=60,
+        **settings,
+    )
+    assert_stopped_before_any_download(crawl, archive, expected)
+    assert "test-secret-key" not in crawl.log
+
+
+def test_unusable_store_uris_stop_the_crawl_before_any_download(archive, tmp_path):
+    cases = {
+        "": "FILES_STORE is empty",
+        "gopher://host/mirror": "unknown scheme 'gopher'",
+        "s3://": "names no bucket",
+        f"ftp://127.0.0.1:{closed_port()}/mirror": "can't be reached",
+    }
+    for store, expected in cases.items():
+        archive.reset()
+        crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=store)
+        assert_stopped_before_any_download(crawl, archive, expected)
+        assert "Disabled VerifiedFilesPipeline" not in crawl.log
+
+
+def test_an_ftp_store_with_wrong_credentials_stops_the_crawl_unseen(archive):
+    with refusing_ftp() as address:
+        store = f"ftp://mirror:Ftp-Pa55word@{address}/mirror"
+        crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=store)
+    assert_stopped_before_any_download(crawl, archive, "530 Login incorrect")
+    assert "Ftp-Pa55word" not in crawl.log
+    assert f"[main start] store ftp://***@{address}/mirror" in crawl.log
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONCURRENT_REQUESTS_PER_DOMAIN", "0"),  # hung forever
+        ("DOWNLOAD_DELAY_JITTER", "1.5"),
+        ("RAVEL_VERIFY_RETRIES", "-1"),
+    ],
+)
+def test_settings_out_of_range_stop_the_crawl_at_start(archive, tmp_path, name, value):
+    crawl = scrapy_crawl(
+        "-a", f"url={archive.details_url(RAVEL)}", store=tmp_path, timeout=60, **{name: value}
+    )
+    assert_stopped_before_any_download(crawl, archive, f"setting {name}={value!r}")
+    assert stored_files(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONCURRENT_REQUESTS", 0),
+        ("CONCURRENT_REQUESTS_PER_DOMAIN", "two"),
+        ("CONCURRENT_REQUESTS_PER_DOMAIN", 1.5),
+        ("DOWNLOAD_DELAY", -1),
+        ("DOWNLOAD_DELAY", "nan"),
+        ("DOWNLOAD_DELAY_JITTER", -0.5),
+        ("RETRY_TIMES", -1),
+        ("RAVEL_RETRY_BACKOFF_BASE", "inf"),
+        ("RAVEL_PROGRESS_INTERVAL", -5),
+        ("RAVEL_WAIT_FOR_WORK", -2),
+    ],
+)
+def test_each_out_of_range_setting_is_named(name, value):
+    problem = settings_problem({**{n: 1 for n in NUMERIC_RANGES}, name: value})
+    assert problem is not None and problem.startswith(f"setting {name}=")
+
+
+def test_the_defaults_pass_the_settings_check():
+    from scrapy.utils.project import get_project_settings
+
+    assert settings_problem(get_project_settings()) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://bucket", ("bucket", "")),
+        ("s3://bucket/", ("bucket", "")),
+        ("s3://bucket/mirror", ("bucket", "mirror/")),
+        ("s3://bucket/mirror/", ("bucket", "mirror/")),
+        ("s3://bucket/a/b//", ("bucket", "a/b/")),
+    ],
+)
+def test_s3_uris_give_a_bucket_and_a_slashed_prefix(uri, expected):
+    assert s3_bucket_and_prefix(uri) == expected
+
+
+@pytest.mark.parametrize(
+    "uri", ["downloads", "/srv/mirror", "file:///srv/mirror", "s3://b/p", "ftp://h/x"]
+)
+def test_usable_store_uris_pass(uri):
+    assert store_uri_problem(uri) is None
+
+
+def test_store_uri_problems_mask_credentials():
+    problem = store_uri_problem("sftp://user:Hidden-Pw@host/x")
+    assert problem is not None and "Hidden-Pw" not in problem and "unknown scheme" in problem
+
+
+def test_stored_files_get_the_umask_like_any_download(archive, tmp_path):
+    command = crawl_command("-a", f"url={archive.details_url(RAVEL)}", store=tmp_path / "store")
+    done = subprocess.run(
+        ["sh", "-c", 'umask 027 && exec "$@"', "sh", *command],
+        cwd=ROOT,
+        env=crawl_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert len(stored) == 5
+    assert {oct(p.stat().st_mode & 0o777) for p in stored} == {oct(0o640)}
+
+
+def test_the_manifest_gives_each_failed_file_its_reason(archive, tmp_path):
+    target = RAVEL_MP3S[1]
+    archive.configure({"faults": [{"match": target, "kind": "404", "times": 10}]})
+    manifest = tmp_path / "files.jsonl"
+    crawl = scrapy_crawl(
+        "-a", f"url={archive.details_url(RAVEL)}", "-O", str(manifest), store=tmp_path / "store"
+    )
+    assert crawl.returncode == 1
+    rows = {row["name"]: row for row in map(json.loads, manifest.read_text().splitlines())}
+    assert rows[target]["files"] == [] and "HTTP 404" in rows[target]["error"]
+    assert all(r["error"] == "" and r["files"] for n, r in rows.items() if n != target)
+
+
+def test_a_store_folder_that_is_a_file_is_reported(archive, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=Path(blocker, "store"))
+    assert_stopped_before_any_download(crawl, archive, "is not writable")
