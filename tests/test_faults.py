@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -179,3 +182,130 @@ def test_a_full_disk_stops_the_crawl_and_keeps_what_is_stored(archive, small_dis
     assert 1 <= len(kept) < 5
     assert_all_verified(small_disk)
     assert list(small_disk.rglob("*.part")) == []
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_a_body_without_content_length_is_normal(archive, tmp_path, framing):
+    # 158,911 bytes at 200 kB/s: the transfer takes about 0.8 s.
+    archive.configure(
+        {"bandwidth": 200_000, "faults": [{"match": TARGET, "kind": framing, "times": 1}]}
+    )
+    crawl = crawl_ravel(archive, tmp_path, CONCURRENT_REQUESTS_PER_DOMAIN=5)
+
+    assert crawl.returncode == 0, crawl.log
+    assert [f["kind"] for f in archive.stats()["faults_fired"]] == [framing]
+    assert "Traceback" not in crawl.log
+    assert f"[download start] {TARGET} (size unknown)" in crawl.log
+    finished = re.search(rf"\[download finished\] {TARGET} \(0\.2 MB, (\d+\.\d) s\)", crawl.log)
+    assert finished, crawl.log
+    assert 0.5 <= float(finished.group(1)) < 5
+    assert (tmp_path / RAVEL / TARGET).read_bytes() == file_bytes(RAVEL, TARGET)
+    assert_all_verified(tmp_path)
+
+
+def test_without_md5_or_size_a_cut_body_is_refused_and_the_rest_is_unverified(archive, tmp_path):
+    # /metadata fails: the page's links give names only, no md5 and no size to check.
+    archive.configure(
+        {
+            "metadata_fail": [RAVEL],
+            "faults": [{"match": TARGET, "kind": "close_short", "times": 10}],
+        }
+    )
+    manifest = tmp_path / "files.jsonl"
+    crawl = scrapy_crawl(
+        "-a",
+        f"url={archive.details_url(RAVEL)}",
+        "-O",
+        str(manifest),
+        store=tmp_path / "store",
+        RETRY_TIMES=0,  # the /metadata 500 at once
+    )
+
+    assert crawl.returncode == 1
+    failed = [line for line in crawl.errors if "[download failed]" in line]
+    assert len(failed) == 1 and TARGET in failed[0] and "may be incomplete" in failed[0]
+    assert not (tmp_path / "store" / RAVEL / TARGET).exists()
+    assert len(stored_files(tmp_path / "store")) == 4
+    warned = [
+        line for line in crawl.log.splitlines() if "[WARNING]" in line and "[unverified]" in line
+    ]
+    assert len(warned) == 1 and "4 files stored without a checksum match" in warned[0]
+    assert crawl.stat("ravel/files_unverified") == 4
+    rows = {r["name"]: r for r in map(json.loads, manifest.read_text().splitlines())}
+    assert "may be incomplete" in rows[TARGET]["error"]
+    assert (
+        sorted(r["files"][0]["status"] for n, r in rows.items() if n != TARGET)
+        == ["unverified"] * 4
+    )
+
+
+def test_a_directory_at_a_files_name_fails_that_file_only(archive, tmp_path):
+    (tmp_path / RAVEL / TARGET).mkdir(parents=True)
+    (tmp_path / RAVEL / TARGET / "keep.txt").write_text("mine")
+    crawl = crawl_ravel(archive, tmp_path)
+
+    assert crawl.returncode == 1
+    assert "FILES_STORE failed" not in crawl.log and "Traceback" not in crawl.log
+    failed = [line for line in crawl.errors if "[download failed]" in line]
+    assert len(failed) == 1 and TARGET in failed[0] and "Is a directory" in failed[0]
+    assert (tmp_path / RAVEL / TARGET / "keep.txt").read_text() == "mine"
+    assert len([p for p in stored_files(tmp_path) if p.endswith(".mp3")]) == 4
+    assert "4 downloaded" in crawl.log and "1 failed" in crawl.log
+
+
+AWKWARD_SUBFOLDER = "disc 2/07 Le Gibet.mp3"  # the awkward-names item's one name in a folder
+
+
+def long_real_path(base: Path, length: int) -> Path:
+    """A folder whose absolute path is exactly ``length`` characters long."""
+    parts, used = [], len(str(base))
+    while length - used > 256:
+        parts.append("d" * 254)
+        used += 255
+    parts.append("e" * (length - used - 1))
+    folder = base.joinpath(*parts)
+    folder.mkdir(parents=True)
+    assert len(str(folder)) == length
+    return folder
+
+
+@pytest.mark.parametrize("clash", ["a file at a folder's name", "a path too long"])
+def test_a_name_the_filesystem_refuses_fails_that_file_only(archive, tmp_path, clash):
+    store = tmp_path / "store"
+    if clash == "a file at a folder's name":
+        (store / "awkward-names").mkdir(parents=True)
+        (store / "awkward-names" / "disc 2").write_text("not a folder")
+        reason = "Not a directory|File exists"
+    else:
+        # The store is a short link to a folder so deep that <store>/awkward-names fits in
+        # PATH_MAX (4096) but <store>/awkward-names/disc 2 does not.
+        store.symlink_to(long_real_path(tmp_path / "deep", 4096 - len("/awkward-names") - 4))
+        reason = "File name too long"
+    crawl = scrapy_crawl("-a", "item=awkward-names", store=store, RAVEL_ORIGIN=archive.archive)
+
+    assert crawl.returncode == 1
+    assert "FILES_STORE failed" not in crawl.log and "Traceback" not in crawl.log
+    failed = [line for line in crawl.errors if "[download failed]" in line]
+    assert len(failed) == 1 and "07 Le Gibet.mp3" in failed[0], crawl.errors
+    assert re.search(reason, failed[0]), failed[0]
+    assert "7 downloaded" in crawl.log and "1 failed" in crawl.log
+
+
+def test_a_redirect_to_a_foreign_host_fails_the_file_without_connecting(archive, tmp_path):
+    trap = socket.create_server(("127.0.0.3", 0))  # a host no file may be fetched from
+    trap.setblocking(False)
+    foreign = f"http://127.0.0.3:{trap.getsockname()[1]}"
+    rule = {"match": TARGET, "kind": "redirect_foreign", "location": foreign, "times": 10}
+    archive.configure({"faults": [rule]})
+    with trap:
+        crawl = crawl_ravel(archive, tmp_path)
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nobody ever connected
+
+    assert crawl.returncode == 1
+    failed = [line for line in crawl.errors if "[download failed]" in line]
+    assert len(failed) == 1 and TARGET in failed[0]
+    assert "refused a redirect to '127.0.0.3'" in failed[0]
+    assert "RAVEL_STORAGE_HOSTS: 127.0.0.2" in failed[0]
+    assert not (tmp_path / RAVEL / TARGET).exists()
+    assert len(stored_files(tmp_path)) == 4

@@ -12,6 +12,9 @@ glob on the decoded file name or path, "kind", "host", "times" (default 1), "sta
 "retry_after", "stall" (s, default 30)}``. ``host`` defaults to ``storage`` for the body
 faults (reset, truncate, stall, corrupt) and to ``archive`` for the others (429, 503, 500,
 404, status, redirect_loop, redirect_404). Body faults fire on bodies, so not on HEAD.
+Storage bodies without Content-Length: ``chunked``, ``close`` (ended by closing the
+connection) and ``close_short`` (closed at half). ``redirect_foreign`` answers a 302 to
+``location`` (an origin such as ``http://127.0.0.3:P``) plus the request's path.
 
 ``GET /_fake/stats``: ``{"127.0.0.1"|"127.0.0.2": {"active", "max_active", "requests"},
 "combined": {"active", "max_active"}, "log": [...], "faults_fired": [{"kind", "path", "t"}]}``.
@@ -538,6 +541,7 @@ class Handler(BaseHTTPRequestHandler):
         framing = ("Transfer-Encoding", "chunked") if kind == "chunked" else ("Connection", "close")
         self._headers(status, [*headers, framing], last=False)
         limit = length // 2 if kind == "close_short" else length
+        bandwidth, started = self.state.knob("bandwidth"), time.monotonic()
         for chunk in chunks:
             chunk = chunk[: max(0, limit - self.bytes_sent)]
             if not chunk:
@@ -547,6 +551,8 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.wfile.write(chunk)
             self.bytes_sent += len(chunk)
+            if bandwidth:
+                time.sleep(max(0.0, started + self.bytes_sent / bandwidth - time.monotonic()))
         self._done()
         if kind == "chunked":
             self.wfile.write(b"0\r\n\r\n")
