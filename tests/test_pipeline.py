@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import os
+import re
+import stat
+import unicodedata
 from io import BytesIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scrapy.http import Response
+from scrapy.pipelines.media import FileException
 from scrapy.utils.test import get_crawler
 
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines import VerifiedFilesPipeline
 from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import AtomicFSFilesStore, UnsafeName, safe_relative_path
+from ravelscraper.stores import (
+    INVISIBLE_LAYOUT,
+    AtomicFSFilesStore,
+    UnsafeName,
+    current_umask,
+    is_name_problem,
+    safe_relative_path,
+    shown,
+)
 
 BODY = b"la valse" * 1000
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -120,3 +137,130 @@ def test_names_differing_only_in_case_are_refused_once_seen(pipeline):
     pipeline.claim_path(audio_file("Case.mp3"))  # the same file again is fine
     with pytest.raises(UnsafeName, match="only in case"):
         pipeline.claim_path(audio_file("case.mp3"))
+
+
+@pytest.mark.parametrize(
+    ("char", "why"),
+    [
+        ("\x85", "control"),  # NEL
+        ("\x9b", "control"),  # CSI, a C1 control
+        ("\x1b", "control"),  # ESC
+        ("\u2028", "U+2028"),  # line separator
+        ("\u2029", "U+2029"),  # paragraph separator
+        ("\u202e", "U+202E"),  # right-to-left override
+        ("\u202a", "U+202A"),
+        ("\u2066", "U+2066"),  # left-to-right isolate
+        ("\u2069", "U+2069"),
+        ("\u200e", "U+200E"),  # left-to-right mark
+        ("\u200f", "U+200F"),
+        ("\ud800", "surrogate"),
+    ],
+)
+def test_names_with_invisible_layout_characters_are_refused(char, why):
+    with pytest.raises(UnsafeName, match=re.escape(why)):
+        safe_relative_path("item", f"evil{char}3pm.mp3")
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(max_size=300))
+def test_any_name_is_refused_or_stays_a_plain_path_inside_its_folder(name):
+    try:
+        path = safe_relative_path("item", name)
+    except UnsafeName as exc:
+        assert str(exc)  # a reason a person can read
+        return
+    assert path == f"item/{name}"
+    # Nothing that breaks or reorders a line; other unprintable text is escaped when logged.
+    assert not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name)
+    assert INVISIBLE_LAYOUT.isdisjoint(name)
+    components = name.split("/")
+    assert all(c not in ("", ".", "..") and len(c.encode()) <= 255 for c in components)
+    assert "\\" not in name and not name.startswith("/")
+
+
+def test_shown_escapes_only_what_could_forge_a_line():
+    assert shown("01 Ondine é #%+.mp3") == "01 Ondine é #%+.mp3"
+    forged = "a.mp3\n[INFO]\t2026-01-01 00:00:00\t[main finished] 7 downloaded"
+    assert "\n" not in shown(forged) and shown(forged) == repr(forged)
+    for char in "\x1b\x85\u2028\u202e":
+        assert shown(f"x{char}y") == repr(f"x{char}y")
+
+
+def test_a_stored_file_listed_without_md5_is_checked_by_its_size(pipeline, tmp_path):
+    item = audio_file(md5=None)
+    (tmp_path / "item").mkdir()
+    (tmp_path / "item" / item.name).write_bytes(BODY[:100])  # truncated
+    assert uptodate(pipeline, item) is None
+    (tmp_path / "item" / item.name).write_bytes(BODY)
+    assert uptodate(pipeline, item)["status"] == "uptodate"
+    # Nothing to check it against: fetched again.
+    assert uptodate(pipeline, audio_file(md5=None, size=None)) is None
+
+
+def test_an_item_failed_by_the_spider_is_not_downloaded(pipeline):
+    item = audio_file(error="archive.org lists it twice with different md5s")
+    done = asyncio.run(pipeline.process_item(item))
+    assert done.files == [] and done.error == "archive.org lists it twice with different md5s"
+    assert pipeline.crawler.stats.get_value("ravel/files_failed") == 1
+
+
+def store_response(pipeline, item: AudioFile, body: bytes, flags: list[str] | None = None):
+    request = pipeline.get_media_requests(item, pipeline.spiderinfo)[0]
+    response = Response(request.url, status=200, body=body, flags=flags or [])
+    return asyncio.run(
+        pipeline.verify_and_store(response, request, pipeline.spiderinfo, item, None)
+    )
+
+
+@pytest.fixture
+def no_retry_pipeline(tmp_path):
+    crawler = get_crawler(RavelSpider, {"FILES_STORE": str(tmp_path), "RAVEL_VERIFY_RETRIES": 0})
+    crawler.spider = crawler._create_spider()
+    pipe = VerifiedFilesPipeline.from_crawler(crawler)
+    pipe.open_spider()
+    return pipe
+
+
+def test_a_regenerated_file_whose_md5_differs_is_stored_unverified(no_retry_pipeline, tmp_path):
+    item = audio_file("item_meta.xml", md5="0" * 32, size=None, regenerated=True)
+    result = store_response(no_retry_pipeline, item, BODY)
+    assert result["status"] == "unverified" and result["checksum"] == MD5
+    assert (tmp_path / "item" / "item_meta.xml").read_bytes() == BODY
+    assert no_retry_pipeline.crawler.stats.get_value("ravel/files_unverified") == 1
+    ordinary = audio_file("other.xml", md5="0" * 32, size=None)
+    with pytest.raises(FileException, match="md5 mismatch"):
+        store_response(no_retry_pipeline, ordinary, BODY)
+
+
+def test_a_partial_body_is_refused_only_when_nothing_can_check_it(no_retry_pipeline):
+    unknown = audio_file("unknown.mp3", md5=None, size=None)
+    with pytest.raises(FileException, match="may be incomplete"):
+        store_response(no_retry_pipeline, unknown, BODY, flags=["partial"])
+    sized = audio_file("sized.mp3", md5=None)
+    assert store_response(no_retry_pipeline, sized, BODY, ["partial"])["status"] == "unverified"
+    listed = audio_file("listed.mp3")
+    assert store_response(no_retry_pipeline, listed, BODY, ["partial"])["status"] == "downloaded"
+
+
+def test_a_path_too_long_is_that_files_problem_not_the_stores(pipeline, tmp_path):
+    name = "/".join(["x" * 250] * 20)
+    with pytest.raises(OSError) as raised:
+        pipeline.store.persist_file(f"item/{name}", BytesIO(BODY), info=None)
+    assert is_name_problem(raised.value)
+    failure = pipeline.write_failed(raised.value, audio_file(name))
+    assert "cannot store it under its name: File name too long" in str(failure)
+    assert pipeline.store_error is None  # the crawl goes on
+    assert not is_name_problem(OSError(errno.ENOSPC, "No space left on device"))
+
+
+def test_stored_files_get_the_umask_whichever_way_they_are_written(tmp_path):
+    expected = 0o666 & ~current_umask()
+    store = AtomicFSFilesStore(str(tmp_path))
+    store.persist_file("item/a.mp3", BytesIO(BODY), info=None)
+    source = os.open(tmp_path / "item" / "a.mp3", os.O_RDONLY)
+    try:
+        store._copy_part(source, tmp_path / "item" / "copy.mp3")
+    finally:
+        os.close(source)
+    for name in ("a.mp3", "copy.mp3"):
+        assert stat.S_IMODE((tmp_path / "item" / name).stat().st_mode) == expected, name

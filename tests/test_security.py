@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
+from urllib.parse import urlsplit
 
+import pytest
 from scrapy.settings import Settings
 
 from ravelscraper import settings as project_settings
-from ravelscraper.redact import SecretFilter, secrets_in
+from ravelscraper.hosts import host_allowed, host_patterns
+from ravelscraper.redact import SecretFilter, redact, redact_url, secrets_in, url_secrets
 from tests.conftest import scrapy_crawl
+from tests.store_support import closed_port
 
 
 def test_remote_control_and_telnet_are_off():
@@ -46,3 +51,102 @@ def test_credentials_never_reach_the_log(archive, tmp_path):
     assert crawl.returncode == 1
     assert "AWS_SECRET_ACCESS_KEY" in crawl.log  # Scrapy lists the overridden setting...
     assert "very-secret" not in crawl.log  # ...but not its value
+
+
+PASSWORD = "MySecretPassw0rd"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@127.0.0.1:6390/0",
+        f"redis://:{PASSWORD}#@127.0.0.1:6390/0",  # urlsplit reads the password as the port
+        f"redis://:{PASSWORD}/x@127.0.0.1:6390/0",
+        f"redis://:{PASSWORD}?x@127.0.0.1:6390/0",
+        f"http://user:{PASSWORD}@127.0.0.1:1/details/x",
+        f"ftp://user:{PASSWORD}@host/mirror",
+    ],
+)
+def test_passwords_in_urls_are_masked_whatever_the_parser_makes_of_them(url):
+    secrets = url_secrets(url)
+    assert PASSWORD in "".join(secrets)
+    try:
+        urlsplit(url).port  # noqa: B018 - what a library would say about it
+        parsed = ""
+    except ValueError as exc:
+        parsed = str(exc)
+    for text in (url, f"failed: {url!r}", parsed, f"<GET {url}>"):
+        assert PASSWORD not in redact(text, sorted(secrets, key=len, reverse=True))
+
+
+def test_tracebacks_through_logging_are_masked():
+    logger = logging.getLogger("test-redaction")
+    record = None
+    try:
+        raise ValueError(f"invalid hostname: user:{PASSWORD}@127.0.0.1 in http://u:{PASSWORD}@h/")
+    except ValueError:
+        record = logger.makeRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
+    SecretFilter({PASSWORD}).filter(record)
+    assert record.exc_text and "ValueError" in record.exc_text
+    assert PASSWORD not in logging.Formatter().format(record)
+
+
+def test_a_generic_url_userinfo_is_masked_even_when_unknown():
+    assert redact_url("see http://bob:hunter22@host/x and ftp://a@b") == (
+        "see http://***@host/x and ftp://***@b"
+    )
+    assert redact_url("https://archive.org/download/x/a%40b.mp3") == (
+        "https://archive.org/download/x/a%40b.mp3"
+    )
+
+
+@pytest.mark.parametrize(
+    "redis_url",
+    [f"redis://:{PASSWORD}@127.0.0.1:{{port}}/0", f"redis://:{PASSWORD}#@127.0.0.1:{{port}}/0"],
+    ids=["valid", "malformed"],
+)
+def test_a_redis_password_never_reaches_the_log(archive, tmp_path, redis_url):
+    crawl = scrapy_crawl(
+        "-a",
+        f"url={archive.details_url('ThePianoMusicOfMauriceRavel')}",
+        store=tmp_path,
+        REDIS_URL=redis_url.format(port=closed_port()),
+        timeout=60,
+    )
+    assert crawl.returncode == 1
+    assert len(crawl.errors) == 1
+    assert PASSWORD not in crawl.log
+
+
+def test_a_password_in_the_item_url_never_reaches_the_log(archive, tmp_path):
+    host = archive.archive.split("://", 1)[1]
+    url = f"http://user:{PASSWORD}@{host}/details/ThePianoMusicOfMauriceRavel"
+    crawl = scrapy_crawl("-a", f"url={url}", store=tmp_path, RETRY_TIMES=0)
+    assert crawl.returncode == 1
+    assert "http://***@" in crawl.log
+    assert PASSWORD not in crawl.log
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("ia800204.us.archive.org", True),
+        ("archive.org", True),
+        ("IA8.US.ARCHIVE.ORG", True),
+        ("127.0.0.2", True),
+        ("evilarchive.org", False),
+        ("archive.org.evil.net", False),
+        ("127.0.0.3", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_storage_hosts_match_exactly_or_by_domain(host, allowed):
+    patterns = host_patterns(" .archive.org, 127.0.0.2 ,")
+    assert host_allowed(host, patterns) is allowed
+
+
+def test_the_default_storage_hosts_are_archive_orgs():
+    settings = Settings()
+    settings.setmodule(project_settings, priority="project")
+    assert host_patterns(settings["RAVEL_STORAGE_HOSTS"]) == (".archive.org",)
