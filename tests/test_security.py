@@ -150,3 +150,11 @@ def test_the_default_storage_hosts_are_archive_orgs():
     settings = Settings()
     settings.setmodule(project_settings, priority="project")
     assert host_patterns(settings["RAVEL_STORAGE_HOSTS"]) == (".archive.org",)
+
+
+def test_refused_names_are_logged_escaped(archive, tmp_path):
+    crawl = scrapy_crawl("-a", "item=hostile-names", store=tmp_path, RAVEL_ORIGIN=archive.archive)
+    assert crawl.returncode == 1
+    assert "\x00" not in crawl.log
+    refused = [line for line in crawl.errors if "nul" in line]
+    assert len(refused) == 1 and "[download failed] 'nul\\x00byte.mp3': refused" in refused[0]
