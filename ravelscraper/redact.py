@@ -20,10 +20,11 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import Self
+from typing import Any, Self
 
 from scrapy.crawler import Crawler
 from scrapy.settings import SETTINGS_PRIORITIES, BaseSettings
+from scrapy.statscollectors import MemoryStatsCollector
 
 SECRET_SETTINGS = ("AWS_ACCESS_KEY_ID",)  # plus every name matching SECRET_NAME
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
@@ -147,6 +148,21 @@ def install() -> None:
 
     logging.setLogRecordFactory(masked_record)
     _installed = True
+
+
+def mask(text: str) -> str:
+    """``text`` with URL userinfo and every secret known to this process masked: for error
+    messages kept outside the log (stats, Redis)."""
+    return redact(text, _known)
+
+
+class RedactingStatsCollector(MemoryStatsCollector):
+    """Scrapy's stats collector, with text values masked (``ravel/error`` and the like)."""
+
+    def set_value(self, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(value, str):
+            value = mask(value)
+        super().set_value(key, value, *args, **kwargs)
 
 
 class RedactSecrets:

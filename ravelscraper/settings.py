@@ -66,6 +66,7 @@ FEED_EXPORT_ENCODING = "utf-8"
 # --- Safety -------------------------------------------------------------------
 # Credentials (URL userinfo, passwords) are masked in every log line from the first one.
 __import__("ravelscraper.redact").redact.install()
+STATS_CLASS = "ravelscraper.redact.RedactingStatsCollector"  # ...and in text stats
 # Both run code sent to them; turn them on deliberately if you need them.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False

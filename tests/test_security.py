@@ -8,10 +8,18 @@ from urllib.parse import urlsplit
 
 import pytest
 from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
 
 from ravelscraper import settings as project_settings
 from ravelscraper.hosts import host_allowed, host_patterns
-from ravelscraper.redact import SecretFilter, redact, redact_url, secrets_in, url_secrets
+from ravelscraper.redact import (
+    SecretFilter,
+    add_secrets,
+    redact,
+    redact_url,
+    secrets_in,
+    url_secrets,
+)
 from tests.conftest import scrapy_crawl
 from tests.store_support import closed_port
 
@@ -116,6 +124,15 @@ def test_a_redis_password_never_reaches_the_log(archive, tmp_path, redis_url):
     assert crawl.returncode == 1
     assert len(crawl.errors) == 1
     assert PASSWORD not in crawl.log
+
+
+def test_text_stats_are_masked():
+    crawler = get_crawler(settings_dict={"STATS_CLASS": project_settings.STATS_CLASS})
+    add_secrets({PASSWORD})
+    crawler.stats.set_value("ravel/error", f"bad REDIS_URL: port {PASSWORD!r}, redis://:x@h/0")
+    crawler.stats.set_value("ravel/files_failed", 3)
+    assert crawler.stats.get_value("ravel/error") == "bad REDIS_URL: port '***', redis://***@h/0"
+    assert crawler.stats.get_value("ravel/files_failed") == 3
 
 
 def test_a_password_in_the_item_url_never_reaches_the_log(archive, tmp_path):
