@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
 from benchmarks.measure import run_measured
-from ravelscraper.stores import AtomicFSFilesStore
+from ravelscraper.stores import AtomicFSFilesStore, current_umask
 from ravelscraper.streaming import PartFile, StoreWriteError, StreamTarget, streamable
 from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
 
@@ -177,3 +178,15 @@ def test_a_large_file_is_not_held_in_memory(archive, tmp_path):
     assert measured.peak_rss < 0.5 * size + 150e6
     assert f"[download finished] {entry.name} ({size / 1e6:.1f} MB" in text
     assert list(stored_files(tmp_path / "store")) == [f"big/{entry.name}"]
+
+
+def test_a_streamed_file_gets_the_umask_like_any_download(tmp_path, tmpfile_mode):
+    target = StreamTarget(tmp_path / "item")
+    part = PartFile(target, reader())
+    part.write(BODY)
+    part.getvalue()
+    body = target.take()
+    AtomicFSFilesStore(tmp_path).commit_part(body.fd, body.path, "item/a.mp3")
+    body.discard()
+    expected = 0o666 & ~current_umask()
+    assert stat.S_IMODE((tmp_path / "item" / "a.mp3").stat().st_mode) == expected
