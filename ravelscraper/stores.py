@@ -18,7 +18,7 @@ import unicodedata
 from io import BytesIO
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from scrapy.pipelines.files import FSFilesStore, FTPFilesStore, S3FilesStore
 from scrapy.pipelines.media import MediaPipeline
@@ -322,7 +322,8 @@ class S3Store(S3FilesStore):
         probe = f"{self.prefix}{PARTIAL_PREFIX}write-probe-{secrets.token_hex(8)}"
         try:
             client.head_bucket(Bucket=self.bucket)
-            client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+            # The same ACL as every upload: a bucket that refuses it fails here, not later.
+            client.put_object(Bucket=self.bucket, Key=probe, Body=b"", ACL=self.POLICY)
             client.delete_object(Bucket=self.bucket, Key=probe)
         except boto.NoCredentialsError:
             raise StoreProblem(
@@ -336,6 +337,8 @@ class S3Store(S3FilesStore):
                 why = f"the bucket {self.bucket!r} does not exist"
             elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 why = f"access denied ({code}): check the credentials and the bucket's policy"
+            elif code == "AccessControlListNotSupported":
+                why = f"the bucket refuses the ACL {self.POLICY!r} (set FILES_STORE_S3_ACL)"
             else:
                 why = f"{code} {error.get('Message', '')}".strip()
             raise StoreProblem(f"FILES_STORE {where} is not writable: {why}") from None
@@ -351,8 +354,8 @@ class FTPStore(FTPFilesStore):
         parts = urlsplit(uri)
         self.host = parts.hostname or ""
         self.port = parts.port or 21
-        self.username = parts.username or self.FTP_USERNAME or "anonymous"
-        self.password = parts.password or self.FTP_PASSWORD or "guest"
+        self.username = unquote(parts.username or "") or self.FTP_USERNAME or "anonymous"
+        self.password = unquote(parts.password or "") or self.FTP_PASSWORD or "guest"
         self.basedir = parts.path.rstrip("/")
 
     def check(self) -> None:
