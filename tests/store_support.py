@@ -1,13 +1,14 @@
-"""Servers for the store tests: moto's S3 server and a refusing FTP server, on loopback."""
+"""Servers for the store tests, on loopback: moto's S3 server and pyftpdlib's FTP server."""
 
 from __future__ import annotations
 
 import socket
-import socketserver
 import subprocess
-import threading
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from moto.server import ThreadedMotoServer
 
@@ -40,38 +41,30 @@ def moto_s3() -> Iterator[str]:
             server._server.server_close()
 
 
-class _RefusingFTP(socketserver.StreamRequestHandler):
-    """Greets, asks for a password, refuses it: an FTP server with other credentials."""
-
-    def handle(self) -> None:
-        self.wfile.write(b"220 fake FTP\r\n")
-        for _ in range(10):
-            line = self.rfile.readline(512)
-            if not line:
-                return
-            command = line.split(b" ", 1)[0].strip().upper()
-            if command == b"USER":
-                self.wfile.write(b"331 Password required\r\n")
-            elif command == b"PASS":
-                self.wfile.write(b"530 Login incorrect.\r\n")
-            else:
-                self.wfile.write(b"221 Bye\r\n")
-                return
-
-
 @contextmanager
-def refusing_ftp() -> Iterator[str]:
-    """An FTP server on 127.0.0.1 that refuses every login; yields ``host:port``."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RefusingFTP)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-    thread.start()
+def ftp_server(home: Path, user: str, password: str) -> Iterator[str]:
+    """A real FTP server (pyftpdlib, a subprocess) on 127.0.0.1 serving ``home`` read-write
+    to one user; yields ``host:port``."""
+    port = closed_port()
+    command = [sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(port), "-w"]
+    command += ["-d", str(home), "-u", user, "-P", password]
+    server = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        yield f"127.0.0.1:{server.server_address[1]}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        server.terminate()
+        server.wait(10)
 
 
 def closed_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -18,8 +19,8 @@ from tests.store_support import (
     S3_SETTINGS,
     closed_port,
     crawl_with_env,
+    ftp_server,
     moto_s3,
-    refusing_ftp,
 )
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
@@ -141,13 +142,30 @@ def test_unusable_store_uris_stop_the_crawl_before_any_download(archive, tmp_pat
         assert "Disabled VerifiedFilesPipeline" not in crawl.log
 
 
-def test_an_ftp_store_with_wrong_credentials_stops_the_crawl_unseen(archive):
-    with refusing_ftp() as address:
+def test_an_ftp_store_with_wrong_credentials_stops_the_crawl_unseen(archive, tmp_path):
+    with ftp_server(tmp_path, "mirror", "the-right-one") as address:
         store = f"ftp://mirror:Ftp-Pa55word@{address}/mirror"
         crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=store)
-    assert_stopped_before_any_download(crawl, archive, "530 Login incorrect")
+    assert_stopped_before_any_download(crawl, archive, "refused us: '530")
     assert "Ftp-Pa55word" not in crawl.log
     assert f"[main start] store ftp://***@{address}/mirror" in crawl.log
+
+
+def test_an_ftp_store_mirrors_the_item_and_a_rerun_finds_it_up_to_date(archive, tmp_path):
+    home = tmp_path / "ftp-home"
+    home.mkdir()
+    with ftp_server(home, "mirror", "Ftp-Pa55word") as address:
+        store = f"ftp://mirror:Ftp-Pa55word@{address}/mirror"
+        crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=store)
+        assert crawl.returncode == 0, crawl.log
+        stored = stored_files(home / "mirror")
+        assert sorted(stored) == [f"{RAVEL}/{name}" for name in RAVEL_MP3S]
+        for path, body in stored.items():
+            assert hashlib.md5(body).hexdigest() == md5_of(RAVEL, path.split("/", 1)[1])
+        again = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=store)
+    assert again.returncode == 0, again.log
+    assert "0 downloaded" in again.log and "5 already up to date" in again.log
+    assert "Ftp-Pa55word" not in crawl.log + again.log
 
 
 @pytest.mark.parametrize(
