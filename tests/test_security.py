@@ -7,6 +7,8 @@ import sys
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
@@ -175,3 +177,27 @@ def test_refused_names_are_logged_escaped(archive, tmp_path):
     assert "\x00" not in crawl.log
     refused = [line for line in crawl.errors if "nul" in line]
     assert len(refused) == 1 and "[download failed] 'nul\\x00byte.mp3': refused" in refused[0]
+
+
+PASSWORD_TEXT = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="'\"<>@\\"
+    ),
+    min_size=3,
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=PASSWORD_TEXT, scheme=st.sampled_from(["redis", "ftp", "http"]))
+def test_any_password_in_a_url_is_masked_in_what_a_parser_says(password, scheme):
+    url = f"{scheme}://user:{password}@127.0.0.1:6390/0"
+    secrets = sorted(url_secrets(url), key=len, reverse=True)
+    texts = [url, f"REDIS_URL={url!r}", f"<GET {url}>: invalid hostname"]
+    try:
+        parts = urlsplit(url)
+        texts += [parts.netloc, parts.password or "", str(parts.port)]
+    except ValueError as exc:
+        texts.append(str(exc))
+    for text in texts:
+        assert password not in redact(text, secrets), text
