@@ -12,6 +12,11 @@ It also lets the follow-up of a redirect skip the delay: archive.org answers eve
 download with a 302 to a storage node, and a file should cost one pause, not two. The
 follow-up stays in the slot of its first request (Scrapy copies ``download_slot`` into
 the redirected request), so archive.org and its storage nodes share one cap.
+
+The few small requests that list an item (robots.txt, ``/metadata``, the details page) keep
+their own pace, ``RAVEL_LISTING_DELAY`` (or ``DOWNLOAD_DELAY`` if smaller), instead of each
+waiting a file's pause: the first file starts about as soon as ``/metadata`` has answered,
+and files still start ``DOWNLOAD_DELAY`` apart, under the same cap.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from time import monotonic
 
 from scrapy import Request
 from scrapy.core.downloader import Downloader, Slot
+from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import _schedule_coro
+from scrapy.utils.httpobj import urlparse_cached
 from twisted.python.failure import Failure
 
 
@@ -36,6 +43,25 @@ class TransferCancelled(IgnoreRequest):
 
 class PoliteDownloader(Downloader):
     stopping = False
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        self.listing_delay = crawler.settings.getfloat("RAVEL_LISTING_DELAY")
+        self.listing_lastseen: dict[Slot, float] = {}
+
+    def is_listing(self, request: Request) -> bool:
+        """robots.txt, or a request of one of the spider's ``listing_callbacks``."""
+        if urlparse_cached(request).path == "/robots.txt":
+            return True
+        callbacks = getattr(self.crawler.spider, "listing_callbacks", ())
+        return getattr(request.callback, "__name__", None) in callbacks
+
+    def pause_left(self, slot: Slot, request: Request, now: float) -> float:
+        """Seconds ``request`` must still wait: a file's pause, or the listing pace."""
+        if self.is_listing(request):
+            pace = min(self.listing_delay, slot.delay)
+            return pace - (now - self.listing_lastseen.get(slot, 0.0))
+        return slot.download_delay() - (now - slot.lastseen)
 
     def stop_transfers(self) -> None:
         """Start no new transfer; those under way finish. Used on a fatal store error."""
@@ -60,11 +86,14 @@ class PoliteDownloader(Downloader):
                 if slot.latercall:
                     return  # a delayed dispatch is already planned
                 now = monotonic()
-                penalty = slot.download_delay() - (now - slot.lastseen)
+                penalty = self.pause_left(slot, request, now)
                 if penalty > 0:
                     slot.latercall = call_later(penalty, self._latercall, slot)
                     return
-                slot.lastseen = now
+                if self.is_listing(request):
+                    self.listing_lastseen[slot] = now
+                else:
+                    slot.lastseen = now
             del slot.queue[position]
             # Reserve the place now: _download() adds it again (a no-op) and frees it.
             slot.transferring.add(request)
