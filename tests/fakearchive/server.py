@@ -12,6 +12,8 @@ glob on the decoded file name or path, "kind", "host", "times" (default 1), "sta
 "retry_after", "stall" (s, default 30)}``. ``host`` defaults to ``storage`` for the body
 faults (reset, truncate, stall, corrupt) and to ``archive`` for the others (429, 503, 500,
 404, status, redirect_loop, redirect_404). Body faults fire on bodies, so not on HEAD.
+``hostile`` (``{"<id>": ["<kind>", ...]}``) serves that item's details page or /metadata
+malformed (wrong content type, bad JSON, odd names...): the kinds are in ``hostile.py``.
 
 ``GET /_fake/stats``: ``{"127.0.0.1"|"127.0.0.2": {"active", "max_active", "requests"},
 "combined": {"active", "max_active"}, "log": [...], "faults_fired": [{"kind", "path", "t"}]}``.
@@ -41,13 +43,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import render
+from . import hostile, render
 from .catalog import FileEntry, Item, build_catalog, iter_file_chunks
 
 ARCHIVE_IP = "127.0.0.1"
 STORAGE_IP = "127.0.0.2"
 ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
-KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes"})
+KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes", "hostile"})
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
 REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404"})
@@ -139,6 +141,7 @@ class State:
             raise ConfigError(f"unknown knobs {sorted(unknown)}; known: {sorted(KNOBS)}")
         config = {**self.config, **update}
         rules = [FaultRule.parse(r) for r in config.get("faults") or []]
+        hostile.check(config.get("hostile") or {})
         catalog = build_catalog(config)
         with self.lock:
             self.config, self.rules, self.catalog = config, rules, catalog
@@ -441,14 +444,27 @@ class Handler(BaseHTTPRequestHandler):
         key = _decode("/".join(rest)).strip("/")
         if key:
             doc = {"result": doc[key]} if item and key in doc else {"error": f"no such key: {key}"}
+        kinds = self._hostile(identifier)
+        if kinds:
+            self._send(200, *hostile.metadata(kinds, doc))
+            return
         self._send(200, render.dumps(doc), "application/json")
+
+    def _hostile(self, identifier: str) -> list[str]:
+        return (self.state.knob("hostile") or {}).get(identifier) or []
 
     def _details(self, identifier: str) -> None:
         item = self.state.catalog.get(_decode(identifier))
         if item is None:
             self._send(404, render.not_found_html(f"/details/{_decode(identifier)}").encode())
             return
-        self._send(200, render.details_html(item, f"http://{self._host()}").encode())
+        page = render.details_html(item, f"http://{self._host()}")
+        kinds = self._hostile(item.identifier)
+        if kinds:
+            doc = render.metadata(item, self.state.storage_host)
+            self._send(200, *hostile.details(kinds, page, doc))
+            return
+        self._send(200, page.encode())
 
     def _download(self, identifier: str, name: str) -> None:
         item = self.state.catalog.get(_decode(identifier))
