@@ -73,6 +73,12 @@ def host_of(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
+def is_robots(request: Request) -> bool:
+    return bool(request.meta.get("dont_obey_robotstxt")) and urlsplit(request.url).path == (
+        "/robots.txt"
+    )
+
+
 class BackoffRetryMiddleware(RetryMiddleware):
     """Scrapy's RetryMiddleware, waiting before each retry.
 
@@ -117,9 +123,18 @@ class BackoffRetryMiddleware(RetryMiddleware):
         cause = None if self.answered else unreachable_cause(exception)
         if cause and request.meta.get("retry_times", 0) + 1 >= OFFLINE_TRIES:
             self.declare_offline(request, cause)
+        robots = is_robots(request)
+        if robots:  # Scrapy's robots.txt middleware would log a traceback: one line instead
+            request.meta.setdefault("give_up_log_level", logging.DEBUG)
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
             await self.wait(request, None, type(exception).__name__)
+        elif result is None and robots:
+            logger.warning(
+                f"robots.txt of {host_of(request.url)} unavailable "
+                f"({type(exception).__name__}); going on without it"
+            )
+            raise IgnoreRequest(f"robots.txt unavailable: {exception}")
         return result
 
     async def wait(self, request: Request, response: Response | None, reason: str) -> None:
