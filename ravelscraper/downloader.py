@@ -56,12 +56,34 @@ class PoliteDownloader(Downloader):
         callbacks = getattr(self.crawler.spider, "listing_callbacks", ())
         return getattr(request.callback, "__name__", None) in callbacks
 
-    def pause_left(self, slot: Slot, request: Request, now: float) -> float:
-        """Seconds ``request`` must still wait: a file's pause, or the listing pace."""
-        if self.is_listing(request):
-            pace = min(self.listing_delay, slot.delay)
-            return pace - (now - self.listing_lastseen.get(slot, 0.0))
-        return slot.download_delay() - (now - slot.lastseen)
+    def next_ready(self, slot: Slot) -> tuple[int | None, float]:
+        """The queue position of the request to start now, or None and the seconds to wait.
+
+        A file half-way through its redirect goes first, without a pause. Otherwise the first
+        request whose pause is over: files wait ``DOWNLOAD_DELAY`` after the previous file,
+        listing requests the listing pace after the previous listing request, so neither
+        kind waits behind the other.
+        """
+        for position, (request, _) in enumerate(slot.queue):
+            if is_redirect_hop(request):
+                return position, 0.0
+        now = monotonic()
+        file_wait = slot.download_delay() - (now - slot.lastseen)
+        pace = min(self.listing_delay, slot.delay)
+        listing_wait = pace - (now - self.listing_lastseen.get(slot, 0.0))
+        waiting: set[bool] = set()  # the kinds (listing or not) found waiting
+        for position, (request, _) in enumerate(slot.queue):
+            listing = self.is_listing(request)
+            if (listing_wait if listing else file_wait) <= 0:
+                if listing:
+                    self.listing_lastseen[slot] = now
+                else:
+                    slot.lastseen = now
+                return position, 0.0
+            waiting.add(listing)
+            if len(waiting) == 2:
+                break  # both kinds wait: no need to look further
+        return None, min(listing_wait if listing else file_wait for listing in waiting)
 
     def stop_transfers(self) -> None:
         """Start no new transfer; those under way finish. Used on a fatal store error."""
@@ -78,22 +100,12 @@ class PoliteDownloader(Downloader):
                 queue_dfd.errback(Failure(TransferCancelled("the crawl is stopping")))
             return
         while slot.queue and slot.free_transfer_slots() > 0:
-            # A file half-way through its redirect goes first, without a pause, even while
-            # the next new request waits for its delay.
-            position = next((i for i, (r, _) in enumerate(slot.queue) if is_redirect_hop(r)), 0)
+            position, wait = self.next_ready(slot)
+            if position is None:
+                if not slot.latercall:  # else a delayed dispatch is already planned
+                    slot.latercall = call_later(wait, self._latercall, slot)
+                return
             request, queue_dfd = slot.queue[position]
-            if not is_redirect_hop(request):
-                if slot.latercall:
-                    return  # a delayed dispatch is already planned
-                now = monotonic()
-                penalty = self.pause_left(slot, request, now)
-                if penalty > 0:
-                    slot.latercall = call_later(penalty, self._latercall, slot)
-                    return
-                if self.is_listing(request):
-                    self.listing_lastseen[slot] = now
-                else:
-                    slot.lastseen = now
             del slot.queue[position]
             # Reserve the place now: _download() adds it again (a no-op) and frees it.
             slot.transferring.add(request)
