@@ -98,6 +98,11 @@ MAX_TEXT = 1024  # longest title, album... kept (the fleet's records allow 4096)
 MAX_NAME_LINKS = 10_000  # links taken from one details page
 
 
+def printable(value: str) -> str:
+    """A remote string fit for a log line: escaped (as repr does) unless plainly printable."""
+    return value if value.isprintable() else repr(value)[1:-1]
+
+
 def text(value: object, limit: int = MAX_TEXT) -> str:
     """A remote string field as safe text: "" for a non-string, lone surrogates replaced."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -274,7 +279,8 @@ class Metadata:
 
     @property
     def formats(self) -> list[str]:
-        return sorted({f.format for f in self.files if f.format and not f.private})
+        """The public formats, escaped for a log line."""
+        return sorted({printable(f.format) for f in self.files if f.format and not f.private})
 
     @property
     def collection(self) -> bool:
@@ -304,7 +310,7 @@ def load_json(body: str | bytes, what: str) -> object:
     except RecursionError:
         raise BadInput(f"{what} is nested too deeply to read") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise BadInput(f"{what} is not JSON ({text(str(exc), 120)})") from None
+        raise BadInput(f"{what} is not JSON ({text(str(exc), 120)!r})") from None
 
 
 def first_string(value: object) -> str:

@@ -70,7 +70,8 @@ def unreachable_cause(exception: Exception) -> str | None:
 def host_of(url: str) -> str:
     """``host[:port]`` of a URL, never its user or password."""
     parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    host = repr(str(parts.hostname))[1:-1]  # escaped: a redirect can name any host
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def is_robots(request: Request) -> bool:
