@@ -218,3 +218,25 @@ def test_a_78rpm_item_takes_the_mp3_derived_from_the_wave(archive, tmp_path):
     assert result.returncode == 0, result.log
     mp3 = [f.name for f in get_item("rpm78-like").files if f.format == "VBR MP3"]
     assert sorted(stored_files(tmp_path)) == [f"rpm78-like/{mp3[0]}"]
+
+
+def test_the_fallback_to_page_links_goes_through_the_fleet_queue():
+    """The details page fetched again when /metadata is unavailable is a fleet entry too."""
+    from scrapy.utils.test import get_crawler
+    from twisted.python.failure import Failure
+
+    from ravelscraper.archive import ItemLocation
+    from ravelscraper.distributed.serializer import AllowedOrigins, decode, dumps
+    from ravelscraper.spiders.ravel import RavelSpider
+
+    origin = "http://127.0.0.1:8080"
+    spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": origin}))
+    location = ItemLocation.on(origin, "ravel")
+    failure = Failure(ConnectionError("down"))
+    failure.request = spider.metadata_request(location)  # type: ignore[attr-defined]
+    (fallback,) = spider.metadata_failed(failure)
+    request = decode(dumps(fallback.to_dict(spider=spider)), spider, AllowedOrigins([origin]))
+    assert request.url == location.details_url and request.dont_filter
+    assert request.callback == spider.parse_page_links
+    assert request.errback == spider.page_links_failed
+    assert request.cb_kwargs == {"item": location}

@@ -96,21 +96,24 @@ class RavelSpider(scrapy.Spider):
 
         ``/metadata`` and the details page are fetched concurrently, ``/metadata`` first.
         """
-        return [
-            scrapy.Request(
-                item.metadata_url,
-                callback=self.parse_metadata,
-                errback=self.metadata_failed,
-                cb_kwargs={"item": item},
-                priority=1,
-            ),
-            scrapy.Request(
-                item.details_url,
-                callback=self.parse_details,
-                errback=self.details_failed,
-                cb_kwargs={"item": item},
-            ),
-        ]
+        return [self.metadata_request(item), self.details_request(item)]
+
+    def metadata_request(self, item: ItemLocation) -> scrapy.Request:
+        return scrapy.Request(
+            item.metadata_url,
+            callback=self.parse_metadata,
+            errback=self.metadata_failed,
+            cb_kwargs={"item": item},
+            priority=1,
+        )
+
+    def details_request(self, item: ItemLocation) -> scrapy.Request:
+        return scrapy.Request(
+            item.details_url,
+            callback=self.parse_details,
+            errback=self.details_failed,
+            cb_kwargs={"item": item},
+        )
 
     # --- the details page: a courtesy, and the fallback when /metadata is unavailable ---
 
