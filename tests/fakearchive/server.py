@@ -11,15 +11,17 @@ Knobs (``--config`` or ``POST /_fake/config``; a POST replaces only the keys it 
 glob on the decoded file name or path, "kind", "host", "times" (default 1), "status",
 "retry_after", "stall" (s, default 30)}``. ``host`` defaults to ``storage`` for the body
 faults (reset, truncate, stall, corrupt) and to ``archive`` for the others (429, 503, 500,
-404, status, redirect_loop, redirect_404, redirect_refused: a 302 to a closed port). Body
-faults fire on bodies, so not on HEAD.
-``hostile`` (``{"<id>": ["<kind>", ...]}``) serves that item's details page or /metadata
-malformed (wrong content type, bad JSON, odd names...): the kinds are in ``hostile.py``.
+404, status, redirect_loop, redirect_404). Body faults fire on bodies, so not on HEAD.
 
 ``GET /_fake/stats``: ``{"127.0.0.1"|"127.0.0.2": {"active", "max_active", "requests"},
 "combined": {"active", "max_active"}, "log": [...], "faults_fired": [{"kind", "path", "t"}]}``.
 Counters leave out /_fake/ and robots.txt; the log has robots.txt but not /_fake/. A request
 is active from its parsed headers until just before its last byte is written.
+
+Listing faults: the fault kind ``redirect_refused`` answers a 302 to a closed port of the
+storage host (a storage node refusing connections). The knob ``hostile`` (``{"<id>":
+["<kind>", ...]}``) serves that item's details page or /metadata malformed (wrong content
+type, bad JSON, odd names...): the kinds are in ``hostile.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
 KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes", "hostile"})
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
-REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404", "redirect_refused"})
+REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404"})
 CONTENT_TYPES = {
     ".mp3": "audio/mpeg",
     ".ogg": "audio/ogg",
@@ -66,6 +68,7 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 ROBOTS = b"User-agent: *\nAllow: /\n"
+REDIRECT_KINDS |= {"redirect_refused"}  # a 302 to a closed port (see the docstring)
 
 
 class ConfigError(ValueError):
@@ -418,15 +421,15 @@ class Handler(BaseHTTPRequestHandler):
         if rule.kind == "redirect_loop":
             here = f"http://{self._host()}{self.path}"
             self._send(302, b"", headers=[("Location", here)])
+        elif rule.kind == "redirect_404":
+            missing = f"{self.state.storage_host}/0/items/missing{self.raw_path}"
+            self._send(302, b"", headers=[("Location", f"http://{missing}")])
         elif rule.kind == "redirect_refused":  # a storage node that refuses connections
             with socket.socket() as probe:
                 probe.bind((STORAGE_IP, 0))
                 closed = probe.getsockname()[1]
             location = f"http://{STORAGE_IP}:{closed}{self.raw_path}"
             self._send(302, b"", headers=[("Location", location)])
-        elif rule.kind == "redirect_404":
-            missing = f"{self.state.storage_host}/0/items/missing{self.raw_path}"
-            self._send(302, b"", headers=[("Location", f"http://{missing}")])
         else:
             headers = []
             if rule.retry_after is not None and rule.status in (429, 503):
