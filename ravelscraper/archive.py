@@ -145,7 +145,7 @@ class RemoteFile:
             raise BadInput(f"a file entry is not an object: {str(entry)[:80]!r}")
         name = entry.get("name")
         if not isinstance(name, str) or not name:
-            raise BadInput(f"a file entry has no name: {str(entry)[:80]!r}")
+            raise BadInput(f"a file entry has no 'name': {str(entry)[:80]!r}")
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:

@@ -282,8 +282,8 @@ def test_a_malformed_md5_fails_that_file():
     ("bad", "reason"),
     [
         (None, "not an object"),
-        ({"format": "VBR MP3"}, "has no name"),
-        ({"name": 5}, "has no name"),
+        ({"format": "VBR MP3"}, "has no 'name'"),
+        ({"name": 5}, "has no 'name'"),
         ({"name": "\ud800.mp3"}, "not valid Unicode"),
     ],
 )
