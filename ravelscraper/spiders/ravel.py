@@ -217,8 +217,8 @@ class RavelSpider(scrapy.Spider):
                 + (hint or f"; its public formats are: {', '.join(metadata.formats) or 'none'}"),
             )
         self.logger.warning(
-            f"{count} of {item.identifier!r} ({self.selection.describe()}) are "
-            f"access-restricted and skipped{hint}"
+            f"{count} of {item.identifier!r} ({self.selection.describe()}) "
+            f"{'are' if len(restricted) != 1 else 'is'} access-restricted and skipped{hint}"
         )
 
     def metadata_failed(self, failure: Failure) -> Iterator[AudioFile | scrapy.Request]:
