@@ -57,7 +57,8 @@ class PoliteDownloader(Downloader):
         return getattr(request.callback, "__name__", None) in callbacks
 
     def next_ready(self, slot: Slot) -> tuple[int | None, float]:
-        """The queue position of the request to start now, or None and the seconds to wait.
+        """The queue position of the request to start now (its start is recorded), or None
+        and the seconds to wait.
 
         A file half-way through its redirect goes first, without a pause. Otherwise the first
         request whose pause is over: files wait ``DOWNLOAD_DELAY`` after the previous file,
