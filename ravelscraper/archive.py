@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
@@ -56,11 +57,19 @@ class ItemLocation:
 
     def name_from_url(self, url: str) -> str | None:
         """The file name in a ``/download/<identifier>/<name>`` link, or None."""
-        path = urlsplit(url).path
+        try:
+            path = urlsplit(url).path
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            return None
         prefix = f"/download/{self.identifier}/"
         if not path.startswith(prefix) or path == prefix:
             return None
-        return unquote(path[len(prefix) :])
+        name = unquote(path[len(prefix) :])
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return None
+        return name
 
 
 def http_url(url: str) -> SplitResult:
@@ -80,6 +89,28 @@ def check_identifier(identifier: str) -> str:
     return identifier
 
 
+# Files archive.org rewrites after listing them: their listed md5 may not match what is served.
+REGENERATED_SUFFIXES = ("_files.xml", "_meta.xml", "_reviews.xml")
+SAMPLE_FORMAT = "mp3 sample"  # the 30-second excerpt of an access-restricted recording
+MD5 = re.compile(r"[0-9a-fA-F]{32}")
+SIZE = re.compile(r"[0-9]{1,19}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
+MAX_TEXT = 1024  # longest title, album... kept (the fleet's records allow 4096)
+MAX_NAME_LINKS = 10_000  # links taken from one details page
+
+
+def printable(value: str) -> str:
+    """A remote string fit for a log line: escaped (as repr does) unless plainly printable."""
+    return value if value.isprintable() else repr(value)[1:-1]
+
+
+def text(value: object, limit: int = MAX_TEXT) -> str:
+    """A remote string field as safe text: "" for a non-string, lone surrogates replaced."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return ""
+    value = str(value)[:limit]
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One entry of an item's file list, with archive.org's strings turned into types."""
@@ -96,36 +127,101 @@ class RemoteFile:
     size: int | None = None
     md5: str | None = None
     private: bool = False
+    # archive.org rewrites it (<id>_files.xml, _meta.xml, _reviews.xml): md5 may not match.
+    regenerated: bool = False
+    # Why the file can't be fetched as listed (malformed md5, duplicates that disagree).
+    error: str = ""
+    # Listed values that were ignored, one warning each (e.g. a size that is not a number).
+    notes: tuple[str, ...] = ()
 
     @classmethod
-    def from_metadata(cls, entry: dict) -> RemoteFile:
+    def from_metadata(cls, entry: object, identifier: str = "") -> RemoteFile:
+        """One ``/metadata`` file entry; raises BadInput for an entry that must be skipped.
+
+        A malformed ``size`` is ignored (noted: the md5 still verifies the file); a malformed
+        ``md5`` sets ``error`` (the file fails rather than being stored unchecked).
+        """
+        if not isinstance(entry, dict):
+            raise BadInput(f"a file entry is not an object: {str(entry)[:80]!r}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadInput(f"a file entry has no 'name': {str(entry)[:80]!r}")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"the name {name[:300]!r} is not valid Unicode") from None
+        if len(name) > 4096:
+            raise BadInput(f"the name {name[:80]!r}... is {len(name)} characters long")
+        notes: list[str] = []
+        size = parse_size(entry.get("size"))
+        if size is None and entry.get("size") not in (None, ""):
+            notes.append(f"{name!r}: ignored its size {text(entry['size'], 40)!r} (not a number)")
+        raw_md5 = entry.get("md5")
+        md5, error = None, ""
+        if isinstance(raw_md5, str) and MD5.fullmatch(raw_md5):
+            md5 = raw_md5.lower()
+        elif raw_md5 not in (None, ""):
+            error = f"archive.org lists a malformed md5 for it: {text(raw_md5, 80)!r}"
+        regenerated = is_regenerated(name, identifier)
+        if regenerated and name.endswith("_files.xml"):
+            md5, error = None, ""  # it lists its own md5, which can never match its bytes
         return cls(
-            name=str(entry["name"]),
-            format=str(entry.get("format", "")),
-            source=str(entry.get("source", "")),
-            original=str(entry.get("original", "")),
-            title=str(entry.get("title", "")),
-            track=str(entry.get("track", "")),
-            album=str(entry.get("album", "")),
-            creator=str(entry.get("creator", "")),
+            name=name,
+            format=text(entry.get("format")),
+            source=text(entry.get("source")),
+            original=text(entry.get("original"), 4096),
+            title=text(entry.get("title")),
+            track=text(entry.get("track")),
+            album=text(entry.get("album")),
+            creator=text(entry.get("creator") or entry.get("artist")),
             length=parse_length(entry.get("length")),
-            size=int(entry["size"]) if str(entry.get("size", "")).isdigit() else None,
-            md5=str(entry["md5"]).lower() if entry.get("md5") else None,
-            private=str(entry.get("private", "")).lower() == "true",
+            size=size,
+            md5=md5,
+            private=text(entry.get("private")).lower() == "true" or entry.get("private") is True,
+            regenerated=regenerated,
+            error=error,
+            notes=tuple(notes),
         )
+
+    @property
+    def recording(self) -> str:
+        """The original a file derives from: files of one recording share it."""
+        return self.original or self.name
+
+    @property
+    def is_sample(self) -> bool:
+        return self.format.casefold() == SAMPLE_FORMAT
+
+
+def is_regenerated(name: str, identifier: str = "") -> bool:
+    if identifier:
+        return name in {identifier + suffix for suffix in REGENERATED_SUFFIXES}
+    return "/" not in name and name.endswith(REGENERATED_SUFFIXES)
+
+
+def parse_size(value: object) -> int | None:
+    """Bytes from archive.org's ``"6666752"`` (or a JSON integer); None if malformed."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value < 2**63 else None
+    if isinstance(value, str) and SIZE.fullmatch(value):
+        return int(value)
+    return None
 
 
 def parse_length(value: object) -> float | None:
-    """Seconds from archive.org's ``"351.4"`` or ``"04:26"`` (or ``"1:02:03"``)."""
-    if value in (None, ""):
+    """Seconds from archive.org's ``"351.4"`` or ``"04:26"`` (or ``"1:02:03"``).
+
+    None for anything else, including negative, infinite or NaN values.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
         return None
     try:
         seconds = 0.0
-        for part in str(value).split(":"):
+        for part in str(value)[:40].split(":"):
             seconds = seconds * 60 + float(part)
     except ValueError:
         return None
-    return seconds
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -136,31 +232,92 @@ class Metadata:
     title: str
     creator: str
     files: tuple[RemoteFile, ...]
+    mediatype: str = ""
+    is_collection: bool = False
+    # One line per entry skipped or value ignored, for the spider to log as warnings.
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, identifier: str, body: str | bytes) -> Metadata | None:
-        """The item's metadata, or None for an unknown item (archive.org answers ``{}``)."""
-        data = json.loads(body)
-        if not isinstance(data, dict) or not data.get("files"):
+        """The item's metadata, or None for an unknown item (archive.org answers ``{}``).
+
+        Raises BadInput when the answer can't be read (not JSON, not the expected shape).
+        Bad file entries are skipped, with a warning each; they never sink the item.
+        """
+        data = load_json(body, "/metadata")
+        if not isinstance(data, dict):
+            raise BadInput(f"/metadata is not a JSON object but {type(data).__name__}")
+        if not data or ("files" not in data and "metadata" not in data):
             return None
-        meta = data.get("metadata") or {}
+        entries = data.get("files", [])
+        meta = data.get("metadata", {})
+        if not isinstance(entries, list):
+            raise BadInput(f'"files" is {type(entries).__name__}, not a list')
+        if not isinstance(meta, dict):
+            raise BadInput(f'"metadata" is {type(meta).__name__}, not an object')
+        warnings: list[str] = []
+        files: dict[str, RemoteFile] = {}
+        for entry in entries:
+            try:
+                file = RemoteFile.from_metadata(entry, identifier)
+            except BadInput as exc:
+                warnings.append(f"skipped a file entry of /metadata: {exc}")
+                continue
+            warnings.extend(file.notes)
+            if file.name in files:
+                file = merge_duplicates(files[file.name], file)
+            files[file.name] = file
         return cls(
             identifier=identifier,
             title=first_string(meta.get("title")),
             creator=first_string(meta.get("creator")),
-            files=tuple(RemoteFile.from_metadata(f) for f in data["files"] if "name" in f),
+            files=tuple(files.values()),
+            mediatype=first_string(meta.get("mediatype")).casefold(),
+            is_collection=data.get("is_collection") is True,
+            warnings=tuple(warnings),
         )
 
     @property
     def formats(self) -> list[str]:
-        return sorted({f.format for f in self.files if f.format and not f.private})
+        """The public formats, escaped for a log line."""
+        return sorted({printable(f.format) for f in self.files if f.format and not f.private})
+
+    @property
+    def collection(self) -> bool:
+        return self.is_collection or self.mediatype == "collection"
+
+
+def merge_duplicates(first: RemoteFile, again: RemoteFile) -> RemoteFile:
+    """One file for a name listed twice; if the listings disagree, it fails with both."""
+    if first.md5 and again.md5 and first.md5 != again.md5:
+        reason = f"listed twice with different md5s: {first.md5} and {again.md5}"
+    elif first.size is not None and again.size is not None and first.size != again.size:
+        reason = f"listed twice with different sizes: {first.size} and {again.size} bytes"
+    else:
+        return replace(
+            first,
+            md5=first.md5 or again.md5,
+            size=first.size if first.size is not None else again.size,
+            error=first.error or again.error,
+        )
+    return replace(first, error=first.error or reason)
+
+
+def load_json(body: str | bytes, what: str) -> object:
+    """JSON from the remote side; BadInput for anything that is not (deep nesting included)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadInput(f"{what} is nested too deeply to read") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise BadInput(f"{what} is not JSON ({text(str(exc), 120)!r})") from None
 
 
 def first_string(value: object) -> str:
     """archive.org gives a string or a list of strings for repeatable fields."""
     if isinstance(value, list):
-        return str(value[0]) if value else ""
-    return "" if value is None else str(value)
+        return text(value[0]) if value else ""
+    return text(value)
 
 
 @dataclass(frozen=True)
@@ -186,13 +343,23 @@ class Selection:
         return " and ".join(p for p in parts if p)
 
     def choose(self, files: Iterable[RemoteFile]) -> list[RemoteFile]:
-        public = [f for f in files if not f.private]
+        """The files to fetch: never a private one."""
+        return self.wanted([f for f in files if not f.private])
+
+    def restricted(self, files: Iterable[RemoteFile]) -> list[RemoteFile]:
+        """Private files this selection would take if they were public (one per recording
+        for the default selection), leaving out recordings it takes a public file of."""
+        files = list(files)
+        public = {f.recording for f in self.choose(files)}
+        return [f for f in self.wanted(files) if f.private and f.recording not in public]
+
+    def wanted(self, files: list[RemoteFile]) -> list[RemoteFile]:
         if self.is_default:
-            return one_mp3_per_recording(public)
+            return one_mp3_per_recording(files)
         formats = {f.casefold() for f in self.formats}
         return [
             f
-            for f in public
+            for f in files
             if (not formats or f.format.casefold() in formats) and self.matches_name(f.name)
         ]
 
@@ -216,16 +383,17 @@ def is_low_bitrate(file: RemoteFile) -> bool:
 
 
 def one_mp3_per_recording(files: Iterable[RemoteFile]) -> list[RemoteFile]:
-    """The best mp3 of each recording: VBR first, then originals; never the 64 kbps transcode.
+    """The best mp3 of each recording: VBR first, then originals; never the 64 kbps transcode
+    nor the 30-second sample of an access-restricted recording.
 
     A recording is an original file and everything derived from it, so an mp3 original and
     an mp3 derived from a FLAC of the same track are never both taken.
     """
     best: dict[str, RemoteFile] = {}
     for file in files:
-        if not is_mp3(file.name) or is_low_bitrate(file):
+        if not is_mp3(file.name) or is_low_bitrate(file) or file.is_sample:
             continue
-        recording = file.original or file.name
+        recording = file.recording
         current = best.get(recording)
         if current is None or rank(file) < rank(current):
             best[recording] = file
@@ -237,21 +405,30 @@ def rank(file: RemoteFile) -> tuple[bool, bool]:
 
 
 def page_file_names(html: str, item: ItemLocation) -> list[str]:
-    """File names the details page links: track microdata and the player's playlist."""
-    page = Selector(text=html)
-    links = page.css('[itemprop="associatedMedia"]::attr(href)').getall()
-    for playlist in page.css("play-av::attr(playlist), input.js-play8-playlist::attr(value)"):
-        links.extend(playlist_sources(playlist.get()))
-    names = (item.name_from_url(link) for link in links)
+    """File names the details page links: track microdata and the player's playlist.
+
+    Raises BadInput if the page can't be read as HTML.
+    """
+    try:
+        page = Selector(text=html, type="html")
+        links = page.css('[itemprop="associatedMedia"]::attr(href)').getall()
+        playlists = page.css("play-av::attr(playlist), input.js-play8-playlist::attr(value)")
+        for playlist in playlists.getall():
+            links.extend(playlist_sources(playlist))
+        names = [item.name_from_url(link) for link in links[:MAX_NAME_LINKS]]
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise BadInput(f"the details page can't be read: {text(str(exc), 120)!r}") from None
     return list(dict.fromkeys(name for name in names if name))
 
 
 def playlist_sources(raw: str) -> Iterator[str]:
+    """The ``file`` of each source in a player playlist; malformed parts are left out."""
     try:
-        entries = json.loads(raw)
-    except ValueError:
+        entries = load_json(raw, "the playlist")
+    except BadInput:
         return
     for entry in entries if isinstance(entries, list) else ():
-        for source in entry.get("sources", ()) if isinstance(entry, dict) else ():
+        sources = entry.get("sources") if isinstance(entry, dict) else None
+        for source in sources if isinstance(sources, list) else ():
             if isinstance(source, dict) and isinstance(source.get("file"), str):
                 yield source["file"]

@@ -12,6 +12,11 @@ It also lets the follow-up of a redirect skip the delay: archive.org answers eve
 download with a 302 to a storage node, and a file should cost one pause, not two. The
 follow-up stays in the slot of its first request (Scrapy copies ``download_slot`` into
 the redirected request), so archive.org and its storage nodes share one cap.
+
+The few small requests that list an item (robots.txt, ``/metadata``, the details page) keep
+their own pace, ``RAVEL_LISTING_DELAY`` (or ``DOWNLOAD_DELAY`` if smaller), instead of each
+waiting a file's pause: the first file starts about as soon as ``/metadata`` has answered,
+and files still start ``DOWNLOAD_DELAY`` apart, under the same cap.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from time import monotonic
 
 from scrapy import Request
 from scrapy.core.downloader import Downloader, Slot
+from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import _schedule_coro
+from scrapy.utils.httpobj import urlparse_cached
 from twisted.python.failure import Failure
 
 
@@ -36,6 +43,48 @@ class TransferCancelled(IgnoreRequest):
 
 class PoliteDownloader(Downloader):
     stopping = False
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        self.listing_delay = crawler.settings.getfloat("RAVEL_LISTING_DELAY")
+        self.listing_lastseen: dict[Slot, float] = {}
+
+    def is_listing(self, request: Request) -> bool:
+        """robots.txt, or a request of one of the spider's ``listing_callbacks``."""
+        if urlparse_cached(request).path == "/robots.txt":
+            return True
+        callbacks = getattr(self.crawler.spider, "listing_callbacks", ())
+        return getattr(request.callback, "__name__", None) in callbacks
+
+    def next_ready(self, slot: Slot) -> tuple[int | None, float]:
+        """The queue position of the request to start now (its start is recorded), or None
+        and the seconds to wait.
+
+        A file half-way through its redirect goes first, without a pause. Otherwise the first
+        request whose pause is over: files wait ``DOWNLOAD_DELAY`` after the previous file,
+        listing requests the listing pace after the previous listing request, so neither
+        kind waits behind the other.
+        """
+        for position, (request, _) in enumerate(slot.queue):
+            if is_redirect_hop(request):
+                return position, 0.0
+        now = monotonic()
+        file_wait = slot.download_delay() - (now - slot.lastseen)
+        pace = min(self.listing_delay, slot.delay)
+        listing_wait = pace - (now - self.listing_lastseen.get(slot, 0.0))
+        waiting: set[bool] = set()  # the kinds (listing or not) found waiting
+        for position, (request, _) in enumerate(slot.queue):
+            listing = self.is_listing(request)
+            if (listing_wait if listing else file_wait) <= 0:
+                if listing:
+                    self.listing_lastseen[slot] = now
+                else:
+                    slot.lastseen = now
+                return position, 0.0
+            waiting.add(listing)
+            if len(waiting) == 2:
+                break  # both kinds wait: no need to look further
+        return None, min(listing_wait if listing else file_wait for listing in waiting)
 
     def stop_transfers(self) -> None:
         """Start no new transfer; those under way finish. Used on a fatal store error."""
@@ -52,19 +101,12 @@ class PoliteDownloader(Downloader):
                 queue_dfd.errback(Failure(TransferCancelled("the crawl is stopping")))
             return
         while slot.queue and slot.free_transfer_slots() > 0:
-            # A file half-way through its redirect goes first, without a pause, even while
-            # the next new request waits for its delay.
-            position = next((i for i, (r, _) in enumerate(slot.queue) if is_redirect_hop(r)), 0)
+            position, wait = self.next_ready(slot)
+            if position is None:
+                if not slot.latercall:  # else a delayed dispatch is already planned
+                    slot.latercall = call_later(wait, self._latercall, slot)
+                return
             request, queue_dfd = slot.queue[position]
-            if not is_redirect_hop(request):
-                if slot.latercall:
-                    return  # a delayed dispatch is already planned
-                now = monotonic()
-                penalty = slot.download_delay() - (now - slot.lastseen)
-                if penalty > 0:
-                    slot.latercall = call_later(penalty, self._latercall, slot)
-                    return
-                slot.lastseen = now
             del slot.queue[position]
             # Reserve the place now: _download() adds it again (a no-op) and frees it.
             slot.transferring.add(request)

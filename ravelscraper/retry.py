@@ -1,4 +1,10 @@
-"""Retries that back off: exponentially, and never sooner than the server's Retry-After."""
+"""Retries that back off: exponentially, and never sooner than the server's Retry-After.
+
+Offline, fail fast: until some host has answered in this crawl, a request that can't connect
+at all (DNS failure, connection refused, no route) is retried once, then the crawl stops with
+one ERROR line naming the host and the cause. Once anything has answered, the same errors
+are transient and get the usual retries.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,19 @@ import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Self
+from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadConnectionRefusedError,
+    IgnoreRequest,
+)
 from scrapy.http import Response
+from scrapy.utils.defer import deferred_from_coro
+from twisted.internet import error as tx_error
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +46,40 @@ def retry_after_seconds(value: bytes | None, now: datetime | None = None) -> flo
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+# Tries of a request that can't connect before the crawl is declared offline.
+OFFLINE_TRIES = 2
+
+
+class HostUnreachable(IgnoreRequest):
+    """A request dropped because archive.org could not be reached when the crawl started."""
+
+
+def unreachable_cause(exception: Exception) -> str | None:
+    """What a failure to connect at all says, in words; None for any other error."""
+    if isinstance(exception, CannotResolveHostError | tx_error.DNSLookupError):
+        return "its name does not resolve (DNS lookup failed)"
+    if isinstance(exception, DownloadConnectionRefusedError | tx_error.ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(exception, tx_error.NoRouteError):
+        return "there is no route to it (network unreachable)"
+    if isinstance(exception, tx_error.ConnectError):
+        return f"cannot connect ({type(exception).__name__})"
+    return None
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of a URL, never its user or password."""
+    parts = urlsplit(url)
+    host = repr(str(parts.hostname))[1:-1]  # escaped: a redirect can name any host
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def is_robots(request: Request) -> bool:
+    return bool(request.meta.get("dont_obey_robotstxt")) and urlsplit(request.url).path == (
+        "/robots.txt"
+    )
+
+
 class BackoffRetryMiddleware(RetryMiddleware):
     """Scrapy's RetryMiddleware, waiting before each retry.
 
@@ -39,6 +87,9 @@ class BackoffRetryMiddleware(RetryMiddleware):
     ``RAVEL_RETRY_BACKOFF_MAX``, and at least the response's Retry-After (capped at the
     same maximum, so a hostile header cannot stall a crawl for days).
     """
+
+    answered = False  # has any host answered in this crawl?
+    offline: str | None = None  # the ERROR line, once the crawl is declared offline
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -54,7 +105,12 @@ class BackoffRetryMiddleware(RetryMiddleware):
             delay = max(delay, retry_after_seconds(response.headers.get("Retry-After")) or 0)
         return min(delay, self.backoff_max)
 
+    def process_request(self, request: Request) -> None:
+        if self.offline is not None:
+            raise HostUnreachable(self.offline)
+
     async def process_response(self, request: Request, response: Response) -> Request | Response:
+        self.answered = True
         result = super().process_response(request, response)
         if isinstance(result, Request):
             await self.wait(request, response, f"HTTP {response.status}")
@@ -63,9 +119,23 @@ class BackoffRetryMiddleware(RetryMiddleware):
     async def process_exception(
         self, request: Request, exception: Exception
     ) -> Request | Response | None:
+        if self.offline is not None:
+            raise HostUnreachable(self.offline)
+        cause = None if self.answered else unreachable_cause(exception)
+        if cause and request.meta.get("retry_times", 0) + 1 >= OFFLINE_TRIES:
+            self.declare_offline(request, cause)
+        robots = is_robots(request)
+        if robots:  # Scrapy's robots.txt middleware would log a traceback: one line instead
+            request.meta.setdefault("give_up_log_level", logging.DEBUG)
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
             await self.wait(request, None, type(exception).__name__)
+        elif result is None and robots:
+            logger.warning(
+                f"robots.txt of {host_of(request.url)} unavailable "
+                f"({type(exception).__name__}); going on without it"
+            )
+            raise IgnoreRequest(f"robots.txt unavailable: {exception}")
         return result
 
     async def wait(self, request: Request, response: Response | None, reason: str) -> None:
@@ -73,3 +143,14 @@ class BackoffRetryMiddleware(RetryMiddleware):
         self.crawler.stats.inc_value("ravel/retry_wait_seconds", delay)
         logger.warning(f"[retry] {request.url}: {reason}, retrying in {delay:.1f} s")
         await asyncio.sleep(delay)
+
+    def declare_offline(self, request: Request, cause: str) -> None:
+        """Nothing has answered and this host can't be reached: stop the crawl, one line."""
+        self.offline = (
+            f"cannot reach {host_of(request.url)}: {cause}. Check the network connection, "
+            "or the proxy (HTTPS_PROXY, HTTP_PROXY) if you use one"
+        )
+        logger.error(self.offline)
+        self.crawler.stats.set_value("ravel/error", self.offline)
+        deferred_from_coro(self.crawler.engine.close_spider_async(reason="archive_unreachable"))
+        raise HostUnreachable(self.offline)

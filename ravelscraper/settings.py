@@ -23,6 +23,8 @@ DOWNLOADER = "ravelscraper.downloader.PoliteDownloader"
 # A pause of 2 s ± 50 % (1 to 3 s) before each file, like the tutorial's random sleep.
 DOWNLOAD_DELAY = 2.0
 DOWNLOAD_DELAY_JITTER = 0.5
+# Listing an item (robots.txt, /metadata, details page) paces itself apart from the files.
+RAVEL_LISTING_DELAY = 0.5  # seconds between those small requests (at most DOWNLOAD_DELAY)
 # Retries of 429, 5xx and dropped connections, with exponential backoff and Retry-After.
 RETRY_TIMES = 5
 RAVEL_RETRY_BACKOFF_BASE = 1.0  # seconds before the first retry, doubled each time

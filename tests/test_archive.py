@@ -1,6 +1,7 @@
 """Offline tests of what archive.org serves: URLs, /metadata entries and file choice."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,149 @@ def test_the_spider_accepts_scrapyd_job_argument():
 
     spider = RavelSpider(item="x", _job="0f1e2d")
     assert spider._job == "0f1e2d" and spider.item == "x"
+
+
+# --- real-shaped /metadata answers, saved in tests/fixtures (issue 9) ----------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def saved(identifier: str) -> Metadata:
+    body = (FIXTURES / f"metadata-{identifier}.json").read_bytes()
+    metadata = Metadata.from_json(identifier, body)
+    assert metadata is not None and not metadata.warnings
+    return metadata
+
+
+def test_an_audio_item_with_vbr_and_64kb_derivatives_takes_the_vbr_mp3s():
+    for identifier, expected in [
+        ("flac-vbr-64kb", ["ravel01.mp3", "ravel02.mp3", "ravel03.mp3"]),
+        (
+            "ThePianoMusicOfMauriceRavel",
+            [
+                "01PavanePourUneInfanteDfuntePourPianoMr19.mp3",
+                "02JeuxDeauPourPianoMr30.mp3",
+                "03SonatinePourPianoMr40-Modr.mp3",
+                "04MouvementDeMenuet.mp3",
+                "05Anim.mp3",
+            ],
+        ),
+    ]:
+        metadata = saved(identifier)
+        chosen = Selection().choose(metadata.files)
+        assert names(chosen) == expected
+        assert all(f.md5 and f.size for f in chosen)
+        assert Selection().restricted(metadata.files) == []
+        assert not metadata.collection
+
+
+def test_a_78rpm_item_takes_the_mp3_derived_from_its_wave_original():
+    metadata = saved("rpm78-like")
+    chosen = Selection().choose(metadata.files)
+    assert [(f.format, f.original.endswith(".wav")) for f in chosen] == [("VBR MP3", True)]
+    flac = Selection.from_args("Flac", None).choose(metadata.files)
+    wave = Selection.from_args("WAVE", None).choose(metadata.files)
+    assert len(flac) == len(wave) == 1 and wave[0].length == 158.01
+    assert chosen[0].creator == "Orchestre Fictif" and chosen[0].length == 158.04
+
+
+def test_a_samples_only_item_has_no_public_recording_and_public_samples():
+    metadata = saved("samples-only-cd")
+    assert Selection().choose(metadata.files) == []
+    restricted = Selection().restricted(metadata.files)
+    assert len(restricted) == 4 and all(f.format == "VBR MP3" and f.private for f in restricted)
+    samples = Selection.from_args("MP3 Sample", None).choose(metadata.files)
+    assert len(samples) == 4 and all(f.name.endswith("_sample.mp3") for f in samples)
+    assert all(f.name.startswith("disc1/") and ";" in f.name for f in samples)
+    assert Selection.from_args("Flac", None).choose(metadata.files) == []
+    assert len(Selection.from_args("Flac", None).restricted(metadata.files)) == 4
+
+
+def test_a_mixed_item_takes_the_public_recordings():
+    metadata = saved("mixed-access")
+    chosen = Selection().choose(metadata.files)
+    assert len(chosen) == 2 and not any(f.private or f.is_sample for f in chosen)
+    assert len(Selection().restricted(metadata.files)) == 2
+
+
+def test_a_collection_is_recognised():
+    metadata = saved("ravel-collection")
+    assert metadata.collection and metadata.mediatype == "collection"
+
+
+def test_files_archive_org_regenerates_are_flagged():
+    metadata = saved("flac-vbr-64kb")
+    by_name = {f.name: f for f in metadata.files}
+    files_xml = by_name["flac-vbr-64kb_files.xml"]
+    assert files_xml.regenerated and files_xml.md5 is None and files_xml.size is None
+    assert by_name["flac-vbr-64kb_meta.xml"].regenerated and by_name["flac-vbr-64kb_meta.xml"].md5
+    assert not by_name["ravel01.mp3"].regenerated
+
+
+# --- malformed values: skipped, ignored or flagged, never the whole item ------------------
+
+
+def test_a_malformed_size_is_ignored_and_the_md5_kept():
+    file = RemoteFile.from_metadata(entry("a.mp3", size="²"))
+    assert file.size is None and file.md5 == "ab" * 16 and not file.error
+    assert file.notes == ("'a.mp3': ignored its size '²' (not a number)",)
+
+
+def test_a_malformed_md5_fails_that_file():
+    file = RemoteFile.from_metadata(entry("a.mp3", md5="not-an-md5"))
+    assert file.md5 is None and "malformed md5" in file.error
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (None, "not an object"),
+        ({"format": "VBR MP3"}, "has no 'name'"),
+        ({"name": 5}, "has no 'name'"),
+        ({"name": "\ud800.mp3"}, "not valid Unicode"),
+    ],
+)
+def test_an_entry_that_must_be_skipped_raises_bad_input(bad, reason):
+    with pytest.raises(BadInput, match=reason):
+        RemoteFile.from_metadata(bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"files": {}, "metadata": {}}', '"files" is dict'),
+        (b'{"files": [], "metadata": "oops"}', '"metadata" is str'),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b"<html>", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"\xff\xfe\x00", "not JSON"),
+    ],
+)
+def test_metadata_that_cant_be_read_raises_bad_input(body, reason):
+    with pytest.raises(BadInput, match=reason):
+        Metadata.from_json("x", body)
+
+
+def test_a_name_listed_twice_is_one_file_or_fails_with_both_md5s():
+    same = Metadata.from_json("x", json.dumps({"files": [entry("a.mp3"), entry("a.mp3")]}))
+    assert same is not None and len(same.files) == 1 and not same.files[0].error
+    other = entry("a.mp3", md5="cd" * 16)
+    clash = Metadata.from_json("x", json.dumps({"files": [entry("a.mp3"), other]}))
+    assert clash is not None and len(clash.files) == 1
+    assert "ab" * 16 in clash.files[0].error and "cd" * 16 in clash.files[0].error
+
+
+def test_samples_are_never_in_the_default_selection():
+    files = [
+        RemoteFile.from_metadata(entry("t.flac", "Flac", private="true")),
+        RemoteFile.from_metadata(
+            entry("t_sample.mp3", "MP3 Sample", "derivative", original="t.flac")
+        ),
+    ]
+    assert Selection().choose(files) == []
+    assert names(Selection.from_args("mp3 sample", None).choose(files)) == ["t_sample.mp3"]
+
+
+@pytest.mark.parametrize("raw", ["-5", "nan", "inf", "1e400", [1], True])
+def test_lengths_that_are_not_seconds_are_none(raw):
+    assert parse_length(raw) is None

@@ -187,6 +187,9 @@ def test_formats_and_globs_choose_other_files(archive, tmp_path):
         (["-a", "item=no-such-item-here"], "unknown item 'no-such-item-here'"),
         (["-a", "item=no-mp3"], "its formats are: "),
         (["-a", "item=../etc"], "not an archive.org identifier"),
+        (["-a", "url="], "empty argument -a url=: give it a value or leave it out"),
+        (["-a", "formts=Flac"], "unknown argument -a formts=; the known arguments are -a url="),
+        (["-a", "collection=X"], "unknown argument -a collection=; the known arguments are"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_failing_status(archive, tmp_path, args, message):
@@ -208,3 +211,16 @@ def test_an_unwritable_store_is_reported_before_any_download(archive, tmp_path):
     assert "Traceback" not in crawl.log
     assert archive.stats()["log"] == []
     assert blocker.read_text() == "keep me"
+
+
+def test_scrapyd_job_argument_is_accepted(archive, tmp_path):
+    crawl = scrapy_crawl(
+        "-a",
+        "_job=0f1e2d",
+        "-a",
+        "item=regenerated-metadata",
+        store=tmp_path,
+        RAVEL_ORIGIN=archive.archive,
+    )
+    assert crawl.returncode == 0, crawl.log
+    assert len(stored_files(tmp_path)) == 2 and not crawl.errors

@@ -44,7 +44,7 @@ def audio_file(name: str = "01 Pavane.mp3", origin: str = ORIGIN) -> AudioFile:
 
 def test_page_requests_round_trip_as_json(spider):
     location = ItemLocation.on(ORIGIN, "ravel")
-    original = spider.metadata_request(location, page_names=["a.mp3", "b é.mp3"])
+    original = spider.metadata_request(location)
     original.meta.update(depth=1, download_latency=0.2, proxy="http://evil:1")
     raw = encoded(original, spider)
 
@@ -53,7 +53,7 @@ def test_page_requests_round_trip_as_json(spider):
     assert request.url == location.metadata_url
     assert request.callback == spider.parse_metadata
     assert request.errback == spider.metadata_failed
-    assert request.cb_kwargs == {"item": location, "page_names": ["a.mp3", "b é.mp3"]}
+    assert request.cb_kwargs == {"item": location}
     assert request.meta == {"depth": 1}  # local or dangerous meta is never queued
 
 
@@ -67,7 +67,7 @@ def test_a_file_entry_round_trips_to_the_same_item(spider):
 
 
 def hostile(spider, **changes) -> bytes:
-    entry = json.loads(encoded(spider.metadata_request(ItemLocation.on(ORIGIN, "x"), []), spider))
+    entry = json.loads(encoded(spider.metadata_request(ItemLocation.on(ORIGIN, "x")), spider))
     entry.update(changes)
     return json.dumps(entry).encode()
 
@@ -90,7 +90,7 @@ def hostile(spider, **changes) -> bytes:
         (
             lambda s: hostile(
                 s,
-                cb_kwargs={"item": {"origin": "http://evil", "identifier": "x"}, "page_names": []},
+                cb_kwargs={"item": {"origin": "http://evil", "identifier": "x"}},
             ),
             "origin 'http://evil' is not allowed",
         ),

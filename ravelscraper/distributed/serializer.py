@@ -28,7 +28,8 @@ FILE_ENTRY_CALLBACK = "parse_file_entry"
 # callback -> (errback, cb_kwargs names and whether they hold an ItemLocation)
 CALLBACKS: dict[str, tuple[str | None, dict[str, str]]] = {
     "parse_details": ("details_failed", {"item": "location"}),
-    "parse_metadata": ("metadata_failed", {"item": "location", "page_names": "names"}),
+    "parse_metadata": ("metadata_failed", {"item": "location"}),
+    "parse_page_links": ("page_links_failed", {"item": "location"}),
     FILE_ENTRY_CALLBACK: (None, {}),
 }
 META_INT = {"depth", "retry_times", "redirect_times", "redirect_ttl"}
@@ -153,7 +154,7 @@ def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -
         location = cb_kwargs["item"]
         if location.origin not in origins:
             raise BadEntry(f"item origin {location.origin!r} is not allowed")
-        expected = location.details_url if callback == "parse_details" else location.metadata_url
+        expected = location.metadata_url if callback == "parse_metadata" else location.details_url
         if url != expected and not entry["meta"].get("redirect_urls"):
             raise BadEntry(f"url {url[:200]!r} does not match its item ({expected})")
     meta = dict(entry["meta"])

@@ -5,7 +5,7 @@ from typing import Any, NoReturn
 
 import scrapy
 from scrapy.exceptions import CloseSpider
-from scrapy.http import Response
+from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
 from ravelscraper.archive import (
@@ -18,7 +18,14 @@ from ravelscraper.archive import (
     page_file_names,
 )
 from ravelscraper.distributed.entries import file_entry_items
+from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
+from ravelscraper.retry import HostUnreachable
+
+ARGUMENTS = ("url", "item", "formats", "glob")
+SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
+# The callbacks of the small requests that list an item (see PoliteDownloader's pace).
+LISTING_CALLBACKS = frozenset({"parse_details", "parse_metadata", "parse_page_links"})
 
 
 class RavelSpider(scrapy.Spider):
@@ -28,9 +35,14 @@ class RavelSpider(scrapy.Spider):
     ``RAVEL_ORIGIN``, by default ThePianoMusicOfMauriceRavel);
     ``formats`` (archive.org format names, comma-separated) and/or ``glob``
     (file-name patterns, comma-separated) to choose other files than the mp3s.
+
+    ``/metadata`` and the details page are fetched together. ``/metadata`` decides; the
+    details page's links are used only when ``/metadata`` is unavailable (a network or HTTP
+    failure), never when it answers something unreadable.
     """
 
     name = "ravel"
+    listing_callbacks = LISTING_CALLBACKS
 
     def __init__(
         self,
@@ -40,12 +52,31 @@ class RavelSpider(scrapy.Spider):
         glob: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        known = {k: v for k, v in kwargs.items() if k in SCRAPYD_ARGUMENTS}
+        super().__init__(**known)
+        # Reported when the crawl starts (one ERROR line, not a traceback from here).
+        self.unknown_arguments = sorted(set(kwargs) - SCRAPYD_ARGUMENTS)
+        self.empty_arguments = [
+            name
+            for name, value in zip(ARGUMENTS, (url, item, formats, glob), strict=True)
+            if value is not None and not value.strip()
+        ]
         self.url = url
         self.item = item
         self.selection = Selection.from_args(formats, glob)
+        self.page_names: dict[ItemLocation, list[str]] = {}  # details pages read on this node
+
+    def check_arguments(self) -> None:
+        known = ", ".join(f"{name}=" for name in ARGUMENTS)
+        if self.unknown_arguments:
+            unknown = ", ".join(f"-a {name}=" for name in self.unknown_arguments)
+            raise BadInput(f"unknown argument {unknown}; the known arguments are -a {known}")
+        if self.empty_arguments:
+            empty = ", ".join(f"-a {name}=" for name in self.empty_arguments)
+            raise BadInput(f"empty argument {empty}: give it a value or leave it out")
 
     def location(self) -> ItemLocation:
+        self.check_arguments()
         if self.url and self.item:
             raise BadInput("give either -a url=<details page> or -a item=<identifier>, not both")
         if self.url:
@@ -61,52 +92,98 @@ class RavelSpider(scrapy.Spider):
             yield request
 
     def item_requests(self, item: ItemLocation) -> list[scrapy.Request]:
-        """The requests that list one item's files; the fleet queues the same ones."""
-        return [
-            scrapy.Request(
-                item.details_url,
-                callback=self.parse_details,
-                errback=self.details_failed,
-                cb_kwargs={"item": item},
-            )
-        ]
+        """The requests that list one item's files; the fleet queues the same ones.
 
-    def parse_details(self, response: Response, item: ItemLocation) -> scrapy.Request:
-        return self.metadata_request(item, page_names=page_file_names(response.text, item))
+        ``/metadata`` and the details page are fetched concurrently, ``/metadata`` first.
+        """
+        return [self.metadata_request(item), self.details_request(item)]
 
-    def details_failed(self, failure: Failure) -> scrapy.Request:
-        # The details page is a courtesy; /metadata is what decides.
-        item = failure.request.cb_kwargs["item"]
-        self.logger.warning(f"details page {item.details_url} failed: {failure.getErrorMessage()}")
-        return self.metadata_request(item, page_names=[])
-
-    def metadata_request(self, item: ItemLocation, page_names: list[str]) -> scrapy.Request:
+    def metadata_request(self, item: ItemLocation) -> scrapy.Request:
         return scrapy.Request(
             item.metadata_url,
             callback=self.parse_metadata,
             errback=self.metadata_failed,
-            cb_kwargs={"item": item, "page_names": page_names},
+            cb_kwargs={"item": item},
+            priority=1,
         )
 
-    def parse_metadata(
-        self, response: Response, item: ItemLocation, page_names: list[str]
-    ) -> Iterator[AudioFile]:
+    def details_request(self, item: ItemLocation) -> scrapy.Request:
+        return scrapy.Request(
+            item.details_url,
+            callback=self.parse_details,
+            errback=self.details_failed,
+            cb_kwargs={"item": item},
+        )
+
+    # --- the details page: a courtesy, and the fallback when /metadata is unavailable ---
+
+    def parse_details(self, response: Response, item: ItemLocation) -> None:
+        self.page_names[item] = self.page_links(response, item)
+
+    def details_failed(self, failure: Failure) -> None:
+        if self.stopping(failure):
+            return
+        item = failure.request.cb_kwargs["item"]
+        self.page_names[item] = []
+        self.logger.warning(
+            f"details page {item.details_url} failed ({failure.getErrorMessage()!r}); "
+            "/metadata lists the files"
+        )
+
+    def page_links(self, response: Response, item: ItemLocation) -> list[str]:
+        """The file names a details page links; a page that can't be read links none."""
+        content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
+        if not isinstance(response, TextResponse) or "html" not in content_type.lower():
+            self.logger.warning(
+                f"details page {item.details_url} is not HTML ({content_type[:80]!r}): ignored"
+            )
+            return []
+        try:
+            return page_file_names(response.text, item)
+        except BadInput as exc:
+            self.logger.warning(f"details page {item.details_url}: {exc}")
+            return []
+
+    def parse_page_links(self, response: Response, item: ItemLocation) -> Iterator[AudioFile]:
+        """The details page fetched again because /metadata was unavailable."""
+        yield from self.from_page(item, self.page_links(response, item))
+
+    def page_links_failed(self, failure: Failure) -> None:
+        if self.stopping(failure):
+            return
+        item = failure.request.cb_kwargs["item"]
+        self.fail(
+            "metadata_failed",
+            f"cannot list the files of {item.identifier!r}: {item.metadata_url} is unavailable "
+            f"and the details page failed too ({failure.getErrorMessage()!r})",
+        )
+
+    # --- /metadata: the authoritative file list ----------------------------------------
+
+    def parse_metadata(self, response: Response, item: ItemLocation) -> Iterator[AudioFile]:
         try:
             metadata = Metadata.from_json(item.identifier, response.body)
-        except ValueError:
-            metadata = None
-            if not page_names:
-                self.fail("bad_metadata", f"{item.metadata_url} did not answer JSON")
-        if metadata is None and not page_names:
+        except BadInput as exc:
+            self.fail("bad_metadata", f"cannot read the file list of {item.identifier!r}: {exc}")
+        if metadata is None:
             self.fail(
                 "unknown_item",
                 f"unknown item {item.identifier!r}: archive.org has no such identifier "
                 f"({item.metadata_url} is empty)",
             )
-        if metadata is None:
-            yield from self.from_page(item, page_names)
-            return
+        for warning in metadata.warnings:
+            self.logger.warning(f"[metadata] {item.identifier}: {warning}")
+        if metadata.collection:
+            self.fail(
+                "collection",
+                f"{item.identifier!r} is a collection, not an item: ravelscraper mirrors the "
+                "files of one item; give the details page of an item in it "
+                "(-a url=https://archive.org/details/<item>)",
+            )
         chosen = self.selection.choose(metadata.files)
+        restricted = self.selection.restricted(metadata.files)
+        if restricted:
+            self.report_restricted(item, metadata, restricted, nothing_public=not chosen)
         if not chosen:
             self.fail(
                 "no_matching_files",
@@ -117,22 +194,60 @@ class RavelSpider(scrapy.Spider):
             [self.audio_file(item, f, metadata) for f in chosen], verified=True
         )
 
-    def metadata_failed(self, failure: Failure) -> Iterator[AudioFile]:
-        request = failure.request
-        item, page_names = request.cb_kwargs["item"], request.cb_kwargs["page_names"]
+    def report_restricted(
+        self,
+        item: ItemLocation,
+        metadata: Metadata,
+        restricted: list[RemoteFile],
+        nothing_public: bool,
+    ) -> None:
+        """Access-restricted (private) files are never requested: say so, once."""
+        samples = any(f.is_sample and not f.private for f in metadata.files)
+        hint = (
+            '; only 30-second samples are public (-a formats="MP3 Sample" takes them)'
+            if samples
+            else ""
+        )
+        count = f"{len(restricted)} file{'s' if len(restricted) != 1 else ''}"
+        if nothing_public:
+            self.fail(
+                "access_restricted",
+                f"the recordings of {item.identifier!r} are access-restricted ({count}, "
+                f"{self.selection.describe()})"
+                + (hint or f"; its public formats are: {', '.join(metadata.formats) or 'none'}"),
+            )
+        self.logger.warning(
+            f"{count} of {item.identifier!r} ({self.selection.describe()}) "
+            f"{'are' if len(restricted) != 1 else 'is'} access-restricted and skipped{hint}"
+        )
+
+    def metadata_failed(self, failure: Failure) -> Iterator[AudioFile | scrapy.Request]:
+        """/metadata unavailable (network or HTTP failure): fall back to the page's links."""
+        if self.stopping(failure):
+            return
+        item = failure.request.cb_kwargs["item"]
+        self.logger.warning(
+            f"{item.metadata_url} unavailable ({failure.getErrorMessage()!r}): taking the "
+            "details page's links; checksums can't be verified"
+        )
+        if item in self.page_names:
+            yield from self.from_page(item, self.page_names[item])
+            return
+        yield scrapy.Request(  # the page was read elsewhere (a fleet) or not yet
+            item.details_url,
+            callback=self.parse_page_links,
+            errback=self.page_links_failed,
+            cb_kwargs={"item": item},
+            dont_filter=True,
+        )
+
+    def from_page(self, item: ItemLocation, page_names: list[str]) -> Iterator[AudioFile]:
         if not page_names:
             self.fail(
                 "metadata_failed",
-                f"cannot list the files of {item.identifier!r}: {request.url} failed "
-                f"({failure.getErrorMessage()}) and the details page links none",
+                f"cannot list the files of {item.identifier!r}: {item.metadata_url} is "
+                "unavailable and the details page links no files",
             )
-        yield from self.from_page(item, page_names)
-
-    def from_page(self, item: ItemLocation, page_names: list[str]) -> Iterator[AudioFile]:
-        self.logger.warning(
-            f"{item.metadata_url} unavailable: taking the details page's links; "
-            "checksums can't be verified"
-        )
         files = [RemoteFile(name=n) for n in page_names if self.selection.matches_name(n)]
         if self.selection.is_default:
             files = Selection().choose(files)
@@ -171,12 +286,19 @@ class RavelSpider(scrapy.Spider):
             length=file.length,
             size=file.size,
             md5=file.md5,
+            regenerated=file.regenerated,
+            error=file.error,
             file_urls=[url],
         )
 
     def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
         """A file entry from the fleet's Redis queue (see ravelscraper.distributed), checked."""
         yield from file_entry_items(response, self)
+
+    @staticmethod
+    def stopping(failure: Failure) -> bool:
+        """A request dropped because the crawl is stopping: its cause is already logged."""
+        return bool(failure.check(HostUnreachable, TransferCancelled))
 
     def fail(self, reason: str, message: str) -> NoReturn:
         """Stop the crawl on input the user must fix: one ERROR line, a non-zero exit."""

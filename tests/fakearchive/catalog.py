@@ -20,8 +20,10 @@ _BLOCK = random.Random(0).randbytes(BLOCK_SIZE)
 # Twice the block, so that any slice of up to BLOCK_SIZE bytes is contiguous (no copy).
 _DOUBLE = memoryview(_BLOCK + _BLOCK)
 
-AUDIO_FORMATS = frozenset({"VBR MP3", "64Kbps MP3", "128Kbps MP3", "Ogg Vorbis", "Flac"})
-MP3_FORMATS = ("VBR MP3", "64Kbps MP3", "128Kbps MP3")
+AUDIO_FORMATS = frozenset(
+    {"VBR MP3", "64Kbps MP3", "128Kbps MP3", "Ogg Vorbis", "Flac", "WAVE", "MP3 Sample"}
+)
+MP3_FORMATS = ("VBR MP3", "64Kbps MP3", "128Kbps MP3", "MP3 Sample")
 DEFAULT_STORAGE_DIR = 28
 
 
@@ -118,8 +120,11 @@ class FileEntry:
     original: str = ""
     mtime: int = 1300000000
     private: bool = False
-    # archive.org lists <id>_files.xml with name/source/format only (no size, no checksums).
+    # archive.org lists <id>_files.xml with name/source/format and an md5 that can never
+    # match its bytes (no size, no other checksum).
     bare: bool = False
+    # An md5 listed that does not match the bytes served (a file rewritten after listing).
+    stale_md5: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -649,6 +654,219 @@ def _gd_like() -> Item:
     )
 
 
+# --- items shaped like real ones (issue 9): restricted, collections, 78rpm, regenerated ---
+# Shapes follow public /metadata answers (the internetarchive client's test data, the
+# Internet Archive's UI stories); names, sizes and values are our own.
+
+SAMPLES_ID = "samples-only-cd"
+MIXED_ID = "mixed-access"
+COLLECTION_ID = "ravel-collection"
+REGENERATED_ID = "regenerated-metadata"
+RPM78_ID = "rpm78-like"
+FLAC_VBR_ID = "flac-vbr-64kb"
+_CD_TITLES = ("Pavane", "Jeux d'eau", "Ondine; Le Gibet", "Scarbo")
+
+
+def _cd_track(
+    identifier: str, rng: random.Random, number: int, title: str, *, private: bool
+) -> list[FileEntry]:
+    """A CD rip's track: a Flac original and its derivatives; restricted, the recordings are
+    private and only a 30-second ``MP3 Sample`` is public."""
+    stem = f"disc1/{number:02d}. Maurice Ravel; Orchestre Fictif - {title}"
+    seconds = round(rng.uniform(150, 400), 2)
+    tags = {"title": title, "track": str(number), "album": "Ravel: Piano Works (CD)"}
+    flac = FileEntry(
+        f"{stem}.flac",
+        "Flac",
+        rng.randint(60000, 90000),
+        mtime=1507872000 + number * 40,
+        private=private,
+        tags={**tags, "artist": "Maurice Ravel; Orchestre Fictif", "length": f"{seconds}"},
+    )
+    derived = partial(_derived, flac.name, rng)
+    files = [
+        flac,
+        derived(f"{stem}.afpk", "Columbia Peaks", rng.randint(200, 9000)),
+        derived(
+            f"{stem}.mp3",
+            "VBR MP3",
+            flac.size // 3,
+            private=private,
+            creator="Maurice Ravel; Orchestre Fictif",
+            length=_mmss(seconds),
+            **tags,
+        ),
+        derived(f"{stem}.png", "PNG", rng.randint(3000, 12000)),
+        derived(f"{stem}_spectrogram.png", "Spectrogram", rng.randint(20000, 40000)),
+    ]
+    if private:
+        files.append(
+            derived(
+                f"{stem}_sample.mp3",
+                "MP3 Sample",
+                rng.randint(5000, 8000),
+                creator="Maurice Ravel; Orchestre Fictif",
+                length="00:30",
+                **tags,
+            )
+        )
+    else:
+        files.append(derived(f"{stem}_64kb.mp3", "64Kbps MP3", flac.size // 6, **tags))
+    return files
+
+
+def _cd_item(identifier: str, restricted: tuple[bool, ...], collections: list[str]) -> Item:
+    rng = random.Random(identifier)
+    files: list[FileEntry] = []
+    for number, (title, private) in enumerate(zip(_CD_TITLES, restricted, strict=True), 1):
+        files += _cd_track(identifier, rng, number, title, private=private)
+    files += [
+        FileEntry("__ia_thumb.jpg", "Item Tile", 25439, mtime=1535192348),
+        FileEntry(f"{identifier}_itemimage.png", "Item Image", 70982, mtime=1507872318),
+        FileEntry(
+            f"{identifier}_images.zip", "Generic Raw Book Zip", 12830, private=True, mtime=1507872
+        ),
+        *_metadata_files(identifier, 1580289938, rng),
+    ]
+    metadata = {
+        "identifier": identifier,
+        "mediatype": "audio",
+        "collection": collections,
+        "creator": ["Maurice Ravel", "Orchestre Fictif"],
+        "title": "Ravel: Piano Works (CD)",
+        "source": "CD",
+        "date": "1994",
+        "publicdate": "2017-10-13 05:22:22",
+    }
+    if all(restricted):
+        metadata["access-restricted-item"] = "true"
+    return Item(identifier, metadata, tuple(files), dir_number=_dir_number(identifier))
+
+
+def _collection() -> Item:
+    identifier = COLLECTION_ID
+    rng = random.Random(identifier)
+    files = [
+        FileEntry(f"{identifier}_logo.jpg", "Collection Header", 38366, mtime=1236194645),
+        FileEntry(f"{identifier}_reviews.xml", "Metadata", 168, "metadata", mtime=1221069786),
+        *_metadata_files(identifier, 1423450255, rng),
+    ]
+    metadata = {
+        "identifier": identifier,
+        "title": "Ravel recordings",
+        "mediatype": "collection",
+        "collection": "audio_music",
+        "publicdate": "2008-09-10 18:05:14",
+    }
+    return Item(identifier, metadata, tuple(files), dir_number=_dir_number(identifier))
+
+
+def _regenerated() -> Item:
+    """An item whose _files.xml/_meta.xml/_reviews.xml md5s do not match their bytes."""
+    item = _simple_item(REGENERATED_ID, ("01 Pavane.mp3", "02 Ondine.mp3"), "Regenerated")
+    meta = next(f for f in item.files if f.name.endswith("_meta.xml"))
+    reviews = FileEntry(
+        f"{REGENERATED_ID}_reviews.xml", "Metadata", 2370, "metadata", stale_md5=True
+    )
+    files = [f for f in item.files if f is not meta]
+    return replace(item, files=(*files, replace(meta, stale_md5=True), reviews))
+
+
+def _rpm78() -> Item:
+    """A 78rpm side: a WAVE original, VBR MP3 and Flac derivatives."""
+    identifier = RPM78_ID
+    rng = random.Random(identifier)
+    stem = "Gramophone 1234A - Bolero, Part 1 - 3.0 CT 400N-12.7 EQ"
+    wave = FileEntry(
+        f"{stem}.wav",
+        "WAVE",
+        160000,
+        mtime=1627527993,
+        tags={
+            "length": "158.01",
+            "track": "1",
+            "title": "Bolero, Part 1",
+            "album": "Gramophone 1234A",
+            "artist": "Orchestre Fictif",
+        },
+    )
+    derived = partial(_derived, wave.name, rng)
+    scan = FileEntry("Gramophone 1234A - Bolero.jpg", "JPEG", 206538, mtime=1627528022)
+    files = [
+        wave,
+        derived(f"{stem}.afpk", "Columbia Peaks", 3045),
+        derived(f"{stem}.flac", "Flac", 88000, length="158.01", height="0", width="0"),
+        derived(
+            f"{stem}.mp3",
+            "VBR MP3",
+            24732,
+            creator="Orchestre Fictif",
+            title="Bolero, Part 1",
+            track="1",
+            album="Gramophone 1234A",
+            bitrate="119",
+            length="158.04",
+            height="621",
+            width="640",
+        ),
+        derived(f"{stem}.png", "PNG", 4081),
+        derived(f"{stem}_spectrogram.png", "Spectrogram", 27333),
+        scan,
+        FileEntry(
+            "Gramophone 1234A - Bolero_thumb.jpg", "JPEG Thumb", 8891, "derivative", scan.name
+        ),
+        FileEntry("__ia_thumb.jpg", "Item Tile", 11394, mtime=1627529920),
+        FileEntry(f"{identifier}_archive.torrent", "Archive BitTorrent", 5708, "metadata"),
+        FileEntry(f"{identifier}_meta.sqlite", "Metadata", 28672, mtime=1627528044),
+        *_metadata_files(identifier, 1627529918, rng),
+    ]
+    metadata = {
+        "identifier": identifier,
+        "mediatype": "audio",
+        "creator": "Orchestre Fictif",
+        "title": "Bolero, Part 1",
+        "subject": "78rpm;Ravel",
+        "collection": ["78rpm", "audio_music"],
+        "date": "1930",
+        "publicdate": "2021-07-27 22:16:17",
+    }
+    return Item(identifier, metadata, tuple(files), dir_number=_dir_number(identifier))
+
+
+def _flac_vbr_64kb() -> Item:
+    """An audio item: Flac originals with VBR MP3, 64Kbps MP3 and Ogg derivatives."""
+    identifier = FLAC_VBR_ID
+    rng = random.Random(identifier)
+    files: list[FileEntry] = []
+    for number, title in enumerate(("Alborada", "Noctuelles", "Oiseaux tristes"), 1):
+        stem = f"ravel{number:02d}"
+        seconds = round(rng.uniform(200, 500), 2)
+        flac = FileEntry(
+            f"{stem}.flac",
+            "Flac",
+            rng.randint(50000, 80000),
+            mtime=1600000000 + number,
+            tags={"title": title, "track": f"{number}/3", "length": f"{seconds}"},
+        )
+        derived = partial(_derived, flac.name, rng)
+        files += [
+            flac,
+            derived(f"{stem}.mp3", "VBR MP3", flac.size // 3, title=title, length=_mmss(seconds)),
+            derived(f"{stem}_64kb.mp3", "64Kbps MP3", flac.size // 8, length=_mmss(seconds)),
+            derived(f"{stem}.ogg", "Ogg Vorbis", flac.size // 4, length=f"{seconds}"),
+            derived(f"{stem}.png", "PNG", rng.randint(5000, 9000)),
+        ]
+    files += _metadata_files(identifier, 1600009000, rng)
+    metadata = {
+        "identifier": identifier,
+        "mediatype": "audio",
+        "collection": ["opensource_audio"],
+        "creator": "Maurice Ravel",
+        "title": "Miroirs (selection)",
+    }
+    return Item(identifier, metadata, tuple(files), dir_number=_dir_number(identifier))
+
+
 def _build_default() -> dict[str, Item]:
     items = [
         _ravel(),
@@ -657,6 +875,12 @@ def _build_default() -> dict[str, Item]:
         _gd_like(),
         _no_mp3(),
         synthetic_item("bulk-40", 40, 65536),
+        _cd_item(SAMPLES_ID, (True, True, True, True), ["acdc", "samples_only", "audio_music"]),
+        _cd_item(MIXED_ID, (False, True, False, True), ["opensource_audio"]),
+        _collection(),
+        _regenerated(),
+        _rpm78(),
+        _flac_vbr_64kb(),
     ]
     return {item.identifier: item for item in items}
 

@@ -7,6 +7,7 @@ fixtures and the live server share one code path.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -54,14 +55,22 @@ def file_record(item: Item, entry: FileEntry) -> dict[str, str]:
     record = {"name": entry.name, "source": entry.source, "format": entry.format}
     if entry.original:
         record["original"] = entry.original
-    if not entry.bare:
+    if entry.bare:
+        record["md5"] = stale_md5(item, entry)
+    else:
         sums = checksums_of(item.identifier, entry.name, entry.size)
-        record.update(mtime=str(entry.mtime), size=str(entry.size), md5=sums.md5, crc32=sums.crc32)
+        md5 = stale_md5(item, entry) if entry.stale_md5 else sums.md5
+        record.update(mtime=str(entry.mtime), size=str(entry.size), md5=md5, crc32=sums.crc32)
         record["sha1"] = sums.sha1
     record.update(entry.tags)
     if entry.private:
         record["private"] = "true"
     return record
+
+
+def stale_md5(item: Item, entry: FileEntry) -> str:
+    """The md5 of an earlier version of a file: never the md5 of the bytes served."""
+    return hashlib.md5(f"earlier {item.identifier}/{entry.name}".encode()).hexdigest()
 
 
 def metadata(item: Item, storage_host: str) -> dict[str, Any]:
@@ -82,6 +91,8 @@ def metadata(item: Item, storage_host: str) -> dict[str, Any]:
     }
     if item.reviews:
         doc["reviews"] = [dict(r) for r in item.reviews]
+    if item.metadata.get("mediatype") == "collection":
+        doc["is_collection"] = True
     return dict(sorted(doc.items()))
 
 

@@ -28,6 +28,17 @@ def fixtures() -> dict[str, str]:
     gd_like["d1"] = "ia600201.us.archive.org"
     gd_like["workable_servers"] = ["ia800201.us.archive.org", "ia600201.us.archive.org"]
     out["metadata-gd1977-like.json"] = _json(gd_like)
+    # Real-shaped items of issue 9, for offline parse tests.
+    for identifier in (
+        "samples-only-cd",
+        "mixed-access",
+        "rpm78-like",
+        "flac-vbr-64kb",
+        "ravel-collection",
+    ):
+        out[f"metadata-{identifier}.json"] = _json(
+            render.metadata(CATALOG[identifier], STORAGE_HOST)
+        )
     return out
 
 

@@ -20,6 +20,11 @@ connection) and ``close_short`` (closed at half). ``redirect_foreign`` answers a
 "combined": {"active", "max_active"}, "log": [...], "faults_fired": [{"kind", "path", "t"}]}``.
 Counters leave out /_fake/ and robots.txt; the log has robots.txt but not /_fake/. A request
 is active from its parsed headers until just before its last byte is written.
+
+Listing faults: the fault kind ``redirect_refused`` answers a 302 to a closed port of the
+storage host (a storage node refusing connections). The knob ``hostile`` (``{"<id>":
+["<kind>", ...]}``) serves that item's details page or /metadata malformed (wrong content
+type, bad JSON, odd names...): the kinds are in ``hostile.py``.
 """
 
 from __future__ import annotations
@@ -44,13 +49,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import render
+from . import hostile, render
 from .catalog import FileEntry, Item, build_catalog, iter_file_chunks
 
 ARCHIVE_IP = "127.0.0.1"
 STORAGE_IP = "127.0.0.2"
 ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
-KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes"})
+KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes", "hostile"})
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
 REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404", "redirect_foreign"})
@@ -69,6 +74,7 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 ROBOTS = b"User-agent: *\nAllow: /\n"
+REDIRECT_KINDS |= {"redirect_refused"}  # a 302 to a closed port (see the docstring)
 
 
 class ConfigError(ValueError):
@@ -148,6 +154,7 @@ class State:
             raise ConfigError(f"unknown knobs {sorted(unknown)}; known: {sorted(KNOBS)}")
         config = {**self.config, **update}
         rules = [FaultRule.parse(r) for r in config.get("faults") or []]
+        hostile.check(config.get("hostile") or {})
         catalog = build_catalog(config)
         with self.lock:
             self.config, self.rules, self.catalog = config, rules, catalog
@@ -428,6 +435,12 @@ class Handler(BaseHTTPRequestHandler):
         elif rule.kind == "redirect_404":
             missing = f"{self.state.storage_host}/0/items/missing{self.raw_path}"
             self._send(302, b"", headers=[("Location", f"http://{missing}")])
+        elif rule.kind == "redirect_refused":  # a storage node that refuses connections
+            with socket.socket() as probe:
+                probe.bind((STORAGE_IP, 0))
+                closed = probe.getsockname()[1]
+            location = f"http://{STORAGE_IP}:{closed}{self.raw_path}"
+            self._send(302, b"", headers=[("Location", location)])
         else:
             headers = []
             if rule.retry_after is not None and rule.status in (429, 503):
@@ -452,14 +465,27 @@ class Handler(BaseHTTPRequestHandler):
         key = _decode("/".join(rest)).strip("/")
         if key:
             doc = {"result": doc[key]} if item and key in doc else {"error": f"no such key: {key}"}
+        kinds = self._hostile(identifier)
+        if kinds:
+            self._send(200, *hostile.metadata(kinds, doc))
+            return
         self._send(200, render.dumps(doc), "application/json")
+
+    def _hostile(self, identifier: str) -> list[str]:
+        return (self.state.knob("hostile") or {}).get(identifier) or []
 
     def _details(self, identifier: str) -> None:
         item = self.state.catalog.get(_decode(identifier))
         if item is None:
             self._send(404, render.not_found_html(f"/details/{_decode(identifier)}").encode())
             return
-        self._send(200, render.details_html(item, f"http://{self._host()}").encode())
+        page = render.details_html(item, f"http://{self._host()}")
+        kinds = self._hostile(item.identifier)
+        if kinds:
+            doc = render.metadata(item, self.state.storage_host)
+            self._send(200, *hostile.details(kinds, page, doc))
+            return
+        self._send(200, page.encode())
 
     def _download(self, identifier: str, name: str) -> None:
         item = self.state.catalog.get(_decode(identifier))
