@@ -13,11 +13,16 @@ from scrapy import Request
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-from ravelscraper.archive import ItemLocation
+from ravelscraper.archive import ItemLocation, RemoteFile
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.addon import Distributed
 from ravelscraper.distributed.connection import FleetUnavailable, check_redis_url, scrub
-from ravelscraper.distributed.entries import BadRecord, entry_request, item_from_record
+from ravelscraper.distributed.entries import (
+    BadRecord,
+    entry_request,
+    file_record,
+    item_from_record,
+)
 from ravelscraper.distributed.serializer import AllowedOrigins, BadEntry, decode, dumps
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
@@ -111,20 +116,42 @@ def test_a_request_class_is_refused_when_queued(spider):
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"name": "../../etc/passwd"}, "'..'"),
+        ({"file": {"name": "../../etc/passwd"}}, "'..'"),
         ({"url": "http://evil.example/download/ravel/x.mp3"}, "not allowed"),
         ({"url": f"{ORIGIN}/download/ravel/other.mp3"}, "not the download URL"),
-        ({"md5": "not-a-checksum"}, "bad 'md5'"),
-        ({"size": -1}, "bad 'size'"),
+        ({"file": {"name": "x.mp3", "size": 12}}, "/metadata entry of strings"),
+        ({"file": {"name": "x.mp3", "private": "true"}}, "/metadata entry of strings"),
+        ({"file": {"title": "no name"}}, "'name'"),
+        ({"regenerated": "yes"}, "bad 'regenerated'"),
         ({"files": []}, "fields must be exactly"),
     ],
 )
 def test_hostile_file_records_are_refused(change, reason):
-    item = audio_file("x.mp3")
-    record = {k: v for k, v in vars(item).items() if k not in ("files", "file_urls")}
+    record = file_record(audio_file("x.mp3"))
     record.update(change)
     with pytest.raises(BadRecord, match=reason):
         item_from_record(json.dumps(record).encode(), ORIGINS)
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"), [("-5", -5.0), ("04:26", 266.0), ("nan", "nan"), ("x", None)]
+)
+def test_a_file_record_is_judged_like_a_metadata_entry(length, expected):
+    """The fleet rebuilds a file with RemoteFile.from_metadata, as a single node does."""
+    record = file_record(audio_file("x.mp3"))
+    record["file"]["length"] = length
+    item = item_from_record(json.dumps(record).encode(), ORIGINS)
+    single = RemoteFile.from_metadata({"name": "x.mp3", "length": length}).length
+    assert repr(item.length) == repr(single)
+    assert item.size == 12 and item.md5 == "0" * 32
+
+
+def test_a_nan_length_is_queued_without_error(spider):
+    item = audio_file("x.mp3")
+    item.length = float("nan")
+    request = entry_request(item, spider)
+    body = base64.b64decode(request.url.split(",", 1)[1])
+    assert json.loads(body)["file"]["length"] == "nan"
 
 
 def test_allowed_origins_match_host_port_and_subdomains():
