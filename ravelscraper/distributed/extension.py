@@ -115,7 +115,8 @@ class FleetCoordinator:
             self.loop.stop()
 
     def tick(self) -> None:
-        """Heartbeat and reclaim every ``RAVEL_HEARTBEAT`` s; start URLs; wake the engine."""
+        """Heartbeat and reclaim every ``RAVEL_HEARTBEAT`` s; start URLs; the fleet's totals for
+        the progress lines; wake the engine."""
         engine_slot = getattr(self.crawler.engine, "_slot", None)
         if self.closed or engine_slot is None or engine_slot.closing is not None:
             return
@@ -125,6 +126,7 @@ class FleetCoordinator:
                 if self.closed:
                     return
             self.take_start_urls()
+            self.publish(self.fleet.queue.snapshot())  # type: ignore[union-attr]
             self.fleet.recovered()
         except RedisError as exc:
             if self.redis_trouble(exc):
@@ -155,10 +157,7 @@ class FleetCoordinator:
                 f"[fleet] gave up {dead} entries after {settings.max_attempts} nodes stopped "
                 "holding them: their files fail; see `scrapy fleet status`"
             )
-        state = queue.snapshot()
-        if self.data_lost(state):
-            return
-        self.publish(state)
+        self.data_lost(queue.snapshot())
 
     def data_lost(self, state: dict[str, int]) -> bool:
         """A run this node saw has vanished: Redis lost the fleet's data. Stops the node."""
