@@ -97,6 +97,20 @@ def hostile(spider, **changes) -> bytes:
         (lambda s: hostile(s, url="http://127.0.0.1:6379/metadata/x"), "is not allowed"),
         (lambda s: hostile(s, url=f"{ORIGIN}/metadata/other"), "does not match its item"),
         (
+            # meta.redirect_urls no longer skips the check that a URL belongs to its item
+            lambda s: hostile(
+                s, url=f"{ORIGIN}/metadata/other", meta={"redirect_urls": [f"{ORIGIN}/elsewhere"]}
+            ),
+            "does not match its item",
+        ),
+        (
+            lambda s: hostile(
+                s,
+                meta={"redirect_urls": [f"{ORIGIN}/metadata/x", "http://evil.example/metadata/x"]},
+            ),
+            "redirect via 'http://evil.example/metadata/x' is not allowed",
+        ),
+        (
             lambda s: hostile(
                 s,
                 cb_kwargs={"item": {"origin": "http://evil", "identifier": "x"}, "page_names": []},
