@@ -13,7 +13,8 @@ so the popping node judges it with the very function a single node uses,
 It is checked like any other queue entry: it comes from a Redis others may write to.
 
 A job that fails while being listed (``CloseSpider`` from the spider: an unknown item, no
-matching files) fails that job in the ledger, not the node: the node carries on.
+matching files; or a callback that crashed) fails that job in the ledger, not the node: the
+node carries on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any, Self
 
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
-from scrapy.exceptions import CloseSpider
 from scrapy.http import Response
 
 from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
@@ -187,10 +187,10 @@ class FileEntries:
                     files.append(output)
                 else:
                     yield output
-        except CloseSpider as exc:
-            if self.fleet.scheduler is None or not self.fleet.scheduler.job_failed(
-                response.request, exc
-            ):
+        except Exception as exc:  # CloseSpider from RavelSpider.fail, or a crash
+            if from_entry or self.fleet.scheduler is None:
+                raise
+            if not self.fleet.scheduler.job_failed(response.request, exc):
                 raise
             return
         if self.fleet.scheduler is None:
@@ -198,3 +198,12 @@ class FileEntries:
         for request in self.fleet.scheduler.queue_files(files, response.request):
             yield request
         self.fleet.scheduler.page_done(response.request)
+
+    def process_spider_exception(self, response: Response, exception: Exception) -> Any:
+        """A page callback that raised before yielding (not a generator): same as above."""
+        scheduler = self.fleet.scheduler
+        if response.url.startswith(DATA_PREFIX) or scheduler is None:
+            return None
+        if scheduler.job_failed(response.request, exception):
+            return []
+        return None

@@ -298,7 +298,7 @@ class FleetCoordinator:
         message = (
             f"[fleet] {pending} files of the run are pending but no entry is left to complete "
             "them: the queue was lost (FLUSHDB, keys deleted, or a Redis restarted without "
-            "persistence); stopping: run the job again"
+            "persistence); stopping: `scrapy fleet reset`, then run the job again"
         )
         logger.error(message)
         self.crawler.stats.set_value("ravel/error", message)

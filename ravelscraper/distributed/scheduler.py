@@ -142,7 +142,7 @@ class GuardedErrback:
         try:
             result = self.ravel_original(failure)
             outputs = [result] if isinstance(result, Request) else list(result or ())
-        except CloseSpider as exc:
+        except Exception as exc:
             if scheduler.job_failed(request, exc):
                 return []
             raise
@@ -371,14 +371,16 @@ class RavelScheduler(Scheduler):
             elif lease.outcome is not None:
                 path, outcome, reason, size = lease.outcome
                 acked = self.queue.complete(entry_id, path, outcome, reason, size)
-            elif stopping:
-                continue  # cut short: handed back by close()
             elif lease.is_file:
+                if stopping:
+                    continue  # cut short: handed back by close()
                 # Its record was consumed without an item reaching the end of the pipelines.
                 self.queue.reject(entry_id, "file entry produced no file")
                 acked = True
-            else:
+            elif lease.completed or not stopping:
                 acked = self.queue.ack(entry_id)
+            else:
+                continue  # a page cut short: handed back by close()
             del self.leases[entry_id]
             self.lease_of.pop(lease.request, None)
             if not acked:
@@ -435,14 +437,21 @@ class RavelScheduler(Scheduler):
         if lease is not None:
             lease.completed = True
 
-    def job_failed(self, request: Request, exc: CloseSpider) -> bool:
-        """A page entry's callback stopped its job (``RavelSpider.fail``): record the job as
-        failed in the ledger and keep the node serving. False if this is no fleet job."""
+    def job_failed(self, request: Request, exc: Exception) -> bool:
+        """A page entry's callback stopped its job (``RavelSpider.fail`` raises CloseSpider)
+        or crashed: record the job as failed in the ledger and keep the node serving.
+        False if this is no fleet job."""
         lease = self.lease_for(request)
         location = request.cb_kwargs.get("item")
         if lease is None or not isinstance(location, ItemLocation):
             return False
-        message = str(self.stats.get_value("ravel/error") or exc.reason or "failed")
+        if isinstance(exc, CloseSpider):
+            message = str(self.stats.get_value("ravel/error") or exc.reason or "failed")
+            code = exc.reason
+        else:  # a bug or a malformed answer: one line, not a traceback
+            message = f"cannot list {location.identifier!r}: {describe(exc)}"
+            code = type(exc).__name__
+            logger.error(f"[fleet] {message}")
         try:
             self.queue.item_failed(location.identifier, message)
         except RedisError as error:
@@ -452,7 +461,7 @@ class RavelScheduler(Scheduler):
         lease.completed = True
         self.stats.inc_value("ravel/jobs_failed")
         logger.info(
-            f"[fleet] job {location.identifier!r} failed ({exc.reason}): recorded in "
+            f"[fleet] job {location.identifier!r} failed ({code}): recorded in "
             f"{self.fleet.keys.items if self.fleet.keys else 'the ledger'}; this node carries on"
         )
         return True
@@ -494,13 +503,13 @@ class RavelScheduler(Scheduler):
                         continue
                     entry.meta[OWNER_META] = f"file:{path}"
                     requests.append(entry)
-                self.stats.inc_value("ravel/entries_queued", len(requests))
         except RedisError as exc:
             # The page entry stays leased and goes back to the queue: it is listed again.
             self.fleet.trouble(exc)
             if request is not None:
                 self.unfinished(request)
             return []
+        self.stats.inc_value("ravel/entries_queued", len(requests))
         return requests
 
     def file_refused(self, item: AudioFile, why: str, path: str | None = None) -> None:
