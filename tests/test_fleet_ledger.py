@@ -220,6 +220,9 @@ def test_hostile_redis_values_never_stop_or_wedge_a_node(archive, fleet, tmp_pat
     redis.hset("ravel:inflight", "no-bar", "garbage")  # a malformed lease
     redis.hset("ravel:payloads", "no-bar", b"{}")
     redis.set("ravel:activity", "not-a-number")
+    redis.set("ravel:seq", "garbage")  # counters written by hand are repaired
+    redis.hset("ravel:counters", "acked", "1.5")
+    redis.hset("ravel:attempts", "no-bar", "x")
     store = tmp_path / "store"
     node = fleet.start(store=store, RAVEL_WAIT_FOR_WORK=3, RAVEL_ORIGIN=archive.archive)
     fleet.wait(timeout=60)
@@ -241,6 +244,17 @@ def test_a_waiting_node_on_a_fresh_redis_waits_as_long_as_asked(archive, fleet, 
     fleet.wait(timeout=60)
     assert node.returncode == 0, node.log[-3000:]
     assert node.exited - started >= 4  # it exited after 1.6 s: no activity counted as time 0
+
+
+def test_a_key_of_the_wrong_type_stops_a_running_node_in_one_line(fleet, tmp_path):
+    node = fleet.start(store=tmp_path, **WAITING)
+    wait_for(node, "waiting for work")
+    fleet.redis.sadd("ravel:start_urls", "not a list")
+    fleet.wait(timeout=30)
+    assert node.returncode == 1
+    errors = node.lines("[ERROR]")
+    assert len(errors) == 1 and "WRONGTYPE" in errors[0], node.log[-3000:]
+    assert "Traceback" not in node.log
 
 
 @pytest.mark.parametrize(

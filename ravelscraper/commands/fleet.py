@@ -235,7 +235,3 @@ def reset(client: Any, keys: Any, force: bool) -> None:
         raise FleetError(f"{live} nodes are still running this job: stop them first, or --force")
     deleted = client.delete(*keys.all())
     print(f"deleted {deleted} keys of job {keys.prefix}: the next run starts anew")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("run it as: scrapy fleet status|push|reset")

@@ -81,11 +81,14 @@ class Fleet:
         return fleet
 
     def trouble(self, exc: Exception) -> bool:
-        """Count a failed Redis call; True once Redis has failed for ``RAVEL_REDIS_GRACE`` s.
+        """Count a failed Redis call; True once Redis has failed for ``RAVEL_REDIS_GRACE`` s
+        (at once for a key of the wrong type).
 
         A restart of Redis (with persistence, as the README advises) is ridden out: the node
         keeps its leases and transfers, and carries on when Redis answers again.
         """
+        if is_wrong_type(exc):
+            return True  # a key of the wrong type: no waiting cures it
         now = monotonic()
         if self.down_since is None:
             self.down_since = now

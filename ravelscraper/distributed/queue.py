@@ -16,7 +16,20 @@ from scrapy_redis.queue import Base
 
 from ravelscraper.distributed.keys import JobKeys
 
-NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) " + (
+    # Counters written by hand (not an integer) are repaired, never a failing script.
+    """
+local function whole(v) return v ~= nil and v == math.floor(v) and math.abs(v) < 2^53 end
+local function hincr(key, field, by)
+  if not whole(tonumber(redis.call('HGET', key, field))) then redis.call('HSET', key, field, 0) end
+  return redis.call('HINCRBY', key, field, by)
+end
+local function incr(key, restart)
+  if not whole(tonumber(redis.call('GET', key))) then redis.call('SET', key, restart - 1) end
+  return redis.call('INCR', key)
+end
+"""
+)
 # Every number read back from Redis goes through num(): a malformed value counts as 0.
 NUM = "local function num(v) return tonumber(v) or 0 end "
 
@@ -26,7 +39,7 @@ PUSH = (
     NOW_MS
     + """
 if ARGV[1] ~= '' and redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-local id = string.format('%014d', redis.call('INCR', KEYS[4]))
+local id = string.format('%014d', incr(KEYS[4], now))
 redis.call('HSET', KEYS[3], id, ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], id)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], id, ARGV[4]) end
@@ -57,7 +70,7 @@ if lease and string.sub(lease, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
   redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
   redis.call('HDEL', KEYS[6], ARGV[2])
-  redis.call('HINCRBY', KEYS[5], 'acked', 1)
+  hincr(KEYS[5], 'acked', 1)
   redis.call('SET', KEYS[4], now)
   acked = 1
 end
@@ -76,10 +89,10 @@ COMPLETE = (
     + """
 if redis.call('HGET', KEYS[7], ARGV[3]) == 'pending' then
   redis.call('HSET', KEYS[7], ARGV[3], ARGV[4])
-  redis.call('HINCRBY', KEYS[9], ARGV[4], 1)
-  redis.call('HINCRBY', KEYS[9], ARGV[4] .. ':' .. ARGV[7], 1)
+  hincr(KEYS[9], ARGV[4], 1)
+  hincr(KEYS[9], ARGV[4] .. ':' .. ARGV[7], 1)
   if ARGV[4] == 'verified' then
-    redis.call('HINCRBY', KEYS[9], 'bytes_verified', tonumber(ARGV[6]) or 0)
+    hincr(KEYS[9], 'bytes_verified', tonumber(ARGV[6]) or 0)
   else
     redis.call('HSET', KEYS[8], ARGV[3], ARGV[5])
   end
@@ -111,17 +124,17 @@ for i = 2, #ARGV, 3 do
       redis.call('HSET', KEYS[1], path, 'failed')
       redis.call('HSET', KEYS[6], path, 'refused the name: it differs only in case from ' .. other)
       for _, field in ipairs({'listed', 'failed'}) do
-        redis.call('HINCRBY', KEYS[3], field, 1)
-        redis.call('HINCRBY', KEYS[3], field .. ':' .. ident, 1)
+        hincr(KEYS[3], field, 1)
+        hincr(KEYS[3], field .. ':' .. ident, 1)
       end
     end
   else
     if not other then redis.call('HSET', KEYS[2], fold, path) end
     if new then
       redis.call('HSET', KEYS[1], path, 'pending')
-      redis.call('HINCRBY', KEYS[3], 'listed', 1)
-      redis.call('HINCRBY', KEYS[3], 'listed:' .. ident, 1)
-      redis.call('HINCRBY', KEYS[3], 'bytes_listed', size)
+      hincr(KEYS[3], 'listed', 1)
+      hincr(KEYS[3], 'listed:' .. ident, 1)
+      hincr(KEYS[3], 'bytes_listed', size)
     end
   end
 end
@@ -136,7 +149,7 @@ ITEM_FAILED = (
     + """
 if string.sub(redis.call('HGET', KEYS[1], ARGV[1]) or '', 1, 6) == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], 'failed: ' .. ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'jobs_failed', 1)
+hincr(KEYS[2], 'jobs_failed', 1)
 redis.call('SET', KEYS[3], now)
 return 1
 """
@@ -186,7 +199,7 @@ for i = 1, #leases, 2 do
   end
   if node == '' or not redis.call('ZSCORE', KEYS[1], node) then
     redis.call('HDEL', KEYS[2], id)
-    local tries = redis.call('HINCRBY', KEYS[4], id, 1)
+    local tries = hincr(KEYS[4], id, 1)
     if tries >= tonumber(ARGV[1]) then
       redis.call('HSET', KEYS[5], id, node)
       dead = dead + 1
@@ -198,14 +211,14 @@ for i = 1, #leases, 2 do
           local ident = string.match(path, '^[^/]*')
           redis.call('HSET', KEYS[9], path, 'failed')
           redis.call('HSET', KEYS[10], path, why)
-          redis.call('HINCRBY', KEYS[11], 'failed', 1)
-          redis.call('HINCRBY', KEYS[11], 'failed:' .. ident, 1)
+          hincr(KEYS[11], 'failed', 1)
+          hincr(KEYS[11], 'failed:' .. ident, 1)
         end
       elseif string.sub(owner, 1, 5) == 'item:' then
         local ident = string.sub(owner, 6)
         if string.sub(redis.call('HGET', KEYS[12], ident) or '', 1, 6) ~= 'failed' then
           redis.call('HSET', KEYS[12], ident, 'failed: ' .. why)
-          redis.call('HINCRBY', KEYS[11], 'jobs_failed', 1)
+          hincr(KEYS[11], 'jobs_failed', 1)
         end
       end
     else
@@ -216,7 +229,7 @@ for i = 1, #leases, 2 do
 end
 if moved + dead > 0 then
   redis.call('SET', KEYS[6], now)
-  redis.call('HINCRBY', KEYS[7], 'reclaimed', moved)
+  hincr(KEYS[7], 'reclaimed', moved)
 end
 return {moved, dead}
 """
@@ -251,7 +264,7 @@ redis.call('SET', KEYS[9], now)
 if redis.call('HGET', KEYS[1], 'state') == 'open' then
   return tonumber(redis.call('HGET', KEYS[1], 'id')) or 0
 end
-local id = redis.call('INCR', KEYS[2])
+local id = incr(KEYS[2], 1)
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1])
 redis.call('HDEL', KEYS[1], 'closed', 'closed_by')
@@ -275,7 +288,7 @@ local pending = t('listed') - t('verified') - t('failed')
 if pending > 0 then return {-1, pending} end
 redis.call('DEL', KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[7], 'state', 'closed', 'closed', now, 'closed_by', ARGV[1])
-redis.call('HINCRBY', KEYS[6], 'runs_finished', 1)
+hincr(KEYS[6], 'runs_finished', 1)
 return {1}
 """
 )

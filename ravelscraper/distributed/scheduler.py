@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from ravelscraper.archive import ItemLocation
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.connection import FleetUnavailable
-from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.fleet import Fleet, is_wrong_type
 from ravelscraper.distributed.queue import ReliableQueue
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK, AllowedOrigins, decode
 from ravelscraper.downloader import TransferCancelled
@@ -530,10 +530,17 @@ class RavelScheduler(Scheduler):
         if self.failed:
             return
         self.failed = True
-        message = (
-            f"[fleet] lost Redis at {self.fleet.where} for {self.fleet.settings.redis_grace:.0f} s "
-            f"({type(exc).__name__}); stopping"
-        )
+        if is_wrong_type(exc):
+            message = (
+                "[fleet] a key of the job has the wrong Redis type (WRONGTYPE): another program "
+                "uses this prefix or it was written by hand; `scrapy fleet reset` clears it; "
+                "stopping"
+            )
+        else:
+            message = (
+                f"[fleet] lost Redis at {self.fleet.where} for "
+                f"{self.fleet.settings.redis_grace:.0f} s ({type(exc).__name__}); stopping"
+            )
         logger.error(message)
         self.stats.set_value("ravel/error", message)
         deferred_from_coro(self.crawler.engine.close_spider_async(reason="redis_unavailable"))
