@@ -46,7 +46,7 @@ class Progress:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL", 5.0))
+        extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL"))
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension

@@ -217,6 +217,8 @@ def test_hostile_redis_values_never_stop_or_wedge_a_node(archive, fleet, tmp_pat
     redis.rpush("ravel:start_urls", json.dumps({"item": "good-3"}))
     redis.zadd("ravel:requests", {"deep": 0})
     redis.hset("ravel:payloads", "deep", nested)  # RecursionError in the decoder
+    redis.zadd("ravel:requests", {"huge": 0})
+    redis.hset("ravel:payloads", "huge", b"{" * (3 << 20))  # never sent to the node
     redis.hset("ravel:inflight", "no-bar", "garbage")  # a malformed lease
     redis.hset("ravel:payloads", "no-bar", b"{}")
     redis.set("ravel:activity", "not-a-number")
@@ -232,7 +234,8 @@ def test_hostile_redis_values_never_stop_or_wedge_a_node(archive, fleet, tmp_pat
     assert verified(store, archive, "good-3") == 3
     rejected = {k.decode(): v.decode() for k, v in redis.hgetall("ravel:rejected").items()}
     assert rejected["deep"].startswith("not a JSON entry") or "Recursion" in rejected["deep"]
-    assert any("larger than" in reason for reason in rejected.values())
+    assert "larger than" in rejected["huge"]
+    assert any("larger than" in v for k, v in rejected.items() if k.startswith("start_url:"))
     assert "no-bar" in rejected  # the malformed lease was requeued, then refused
     assert redis.llen("ravel:start_urls") == 0 and redis.hlen("ravel:inflight") == 0
     assert node.returncode == 0, log[-3000:]

@@ -257,8 +257,8 @@ class FleetCoordinator:
         if wait < 0 or (wait > 0 and quiet < wait):
             raise DontCloseSpider
         logger.info(
-            f"[fleet] no work left in the fleet ({state['acked']} entries done in this job); "
-            "this node stops"
+            f"[fleet] no work left in the fleet (run {state['run']}: {state['verified']} of "
+            f"{state['listed']} files verified, {state['failed']} failed); this node stops"
         )
 
     def quiet(self, state: dict[str, int]) -> float:

@@ -15,6 +15,7 @@ from scrapy import Request, Spider
 from scrapy_redis.queue import Base
 
 from ravelscraper.distributed.keys import JobKeys
+from ravelscraper.distributed.serializer import MAX_ENTRY_BYTES
 
 NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) " + (
     # Counters written by hand (not an integer) are repaired, never a failing script.
@@ -48,7 +49,8 @@ return 1
 """
 )
 
-# KEYS requests payloads inflight activity / ARGV node
+# KEYS requests payloads inflight activity / ARGV node max_bytes
+# -> {id, payload} | {id, '', size} for a payload too large to send | {id} if none
 POP = (
     NOW_MS
     + """
@@ -56,6 +58,8 @@ local top = redis.call('ZPOPMIN', KEYS[1])
 if #top == 0 then return false end
 redis.call('HSET', KEYS[3], top[1], ARGV[1] .. '|' .. top[2])
 redis.call('SET', KEYS[4], now)
+local size = redis.call('HSTRLEN', KEYS[2], top[1])
+if size > tonumber(ARGV[2]) then return {top[1], '', tostring(size)} end
 return {top[1], redis.call('HGET', KEYS[2], top[1])}
 """
 )
@@ -409,15 +413,19 @@ class ReliableQueue(Base):
         )
         return bool(pushed)
 
-    def pop(self, timeout: int = 0) -> tuple[str, bytes | None] | None:  # type: ignore[override]
-        """Lease the first entry: ``(id, payload)``; the payload is None if it is missing."""
+    def pop(self, timeout: int = 0) -> tuple[str, bytes | int | None] | None:  # type: ignore[override]
+        """Lease the first entry: ``(id, payload)``; the payload is None if it is missing, and
+        its size (an int) if it is larger than ``MAX_ENTRY_BYTES``: it is never sent."""
         k = self.keys
         found = self.scripts["pop"](
-            keys=[k.requests, k.payloads, k.inflight, k.activity], args=[self.node]
+            keys=[k.requests, k.payloads, k.inflight, k.activity],
+            args=[self.node, MAX_ENTRY_BYTES],
         )
         if not found:
             return None
         entry_id, payload = found[0], found[1] if len(found) > 1 else None
+        if len(found) > 2:
+            return _text(entry_id), int(found[2])
         return _text(entry_id), payload or None
 
     def _ack_keys(self) -> list[str]:

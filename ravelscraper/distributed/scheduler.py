@@ -292,6 +292,9 @@ class RavelScheduler(Scheduler):
                 if popped is None:
                     return None
                 entry_id, payload = popped
+                if isinstance(payload, int):
+                    self.reject(entry_id, f"entry of {payload} bytes is larger than the limit")
+                    continue
                 try:
                     request = decode(payload, self.spider, self.origins)
                 except Exception as exc:  # any bad entry: one line, never a crash
