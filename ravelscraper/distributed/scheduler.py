@@ -202,9 +202,15 @@ class RavelScheduler(Scheduler):
         self.spider = spider
         try:
             self.queue = self.fleet.open(spider, self.serializer)
-            if not self.fleet.settings.wait_for_work:
-                self.fleet.joined_run(self.queue.open_run())
-            state = self.queue.snapshot()
+            try:
+                if not self.fleet.settings.wait_for_work:
+                    self.fleet.joined_run(self.queue.open_run())
+                state = self.queue.snapshot()
+            except RedisError as error:
+                raise FleetUnavailable(
+                    f"Redis at {self.fleet.where} failed while this node joined "
+                    f"({type(error).__name__})"
+                ) from None
         except FleetUnavailable as exc:
             # Raising here would skip opening the pipelines (and fail their closing): the
             # extension's spider_opened raises CloseSpider("redis_unavailable") instead.
