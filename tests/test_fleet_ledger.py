@@ -308,3 +308,40 @@ def test_a_flushed_redis_is_reported_as_lost_never_as_success(archive, fleet, tm
         assert node.returncode == 1, node.log[-3000:]
         assert "Traceback" not in node.log
         assert any("is gone" in line or "was lost" in line for line in node.lines("[ERROR]"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB filesystem: room for a few 64 KiB files, not eight."""
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_a_node_whose_disk_fills_up_hands_its_files_to_the_fleet(
+    archive, fleet, tmp_path, small_disk
+):
+    archive.configure({"items": {"disk-8": {"count": 8}}})
+    details = f"url={archive.details_url('disk-8')}"
+    full = fleet.start("-a", details, store=small_disk)
+    fleet.wait()
+    assert full.returncode == 1
+    assert any("No space left on device" in line for line in full.lines("[ERROR]"))
+    state = fleet_status(fleet.url)
+    assert state["files"]["failed"] == 0 and state["files"]["pending"] >= 1  # not failed: back
+
+    store = tmp_path / "store"
+    other = fleet.start("-a", details, store=store)
+    fleet.wait()
+    assert other.returncode == 0, other.log[-3000:]
+    assert verified(small_disk, archive, "disk-8") + verified(store, archive, "disk-8") == 8
+    state = fleet_status(fleet.url)
+    assert state["files"] == {"listed": 8, "verified": 8, "failed": 0, "pending": 0}
