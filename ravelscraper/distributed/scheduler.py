@@ -185,8 +185,8 @@ class RavelScheduler(Scheduler):
                 "shared by the fleet; reset a job with `scrapy fleet reset`"
             )
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
-        crawler.signals.connect(self.item_failed, signal=signals.item_error)
-        crawler.signals.connect(self.item_failed, signal=signals.item_dropped)
+        crawler.signals.connect(self.item_not_stored, signal=signals.item_error)
+        crawler.signals.connect(self.item_not_stored, signal=signals.item_dropped)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
@@ -404,7 +404,7 @@ class RavelScheduler(Scheduler):
     def item_scraped(self, item: Any, response: Any, spider: Spider) -> None:
         self.settle_file(item, response, error=None)
 
-    def item_failed(self, item: Any, response: Any, spider: Spider, **kwargs: Any) -> None:
+    def item_not_stored(self, item: Any, response: Any, spider: Spider, **kwargs: Any) -> None:
         problem = kwargs.get("failure") or kwargs.get("exception")
         value = getattr(problem, "value", problem)
         self.settle_file(item, response, error=describe(value) if value else "dropped")
