@@ -23,6 +23,14 @@ def rate(size: float, seconds: float) -> float:
     return size / max(seconds, 1e-9)
 
 
+def eta(remaining: float, speed: float) -> str:
+    return (
+        str(timedelta(seconds=round(remaining / speed)))
+        if speed > 0 and remaining > 0
+        else "unknown"
+    )
+
+
 class Progress:
     """Logs ``[progress]`` every ``RAVEL_PROGRESS_INTERVAL`` seconds and a final summary.
 
@@ -38,7 +46,7 @@ class Progress:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL", 5.0))
+        extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL"))
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension
@@ -60,24 +68,43 @@ class Progress:
             self.loop.start(self.interval, now=False)
 
     def log_progress(self) -> None:
+        if self.stats.get_value("ravel/fleet_files_total") is not None:
+            self.log_fleet_progress()
+            return
         total = self.stat("files_total")
-        done = (
-            self.stat("files_downloaded") + self.stat("files_uptodate") + self.stat("files_failed")
-        )
+        done = self.own_files_done()
         if not total or done >= total:
             return
         bytes_total = self.stat("bytes_total")
         downloaded = self.stat("bytes_downloaded")
         bytes_done = downloaded + self.stat("bytes_uptodate")
         speed = rate(downloaded, monotonic() - self.started)
-        eta = (
-            str(timedelta(seconds=round((bytes_total - bytes_done) / speed)))
-            if speed > 0 and bytes_total > bytes_done
-            else "unknown"
-        )
         logger.info(
             f"[progress] {done}/{total} files, {mb(bytes_done)}/{mb(bytes_total)} MB, "
-            f"{speed / 1_000_000:.2f} MB/s, ETA {eta}"
+            f"{speed / 1_000_000:.2f} MB/s, ETA {eta(bytes_total - bytes_done, speed)}"
+        )
+
+    def own_files_done(self) -> int:
+        return (
+            self.stat("files_downloaded") + self.stat("files_uptodate") + self.stat("files_failed")
+        )
+
+    def log_fleet_progress(self) -> None:
+        """A fleet node: the whole fleet's files and bytes (the run's ledger, refreshed at
+        each heartbeat by the fleet's extension), then this node's share and rate."""
+        total, done = self.stat("fleet_files_total"), self.stat("fleet_files_done")
+        if not total or done >= total:
+            return
+        bytes_total, bytes_done = self.stat("fleet_bytes_total"), self.stat("fleet_bytes_done")
+        downloaded = self.stat("bytes_downloaded")
+        speed = rate(downloaded, monotonic() - self.started)
+        failed = self.stat("fleet_files_failed")
+        logger.info(
+            f"[progress] fleet {done}/{total} files"
+            + (f" ({failed} failed)" if failed else "")
+            + f", {mb(bytes_done)}/{mb(bytes_total)} MB; this node {self.own_files_done()} "
+            f"files, {mb(downloaded + self.stat('bytes_uptodate'))} MB, "
+            f"{speed / 1_000_000:.2f} MB/s"
         )
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
@@ -91,7 +118,13 @@ class Progress:
             level,
             f"[main finished] {downloaded} downloaded ({mb(megabytes)} MB in {elapsed:.1f} s, "
             f"{rate(megabytes, elapsed) / 1_000_000:.2f} MB/s), "
-            f"{self.stat('files_uptodate')} already up to date, {failed} failed"
+            f"{self.stat('files_uptodate')} already up to date, "
+            + (
+                f"{unverified} unverified, "
+                if (unverified := self.stat("files_unverified"))
+                else ""
+            )
+            + f"{failed} failed"
             + (f", {cancelled} not started" if (cancelled := self.stat("files_cancelled")) else "")
             + ("" if reason == "finished" else f"; stopped: {reason}"),
         )

@@ -80,8 +80,17 @@ COOKIES_ENABLED = False
 # of a fleet sharing a Redis queue; without it, nothing changes. See README.
 ADDONS = {"ravelscraper.distributed.addon.Distributed": 0}
 RAVEL_REDIS_PREFIX = "%(spider)s"  # keys: ravel:requests, ravel:start_urls, ...
-RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all nodes; 0 = no cap
-RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to others
 RAVEL_WAIT_FOR_WORK = 0  # seconds to wait for pushed start URLs (-1 forever); 0: own item
+RAVEL_ALLOWED_ORIGINS: list[
+    str
+] = []  # more origins entries may name (RAVEL_ORIGIN, -a url: always)
+RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to others
+RAVEL_HEARTBEAT = 2.0  # seconds between heartbeats (and reclaim passes)
 RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
+RAVEL_MAX_ATTEMPTS = 5  # an entry held by this many stopped nodes is given up (failed)
+RAVEL_NODE_MAX_LEASES = 0  # entries one node holds at once; 0: CONCURRENT_REQUESTS_PER_DOMAIN
 RAVEL_REDIS_GRACE = 30.0  # seconds a node rides out an unreachable Redis (a restart)
+RAVEL_MAX_START_URL_BYTES = 65536  # larger start-URL entries are rejected unread
+RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all nodes; 0 = no cap
+RAVEL_FLEET_LEASE_TTL = 60.0  # seconds before a killed node's fleet-cap places come back
+RAVEL_FLEET_WAIT_TIMEOUT = 600.0  # seconds a transfer waits for a fleet-cap place, then fails

@@ -102,7 +102,7 @@ class Fleet:
 
     def queue_state(self) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "ravelscraper.distributed", "status", "--json"],
+            [sys.executable, "-m", "scrapy", "fleet", "status", "--json"],
             cwd=ROOT,
             env=crawl_env(REDIS_URL=self.url),
             capture_output=True,
@@ -276,9 +276,8 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
         "dont_filter": True,
     }  # fmt: skip
     evil_record = {
-        "identifier": "alpha", "name": "../../escape.mp3", "url": "", "format": "",
-        "title": "", "track": "", "album": "", "creator": "", "length": None, "size": None,
-        "md5": None, "regenerated": False, "error": "",
+        "identifier": "alpha", "url": "", "file": {"name": "../../escape.mp3"},
+        "regenerated": False, "error": "",
     }  # fmt: skip
     good_entry["url"] = (
         "data:application/json;base64,"
@@ -322,18 +321,18 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
     print("\n" + "\n".join(rejected))
     assert len(rejected) == 7  # each bad entry once, on one node, in one line
     for reason in (
-        "evil-pickle: pickled data",
-        "evil-class: unexpected fields ['_class']",
-        "evil-callback: callback 'close' is not allowed",
-        f"evil-host: host of '{foreign}/details/x' is not allowed",
+        "'evil-pickle': pickled data",
+        "'evil-class': unexpected fields ['_class']",
+        "'evil-callback': callback 'close' is not allowed",
+        f"'evil-host': host of '{foreign}/details/x' is not allowed",
         "rejected a file entry: it has a '..' path component",
         "'http://127.0.0.1/not-json': not JSON",
-        f"origin {foreign} is not allowed",
+        f"origin {foreign!r} is not allowed",
     ):
         assert reason in logs
     with trap, pytest.raises(BlockingIOError):
         trap.accept()  # no node ever connected to the foreign host
-    assert redis.hlen("ravel:rejected") == 6  # the file record was acked, its item refused
+    assert redis.hlen("ravel:rejected") == 7  # the bad file record too
     assert redis.llen("ravel:start_urls") == 0
 
 
@@ -365,7 +364,10 @@ def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
     ("case", "expected"),
     [
         ("down", "cannot reach Redis at redis://127.0.0.1:"),
-        ("bad-db", "REDIS_URL database must be a number, not 'abc'"),
+        ("bad-db", "REDIS_URL database must be a number"),
+        ("hash-in-password", "REDIS_URL is not a valid URL"),
+        ("slash-in-password", "REDIS_URL is not a valid URL"),
+        ("question-in-password", "REDIS_URL is not a valid URL"),
         ("bad-scheme", "REDIS_URL must start with redis://"),
         ("wrong-password", "refused the credentials in REDIS_URL"),
         ("no-password", "needs a password"),
@@ -378,6 +380,10 @@ def test_an_unusable_redis_is_one_line_and_a_failed_exit(
     url = {
         "down": f"redis://:{SECRET}@127.0.0.1:{free_port()}/0",
         "bad-db": f"redis://:{SECRET}@127.0.0.1:{port}/abc",
+        # Unencoded '#', '/' or '?' in a password: the URL parser's message quotes a piece.
+        "hash-in-password": f"redis://:{SECRET}#@127.0.0.1:{port}/0",
+        "slash-in-password": f"redis://:{SECRET[:6]}/{SECRET[6:]}@127.0.0.1:{port}/0",
+        "question-in-password": f"redis://u:{SECRET[:6]}?{SECRET[6:]}@127.0.0.1:{port}/0",
         "bad-scheme": f"http://:{SECRET}@127.0.0.1:{port}/0",
         "wrong-password": redis_with_password.url(0, password=SECRET[::-1]),
         "no-password": f"redis://127.0.0.1:{port}/0",
@@ -395,7 +401,8 @@ def test_an_unusable_redis_is_one_line_and_a_failed_exit(
     assert done.returncode == 1, log
     assert len(problems) == 1 and expected in problems[0], log
     assert "Traceback" not in log
-    assert SECRET not in log and SECRET[::-1] not in log
+    for secret in (SECRET, SECRET[::-1], SECRET[:6], SECRET[6:]):
+        assert secret not in log
     assert archive.stats()["log"] == []  # nothing was fetched
 
 
@@ -404,10 +411,11 @@ def test_status_and_reset_commands(fleet):
     redis.zadd("ravel:requests", {"00000000000001": 0})
     redis.hset("ravel:payloads", "00000000000001", "{}")
     redis.zadd("ravel:nodes", {"elsewhere:1:abc": time.time() * 1000 + 60_000})
+    redis.zadd("ravel:nodes", {"expired:2:def": time.time() * 1000 - 60_000})
 
     def command(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "ravelscraper.distributed", *args],
+            [sys.executable, "-m", "scrapy", "fleet", *args],
             cwd=ROOT,
             env=crawl_env(REDIS_URL=fleet.url),
             capture_output=True,
@@ -417,7 +425,8 @@ def test_status_and_reset_commands(fleet):
 
     status = command("status")
     assert status.returncode == 0, status.stderr
-    assert "queued             1" in status.stdout and "elsewhere:1:abc" in status.stdout
+    assert "queue: 1 entries waiting" in status.stdout
+    assert "live nodes: 1 (elsewhere:1:abc)" in status.stdout  # an expired node is not live
     refused = command("reset")
     assert refused.returncode == 1 and "still running" in refused.stderr
     assert redis.exists("ravel:requests")

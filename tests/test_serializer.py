@@ -9,15 +9,24 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scrapy import Request
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-from ravelscraper.archive import ItemLocation
+from ravelscraper.archive import ItemLocation, RemoteFile
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.addon import Distributed
 from ravelscraper.distributed.connection import FleetUnavailable, check_redis_url, scrub
-from ravelscraper.distributed.entries import BadRecord, entry_request, item_from_record
+from ravelscraper.distributed.entries import (
+    FILE_FIELDS,
+    BadRecord,
+    entry_request,
+    file_record,
+    item_from_record,
+)
+from ravelscraper.distributed.extension import BadStartUrl, start_requests
 from ravelscraper.distributed.serializer import AllowedOrigins, BadEntry, decode, dumps
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
@@ -88,6 +97,20 @@ def hostile(spider, **changes) -> bytes:
         (lambda s: hostile(s, url="http://127.0.0.1:6379/metadata/x"), "is not allowed"),
         (lambda s: hostile(s, url=f"{ORIGIN}/metadata/other"), "does not match its item"),
         (
+            # meta.redirect_urls no longer skips the check that a URL belongs to its item
+            lambda s: hostile(
+                s, url=f"{ORIGIN}/metadata/other", meta={"redirect_urls": [f"{ORIGIN}/elsewhere"]}
+            ),
+            "does not match its item",
+        ),
+        (
+            lambda s: hostile(
+                s,
+                meta={"redirect_urls": [f"{ORIGIN}/metadata/x", "http://evil.example/metadata/x"]},
+            ),
+            "redirect via 'http://evil.example/metadata/x' is not allowed",
+        ),
+        (
             lambda s: hostile(
                 s,
                 cb_kwargs={"item": {"origin": "http://evil", "identifier": "x"}},
@@ -111,20 +134,40 @@ def test_a_request_class_is_refused_when_queued(spider):
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"name": "../../etc/passwd"}, "'..'"),
+        ({"file": {"name": "../../etc/passwd"}}, "'..'"),
         ({"url": "http://evil.example/download/ravel/x.mp3"}, "not allowed"),
         ({"url": f"{ORIGIN}/download/ravel/other.mp3"}, "not the download URL"),
-        ({"md5": "not-a-checksum"}, "bad 'md5'"),
-        ({"size": -1}, "bad 'size'"),
+        ({"file": {"name": "x.mp3", "size": 12}}, "/metadata entry of strings"),
+        ({"file": {"name": "x.mp3", "private": "true"}}, "/metadata entry of strings"),
+        ({"file": {"title": "no name"}}, "'name'"),
+        ({"regenerated": "yes"}, "bad 'regenerated'"),
         ({"files": []}, "fields must be exactly"),
     ],
 )
 def test_hostile_file_records_are_refused(change, reason):
-    item = audio_file("x.mp3")
-    record = {k: v for k, v in vars(item).items() if k not in ("files", "file_urls")}
+    record = file_record(audio_file("x.mp3"))
     record.update(change)
     with pytest.raises(BadRecord, match=reason):
         item_from_record(json.dumps(record).encode(), ORIGINS)
+
+
+@pytest.mark.parametrize("length", ["-5", "04:26", "nan", "x"])
+def test_a_file_record_is_judged_like_a_metadata_entry(length):
+    """The fleet rebuilds a file with RemoteFile.from_metadata, as a single node does."""
+    record = file_record(audio_file("x.mp3"))
+    record["file"]["length"] = length
+    item = item_from_record(json.dumps(record).encode(), ORIGINS)
+    single = RemoteFile.from_metadata({"name": "x.mp3", "length": length}).length
+    assert repr(item.length) == repr(single)
+    assert item.size == 12 and item.md5 == "0" * 32
+
+
+def test_a_nan_length_is_queued_without_error(spider):
+    item = audio_file("x.mp3")
+    item.length = float("nan")
+    request = entry_request(item, spider)
+    body = base64.b64decode(request.url.split(",", 1)[1])
+    assert json.loads(body)["file"]["length"] == "nan"
 
 
 def test_allowed_origins_match_host_port_and_subdomains():
@@ -209,3 +252,94 @@ def test_a_single_machine_crawl_never_imports_redis():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "scrapy.core.scheduler.Scheduler"
+
+
+# --- property-based: whatever Redis holds, a valid request or a one-line refusal ---------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(sorted(serializer.FIELDS)) | st.text(), children, max_size=6
+        )
+    ),
+    max_leaves=20,
+)
+
+
+def near_entry(spider: RavelSpider) -> st.SearchStrategy[bytes]:
+    """Entries close to valid ones: a real entry with some fields replaced by anything."""
+    base = json.loads(encoded(spider.metadata_request(ItemLocation.on(ORIGIN, "x")), spider))
+    changes = st.dictionaries(st.sampled_from(sorted(base)), JSON, max_size=3)
+    return changes.map(lambda c: json.dumps({**base, **c}).encode())
+
+
+def assert_one_line(exc: Exception) -> None:
+    message = str(exc)
+    assert message and "\n" not in message and "\r" not in message and len(message) < 1000
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_queue_entry_is_a_request_or_one_refusal(data):
+    spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
+    raw = data.draw(
+        st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode()) | near_entry(spider)
+    )
+    try:
+        request = decode(raw, spider, ORIGINS)
+    except BadEntry as exc:
+        assert_one_line(exc)
+        return
+    assert isinstance(request, Request)
+    assert request.url.startswith(serializer.DATA_PREFIX) or request.url in ORIGINS
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=200)
+    | JSON.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(st.sampled_from(["url", "item"]), JSON, max_size=2).map(
+        lambda v: json.dumps(v).encode()
+    )
+    | st.text(max_size=60).map(lambda t: json.dumps({"item": t}).encode())
+)
+def test_any_start_url_is_requests_or_one_refusal(raw):
+    spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
+    try:
+        requests = start_requests(raw, spider, ORIGINS)
+    except BadStartUrl as exc:
+        assert_one_line(exc)
+        return
+    assert requests and all(r.url in ORIGINS for r in requests)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=200)
+    | JSON.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(st.sampled_from(sorted(FILE_FIELDS)), JSON | st.text(), max_size=9).map(
+        lambda f: json.dumps({**file_record(audio_file("x.mp3")), "file": f}).encode()
+    )
+)
+def test_any_file_record_is_a_file_or_one_refusal(raw):
+    try:
+        item = item_from_record(raw, ORIGINS)
+    except BadRecord as exc:
+        assert_one_line(exc)
+        return
+    assert isinstance(item, AudioFile) and item.url in ORIGINS
+
+
+@pytest.mark.parametrize("depth", [1000, 200_000])
+def test_deeply_nested_entries_are_refused_in_one_line(spider, depth):
+    nested = b"[" * depth + b"]" * depth
+    for decoder, error in (
+        (lambda: decode(nested, spider, ORIGINS), BadEntry),
+        (lambda: start_requests(nested, spider, ORIGINS), BadStartUrl),
+        (lambda: item_from_record(nested, ORIGINS), BadRecord),
+    ):
+        with pytest.raises(error) as refused:
+            decoder()
+        assert_one_line(refused.value)

@@ -1,7 +1,11 @@
-"""``scrapy crawl`` with an exit status scripts can trust.
+"""``scrapy crawl`` with an exit status scripts and service managers can trust.
 
 Scrapy exits 0 whenever the crawl ran, even if every file failed. This command exits 1
 unless the crawl finished and no file failed, so cron jobs can tell the difference.
+
+A fleet node (``REDIS_URL``) also exits 1 when it closed a run with failed files or jobs, or
+when the fleet's data in Redis was lost; a waiting node (``RAVEL_WAIT_FOR_WORK``) stopped
+by a signal while it held no work, with nothing failed, exits 0: a normal stop.
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ class Command(ScrapyCrawl):
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         stats = crawler.stats
-        failed = stats.get_value("ravel/files_failed", 0)
-        finished = stats.get_value("finish_reason") == "finished"
+        failed = any(
+            stats.get_value(key, 0)
+            for key in ("ravel/files_failed", "ravel/jobs_failed", "ravel/fleet_failed")
+        )
+        finished = stats.get_value("finish_reason") == "finished" or bool(
+            stats.get_value("ravel/fleet_clean_stop")
+        )
         if self.crawler_process.bootstrap_failed or failed or not finished:
             self.exitcode = 1

@@ -35,7 +35,7 @@ class Distributed:
             settings.set(name, value, priority="addon")
         self.add_component(settings, "SPIDER_MIDDLEWARES", f"{PACKAGE}.entries.FileEntries", 10)
         self.add_component(settings, "EXTENSIONS", f"{PACKAGE}.extension.FleetCoordinator", 600)
-        if settings.getint("RAVEL_FLEET_MAX_TRANSFERS", 0) > 0:
+        if settings.getint("RAVEL_FLEET_MAX_TRANSFERS") > 0:
             self.add_component(
                 settings, "DOWNLOADER_MIDDLEWARES", f"{PACKAGE}.fleetcap.FleetTransferCap", 950
             )

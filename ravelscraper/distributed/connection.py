@@ -24,8 +24,12 @@ def check_redis_url(url: str) -> str:
     try:
         parts = urlsplit(url.strip())
         port = parts.port  # ValueError when not a number
-    except ValueError as exc:
-        raise FleetUnavailable(f"REDIS_URL is not a valid URL ({exc})") from None
+    except ValueError:
+        # Not the parser's words: they quote the piece that failed, maybe the password.
+        raise FleetUnavailable(
+            "REDIS_URL is not a valid URL (e.g. redis://:PASSWORD@queue-host:6379/0; "
+            "percent-encode '#', '/', '?', '@' or ':' in the password: %23 %2F %3F %40 %3A)"
+        ) from None
     if parts.scheme not in SCHEMES:
         raise FleetUnavailable(
             f"REDIS_URL must start with redis://, rediss:// or unix://, not {parts.scheme or '?'}://"
@@ -43,14 +47,14 @@ def check_redis_url(url: str) -> str:
         path = parts.path.strip("/")
         if path and not path.isdigit():
             raise FleetUnavailable(
-                f"REDIS_URL database must be a number, not {unquote(path)!r} "
-                "(e.g. redis://queue-host:6379/0)"
+                "REDIS_URL database must be a number (e.g. redis://queue-host:6379/0; "
+                "percent-encode '#', '/', '?' or '@' in the password)"
             )
         db = db or path
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         where = f"{parts.scheme}://{host}:{port or 6379}"
     if db and not re.fullmatch(r"\d+", db):
-        raise FleetUnavailable(f"REDIS_URL database must be a number, not {db!r}")
+        raise FleetUnavailable("REDIS_URL database must be a number (e.g. ?db=0)")
     return f"{where}/{db or 0}"
 
 
@@ -83,7 +87,7 @@ def connect(settings: Any) -> tuple[Any, str]:
     except redis.AuthenticationError as exc:
         if password_of(url) is None:
             raise FleetUnavailable(
-                f"Redis at {where} needs a password: redis://:PASSWORD@host:port/db"
+                f"Redis at {where} needs a password: redis://default:PASSWORD@host:port/db"
             ) from None
         raise FleetUnavailable(
             f"Redis at {where} refused the credentials in REDIS_URL: {scrub(str(exc), url)}"
@@ -91,7 +95,7 @@ def connect(settings: Any) -> tuple[Any, str]:
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "AUTH" in str(exc).upper():
             raise FleetUnavailable(
-                f"Redis at {where} needs a password: redis://:PASSWORD@host:port/db "
+                f"Redis at {where} needs a password: redis://default:PASSWORD@host:port/db "
                 f"({scrub(str(exc), url)})"
             ) from None
         raise FleetUnavailable(f"Redis at {where} answered: {scrub(str(exc), url)}") from None

@@ -1,20 +1,27 @@
 """Files as queue entries: whichever node pops an entry downloads that file.
 
 FilesPipeline downloads bypass the scheduler, so without this every file of an item would be
-downloaded by the node that listed it. :class:`FileEntries` (a spider middleware) turns each
-listed :class:`AudioFile` into a ``data:`` request holding the file's record; the spider's
+downloaded by the node that listed it. :class:`FileEntries` (a spider middleware) puts the
+files of each listed item in the fleet's ledger (pending, one spelling per case-folded name,
+fleet-wide) and turns each into a ``data:`` request holding the file's record; the spider's
 ``parse_file_entry`` callback turns it back into the item, on the node that popped it, and
-that node's FilesPipeline stores and verifies the file. The record is checked like any
-other queue entry: it comes from a Redis others may write to.
+that node's FilesPipeline stores and verifies the file.
+
+The record carries the file as a ``/metadata`` entry (strings, as archive.org sends them),
+so the popping node judges it with the very function a single node uses,
+:meth:`RemoteFile.from_metadata`: the fleet accepts exactly the files a single node would.
+It is checked like any other queue entry: it comes from a Redis others may write to.
+
+A job that fails while being listed (``CloseSpider`` from the spider: an unknown item, no
+matching files; or a callback that crashed) fails that job in the ledger, not the node: the
+node carries on.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
@@ -22,68 +29,114 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 
-from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
 from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT, AllowedOrigins
 from ravelscraper.items import AudioFile
 from ravelscraper.stores import UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 
-RECORD_FIELDS = [f.name for f in dataclasses.fields(AudioFile) if f.name not in ("files",)]
-TEXT_FIELDS = {"format", "title", "track", "album", "creator"}
-MD5 = re.compile(r"[0-9a-f]{32}")
+RECORD_FIELDS = {"identifier", "url", "file", "regenerated", "error"}
+FILE_FIELDS = {"name", "format", "title", "track", "album", "creator", "length", "size", "md5"}
+MAX_TEXT = 4096
 
 
 class BadRecord(ValueError):
     """A file record that is not what this crawl would have queued."""
 
 
+def file_record(item: AudioFile) -> dict[str, Any]:
+    """An item's record: its file as the ``/metadata`` entry it came from (all strings)."""
+    entry = {
+        "name": item.name,
+        "format": item.format,
+        "title": item.title,
+        "track": item.track,
+        "album": item.album,
+        "creator": item.creator,
+    }
+    if item.length is not None:
+        entry["length"] = repr(float(item.length))  # "nan", "-5.0": judged as a node would
+    if item.size is not None:
+        entry["size"] = str(item.size)
+    if item.md5 is not None:
+        entry["md5"] = item.md5
+    return {
+        "identifier": item.identifier,
+        "url": item.url,
+        "file": entry,
+        "regenerated": bool(item.regenerated),
+        "error": item.error,
+    }
+
+
 def entry_request(item: AudioFile, spider: Spider) -> Request:
     """The queue entry for one file: its record in a ``data:`` URL."""
-    record = {name: getattr(item, name) for name in RECORD_FIELDS if name != "file_urls"}
-    payload = json.dumps(record, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    payload = json.dumps(file_record(item), separators=(",", ":"), sort_keys=True)
     return Request(
         DATA_PREFIX + base64.b64encode(payload.encode()).decode(),
         callback=spider.parse_file_entry,  # type: ignore[attr-defined]
         meta={"download_slot": ENTRY_SLOT},
+        dont_filter=False,
     )
 
 
 def item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
-    """Rebuild and check an AudioFile from an entry's record; raises BadRecord."""
+    """Rebuild and check an AudioFile from an entry's record; raises BadRecord (only)."""
+    try:
+        return _item_from_record(body, origins)
+    except BadRecord:
+        raise
+    except Exception as exc:  # whatever the record holds, one line
+        raise BadRecord(f"unreadable record ({type(exc).__name__})") from None
+
+
+def _item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
     try:
         record = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRecord("not JSON") from None
-    expected = set(RECORD_FIELDS) - {"file_urls"}
-    if not isinstance(record, dict) or set(record) != expected:
-        raise BadRecord(f"fields must be exactly {sorted(expected)}")
-    for name in ("identifier", "name", "url", *TEXT_FIELDS):
-        if not isinstance(record[name], str) or len(record[name]) > 4096:
+    if not isinstance(record, dict) or set(record) != RECORD_FIELDS:
+        raise BadRecord(f"fields must be exactly {sorted(RECORD_FIELDS)}")
+    for name in ("identifier", "url", "error"):
+        if not isinstance(record[name], str) or len(record[name]) > MAX_TEXT:
             raise BadRecord(f"bad {name!r}")
-    for name in ("size", "length"):
-        value = record[name]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-        ):
-            raise BadRecord(f"bad {name!r}")
-    if record["md5"] is not None and not (
-        isinstance(record["md5"], str) and MD5.fullmatch(record["md5"])
+    if not isinstance(record["regenerated"], bool):
+        raise BadRecord("bad 'regenerated'")
+    entry = record["file"]
+    if (
+        not isinstance(entry, dict)
+        or not set(entry) <= FILE_FIELDS
+        or not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in entry.values())
     ):
-        raise BadRecord("bad 'md5'")
+        raise BadRecord(f"'file' must be a /metadata entry of strings ({sorted(FILE_FIELDS)})")
     try:
-        safe_relative_path(record["identifier"], record["name"])
-        url = record["url"]
-        location = ItemLocation.on(url, record["identifier"])
-    except (UnsafeName, BadInput) as exc:
+        identifier, url = record["identifier"], record["url"]
+        remote = RemoteFile.from_metadata(entry, identifier)  # the single node's judge
+        safe_relative_path(identifier, remote.name)
+        location = ItemLocation.on(url, identifier)
+    except (UnsafeName, BadInput, KeyError) as exc:
         raise BadRecord(str(exc)) from None
     if url not in origins:
         raise BadRecord(f"host of {url[:200]!r} is not allowed (allowed: {origins.describe()})")
-    if url != location.download_url(record["name"]):
-        raise BadRecord(f"url {url[:200]!r} is not the download URL of {record['name']!r}")
-    if record["size"] is not None:
-        record["size"] = int(record["size"])
-    return AudioFile(**record, file_urls=[url])
+    if url != location.download_url(remote.name):
+        raise BadRecord(f"url {url[:200]!r} is not the download URL of {remote.name[:200]!r}")
+    return AudioFile(
+        identifier=identifier,
+        name=remote.name,
+        url=url,
+        format=remote.format,
+        title=remote.title,
+        track=remote.track,
+        album=remote.album,
+        creator=remote.creator,
+        length=remote.length,
+        size=remote.size,
+        md5=remote.md5,
+        regenerated=record["regenerated"],
+        error=record["error"] or remote.error,
+        file_urls=[url],
+    )
 
 
 def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
@@ -94,6 +147,11 @@ def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
     except BadRecord as exc:
         spider.crawler.stats.inc_value("ravel/entries_rejected")
         logger.error(f"[fleet] rejected a file entry: {exc}")
+        from ravelscraper.distributed.fleet import Fleet  # only a fleet pops file entries
+
+        scheduler = Fleet.of(spider.crawler).scheduler
+        if scheduler is not None:
+            scheduler.entry_rejected(response.request, f"bad file record: {exc}")
 
 
 class FileEntries:
@@ -101,8 +159,11 @@ class FileEntries:
     the spider's own start item (the node then takes work from ``<prefix>:start_urls``)."""
 
     def __init__(self, crawler: Crawler) -> None:
+        from ravelscraper.distributed.fleet import Fleet  # a fleet crawl: redis is there
+
         self.crawler = crawler
-        self.wait_for_work = crawler.settings.getfloat("RAVEL_WAIT_FOR_WORK", 0) != 0
+        self.fleet = Fleet.of(crawler)
+        self.wait_for_work = self.fleet.settings.wait_for_work != 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -119,10 +180,30 @@ class FileEntries:
         self, response: Response, result: AsyncIterator[Any]
     ) -> AsyncIterator[Any]:
         from_entry = response.url.startswith(DATA_PREFIX)
-        spider = self.crawler.spider
-        async for output in result:
-            if isinstance(output, AudioFile) and not from_entry:
-                self.crawler.stats.inc_value("ravel/entries_queued")
-                yield entry_request(output, spider)
-            else:
-                yield output
+        files: list[AudioFile] = []
+        try:
+            async for output in result:
+                if isinstance(output, AudioFile) and not from_entry:
+                    files.append(output)
+                else:
+                    yield output
+        except Exception as exc:  # CloseSpider from RavelSpider.fail, or a crash
+            if from_entry or self.fleet.scheduler is None:
+                raise
+            if not self.fleet.scheduler.job_failed(response.request, exc):
+                raise
+            return
+        if self.fleet.scheduler is None:
+            raise RuntimeError("FileEntries needs the fleet's scheduler (RavelScheduler)")
+        for request in self.fleet.scheduler.queue_files(files, response.request):
+            yield request
+        self.fleet.scheduler.page_done(response.request)
+
+    def process_spider_exception(self, response: Response, exception: Exception) -> Any:
+        """A page callback that raised before yielding (not a generator): same as above."""
+        scheduler = self.fleet.scheduler
+        if response.url.startswith(DATA_PREFIX) or scheduler is None:
+            return None
+        if scheduler.job_failed(response.request, exception):
+            return []
+        return None

@@ -25,7 +25,7 @@ from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.defer import deferred_from_coro
 
 from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.fleet import Fleet, is_wrong_type
 from ravelscraper.distributed.serializer import AllowedOrigins
 
 logger = logging.getLogger(__name__)
@@ -35,32 +35,47 @@ MAX_START_URLS_PER_TICK = 20
 
 
 class BadStartUrl(ValueError):
-    pass
+    """A start URL refused; the message says why, in one line."""
 
 
 def start_requests(raw: bytes, spider: Spider, origins: AllowedOrigins) -> list[Request]:
     """The requests listing the item of a start URL, ``{"url": ...}`` or ``{"item": ...}``.
 
-    Built by the spider itself (``RavelSpider.item_requests``).
+    Built by the spider itself (``RavelSpider.item_requests``). Raises BadStartUrl, and
+    nothing else, whatever ``raw`` holds.
     """
     try:
+        return _start_requests(raw, spider, origins)
+    except BadStartUrl:
+        raise
+    except Exception as exc:  # e.g. RecursionError: one line, never a crash
+        raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
+
+
+def _start_requests(raw: bytes, spider: Spider, origins: AllowedOrigins) -> list[Request]:
+    try:
         entry = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadStartUrl(
             'not JSON; push {"url": "https://archive.org/details/<identifier>"}'
         ) from None
-    if not isinstance(entry, dict) or len(entry) != 1 or not ({"url", "item"} & set(entry)):
+    if (
+        not isinstance(entry, dict)
+        or len(entry) != 1
+        or not ({"url", "item"} & set(entry))
+        or not all(isinstance(v, str) for v in entry.values())
+    ):
         raise BadStartUrl('expected {"url": "<details page>"} or {"item": "<identifier>"}')
     try:
         if "url" in entry:
-            location = ItemLocation.from_details_url(str(entry["url"]))
+            location = ItemLocation.from_details_url(entry["url"])
         else:
-            location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], str(entry["item"]))
+            location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], entry["item"])
     except BadInput as exc:
-        raise BadStartUrl(str(exc)) from None
+        raise BadStartUrl(str(exc)[:300]) from None
     if location.origin not in origins:
         raise BadStartUrl(
-            f"origin {location.origin} is not allowed (allowed: {origins.describe()}; "
+            f"origin {location.origin[:200]!r} is not allowed (allowed: {origins.describe()}; "
             "add it to RAVEL_ALLOWED_ORIGINS)"
         )
     return spider.item_requests(location)  # type: ignore[attr-defined]
@@ -75,6 +90,7 @@ class FleetCoordinator:
         self.loop: Any = None
         self.last_heartbeat = 0.0
         self.closed = False
+        self.max_start_url_bytes = crawler.settings.getint("RAVEL_MAX_START_URL_BYTES")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -99,22 +115,28 @@ class FleetCoordinator:
             self.loop.stop()
 
     def tick(self) -> None:
-        """Heartbeat and reclaim every ``RAVEL_HEARTBEAT`` s; start URLs; wake the engine."""
+        """Heartbeat and reclaim every ``RAVEL_HEARTBEAT`` s; start URLs; the fleet's totals for
+        the progress lines; wake the engine."""
         engine_slot = getattr(self.crawler.engine, "_slot", None)
         if self.closed or engine_slot is None or engine_slot.closing is not None:
             return
         try:
             if monotonic() - self.last_heartbeat >= self.fleet.settings.heartbeat:
                 self.heartbeat()
+                if self.closed:
+                    return
             self.take_start_urls()
+            self.publish(self.fleet.queue.snapshot())  # type: ignore[union-attr]
             self.fleet.recovered()
         except RedisError as exc:
             if self.redis_trouble(exc):
-                deferred_from_coro(
-                    self.crawler.engine.close_spider_async(reason="redis_unavailable")
-                )
+                self.stop("redis_unavailable")
                 return
         engine_slot.nextcall.schedule()
+
+    def stop(self, reason: str) -> None:
+        self.closed = True
+        deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))
 
     def heartbeat(self) -> None:
         queue, settings = self.fleet.queue, self.fleet.settings
@@ -132,20 +154,56 @@ class FleetCoordinator:
             logger.warning(f"[fleet] requeued {moved} entries of nodes that stopped heart-beating")
         if dead:
             logger.error(
-                f"[fleet] gave up {dead} entries after {settings.max_attempts} nodes died "
-                "holding them; see `python -m ravelscraper.distributed status`"
+                f"[fleet] gave up {dead} entries after {settings.max_attempts} nodes stopped "
+                "holding them: their files fail; see `scrapy fleet status`"
             )
+        self.data_lost(queue.snapshot())
+
+    def data_lost(self, state: dict[str, int]) -> bool:
+        """A run this node saw has vanished: Redis lost the fleet's data. Stops the node."""
+        if not self.fleet.run_seen or state["run"] >= self.fleet.run_seen:
+            self.fleet.joined_run(state["run"])
+            return False
+        message = (
+            f"[fleet] the fleet's data in Redis is gone (run {self.fleet.run_seen} no longer "
+            "exists: FLUSHDB, `scrapy fleet reset --force`, or a Redis restarted without "
+            "persistence); stopping: files of this run may be missing, run the job again"
+        )
+        logger.error(message)
+        self.crawler.stats.set_value("ravel/error", message)
+        self.crawler.stats.set_value("ravel/fleet_lost", 1)
+        self.stop("fleet_data_lost")
+        return True
+
+    def publish(self, state: dict[str, int]) -> None:
+        """The fleet's totals, for the progress lines (ravelscraper.progress)."""
+        stats = self.crawler.stats
+        stats.set_value("ravel/fleet_files_total", state["listed"])
+        stats.set_value("ravel/fleet_files_done", state["verified"] + state["failed"])
+        stats.set_value("ravel/fleet_files_failed", state["failed"])
+        stats.set_value("ravel/fleet_bytes_total", state["bytes_listed"])
+        stats.set_value("ravel/fleet_bytes_done", state["bytes_verified"])
 
     def take_start_urls(self) -> int:
         """Queue the details pages pushed onto ``<prefix>:start_urls`` (removed once queued)."""
         client, keys, spider = self.fleet.client, self.fleet.keys, self.crawler.spider
-        assert keys is not None and spider is not None
+        queue = self.fleet.queue
+        assert keys is not None and spider is not None and queue is not None
         taken = 0
         origins = AllowedOrigins.for_spider(spider)
         for _ in range(MAX_START_URLS_PER_TICK):
-            raw = client.lindex(keys.start_urls, 0)
-            if raw is None:
+            head = queue.take_start_url(self.max_start_url_bytes)
+            if head is None:
                 break
+            kind, raw = head
+            if kind != "ok":
+                self.crawler.stats.inc_value("ravel/entries_rejected")
+                logger.error(
+                    f"[fleet] rejected a {keys.start_urls} entry of {raw} bytes: larger than "
+                    f"RAVEL_MAX_START_URL_BYTES ({self.max_start_url_bytes})"
+                )
+                continue
+            assert isinstance(raw, bytes)
             try:
                 requests = start_requests(raw, spider, origins)
             except BadStartUrl as exc:
@@ -156,7 +214,7 @@ class FleetCoordinator:
                     self.crawler.stats.inc_value("ravel/entries_rejected")
                     client.hset(keys.rejected, ident, str(exc)[:500])
                 continue
-            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url}")
+            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url!r}")
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
             for request in requests:
@@ -166,7 +224,11 @@ class FleetCoordinator:
         return taken
 
     def spider_idle(self, spider: Spider) -> None:
-        """Keep the node open while the fleet has work; let it close once it has none."""
+        """Keep the node open while the fleet has work; let it close once it has none.
+
+        The node that finds the fleet idle closes the run, if every listed file has an
+        outcome, and reports its failures; a waiting node then keeps waiting.
+        """
         queue = self.fleet.queue
         if queue is None or self.closed:
             return
@@ -174,39 +236,88 @@ class FleetCoordinator:
             if self.take_start_urls():
                 raise DontCloseSpider
             state = queue.snapshot()
+            if self.data_lost(state):
+                return
+            self.publish(state)
+            quiet = self.quiet(state)
+            if not self.fleet_idle(state, quiet):
+                raise DontCloseSpider
+            if state["run_open"]:
+                closed, pending = queue.finish_run()
+                if closed < 0:
+                    self.queue_lost(pending)
+                    return
+                if closed:
+                    self.report_run(state)
         except RedisError as exc:
             if self.redis_trouble(exc):
                 raise CloseSpider("redis_unavailable") from None
             raise DontCloseSpider from None
-        if not self.fleet_done(state):
+        wait = self.fleet.settings.wait_for_work
+        if wait < 0 or (wait > 0 and quiet < wait):
             raise DontCloseSpider
-        finished_now = queue.finish_run()
-        if state["dead"]:
-            self.crawler.stats.set_value("ravel/entries_dead", state["dead"])
-            logger.error(
-                f"[fleet] {state['dead']} entries were given up; "
-                "see `python -m ravelscraper.distributed status`"
-            )
         logger.info(
-            f"[fleet] no work left in the fleet ({state['acked']} entries done in this job"
-            + (", run closed: a re-run lists its items again" if finished_now else "")
-            + "); this node stops"
+            f"[fleet] no work left in the fleet (run {state['run']}: {state['verified']} of "
+            f"{state['listed']} files verified, {state['failed']} failed); this node stops"
         )
 
-    def fleet_done(self, state: dict[str, int]) -> bool:
+    def quiet(self, state: dict[str, int]) -> float:
+        """Seconds the fleet has been idle, never counted from before this node joined."""
+        return min(state["quiet_ms"] / 1000, monotonic() - self.fleet.joined)
+
+    def fleet_idle(self, state: dict[str, int], quiet: float) -> bool:
         if state["queued"] or state["inflight"] or state["start_urls"]:
             return False
-        wait = self.fleet.settings.wait_for_work
-        if wait < 0:
-            return False
-        quiet = state["quiet_ms"] / 1000
-        return quiet >= (wait if wait > 0 else self.fleet.settings.idle_quiet)
+        return quiet >= self.fleet.settings.idle_quiet
+
+    def report_run(self, state: dict[str, int]) -> None:
+        """This node closed the run: say how it ended; failures make this node exit 1."""
+        queue = self.fleet.queue
+        assert queue is not None
+        listed, verified, failed = state["listed"], state["verified"], state["failed"]
+        run = f"[fleet] run {state['run']} closed: {verified} of {listed} files verified"
+        if not failed and not state["jobs_failed"]:
+            logger.info(f"{run}; a re-run lists its items again")
+            return
+        parts = []
+        if failed:
+            files, count = queue.failures()
+            named = "; ".join(f"{path!r} ({reason})" for path, reason in files)
+            more = f" and {count - len(files)} more" if count > len(files) else ""
+            parts.append(f"{failed} failed: {named}{more}")
+        if state["jobs_failed"]:
+            jobs, count = queue.failed_items()
+            named = "; ".join(f"{ident!r} ({reason})" for ident, reason in jobs)
+            more = f" and {count - len(jobs)} more" if count > len(jobs) else ""
+            parts.append(f"{state['jobs_failed']} jobs failed: {named}{more}")
+        message = f"{run}, " + ", ".join(parts)
+        logger.error(message[:2000])
+        self.crawler.stats.set_value("ravel/fleet_failed", failed + state["jobs_failed"])
+
+    def queue_lost(self, pending: int) -> None:
+        message = (
+            f"[fleet] {pending} files of the run are pending but no entry is left to complete "
+            "them: the queue was lost (FLUSHDB, keys deleted, or a Redis restarted without "
+            "persistence); stopping: `scrapy fleet reset`, then run the job again"
+        )
+        logger.error(message)
+        self.crawler.stats.set_value("ravel/error", message)
+        self.crawler.stats.set_value("ravel/fleet_lost", 1)
+        self.stop("fleet_data_lost")
 
     def redis_trouble(self, exc: Exception) -> bool:
-        """A failed Redis call; True once the node should give up (after the grace period)."""
-        if not self.fleet.trouble(exc):
+        """A failed Redis call; True once the node should give up (after the grace period,
+        or at once for a key of the wrong type, which no waiting cures)."""
+        if is_wrong_type(exc):
+            message = (
+                f"[fleet] a key under {self.fleet.keys.prefix if self.fleet.keys else '?'}:* "
+                "has the wrong Redis type (WRONGTYPE): another program uses this prefix or it "
+                "was written by hand; `scrapy fleet reset` clears it; stopping"
+            )
+        elif self.fleet.trouble(exc):
+            message = f"[fleet] Redis at {self.fleet.where} unavailable for too long; stopping"
+        else:
             return False
-        message = f"[fleet] Redis at {self.fleet.where} unavailable for too long; stopping"
         logger.error(message)
         self.crawler.stats.set_value("ravel/error", message)
         return True

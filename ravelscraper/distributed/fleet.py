@@ -15,8 +15,8 @@ from weakref import WeakKeyDictionary
 from scrapy import Spider
 from scrapy.crawler import Crawler
 
-from ravelscraper.distributed.connection import connect
-from ravelscraper.distributed.keys import JobKeys, job_prefix
+from ravelscraper.distributed.connection import FleetUnavailable, connect
+from ravelscraper.distributed.keys import BadPrefix, JobKeys, job_prefix
 from ravelscraper.distributed.queue import ReliableQueue
 
 logger = logging.getLogger(__name__)
@@ -35,16 +35,17 @@ class FleetSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> FleetSettings:
-        per_node = settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 2)
+        # Defaults live in ravelscraper/settings.py only.
+        per_node = settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
         return cls(
-            prefix=settings.get("RAVEL_REDIS_PREFIX") or "%(spider)s",
-            heartbeat=max(0.2, settings.getfloat("RAVEL_HEARTBEAT", 2.0)),
-            node_ttl=max(1.0, settings.getfloat("RAVEL_NODE_TTL", 20.0)),
-            idle_quiet=max(0.0, settings.getfloat("RAVEL_IDLE_QUIET", 3.0)),
-            wait_for_work=settings.getfloat("RAVEL_WAIT_FOR_WORK", 0.0),
-            max_attempts=max(1, settings.getint("RAVEL_MAX_ATTEMPTS", 5)),
-            max_leases=max(1, settings.getint("RAVEL_NODE_MAX_LEASES", 0) or per_node),
-            redis_grace=max(0.0, settings.getfloat("RAVEL_REDIS_GRACE", 30.0)),
+            prefix=str(settings.get("RAVEL_REDIS_PREFIX")),
+            heartbeat=max(0.2, settings.getfloat("RAVEL_HEARTBEAT")),
+            node_ttl=max(1.0, settings.getfloat("RAVEL_NODE_TTL")),
+            idle_quiet=max(0.0, settings.getfloat("RAVEL_IDLE_QUIET")),
+            wait_for_work=settings.getfloat("RAVEL_WAIT_FOR_WORK"),
+            max_attempts=max(1, settings.getint("RAVEL_MAX_ATTEMPTS")),
+            max_leases=max(1, settings.getint("RAVEL_NODE_MAX_LEASES") or per_node),
+            redis_grace=max(0.0, settings.getfloat("RAVEL_REDIS_GRACE")),
         )
 
 
@@ -68,6 +69,9 @@ class Fleet:
         self.error: str | None = None  # why Redis cannot be used, once open() failed
         self.down_since: float | None = None  # first failed call of the current outage
         self.on_heartbeat: list[Callable[[], None]] = []  # e.g. renewing fleet-cap leases
+        self.scheduler: Any = None  # the RavelScheduler: it holds this node's leases
+        self.run_seen = 0  # the highest run id this node saw; a smaller one means data loss
+        self.joined = monotonic()
 
     @classmethod
     def of(cls, crawler: Crawler) -> Fleet:
@@ -77,11 +81,14 @@ class Fleet:
         return fleet
 
     def trouble(self, exc: Exception) -> bool:
-        """Count a failed Redis call; True once Redis has failed for ``RAVEL_REDIS_GRACE`` s.
+        """Count a failed Redis call; True once Redis has failed for ``RAVEL_REDIS_GRACE`` s
+        (at once for a key of the wrong type).
 
         A restart of Redis (with persistence, as the README advises) is ridden out: the node
         keeps its leases and transfers, and carries on when Redis answers again.
         """
+        if is_wrong_type(exc):
+            return True  # a key of the wrong type: no waiting cures it
         now = monotonic()
         if self.down_since is None:
             self.down_since = now
@@ -104,10 +111,18 @@ class Fleet:
     def connected(self) -> bool:
         return self.queue is not None
 
+    def joined_run(self, run: int) -> None:
+        self.run_seen = max(self.run_seen, run)
+
     def open(self, spider: Spider, serializer: Any) -> ReliableQueue:
         """Connect and build the queue; raises FleetUnavailable (one line, no password)."""
+        try:
+            keys = JobKeys.for_prefix(job_prefix(self.settings.prefix, spider.name))
+        except BadPrefix as exc:
+            raise FleetUnavailable(str(exc)) from None
         self.client, self.where = connect(self.crawler.settings)
-        self.keys = JobKeys.for_prefix(job_prefix(self.settings.prefix, spider.name))
+        self.keys = keys
+        check_key_types(self.client, keys)
         self.queue = ReliableQueue(
             self.client,
             spider,
@@ -118,3 +133,28 @@ class Fleet:
         )
         self.queue.heartbeat(int(self.settings.node_ttl * 1000))
         return self.queue
+
+
+def check_key_types(client: Any, keys: JobKeys) -> None:
+    """Each of the job's keys is missing or of its type; FleetUnavailable (one line) if not."""
+    from redis import RedisError
+
+    expected = keys.types()
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in expected:
+                pipe.type(key)
+            found = pipe.execute()
+    except RedisError as exc:
+        raise FleetUnavailable(f"cannot read the job's keys ({type(exc).__name__})") from None
+    for (key, kind), actual in zip(expected.items(), found, strict=True):
+        actual = actual.decode() if isinstance(actual, bytes) else str(actual)
+        if actual not in ("none", kind):
+            raise FleetUnavailable(
+                f"Redis key {key!r} holds a {actual}, not a {kind}: another program uses this "
+                "prefix (set RAVEL_REDIS_PREFIX) or it was written by hand (`scrapy fleet reset`)"
+            )
+
+
+def is_wrong_type(exc: Exception) -> bool:
+    return str(exc).startswith("WRONGTYPE")

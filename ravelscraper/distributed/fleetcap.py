@@ -83,14 +83,14 @@ class FleetTransferCap:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         settings = crawler.settings
-        limit = settings.getint("RAVEL_FLEET_MAX_TRANSFERS", 0)
+        limit = settings.getint("RAVEL_FLEET_MAX_TRANSFERS")
         if limit <= 0:
             raise NotConfigured
         return cls(
             crawler,
             limit,
-            lease_ttl=max(5.0, settings.getfloat("RAVEL_FLEET_LEASE_TTL", 60.0)),
-            wait_timeout=max(1.0, settings.getfloat("RAVEL_FLEET_WAIT_TIMEOUT", 600.0)),
+            lease_ttl=max(5.0, settings.getfloat("RAVEL_FLEET_LEASE_TTL")),
+            wait_timeout=max(1.0, settings.getfloat("RAVEL_FLEET_WAIT_TIMEOUT")),
         )
 
     def scripts(self) -> tuple[Any, Any]:

@@ -69,31 +69,42 @@ def dumps(obj: dict[str, Any]) -> bytes:
 
 
 def loads(raw: bytes | str) -> dict[str, Any]:
-    """Parse and check an entry's structure; raises BadEntry."""
+    """Parse and check an entry's structure; raises BadEntry, and nothing else."""
+    try:
+        return _loads(raw)
+    except BadEntry:
+        raise
+    except Exception as exc:  # e.g. RecursionError: one line, never a crash
+        raise BadEntry(f"unreadable entry ({type(exc).__name__})") from None
+
+
+def _loads(raw: bytes | str) -> dict[str, Any]:
     if isinstance(raw, str):
-        raw = raw.encode()
+        raw = raw.encode(errors="surrogatepass")
+    if not isinstance(raw, bytes):
+        raise BadEntry("not a JSON entry")
     if len(raw) > MAX_ENTRY_BYTES:
         raise BadEntry(f"entry of {len(raw)} bytes is larger than {MAX_ENTRY_BYTES}")
     if raw[:1] == b"\x80":
         raise BadEntry("pickled data (not JSON): refused, never unpickled")
     try:
         entry = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadEntry("not a JSON entry") from None
     if not isinstance(entry, dict) or entry.get("v") != VERSION:
         raise BadEntry('not a ravel queue entry (no "v": 1)')
     extra = set(entry) - FIELDS
     if extra:
-        raise BadEntry(f"unexpected fields {sorted(extra)}")
+        raise BadEntry(f"unexpected fields {sorted(extra)[:10]!r}"[:300])
     missing = FIELDS - set(entry)
     if missing:
         raise BadEntry(f"missing fields {sorted(missing)}")
     callback = entry["callback"]
-    if callback not in CALLBACKS:
-        raise BadEntry(f"callback {callback!r} is not allowed")
+    if not isinstance(callback, str) or callback not in CALLBACKS:
+        raise BadEntry(f"callback {str(callback)[:100]!r} is not allowed")
     errback, kwargs_spec = CALLBACKS[callback]
     if entry["errback"] != errback:
-        raise BadEntry(f"errback {entry['errback']!r} is not allowed with {callback}")
+        raise BadEntry(f"errback {str(entry['errback'])[:100]!r} is not allowed with {callback}")
     if entry["method"] != "GET" or entry["body"] != "":
         raise BadEntry("only GET requests without a body are allowed")
     if not isinstance(entry["url"], str) or len(entry["url"]) > 64 * 1024:
@@ -135,7 +146,7 @@ class AllowedOrigins:
         """``RAVEL_ORIGIN``, the origin of ``-a url`` and ``RAVEL_ALLOWED_ORIGINS``."""
         settings = spider.settings
         extra = settings.getlist("RAVEL_ALLOWED_ORIGINS")
-        return cls([settings.get("RAVEL_ORIGIN", ""), getattr(spider, "url", None) or "", *extra])
+        return cls([settings["RAVEL_ORIGIN"], getattr(spider, "url", None) or "", *extra])
 
     def describe(self) -> str:
         return ", ".join(sorted(f"{h}:{p}" for h, p in self.allowed)) or "none"
@@ -155,8 +166,14 @@ def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -
         if location.origin not in origins:
             raise BadEntry(f"item origin {location.origin!r} is not allowed")
         expected = location.metadata_url if callback == "parse_metadata" else location.details_url
-        if url != expected and not entry["meta"].get("redirect_urls"):
-            raise BadEntry(f"url {url[:200]!r} does not match its item ({expected})")
+        hops = entry["meta"].get("redirect_urls") or []
+        # A redirected page: it started at its item's URL, and every hop is on an origin.
+        first = hops[0] if hops else url
+        if first != expected:
+            raise BadEntry(f"url {str(first)[:200]!r} does not match its item ({expected})")
+        for hop in hops:
+            if not isinstance(hop, str) or hop not in origins:
+                raise BadEntry(f"redirect via {str(hop)[:200]!r} is not allowed")
     meta = dict(entry["meta"])
     if callback == FILE_ENTRY_CALLBACK:
         meta["download_slot"] = ENTRY_SLOT
@@ -177,9 +194,16 @@ ENTRY_SLOT = "ravel-entries"  # download slot of file entries: no delay, they co
 
 
 def decode(raw: bytes | None, spider: Spider, origins: AllowedOrigins) -> Request:
+    """The request of a queue entry; raises BadEntry (one line), and nothing else."""
     if raw is None:
         raise BadEntry("no payload for this id")
-    return to_request(loads(raw), spider, origins)
+    entry = loads(raw)
+    try:
+        return to_request(entry, spider, origins)
+    except BadEntry:
+        raise
+    except Exception as exc:  # a checked entry Scrapy still refuses
+        raise BadEntry(f"not a valid request ({type(exc).__name__})") from None
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -203,8 +227,8 @@ def _check_headers(headers: Any) -> dict[str, list[str]]:
     if not isinstance(headers, dict) or len(headers) > len(HEADERS):
         raise BadEntry("bad headers")
     for name, values in headers.items():
-        if name.lower() not in HEADERS:
-            raise BadEntry(f"header {name!r} is not allowed")
+        if not isinstance(name, str) or name.lower() not in HEADERS:
+            raise BadEntry(f"header {str(name)[:100]!r} is not allowed")
         if not isinstance(values, list) or not all(
             isinstance(v, str) and len(v) < 4096 and "\n" not in v and "\r" not in v for v in values
         ):
@@ -225,7 +249,7 @@ def _check_meta(meta: Any) -> dict[str, Any]:
                 and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)
             )
         else:
-            raise BadEntry(f"meta key {key!r} is not allowed")
+            raise BadEntry(f"meta key {str(key)[:100]!r} is not allowed")
         if not ok:
             raise BadEntry(f"bad value for meta key {key!r}")
     return meta
@@ -245,7 +269,7 @@ def _check_cb_kwargs(cb_kwargs: Any, spec: dict[str, str]) -> dict[str, Any]:
             except BadInput as exc:
                 raise BadEntry(f"bad {name!r} in cb_kwargs: {exc}") from None
             if checked[name].origin != value["origin"]:
-                raise BadEntry(f"bad origin {value['origin']!r} in cb_kwargs")
+                raise BadEntry(f"bad origin {str(value['origin'])[:200]!r} in cb_kwargs")
         else:
             if not isinstance(value, list) or not all(
                 isinstance(v, str) and len(v) < 4096 for v in value
