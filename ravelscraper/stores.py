@@ -358,6 +358,38 @@ class FTPStore(FTPFilesStore):
         self.password = unquote(parts.password or "") or self.FTP_PASSWORD or "guest"
         self.basedir = parts.path.rstrip("/")
 
+    def persist_file(
+        self,
+        path: str,
+        buf: BytesIO,
+        info: MediaPipeline.SpiderInfo,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Deferred[Any]:
+        return deferred_from_coro(self._persist(path, buf.getvalue(), info, meta, headers))
+
+    async def _persist(
+        self,
+        path: str,
+        data: bytes,
+        info: MediaPipeline.SpiderInfo,
+        meta: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+    ) -> None:
+        # Scrapy's ftp_makedirs_cwd races when two uploads create one folder: the loser
+        # gets "550 ... exists". The folder is there by then, so that upload tries again.
+        # Each attempt gets its own buffer: Scrapy's upload closes the one it is given.
+        try:
+            await maybe_deferred_to_future(
+                super().persist_file(path, BytesIO(data), info, meta, headers)
+            )
+        except ftplib.error_perm as exc:
+            if "exist" not in str(exc).lower():
+                raise
+            await maybe_deferred_to_future(
+                super().persist_file(path, BytesIO(data), info, meta, headers)
+            )
+
     def check(self) -> None:
         """Raises StoreProblem unless we can log in and write (then delete) a probe file."""
         where = f"ftp://{self.host}:{self.port}{self.basedir}"
