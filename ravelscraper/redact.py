@@ -129,9 +129,10 @@ def install() -> None:
     """Mask every log record from now on, whichever handler shows it.
 
     Done with the record factory, not with handler filters: Scrapy replaces its root log
-    handler after the extensions are built, which would drop a filter. Called when the
-    project's settings are loaded (so the first lines are covered, secrets from the command
-    line and the environment included) and again by :class:`RedactSecrets`.
+    handler after the extensions are built, which would drop a filter. Called by the
+    project's ``crawl`` command before Scrapy logs anything (so the first lines are covered,
+    secrets from the command line and the environment included) and again by
+    :class:`RedactSecrets`.
     """
     global _installed
     add_secrets(url_secrets(" ".join(sys.argv)))

@@ -66,9 +66,9 @@ LOG_DATEFORMAT = "%Y-%m-%d %H:%M:%S"
 FEED_EXPORT_ENCODING = "utf-8"
 
 # --- Safety -------------------------------------------------------------------
-# Credentials (URL userinfo, passwords) are masked in every log line from the first one.
-__import__("ravelscraper.redact").redact.install()
-STATS_CLASS = "ravelscraper.redact.RedactingStatsCollector"  # ...and in text stats
+# Credentials (URL userinfo, passwords) are masked in every log line (redact.py; the
+# project's commands turn it on before the first line) and in text stats.
+STATS_CLASS = "ravelscraper.redact.RedactingStatsCollector"
 # Both run code sent to them; turn them on deliberately if you need them.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
@@ -81,9 +81,8 @@ COOKIES_ENABLED = False
 ADDONS = {"ravelscraper.distributed.addon.Distributed": 0}
 RAVEL_REDIS_PREFIX = "%(spider)s"  # keys: ravel:requests, ravel:start_urls, ...
 RAVEL_WAIT_FOR_WORK = 0  # seconds to wait for pushed start URLs (-1 forever); 0: own item
-RAVEL_ALLOWED_ORIGINS: list[
-    str
-] = []  # more origins entries may name (RAVEL_ORIGIN, -a url: always)
+# Origins a pushed entry may name besides RAVEL_ORIGIN and -a url (always allowed).
+RAVEL_ALLOWED_ORIGINS: list[str] = []
 RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to others
 RAVEL_HEARTBEAT = 2.0  # seconds between heartbeats (and reclaim passes)
 RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
