@@ -1,5 +1,5 @@
 """Settings checked at start: a value that would hang, crash or make no sense stops the crawl
-with one ERROR line before anything is downloaded (see ``VerifiedFilesPipeline.open_spider``)."""
+with one ERROR line before anything is built or downloaded (see ``commands/crawl.py``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,13 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_WAIT_FOR_WORK": (-1, None, False),
     "RAVEL_IDLE_QUIET": (0, None, False),
     "RAVEL_REDIS_GRACE": (0, None, False),
+    "RAVEL_LISTING_DELAY": (0, None, False),
+    "RAVEL_HEARTBEAT": (0.001, None, False),
+    "RAVEL_MAX_ATTEMPTS": (1, None, True),
+    "RAVEL_NODE_MAX_LEASES": (0, None, True),
+    "RAVEL_MAX_START_URL_BYTES": (1, None, True),
+    "RAVEL_FLEET_LEASE_TTL": (0.001, None, False),
+    "RAVEL_FLEET_WAIT_TIMEOUT": (0, None, False),
 }
 
 

@@ -21,7 +21,6 @@ from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, Med
 from scrapy.utils.defer import deferred_from_coro, ensure_awaitable
 from twisted.python.failure import Failure
 
-from ravelscraper.checks import settings_problem
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.stores import (
@@ -121,9 +120,7 @@ class VerifiedFilesPipeline(FilesPipeline):
 
     def open_spider(self) -> None:
         super().open_spider()
-        problem, reason = settings_problem(self.crawler.settings), "bad_settings"
-        if problem is None:
-            problem, reason = self.store_problem, "files_store_unusable"
+        problem, reason = self.store_problem, "files_store_unusable"
         if problem is None:
             try:
                 check = getattr(self.store, "check", None)

@@ -296,6 +296,40 @@ def test_bad_fleet_settings_and_keys_are_one_line_and_exit_1(
     assert archive.stats()["log"] == []
 
 
+def test_a_waiting_node_refuses_a_mistyped_argument(fleet, tmp_path):
+    """-a formats/glob apply to the jobs a waiting node takes: a typo is one line, exit 1."""
+    node = fleet.start("-a", "formts=Flac", store=tmp_path, **WAITING)
+    fleet.wait(timeout=30)
+    assert node.returncode == 1, node.log[-3000:]
+    errors = node.lines("[ERROR]")
+    assert len(errors) == 1 and "unknown argument -a formts=" in errors[0], node.log[-3000:]
+    assert "Traceback" not in node.log
+
+
+def test_a_node_with_a_bad_setting_stops_before_joining_the_fleet(archive, fleet, tmp_path):
+    done = subprocess.run(
+        crawl_command(
+            "-a",
+            f"url={archive.details_url('bulk-40')}",
+            store=tmp_path,
+            REDIS_URL=fleet.url,
+            RAVEL_HEARTBEAT="abc",
+        ),
+        cwd=ROOT,
+        env=crawl_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 1, log[-3000:]
+    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
+    assert len(errors) == 1 and "setting RAVEL_HEARTBEAT='abc'" in errors[0], log[-3000:]
+    assert "Traceback" not in log
+    assert fleet.redis.keys("*") == []  # it never joined, never opened a run
+    assert archive.stats()["log"] == []
+
+
 def test_a_flushed_redis_is_reported_as_lost_never_as_success(archive, fleet, tmp_path):
     archive.configure({"bandwidth": 65536, "items": {"lost-12": {"count": 12}}})
     store = tmp_path / "store"

@@ -172,8 +172,11 @@ def test_an_ftp_store_mirrors_the_item_and_a_rerun_finds_it_up_to_date(archive, 
     ("name", "value"),
     [
         ("CONCURRENT_REQUESTS_PER_DOMAIN", "0"),  # hung forever
+        ("CONCURRENT_REQUESTS_PER_DOMAIN", "two"),  # a traceback from the downloader
+        ("DOWNLOAD_DELAY", "abc"),
         ("DOWNLOAD_DELAY_JITTER", "1.5"),
         ("RAVEL_VERIFY_RETRIES", "-1"),
+        ("RAVEL_LISTING_DELAY", "-1"),
     ],
 )
 def test_settings_out_of_range_stop_the_crawl_at_start(archive, tmp_path, name, value):

@@ -11,11 +11,16 @@ by a signal while it held no work, with nothing failed, exits 0: a normal stop.
 from __future__ import annotations
 
 import argparse
+import logging
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
 from ravelscraper import redact
+from ravelscraper.checks import settings_problem
+from ravelscraper.stores import store_uri_problem
+
+logger = logging.getLogger(__name__)
 
 
 class Command(ScrapyCrawl):
@@ -26,7 +31,15 @@ class Command(ScrapyCrawl):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             raise UsageError("give one spider: scrapy crawl ravel")
-        assert self.crawler_process
+        assert self.crawler_process and self.settings is not None
+        # Before any component reads them: a bad value is one line, not a traceback.
+        problem = settings_problem(self.settings) or store_uri_problem(
+            str(self.settings["FILES_STORE"] or "")
+        )
+        if problem is not None:
+            logger.error(problem)
+            self.exitcode = 1
+            return
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()

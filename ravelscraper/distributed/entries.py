@@ -171,6 +171,11 @@ class FileEntries:
 
     async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if self.wait_for_work:
+            spider = self.crawler.spider
+            try:  # -a formats/glob apply to the jobs it takes: a typo must not pass unseen
+                spider.check_arguments()  # type: ignore[attr-defined]
+            except BadInput as exc:
+                spider.fail("bad_input", str(exc))  # type: ignore[attr-defined]
             logger.info("[fleet] waiting for work: the spider's own start item is not crawled")
             return
         async for item_or_request in start:
