@@ -435,6 +435,42 @@ def test_status_and_reset_commands(fleet):
     assert redis.keys("ravel:*") == []
 
 
+def test_fleet_commands_never_print_a_traceback(fleet):
+    """Values written by hand, a key of the wrong type, a reader that goes away."""
+
+    def command(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "scrapy", "fleet", *args],
+            cwd=ROOT,
+            env=crawl_env(REDIS_URL=fleet.url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **kwargs,
+        )
+
+    fleet.redis.hset("ravel:run", mapping={"opened": "²", "closed": "x"})
+    odd = command("status")
+    assert odd.returncode == 0 and "Traceback" not in odd.stderr, odd.stderr
+    piped = subprocess.run(  # a reader that has gone before anything is written
+        f"{sys.executable} -m scrapy fleet status --json | true",
+        shell=True,
+        cwd=ROOT,
+        env=crawl_env(REDIS_URL=fleet.url),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+    fleet.redis.delete("ravel:run")
+    fleet.redis.set("ravel:run", "not a hash")
+    wrong = command("status")
+    assert wrong.returncode == 1, wrong.stdout
+    assert "Traceback" not in wrong.stderr
+    assert wrong.stderr.startswith("error: Redis refused the command: WRONGTYPE"), wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+
 def test_an_s3_store_serves_a_fleet_with_md5_checks(archive, fleet, tmp_path):
     import boto3  # requirements.txt: Scrapy's S3 store needs botocore
     from moto.server import ThreadedMotoServer  # requirements-dev.txt

@@ -15,6 +15,7 @@ from typing import Any
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from ravelscraper import redact
 from ravelscraper.archive import BadInput, ItemLocation, check_identifier
 
 SPIDER = "ravel"
@@ -56,6 +57,8 @@ class Command(ScrapyCommand):
             raise UsageError("push needs at least one identifier or details URL")
         if action != "push" and rest:
             raise UsageError(f"{action} takes no arguments")
+        from redis import RedisError  # here: `scrapy crawl` imports this module too
+
         try:
             if action == "push":
                 entries = push_entries(self.settings, rest)  # checked before connecting
@@ -67,11 +70,20 @@ class Command(ScrapyCommand):
                     push(client, keys, where, entries)
                 else:
                     reset(client, keys, opts.force)
+                sys.stdout.flush()  # a closed pipe fails here, not in Python's exit
             finally:
                 client.close()
+        except RedisError as exc:  # e.g. WRONGTYPE: a key written by hand
+            self.fail(f"Redis refused the command: {redact.mask(str(exc))[:300]}")
+        except BrokenPipeError:  # `scrapy fleet status | head`: the reader has gone
+            # Python's flush of stdout at exit would fail again: point it at /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except FleetError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            self.exitcode = 1
+            self.fail(str(exc))
+
+    def fail(self, message: str) -> None:
+        print(f"error: {message}", file=sys.stderr)
+        self.exitcode = 1
 
     def connect(self) -> tuple[Any, str, Any]:
         from ravelscraper.distributed.connection import FleetUnavailable, connect
@@ -143,11 +155,10 @@ def status_data(client: Any, keys: Any) -> dict[str, Any]:
     item_states = {text(k): text(v) for k, v in client.hgetall(keys.items).items()}
     failures = {text(k): text(v) for k, v in client.hgetall(keys.failures).items()}
 
-    def count(field: str) -> int:
-        try:
-            return int(tally.get(field, 0))
-        except ValueError:
-            return 0
+    def count(field: str, values: dict[str, str] = tally) -> int:
+        """A counter as Redis holds it; anything else written there by hand counts as 0."""
+        value = values.get(field, "")
+        return int(value) if value.isascii() and value.isdigit() else 0
 
     items = {}
     for identifier in sorted(set(item_states) | {f.split(":", 1)[1] for f in tally if ":" in f}):
@@ -161,8 +172,7 @@ def status_data(client: Any, keys: Any) -> dict[str, Any]:
             "pending": max(0, listed - verified - failed),
             "error": job.removeprefix("failed: ") if job.startswith("failed") else "",
         }
-    opened = int(run.get("opened", 0) or 0) if run.get("opened", "").isdigit() else 0
-    closed = int(run.get("closed", 0) or 0) if run.get("closed", "").isdigit() else 0
+    opened, closed = count("opened", run), count("closed", run)
     return {
         "run": state["run"],
         "run_state": run.get("state", "none"),
