@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from scrapy import Request, Spider
 
 from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.hosts import host_allowed
 
 VERSION = 1
 MAX_ENTRY_BYTES = 2 * 1024 * 1024
@@ -139,7 +140,8 @@ class AllowedOrigins:
         if host_port is None:
             return False
         host, port = host_port
-        return any(port == p and (host == h or host.endswith("." + h)) for h, p in self.allowed)
+        # The storage hosts' rule (hosts.py): ".h" is h and its subdomains.
+        return any(port == p and host_allowed(host, ("." + h,)) for h, p in self.allowed)
 
     @classmethod
     def for_spider(cls, spider: Spider) -> AllowedOrigins:
