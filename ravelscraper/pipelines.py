@@ -311,12 +311,14 @@ class VerifiedFilesPipeline(FilesPipeline):
         if mismatch and attempt >= self.verify_retries:
             if not (item.regenerated and not partial):
                 raise FileException(mismatch)
-            logger.warning(
+            # INFO: the one WARNING for unverified files comes at the end (close_spider).
+            logger.info(
                 f"[unverified] {shown(item.name)}: {mismatch}; archive.org regenerates this "
                 "file, so it is stored unverified"
             )
         elif mismatch:
-            logger.warning(f"[verify] {shown(item.name)}: {mismatch}; downloading it again")
+            log = logger.info if item.regenerated else logger.warning  # expected, for those
+            log(f"[verify] {shown(item.name)}: {mismatch}; downloading it again")
             if streamed is not None:
                 streamed.discard()
             retry = request.replace(

@@ -199,7 +199,6 @@ def test_a_collection_named_as_an_item_is_an_error(archive, tmp_path):
 
 def test_files_archive_org_regenerates_are_stored_unverified(archive, tmp_path):
     # _files.xml lists an md5 that can't match; _meta.xml and _reviews.xml were rewritten.
-    # Needs the pipeline's "unverified" handling of regenerated files (the "store" branch).
     manifest = tmp_path / "files.jsonl"
     args = ("-a", f"item={REGENERATED_ID}", "-a", "glob=*", "-O", str(manifest))
     result = crawl(archive, tmp_path / "store", *args)
@@ -211,6 +210,9 @@ def test_files_archive_org_regenerates_are_stored_unverified(archive, tmp_path):
     items = {i["name"]: i for i in map(json.loads, manifest.read_text().splitlines())}
     assert items[f"{REGENERATED_ID}_files.xml"]["md5"] is None
     assert all(items[f"{REGENERATED_ID}{s}"]["regenerated"] for s in ("_files.xml", "_meta.xml"))
+    assert {i["files"][0]["status"] for i in items.values() if i["regenerated"]} == {"unverified"}
+    warnings = [line for line in result.log.splitlines() if line.startswith("[WARNING]")]
+    assert len(warnings) == 1 and "[unverified] 3 files" in warnings[0], warnings  # one, at the end
 
 
 def test_a_78rpm_item_takes_the_mp3_derived_from_the_wave(archive, tmp_path):
