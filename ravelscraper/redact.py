@@ -56,6 +56,7 @@ def url_secrets(text: str) -> set[str]:
 
 def secrets_in(settings: BaseSettings, argv: Iterable[str] = ()) -> set[str]:
     found: set[str] = set()
+    values: set[str] = set()  # of password-bearing settings: masked whatever their length
     # .attributes, not .get(): reading every setting by name would warn about deprecated ones.
     for name, attribute in settings.attributes.items():
         value = attribute.value
@@ -65,14 +66,21 @@ def secrets_in(settings: BaseSettings, argv: Iterable[str] = ()) -> set[str]:
         if (name in SECRET_SETTINGS or SECRET_NAME.search(name)) and attribute.priority > (
             SETTINGS_PRIORITIES["default"]
         ):
-            found.add(str(value))
+            values.add(str(value))
         if isinstance(value, str) and "://" in value:
             found |= url_secrets(value)
     for name in ENV_URLS:
         found |= url_secrets(os.environ.get(name, ""))
     for arg in argv:
         found |= url_secrets(arg)
-    return {s for s in found if len(s) >= MIN_SECRET}
+    return {s for s in found if len(s) >= MIN_SECRET} | values
+
+
+def variants(secret: str) -> set[str]:
+    """A secret as it may be logged: as it is, and as ``repr`` shows it (Scrapy prints the
+    overridden settings as a dict). A short one only quoted: bare, it would mask words."""
+    shown = repr(secret)
+    return {secret, shown, shown[1:-1]} if len(secret) >= MIN_SECRET else {shown}
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -121,7 +129,7 @@ _installed = False
 
 def add_secrets(found: Iterable[str]) -> None:
     global _known
-    merged = {*_known, *(s for s in found if len(s) >= MIN_SECRET)}
+    merged = {*_known, *(v for s in found if s for v in variants(s))}
     _known = tuple(sorted(merged, key=len, reverse=True))
 
 

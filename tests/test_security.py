@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from urllib.parse import urlsplit
 
@@ -61,6 +62,24 @@ def test_credentials_never_reach_the_log(archive, tmp_path):
     assert crawl.returncode == 1
     assert "AWS_SECRET_ACCESS_KEY" in crawl.log  # Scrapy lists the overridden setting...
     assert "very-secret" not in crawl.log  # ...but not its value
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("FTP_PASSWORD", "Pa\\ssw0rdZ", "Pa\\\\ssw0rdZ"),  # repr doubles the backslash
+        ("FTP_PASSWORD", "it's\"both", "it\\'s"),
+        ("AWS_SECRET_ACCESS_KEY", "ab", "'ab'"),  # too short to mask bare, masked quoted
+    ],
+)
+def test_a_secret_setting_is_masked_as_scrapy_prints_it(archive, tmp_path, name, value, shown):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    crawl = scrapy_crawl(store=blocker / "store", RAVEL_ORIGIN=archive.archive, **{name: value})
+    assert crawl.returncode == 1
+    assert re.search(rf"'{name}': ['\"]?\*\*\*", crawl.log), crawl.log
+    assert shown not in crawl.log
+    assert len(value) < 3 or value not in crawl.log  # "ab" is in many words
 
 
 PASSWORD = "MySecretPassw0rd"
@@ -133,7 +152,7 @@ def test_text_stats_are_masked():
     add_secrets({PASSWORD})
     crawler.stats.set_value("ravel/error", f"bad REDIS_URL: port {PASSWORD!r}, redis://:x@h/0")
     crawler.stats.set_value("ravel/files_failed", 3)
-    assert crawler.stats.get_value("ravel/error") == "bad REDIS_URL: port '***', redis://***@h/0"
+    assert crawler.stats.get_value("ravel/error") == "bad REDIS_URL: port ***, redis://***@h/0"
     assert crawler.stats.get_value("ravel/files_failed") == 3
 
 
