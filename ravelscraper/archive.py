@@ -201,10 +201,10 @@ def is_regenerated(name: str, identifier: str = "") -> bool:
 
 def parse_size(value: object) -> int | None:
     """Bytes from archive.org's ``"6666752"`` (or a JSON integer); None if malformed."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if 0 <= value < 2**63 else None
     if isinstance(value, str) and SIZE.fullmatch(value):
-        return int(value)
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value < 2**63 else None  # 19 digits can still overflow Redis
     return None
 
 

@@ -32,7 +32,7 @@ PARTIAL_PREFIX = ".ravel-"
 PARTIAL_SUFFIX = ".part"
 # Characters that reorder or break a line when shown: refused in names like control characters.
 INVISIBLE_LAYOUT = frozenset(
-    "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
 )
 # OSErrors that are one file's problem (its path), not the store's: that file fails alone.
 NAME_ERRNOS = frozenset(

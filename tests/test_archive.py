@@ -331,3 +331,10 @@ def test_samples_are_never_in_the_default_selection():
 @pytest.mark.parametrize("raw", ["-5", "nan", "inf", "1e400", [1], True])
 def test_lengths_that_are_not_seconds_are_none(raw):
     assert parse_length(raw) is None
+
+
+def test_a_size_too_large_for_a_signed_64_bit_counter_is_ignored():
+    """19 digits pass the pattern; beyond 2**63 - 1 Redis's counters would fail in a fleet."""
+    file = RemoteFile.from_metadata({"name": "a.mp3", "size": "9999999999999999999"})
+    assert file.size is None
+    assert RemoteFile.from_metadata({"name": "a.mp3", "size": str(2**63 - 1)}).size == 2**63 - 1

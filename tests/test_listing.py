@@ -194,6 +194,7 @@ def test_a_collection_named_as_an_item_is_an_error(archive, tmp_path):
     result = crawl(archive, tmp_path, "-a", f"item={COLLECTION_ID}")
     assert result.returncode == 1
     assert len(result.errors) == 1 and f"{COLLECTION_ID!r} is a collection" in result.errors[0]
+    assert f"-a url={archive.archive}/details/<item>" in result.errors[0]  # where it looked
     assert downloads(archive) == []
 
 

@@ -153,6 +153,7 @@ def test_names_differing_only_in_case_are_refused_once_seen(pipeline):
         ("\u2069", "U+2069"),
         ("\u200e", "U+200E"),  # left-to-right mark
         ("\u200f", "U+200F"),
+        ("\u061c", "U+061C"),  # Arabic letter mark, a bidi control too
         ("\ud800", "surrogate"),
     ],
 )

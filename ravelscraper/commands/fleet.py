@@ -232,7 +232,7 @@ def show_status(client: Any, keys: Any, where: str, as_json: bool) -> None:
         + (f" ({', '.join(data['nodes'])})" if data["nodes"] else "")
     )
     print(
-        f"requeued from stopped nodes: {data['reclaimed']}; given up: {data['dead']}; "
+        f"reclaimed from dead nodes: {data['reclaimed']}; given up: {data['dead']}; "
         f"rejected entries: {data['rejected']} ({keys.rejected})"
     )
     last = data["last_activity_s_ago"]

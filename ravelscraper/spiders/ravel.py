@@ -178,7 +178,7 @@ class RavelSpider(scrapy.Spider):
                 "collection",
                 f"{item.identifier!r} is a collection, not an item: ravelscraper mirrors the "
                 "files of one item; give the details page of an item in it "
-                "(-a url=https://archive.org/details/<item>)",
+                f"(-a url={item.origin}/details/<item>)",
             )
         chosen = self.selection.choose(metadata.files)
         restricted = self.selection.restricted(metadata.files)
