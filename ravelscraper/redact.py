@@ -36,18 +36,38 @@ MIN_SECRET = 3  # shorter pieces would mask ordinary words
 URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s'\"<>]*@")
 
 
+def userinfo(match: re.Match[str]) -> str | None:
+    """The userinfo a URL_USERINFO match holds, or None when its "@" is in the path
+    (``https://archive.org/download/x/a@b.mp3``). A "/" before the "@" is a password's only
+    when a ":" not followed by a port comes before it (``redis://:pass/word@host``)."""
+    candidate = match.group(0)[len(match.group("scheme")) : -1]
+    if "/" not in candidate:
+        return candidate
+    head = candidate.split("/", 1)[0]
+    _, colon, after = head.partition(":")
+    return candidate if colon and not after.isdigit() else None
+
+
 def redact_url(text: str) -> str:
     """``text`` with the userinfo of every URL in it masked."""
-    return URL_USERINFO.sub(rf"\g<scheme>{MASK}@", text)
+
+    def masked(match: re.Match[str]) -> str:
+        if userinfo(match) is None:
+            return match.group(0)
+        return f"{match.group('scheme')}{MASK}@"
+
+    return URL_USERINFO.sub(masked, text)
 
 
 def url_secrets(text: str) -> set[str]:
     """The userinfo and passwords of the URLs in ``text``, and the pieces a parser may show."""
     found: set[str] = set()
     for match in URL_USERINFO.finditer(text):
-        userinfo = match.group(0)[len(match.group("scheme")) : -1]
-        found.add(userinfo)
-        _, colon, password = userinfo.partition(":")
+        info = userinfo(match)
+        if info is None:
+            continue
+        found.add(info)
+        _, colon, password = info.partition(":")
         if colon and password:
             found.add(password)
             found.update(re.split(r"[/?#@]", password))

@@ -105,9 +105,8 @@ def shown(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
-STORE_KINDS = (
-    "a folder, file:///folder, s3://bucket[/prefix] or ftp://[user:password@]host[:port]/folder"
-)
+# (Written without "user:password@": the log's masking would show it as "***@".)
+STORE_KINDS = "a folder, file:///folder, s3://bucket[/prefix] or ftp://host[:port]/folder"
 
 
 def store_uri_problem(uri: str) -> str | None:
@@ -134,7 +133,7 @@ def store_uri_problem(uri: str) -> str | None:
         return None
     if scheme == "ftp":
         if not parts.hostname:
-            return f"FILES_STORE {shown_uri} names no host: use ftp://[user:password@]host[:port]/folder"
+            return f"FILES_STORE {shown_uri} names no host: use ftp://host[:port]/folder"
         return None
     return f"FILES_STORE {shown_uri} has an unknown scheme {scheme!r}: give {STORE_KINDS}"
 

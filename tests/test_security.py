@@ -127,6 +127,11 @@ def test_a_generic_url_userinfo_is_masked_even_when_unknown():
     assert redact_url("https://archive.org/download/x/a%40b.mp3") == (
         "https://archive.org/download/x/a%40b.mp3"
     )
+    # An "@" in a path is no userinfo (a name such as a@b.mp3, unencoded in a message)...
+    for url in ("https://archive.org/download/x/a@b.mp3", "http://h:8080/x/a@b.mp3"):
+        assert redact_url(f"failed ({url})") == f"failed ({url})"
+    # ...but a password holding a "/" is.
+    assert redact_url("redis://:pass/word@h:6379/0") == "redis://***@h:6379/0"
 
 
 @pytest.mark.parametrize(
