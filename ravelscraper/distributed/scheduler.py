@@ -20,7 +20,6 @@ Differences from ``scrapy_redis.scheduler.Scheduler`` (each one a bug or a warni
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -99,31 +98,6 @@ class Lease:
     rejected: str | None = None  # a bad entry: recorded in <prefix>:rejected
 
 
-class FailureReasons(logging.Handler):
-    """Remembers the pipeline's ``[download failed] <name>: <reason>`` lines, so that the
-    ledger gets the same reason the node logged."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.recent: deque[str] = deque(maxlen=256)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad log call is not ours to fix
-            return
-        if message.startswith("[download failed] "):
-            self.recent.append(message)
-
-    def reason_for(self, name: str) -> str | None:
-        for spelled in (f"{name!r}: ", f"{name}: "):
-            head = f"[download failed] {spelled}"
-            for message in reversed(self.recent):
-                if message.startswith(head):
-                    return message[len(head) :]
-        return None
-
-
 class GuardedErrback:
     """A page entry's errback, run by the fleet: while the node stops, a cancelled download
     goes back to the queue instead of reaching the spider; files an errback lists become
@@ -176,7 +150,6 @@ class RavelScheduler(Scheduler):
         self.unsent: list[Request] = []  # requests to queue once Redis answers again
         self.origins = AllowedOrigins([])
         self.failed = False
-        self.reasons = FailureReasons()
         if not settings.getbool("SCHEDULER_PERSIST", True) or settings.getbool(
             "SCHEDULER_FLUSH_ON_START"
         ):
@@ -224,7 +197,6 @@ class RavelScheduler(Scheduler):
         assert keys is not None
         self.df.server, self.df.key = self.server, keys.dupefilter
         self.origins = AllowedOrigins.for_spider(spider)
-        logging.getLogger("ravelscraper.pipelines").addHandler(self.reasons)
         logger.info(
             f"[fleet] node {self.fleet.node} joined {self.fleet.where}, keys {keys.prefix}:*"
             f" ({state['queued']} entries queued, {state['inflight']} being worked on, "
@@ -232,7 +204,6 @@ class RavelScheduler(Scheduler):
         )
 
     def close(self, reason: str) -> None:
-        logging.getLogger("ravelscraper.pipelines").removeHandler(self.reasons)
         if not self.fleet.connected or self.failed:
             return
         held = len(self.leases)
@@ -426,7 +397,6 @@ class RavelScheduler(Scheduler):
             error
             or next((str(r["reason"]) for r in results if r.get("reason")), None)
             or item.error
-            or self.reasons.reason_for(item.name)
             or f"not stored (see the log of node {self.fleet.node})"
         )
         lease.outcome = (path, "failed", reason, 0)
