@@ -80,6 +80,8 @@ def http_url(url: str) -> SplitResult:
         valid = False
     if not valid:
         raise BadInput(f"not an http(s) URL: {url!r}")
+    if "@" in parts.netloc:  # never sent on: archive.org items need no login
+        raise BadInput("a URL with a user name or password is not supported: leave them out")
     return parts
 
 
