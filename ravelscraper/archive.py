@@ -12,6 +12,8 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from parsel import Selector
 
+from ravelscraper.stores import shown
+
 DEFAULT_IDENTIFIER = "ThePianoMusicOfMauriceRavel"
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # The low-bitrate transcode archive.org derives from every mp3: never what a user wants.
@@ -98,11 +100,6 @@ MD5 = re.compile(r"[0-9a-fA-F]{32}")
 SIZE = re.compile(r"[0-9]{1,19}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
 MAX_TEXT = 1024  # longest title, album... kept (the fleet's records allow 4096)
 MAX_NAME_LINKS = 10_000  # links taken from one details page
-
-
-def printable(value: str) -> str:
-    """A remote string fit for a log line: escaped (as repr does) unless plainly printable."""
-    return value if value.isprintable() else repr(value)[1:-1]
 
 
 def text(value: object, limit: int = MAX_TEXT) -> str:
@@ -282,7 +279,7 @@ class Metadata:
     @property
     def formats(self) -> list[str]:
         """The public formats, escaped for a log line."""
-        return sorted({printable(f.format) for f in self.files if f.format and not f.private})
+        return sorted({shown(f.format) for f in self.files if f.format and not f.private})
 
     @property
     def collection(self) -> bool:
