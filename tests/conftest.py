@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,15 @@ from tests.fakearchive.server import KNOBS
 NO_KNOBS = dict.fromkeys(KNOBS)  # every knob back to its default
 
 ROOT = Path(__file__).resolve().parents[1]
+# The mission's item, as the fake archive.org serves it, and the files a default crawl takes.
+RAVEL = "ThePianoMusicOfMauriceRavel"
+RAVEL_MP3S = [
+    "01PavanePourUneInfanteDfuntePourPianoMr19.mp3",
+    "02JeuxDeauPourPianoMr30.mp3",
+    "03SonatinePourPianoMr40-Modr.mp3",
+    "04MouvementDeMenuet.mp3",
+    "05Anim.mp3",
+]
 LOG_LINE = re.compile(r"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\t\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\t")
 
 
@@ -94,3 +105,22 @@ def stored_files(store: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
     }
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (e.g. "300k") mounted on ``folder``/small-disk: a disk that fills
+    up. Skips the test where mounting is not allowed."""
+    mountpoint = folder / "small-disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)

@@ -7,17 +7,8 @@ import re
 
 import pytest
 
-from tests.conftest import LOG_LINE, scrapy_crawl, stored_files
+from tests.conftest import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.fakearchive import file_bytes, get_item, md5_of
-
-RAVEL = "ThePianoMusicOfMauriceRavel"
-RAVEL_MP3S = [
-    "01PavanePourUneInfanteDfuntePourPianoMr19.mp3",
-    "02JeuxDeauPourPianoMr30.mp3",
-    "03SonatinePourPianoMr40-Modr.mp3",
-    "04MouvementDeMenuet.mp3",
-    "05Anim.mp3",
-]
 
 
 def storage_gets(archive) -> list[str]:

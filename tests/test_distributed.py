@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
 from tests.fakearchive import max_simultaneous
+from tests.fleet_support import scrapy_fleet
 from tests.redisserver import RedisServer, free_port
 
 FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
@@ -414,14 +415,7 @@ def test_status_and_reset_commands(fleet):
     redis.zadd("ravel:nodes", {"expired:2:def": time.time() * 1000 - 60_000})
 
     def command(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "scrapy", "fleet", *args],
-            cwd=ROOT,
-            env=crawl_env(REDIS_URL=fleet.url),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return scrapy_fleet(fleet.url, *args)
 
     status = command("status")
     assert status.returncode == 0, status.stderr
@@ -438,19 +432,8 @@ def test_status_and_reset_commands(fleet):
 def test_fleet_commands_never_print_a_traceback(fleet):
     """Values written by hand, a key of the wrong type, a reader that goes away."""
 
-    def command(*args: str, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "scrapy", "fleet", *args],
-            cwd=ROOT,
-            env=crawl_env(REDIS_URL=fleet.url),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            **kwargs,
-        )
-
     fleet.redis.hset("ravel:run", mapping={"opened": "²", "closed": "x"})
-    odd = command("status")
+    odd = scrapy_fleet(fleet.url, "status")
     assert odd.returncode == 0 and "Traceback" not in odd.stderr, odd.stderr
     piped = subprocess.run(  # a reader that has gone before anything is written
         f"{sys.executable} -m scrapy fleet status --json | true",
@@ -464,7 +447,7 @@ def test_fleet_commands_never_print_a_traceback(fleet):
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
     fleet.redis.delete("ravel:run")
     fleet.redis.set("ravel:run", "not a hash")
-    wrong = command("status")
+    wrong = scrapy_fleet(fleet.url, "status")
     assert wrong.returncode == 1, wrong.stdout
     assert "Traceback" not in wrong.stderr
     assert wrong.stderr.startswith("error: Redis refused the command: WRONGTYPE"), wrong.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Crawl, scrapy_crawl, start_crawl, stored_files
+from tests.conftest import Crawl, scrapy_crawl, small_tmpfs, start_crawl, stored_files
 from tests.fakearchive import file_bytes, md5_of
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
@@ -158,17 +158,8 @@ def test_an_interrupted_run_is_completed_by_the_next(archive, tmp_path, stop):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 400 KiB filesystem: room for two or three of the Ravel item's files, not five."""
-    mountpoint = tmp_path / "small-disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mountpoint
-    subprocess.run(["umount", str(mountpoint)], check=True)
+    with small_tmpfs(tmp_path, "400k") as mountpoint:
+        yield mountpoint
 
 
 def test_a_full_disk_stops_the_crawl_and_keeps_what_is_stored(archive, small_disk):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, crawl_command, crawl_env
+from tests.conftest import ROOT, crawl_command, crawl_env, small_tmpfs
 from tests.fleet_support import (
     TinyArchive,
     body_of,
@@ -267,6 +267,7 @@ def test_a_key_of_the_wrong_type_stops_a_running_node_in_one_line(fleet, tmp_pat
     [
         (None, {"RAVEL_REDIS_PREFIX": "ravel%"}, "RAVEL_REDIS_PREFIX 'ravel%' is not a valid"),
         ("sadd", {}, "Redis key 'ravel:start_urls' holds a set, not a list"),
+        (None, {"RAVEL_HEARTBEAT": "abc"}, "setting RAVEL_HEARTBEAT='abc'"),
     ],
 )
 def test_bad_fleet_settings_and_keys_are_one_line_and_exit_1(
@@ -294,6 +295,8 @@ def test_bad_fleet_settings_and_keys_are_one_line_and_exit_1(
     assert len(errors) == 1 and expected in errors[0], log[-3000:]
     assert "Traceback" not in log
     assert archive.stats()["log"] == []
+    if setup is None:
+        assert fleet.redis.keys("*") == []  # refused before it joined or opened a run
 
 
 def test_a_waiting_node_refuses_a_mistyped_argument(fleet, tmp_path):
@@ -304,30 +307,6 @@ def test_a_waiting_node_refuses_a_mistyped_argument(fleet, tmp_path):
     errors = node.lines("[ERROR]")
     assert len(errors) == 1 and "unknown argument -a formts=" in errors[0], node.log[-3000:]
     assert "Traceback" not in node.log
-
-
-def test_a_node_with_a_bad_setting_stops_before_joining_the_fleet(archive, fleet, tmp_path):
-    done = subprocess.run(
-        crawl_command(
-            "-a",
-            f"url={archive.details_url('bulk-40')}",
-            store=tmp_path,
-            REDIS_URL=fleet.url,
-            RAVEL_HEARTBEAT="abc",
-        ),
-        cwd=ROOT,
-        env=crawl_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    log = done.stdout + done.stderr
-    assert done.returncode == 1, log[-3000:]
-    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
-    assert len(errors) == 1 and "setting RAVEL_HEARTBEAT='abc'" in errors[0], log[-3000:]
-    assert "Traceback" not in log
-    assert fleet.redis.keys("*") == []  # it never joined, never opened a run
-    assert archive.stats()["log"] == []
 
 
 def test_a_flushed_redis_is_reported_as_lost_never_as_success(archive, fleet, tmp_path):
@@ -347,17 +326,8 @@ def test_a_flushed_redis_is_reported_as_lost_never_as_success(archive, fleet, tm
 @pytest.fixture
 def small_disk(tmp_path):
     """A 300 KiB filesystem: room for a few 64 KiB files, not eight."""
-    mountpoint = tmp_path / "small-disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mountpoint
-    subprocess.run(["umount", str(mountpoint)], check=True)
+    with small_tmpfs(tmp_path, "300k") as mountpoint:
+        yield mountpoint
 
 
 def test_a_node_whose_disk_fills_up_hands_its_files_to_the_fleet(

@@ -11,19 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Crawl, scrapy_crawl, stored_files
+from tests.conftest import RAVEL, RAVEL_MP3S, Crawl, scrapy_crawl, stored_files
 from tests.fakearchive import FakeArchive, file_bytes, get_item, md5_of
 from tests.fakearchive.catalog import COLLECTION_ID, MIXED_ID, REGENERATED_ID, SAMPLES_ID
 from tests.fakearchive.hostile import FORGED
-
-RAVEL = "ThePianoMusicOfMauriceRavel"
-RAVEL_MP3S = [
-    "01PavanePourUneInfanteDfuntePourPianoMr19.mp3",
-    "02JeuxDeauPourPianoMr30.mp3",
-    "03SonatinePourPianoMr40-Modr.mp3",
-    "04MouvementDeMenuet.mp3",
-    "05Anim.mp3",
-]
 
 
 def crawl(archive: FakeArchive, store: Path, *args: str, **settings: object) -> Crawl:

@@ -12,7 +12,16 @@ import pytest
 
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
 from ravelscraper.stores import s3_bucket_and_prefix, store_uri_problem
-from tests.conftest import ROOT, Crawl, crawl_command, crawl_env, scrapy_crawl, stored_files
+from tests.conftest import (
+    RAVEL,
+    RAVEL_MP3S,
+    ROOT,
+    Crawl,
+    crawl_command,
+    crawl_env,
+    scrapy_crawl,
+    stored_files,
+)
 from tests.fakearchive import md5_of
 from tests.store_support import (
     S3_ENV,
@@ -22,15 +31,6 @@ from tests.store_support import (
     ftp_server,
     moto_s3,
 )
-
-RAVEL = "ThePianoMusicOfMauriceRavel"
-RAVEL_MP3S = [
-    "01PavanePourUneInfanteDfuntePourPianoMr19.mp3",
-    "02JeuxDeauPourPianoMr30.mp3",
-    "03SonatinePourPianoMr40-Modr.mp3",
-    "04MouvementDeMenuet.mp3",
-    "05Anim.mp3",
-]
 
 
 def downloads(archive) -> list[str]:

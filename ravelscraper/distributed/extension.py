@@ -164,15 +164,11 @@ class FleetCoordinator:
         if not self.fleet.run_seen or state["run"] >= self.fleet.run_seen:
             self.fleet.joined_run(state["run"])
             return False
-        message = (
+        self.fleet_lost(
             f"[fleet] the fleet's data in Redis is gone (run {self.fleet.run_seen} no longer "
             "exists: FLUSHDB, `scrapy fleet reset --force`, or a Redis restarted without "
             "persistence); stopping: files of this run may be missing, run the job again"
         )
-        logger.error(message)
-        self.crawler.stats.set_value("ravel/error", message)
-        self.crawler.stats.set_value("ravel/fleet_lost", 1)
-        self.stop("fleet_data_lost")
         return True
 
     def publish(self, state: dict[str, int]) -> None:
@@ -295,11 +291,14 @@ class FleetCoordinator:
         self.crawler.stats.set_value("ravel/fleet_failed", failed + state["jobs_failed"])
 
     def queue_lost(self, pending: int) -> None:
-        message = (
+        self.fleet_lost(
             f"[fleet] {pending} files of the run are pending but no entry is left to complete "
             "them: the queue was lost (FLUSHDB, keys deleted, or a Redis restarted without "
             "persistence); stopping: `scrapy fleet reset`, then run the job again"
         )
+
+    def fleet_lost(self, message: str) -> None:
+        """Redis lost the fleet's data: one ERROR line, and the node stops with exit 1."""
         logger.error(message)
         self.crawler.stats.set_value("ravel/error", message)
         self.crawler.stats.set_value("ravel/fleet_lost", 1)
