@@ -80,9 +80,9 @@ STREAMED = "ravel-streamed"
 
 # Writer threads: each streamed file's chunks are written and hashed here, in order.
 WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ravel-writer")
-BACKLOG_PAUSE = 4 * 1024 * 1024  # queued bytes of one file that pause its transport
-BACKLOG_RESUME = 1024 * 1024  # ... and resume it once written down to this
-BATCH = 1024 * 1024  # queued bytes handed to a writer thread at once
+BACKLOG_PAUSE = 2 * 1024 * 1024  # queued bytes of one file that pause its transport
+BACKLOG_RESUME = 512 * 1024  # ... and resume it once written down to this
+BATCH = 512 * 1024  # queued bytes handed to a writer thread at once
 
 _live_parts: set[PartFile] = set()  # part files written to and not yet deleted or committed
 

@@ -358,7 +358,7 @@ def test_a_last_write_that_fails_stores_nothing_and_fails_the_file(pipeline, tmp
 
 
 def test_a_writer_that_falls_behind_pauses_the_transport_then_resumes_it(tmp_path, reactor_calls):
-    chunks = [bytes(1 << 20)] * 12  # 12 MiB queued at once: past the 4 MiB that pauses
+    chunks = [bytes(1 << 20)] * 12  # 12 MiB queued at once: past the 2 MiB that pauses
     release = threading.Event()
     write_all = streaming.write_all
 
