@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from benchmarks.run import Dataset, Results, Run
 
 MB = 1_000_000
-COLORS = {"project": "tab:blue", "seed": "tab:orange", "aria2c": "tab:green"}
+COLORS = {
+    "project": "tab:blue",
+    "seed": "tab:orange",
+    "aria2c": "tab:green",
+    "aria2c-md5": "tab:olive",
+}
 
 
 def median(values: Iterable[float | None]) -> float | None:
@@ -31,6 +36,11 @@ def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
+
+
+def per_gb(cpu: float | None, total: int) -> str:
+    """CPU seconds per GB downloaded."""
+    return fmt(cpu and cpu / (total / 1e9), 1)
 
 
 def verdict(value: float | None, limit: float) -> str:
@@ -64,6 +74,10 @@ class Table:
         walls = [r.wall for r in self.select(scenario, dataset, tool)]
         return f"{min(walls):.2f}-{max(walls):.2f}" if walls else "-"
 
+    def tail(self, scenario: str, dataset: str, tool: str) -> float | None:
+        """Median seconds from the last byte served to the command's exit."""
+        return median(r.extra.get("tail") for r in self.select(scenario, dataset, tool))
+
     def failures(self, scenario: str, dataset: str, tool: str) -> str:
         failed = [
             r
@@ -95,6 +109,7 @@ def write_report(results: Results, out: Path, chosen: set[str]) -> Path:
         ("B", _section_b),
         ("C", _section_c),
         ("D", _section_d),
+        ("E", _section_e),
         ("S", _section_s),
     ]
     body: list[str] = []
@@ -103,7 +118,7 @@ def write_report(results: Results, out: Path, chosen: set[str]) -> Path:
         if key in chosen:
             body += section(results, table, out, targets)
     if targets:
-        lines += ["## Targets (issue 5)", "", "| target | measured | |", "|---|---|---|"]
+        lines += ["## Targets (issues 5 and 12)", "", "| target | measured | |", "|---|---|---|"]
         lines += [f"| {t} | {m} | {v} |" for t, m, v in targets]
         lines.append("")
     lines += body
@@ -123,22 +138,24 @@ def _section_a(results: Results, table: Table, out: Path, targets: list) -> list
         "command; *span* is first file request to last byte at the server.",
         "",
         "| tool | wall (s) | min-max | span (s) | wall x ideal | span x ideal | wall x seed "
-        "| CPU (s) | peak RSS (MB) | start-up (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU (s) | CPU s/GB | peak RSS (MB) | start-up (s) | exit after last byte (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seed_wall = table.med("A", data.label, "seed", "wall")
     for tool in table.tools("A", data.label):
         wall = table.med("A", data.label, tool, "wall")
         span = table.med("A", data.label, tool, "span")
         rss = table.med("A", data.label, tool, "peak_rss")
+        cpu = table.med("A", data.label, tool, "cpu")
         lines.append(
             f"| {tool}{table.failures('A', data.label, tool)} | {fmt(wall)} "
             f"| {table.spread('A', data.label, tool)} | {fmt(span)} "
             f"| {fmt(ratio(wall, ideal))} | {fmt(ratio(span, ideal))} "
-            f"| {fmt(ratio(wall, seed_wall))} | {fmt(table.med('A', data.label, tool, 'cpu'))} "
-            f"| {fmt(rss and rss / MB, 0)} | {fmt(table.med('A', data.label, tool, 'startup'))} |"
+            f"| {fmt(ratio(wall, seed_wall))} | {fmt(cpu)} | {per_gb(cpu, data.total)} "
+            f"| {fmt(rss and rss / MB, 0)} | {fmt(table.med('A', data.label, tool, 'startup'))} "
+            f"| {fmt(table.tail('A', data.label, tool))} |"
         )
-    lines.append(f"| ideal | {ideal:.2f} | | {ideal:.2f} | 1.00 | 1.00 | | | | |")
+    lines.append(f"| ideal | {ideal:.2f} | | {ideal:.2f} | 1.00 | 1.00 | | | | | | |")
     project = table.med("A", data.label, "project", "wall")
     project_span = table.med("A", data.label, "project", "span")
     r_seed, r_ideal = ratio(project, seed_wall), ratio(project, ideal)
@@ -176,28 +193,10 @@ def _section_b(results: Results, table: Table, out: Path, targets: list) -> list
         lines += [results.notes["B"], ""]
     for data in plan.b:
         bound = 150 * MB + min(plan.b_concurrency, data.count) * data.size
-        lines += [
-            f"### {data.label} ({data.total / MB:.0f} MB)",
-            "",
-            "| tool | wall (s) | min-max | MB/s | wall x aria2c | wall x seed | CPU s/GB "
-            "| peak RSS (MB) | start-up (s) |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
+        lines += [f"### {data.label} ({data.total / MB:.0f} MB)", ""]
+        lines += _machinery_table(table, "B", data)
         aria = table.med("B", data.label, "aria2c", "wall")
         seed = table.med("B", data.label, "seed", "wall")
-        for tool in table.tools("B", data.label):
-            wall = table.med("B", data.label, tool, "wall")
-            cpu = table.med("B", data.label, tool, "cpu")
-            rss = table.med("B", data.label, tool, "peak_rss")
-            lines.append(
-                f"| {tool}{table.failures('B', data.label, tool)} | {fmt(wall)} "
-                f"| {table.spread('B', data.label, tool)} "
-                f"| {fmt(wall and data.total / MB / wall, 0)} | {fmt(ratio(wall, aria))} "
-                f"| {fmt(ratio(wall, seed))} | {fmt(cpu and cpu / (data.total / 1e9), 1)} "
-                f"| {fmt(rss and rss / MB, 0)} "
-                f"| {fmt(table.med('B', data.label, tool, 'startup'))} |"
-            )
-        lines.append("")
         project = table.med("B", data.label, "project", "wall")
         limit = 1.5 if data.count > 1 else 1.2
         r_aria = ratio(project, aria)
@@ -221,21 +220,112 @@ def _section_b(results: Results, table: Table, out: Path, targets: list) -> list
                 verdict(rss, bound),
             )
         )
-    startups = [
-        r.startup
-        for r in table.runs
-        if r.tool == "project" and r.ok and r.scenario in ("A", "B") and r.startup is not None
-    ]
+    _startup_targets(table, targets)
+    _plot_b(table, "B", plan.b, out / "bench_b.png")
+    return [*lines, "![scenario B](bench_b.png)", ""]
+
+
+def _startup_targets(table: Table, targets: list) -> None:
+    """Start-up and exit of the project's single-node runs (A, B, E), once."""
+    if any(t[0].startswith("Start-up") for t in targets):
+        return
+    runs = [r for r in table.runs if r.tool == "project" and r.ok and r.scenario in "ABE"]
+    startups = [r.startup for r in runs if r.startup is not None]
     start = median(startups)
+    for limit, issue in ((1.5, 5), (0.5, 12)):
+        targets.append(
+            (
+                f"Start-up (command → first request) ≤ {limit} s (issue {issue})",
+                f"{fmt(start)} s (median of {len(startups)} A/B/E runs)",
+                verdict(start, limit),
+            )
+        )
+    tails = [r.extra.get("tail") for r in runs if r.extra.get("tail") is not None]
+    tail = median(tails)
     targets.append(
         (
-            "Start-up (command → first request) ≤ 1.5 s",
-            f"{fmt(start)} s (median of {len(startups)} A/B runs)",
-            verdict(start, 1.5),
+            "Exit ≤ 0.1 s after the last byte, one node",
+            f"{fmt(tail)} s (median of {len(tails)} A/B/E runs)",
+            verdict(tail, 0.1),
         )
     )
-    _plot_b(table, plan.b, out)
-    return [*lines, "![scenario B](bench_b.png)", ""]
+
+
+def _machinery_table(table: Table, scenario: str, data: Dataset) -> list[str]:
+    """One unthrottled dataset: whole-command and span ratios to aria2c, CPU, memory."""
+    lines = [
+        "| tool | wall (s) | min-max | MB/s | span (s) | wall x aria2c | span x aria2c "
+        "| wall x aria2c-md5 | wall x seed | CPU s/GB | peak RSS (MB) | start-up (s) "
+        "| exit after last byte (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    label = data.label
+    aria = table.med(scenario, label, "aria2c", "wall")
+    aria_span = table.med(scenario, label, "aria2c", "span")
+    aria_md5 = table.med(scenario, label, "aria2c-md5", "wall")
+    seed = table.med(scenario, label, "seed", "wall")
+    for tool in table.tools(scenario, label):
+        wall = table.med(scenario, label, tool, "wall")
+        span = table.med(scenario, label, tool, "span")
+        rss = table.med(scenario, label, tool, "peak_rss")
+        lines.append(
+            f"| {tool}{table.failures(scenario, label, tool)} | {fmt(wall)} "
+            f"| {table.spread(scenario, label, tool)} "
+            f"| {fmt(wall and data.total / MB / wall, 0)} | {fmt(span)} "
+            f"| {fmt(ratio(wall, aria))} | {fmt(ratio(span, aria_span))} "
+            f"| {fmt(ratio(wall, aria_md5))} | {fmt(ratio(wall, seed))} "
+            f"| {per_gb(table.med(scenario, label, tool, 'cpu'), data.total)} "
+            f"| {fmt(rss and rss / MB, 0)} "
+            f"| {fmt(table.med(scenario, label, tool, 'startup'))} "
+            f"| {fmt(table.tail(scenario, label, tool))} |"
+        )
+    return [*lines, ""]
+
+
+def _section_e(results: Results, table: Table, out: Path, targets: list) -> list[str]:
+    plan, data = results.plan, results.plan.e
+    lines = [
+        f"## E. Multi-GB: {data.label} ({data.total / 1e9:.1f} GB), unthrottled, "
+        f"{plan.b_concurrency} at a time, every file verified",
+        "",
+        "The project checks every file against the sha1 the fake lists (as archive.org does); "
+        "`aria2c` downloads without checking; `aria2c-md5` is given each file's md5 "
+        "(`checksum=md5=...` in its input file) and verifies it, as the project does. "
+        "Columns as in B; *span*: first file request to last byte, at the server.",
+        "",
+    ]
+    if "E" in results.notes:
+        lines += [results.notes["E"], ""]
+    lines += _machinery_table(table, "E", data)
+    project = table.med("E", data.label, "project", "wall")
+    for tool, limit in (("aria2c", 1.1), ("aria2c-md5", 0.4)):
+        r = ratio(project, table.med("E", data.label, tool, "wall"))
+        r_span = ratio(
+            table.med("E", data.label, "project", "span"), table.med("E", data.label, tool, "span")
+        )
+        targets.append(
+            (
+                f"E {data.label}: project ≤ {limit} x {tool} (whole command)",
+                f"{fmt(r)} x (whole command), {fmt(r_span)} x (span)",
+                verdict(r, limit),
+            )
+        )
+    cpu = table.med("E", data.label, "project", "cpu")
+    cpu_gb = cpu and cpu / (data.total / 1e9)
+    targets.append(
+        (f"E {data.label}: project CPU ≤ 2.0 s/GB", f"{fmt(cpu_gb, 2)} s/GB", verdict(cpu_gb, 2.0))
+    )
+    rss = table.med("E", data.label, "project", "peak_rss")
+    targets.append(
+        (
+            f"Memory {data.label}: flat in file size (≤ 150 MB)",
+            f"{fmt(rss and rss / MB, 0)} MB",
+            verdict(rss, 150 * MB),
+        )
+    )
+    _startup_targets(table, targets)
+    _plot_b(table, "E", [data], out / "bench_e.png")
+    return [*lines, "![scenario E](bench_e.png)", ""]
 
 
 def _section_c(results: Results, table: Table, out: Path, targets: list) -> list[str]:
@@ -256,8 +346,8 @@ def _section_c(results: Results, table: Table, out: Path, targets: list) -> list
         "exit).",
         "",
         "| nodes | wall (s) | min-max | span (s) | wall x 1 node | span x 1 node | transfers "
-        "| last exit after last byte (s) | CPU (s, all nodes) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| last exit after last byte (s) | CPU (s, all nodes) | CPU s/GB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = table.med("C", data.label, "1 node", "wall")
     base_span = table.med("C", data.label, "1 node", "span")
@@ -270,7 +360,8 @@ def _section_c(results: Results, table: Table, out: Path, targets: list) -> list
             f"| {table.spread('C', data.label, tool)} | {fmt(span)} | {fmt(ratio(wall, base))} "
             f"| {fmt(ratio(span, base_span))} | {fmt(transfers, 0)} "
             f"| {fmt(median(r.extra.get('tail') for r in table.select('C', data.label, tool)))} "
-            f"| {fmt(table.med('C', data.label, tool, 'cpu'))} |"
+            f"| {fmt(table.med('C', data.label, tool, 'cpu'))} "
+            f"| {per_gb(table.med('C', data.label, tool, 'cpu'), data.total)} |"
         )
     for nodes, limit in ((2, 0.55), (3, 0.4)):
         tool = f"{nodes} nodes"
@@ -300,8 +391,8 @@ def _section_d(results: Results, table: Table, out: Path, targets: list) -> list
         "the server. *Gaps*: between the starts of consecutive files.",
         "",
         "| tool | wall (s) | first file request (s) | max simultaneous | min gap (s) "
-        "| median gap (s) | files |",
-        "|---|---|---|---|---|---|---|",
+        "| median gap (s) | files | CPU s/GB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in [r for r in table.runs if r.scenario == "D"]:
         gaps = run.extra.get("gaps") or []
@@ -309,7 +400,8 @@ def _section_d(results: Results, table: Table, out: Path, targets: list) -> list
             f"| {run.tool}{'' if run.ok else ' (failed: ' + run.note + ')'} | {run.wall:.2f} "
             f"| {fmt(run.extra.get('first_file'))} "
             f"| {run.extra.get('max_simultaneous', '-')} "
-            f"| {fmt(min(gaps) if gaps else None)} | {fmt(median(gaps))} | {data.count} |"
+            f"| {fmt(min(gaps) if gaps else None)} | {fmt(median(gaps))} | {data.count} "
+            f"| {per_gb(run.cpu, data.total)} |"
         )
     if results.timelines:
         _plot_d(results.timelines, out)
@@ -373,21 +465,28 @@ def _plot_a(table: Table, data: Dataset, ideal: float, out: Path) -> None:
     plt.close(fig)
 
 
-def _plot_b(table: Table, datasets: Sequence[Dataset], out: Path) -> None:
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7), squeeze=False)
+def _plot_b(table: Table, scenario: str, datasets: Sequence[Dataset], path: Path) -> None:
+    """Throughput, CPU per GB and peak RSS of each tool, one column per dataset."""
+    fig, axes = plt.subplots(3, len(datasets), figsize=(5.5 * len(datasets), 10), squeeze=False)
     for col, data in enumerate(datasets):
-        tools = table.tools("B", data.label)
+        tools = table.tools(scenario, data.label)
         colors = [COLORS.get(t, "grey") for t in tools]
-        walls = [table.med("B", data.label, t, "wall") for t in tools]
+        walls = [table.med(scenario, data.label, t, "wall") for t in tools]
         _bars(axes[0][col], tools, [w and data.total / MB / w for w in walls], colors)
-        axes[0][col].set_title(f"B. {data.label}: throughput")
+        axes[0][col].set_title(f"{scenario}. {data.label}: throughput")
         axes[0][col].set_ylabel("MB/s (whole command)")
-        rss = [table.med("B", data.label, t, "peak_rss") for t in tools]
-        _bars(axes[1][col], tools, [r and r / MB for r in rss], colors)
-        axes[1][col].set_title(f"B. {data.label}: peak RSS")
-        axes[1][col].set_ylabel("MB")
+        cpus = [table.med(scenario, data.label, t, "cpu") for t in tools]
+        _bars(axes[1][col], tools, [c and c / (data.total / 1e9) for c in cpus], colors)
+        axes[1][col].set_title(f"{scenario}. {data.label}: CPU per GB")
+        axes[1][col].set_ylabel("CPU s/GB")
+        rss = [table.med(scenario, data.label, t, "peak_rss") for t in tools]
+        _bars(axes[2][col], tools, [r and r / MB for r in rss], colors)
+        axes[2][col].set_title(f"{scenario}. {data.label}: peak RSS")
+        axes[2][col].set_ylabel("MB")
+        for ax in axes[:, col]:
+            ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    fig.savefig(out / "bench_b.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

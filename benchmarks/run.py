@@ -1,6 +1,6 @@
-"""The benchmark driver: scenarios A-D and the start-up profile, then RESULTS.md and plots.
+"""The benchmark driver: scenarios A-E and the start-up profile, then RESULTS.md and plots.
 
-    python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,S] [--out DIR]
+    python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,E,S] [--out DIR]
 
 Competitors run in the same invocation, alternating (the order rotates every round), and
 the report gives medians and ratios. Every server (the fake archive.org, Redis) is started
@@ -73,6 +73,7 @@ class Plan:
     c_nodes: tuple[int, ...]
     d: Dataset
     d_rate: int
+    e: Dataset  # the multi-GB job: unthrottled, b_concurrency at a time, every file verified
     timeout: float
 
     @classmethod
@@ -87,6 +88,7 @@ class Plan:
             c_nodes=(1, 2, 3),
             d=Dataset("bench-d-10x500k", 10, 500_000),
             d_rate=MB,
+            e=Dataset("bench-e-40x128m", 40, 128 * MB),
             timeout=300,
         )
 
@@ -102,11 +104,19 @@ class Plan:
             c_nodes=(1, 2),
             d=Dataset("bench-d-2x50k", 2, 50_000),
             d_rate=MB,
+            e=Dataset("bench-e-4x1m", 4, MB),
             timeout=60,
         )
 
-    def datasets(self) -> list[Dataset]:
-        return [self.a, *self.b, self.d]
+    def datasets(self, chosen: set[str] | None = None) -> list[Dataset]:
+        """The datasets the chosen scenarios use (all by default)."""
+        wanted = {"A": [self.a], "B": list(self.b), "C": [self.a], "D": [self.d], "E": [self.e]}
+        keys = wanted if chosen is None else [k for k in wanted if k in chosen]
+        found: dict[str, Dataset] = {}
+        for key in keys:
+            for data in wanted[key]:
+                found[data.item] = data
+        return list(found.values())
 
 
 @dataclass
@@ -182,6 +192,12 @@ def timing_from_log(log: list[dict[str, Any]], started: float) -> tuple[float | 
     return startup, span
 
 
+def exit_after_last_byte(log: list[dict[str, Any]], exited: float) -> float | None:
+    """Seconds from the last byte of the last file served to the command's exit."""
+    ends = [e["end"] for e in log if is_file_request(e) and e["end"]]
+    return exited - max(ends) if ends else None
+
+
 def project_command(url: str, store: Path, settings: dict[str, object] | None = None) -> list[str]:
     command = [sys.executable, "-m", "scrapy", "crawl", "ravel", "-a", f"url={url}"]
     # The fake archive.org's storage node is 127.0.0.2 (see RAVEL_STORAGE_HOSTS).
@@ -198,6 +214,8 @@ def seed_command(url_file: Path, out: Path, workers: int, sleep: bool) -> list[s
 
 
 def aria2_command(url_file: Path, out: Path, jobs: int) -> list[str]:
+    """aria2c with an input file; one written by :func:`write_urls` with ``checksums`` makes
+    it verify each file's md5 once downloaded (``checksum=md5=...``), as the project does."""
     return ["aria2c", "-j", str(jobs), "-q", "-d", str(out), "-i", str(url_file)]
 
 
@@ -359,6 +377,9 @@ def measure_one(
     count, size = stored(out)
     ok = measured.returncode == 0 and count == data.count and size == data.total
     note = "" if ok else f"rc={measured.returncode}, {count}/{data.count} files, {size} bytes"
+    text = (work / f"{out.name}.log").read_text(errors="replace")
+    if ok and tool == "project" and "ravel/files_unverified" in text:
+        ok, note = False, "stored files unverified"  # every file must be checked
     if not ok:
         tail = (work / f"{out.name}.log").read_text(errors="replace")[-2000:]
         print(f"  !! {scenario} {tool} failed: {note}\n{tail}", flush=True)
@@ -374,6 +395,7 @@ def measure_one(
         span,
         ok,
         note,
+        extra={"tail": exit_after_last_byte(log, measured.started + measured.wall)},
     )
     if keep_log:
         run.extra["log"] = log
@@ -389,9 +411,23 @@ def measure_one(
     return run
 
 
-def write_urls(fake: FakeArchive, data: Dataset, work: Path) -> Path:
-    path = work / f"{data.item}.urls"
-    path.write_text("\n".join(file_urls(fake, data)) + "\n")
+def write_urls(fake: FakeArchive, data: Dataset, work: Path, checksums: bool = False) -> Path:
+    """The dataset's URLs, one a line; with ``checksums``, an aria2c input file that gives
+    each URL its md5 (an indented ``checksum=md5=<hex>`` line)."""
+    path = work / f"{data.item}{'.md5' if checksums else ''}.urls"
+    item = fake.item(data.item)
+    assert item is not None, data.item
+    md5s: dict[str, str] = {}
+    if checksums:  # as the fake lists them (it computed them once, in warm_up)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(fake.metadata_url(data.item), timeout=300) as response:
+            md5s = {f["name"]: f.get("md5", "") for f in json.load(response)["files"]}
+    lines = []
+    for entry in (f for f in item.files if f.is_audio):
+        lines.append(fake.download_url(data.item, entry.name))
+        if checksums:
+            lines.append(f"  checksum=md5={md5s[entry.name]}")
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -463,7 +499,36 @@ def scenario_b(fake: FakeArchive, results: Results, work: Path, aria2: str | Non
         }
         if aria2:
             tools["aria2c"] = lambda out, urls=urls: aria2_command(urls, out, jobs)
+            md5s = write_urls(fake, data, work, checksums=True)
+            tools["aria2c-md5"] = lambda out, md5s=md5s: aria2_command(md5s, out, jobs)
         alternate(fake, results, work, "B", data, tools)
+
+
+def scenario_e(fake: FakeArchive, results: Results, work: Path, aria2: str | None) -> None:
+    """Multi-GB: the project (every file verified) vs aria2c, unverified and with md5s."""
+    plan, data = results.plan, results.plan.e
+    free = shutil.disk_usage(work).free
+    if free < 2 * data.total:
+        need = 2 * data.total / 1e9
+        results.notes["E"] = f"left out: {free / 1e9:.1f} GB free, {need:.1f} GB needed"
+        return
+    fake.configure(bandwidth=None, latency=0)
+    jobs = plan.b_concurrency
+    tools: dict[str, Command] = {
+        "project": lambda out: project_command(
+            fake.details_url(data.item),
+            out,
+            {"CONCURRENT_REQUESTS_PER_DOMAIN": jobs, "DOWNLOAD_DELAY": 0},
+        ),
+    }
+    if aria2:
+        urls = write_urls(fake, data, work)
+        md5s = write_urls(fake, data, work, checksums=True)
+        tools["aria2c"] = lambda out: aria2_command(urls, out, jobs)
+        tools["aria2c-md5"] = lambda out: aria2_command(md5s, out, jobs)
+    else:
+        results.notes["E"] = "aria2c not available: left out"
+    alternate(fake, results, work, "E", data, tools)
 
 
 def scenario_c(fake: FakeArchive, results: Results, work: Path) -> None:
@@ -621,11 +686,11 @@ def startup_profile(fake: FakeArchive, results: Results, work: Path) -> None:
 # --- main --------------------------------------------------------------------------------
 
 
-def warm_up(fake: FakeArchive, plan: Plan) -> None:
-    """Let the fake compute (and cache) every md5 before anything is timed."""
+def warm_up(fake: FakeArchive, plan: Plan, chosen: set[str]) -> None:
+    """Let the fake compute (and cache) every checksum before anything is timed."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for data in plan.datasets():
-        with opener.open(fake.metadata_url(data.item), timeout=120) as response:
+    for data in plan.datasets(chosen):
+        with opener.open(fake.metadata_url(data.item), timeout=300) as response:
             response.read()
 
 
@@ -653,8 +718,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default="A,B,C,D,S",
-        help="comma-separated subset of A,B,C,D,S (S: start-up profile)",
+        default="A,B,C,D,E,S",
+        help="comma-separated subset of A,B,C,D,E,S (S: start-up profile)",
     )
     parser.add_argument(
         "--out",
@@ -674,24 +739,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     rounds = max(1, args.rounds or (1 if args.quick else 3))
     plan = Plan.quick(rounds) if args.quick else Plan.full(rounds)
     aria2 = None
-    if "B" in chosen:
+    if chosen & {"B", "E"}:
         aria2 = ensure_aria2(install=not (args.quick or args.no_install))
     results = Results(plan, environment=environment(aria2))
     args.out.mkdir(parents=True, exist_ok=True)
-    items = {d.item: {"count": d.count, "size": d.size} for d in plan.datasets()}
+    items = {d.item: {"count": d.count, "size": d.size} for d in plan.datasets(chosen)}
     begun = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="ravel-bench-") as tmp,
         FakeArchive({"items": items}, startup_timeout=30) as fake,
     ):
         work = Path(tmp)
-        warm_up(fake, plan)
+        warm_up(fake, plan, chosen)
         steps: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
             ("A", scenario_a, ()),
             ("B", server_ceiling, ()),
             ("B", scenario_b, (aria2,)),
             ("C", scenario_c, ()),
             ("D", scenario_d, ()),
+            ("E", scenario_e, (aria2,)),
             ("S", startup_profile, ()),
         ]
         for key, step, more in steps:

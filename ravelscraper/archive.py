@@ -97,6 +97,7 @@ def check_identifier(identifier: str) -> str:
 REGENERATED_SUFFIXES = ("_files.xml", "_meta.xml", "_reviews.xml")
 SAMPLE_FORMAT = "mp3 sample"  # the 30-second excerpt of an access-restricted recording
 MD5 = re.compile(r"[0-9a-fA-F]{32}")
+SHA1 = re.compile(r"[0-9a-fA-F]{40}")
 SIZE = re.compile(r"[0-9]{1,19}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
 MAX_TEXT = 1024  # longest title, album... kept (the fleet's records allow 4096)
 MAX_NAME_LINKS = 10_000  # links taken from one details page
@@ -125,6 +126,7 @@ class RemoteFile:
     length: float | None = None
     size: int | None = None
     md5: str | None = None
+    sha1: str | None = None  # listed for every file but <id>_files.xml; verified first
     private: bool = False
     # archive.org rewrites it (<id>_files.xml, _meta.xml, _reviews.xml): md5 may not match.
     regenerated: bool = False
@@ -137,8 +139,9 @@ class RemoteFile:
     def from_metadata(cls, entry: object, identifier: str = "") -> RemoteFile:
         """One ``/metadata`` file entry; raises BadInput for an entry that must be skipped.
 
-        A malformed ``size`` is ignored (noted: the md5 still verifies the file); a malformed
-        ``md5`` sets ``error`` (the file fails rather than being stored unchecked).
+        A malformed ``size`` is ignored (noted: the checksum still verifies the file); a
+        malformed ``md5`` or ``sha1`` sets ``error`` (the file fails rather than being stored
+        unchecked).
         """
         if not isinstance(entry, dict):
             raise BadInput(f"a file entry is not an object: {str(entry)[:80]!r}")
@@ -155,15 +158,14 @@ class RemoteFile:
         size = parse_size(entry.get("size"))
         if size is None and entry.get("size") not in (None, ""):
             notes.append(f"{name!r}: ignored its size {text(entry['size'], 40)!r} (not a number)")
-        raw_md5 = entry.get("md5")
-        md5, error = None, ""
-        if isinstance(raw_md5, str) and MD5.fullmatch(raw_md5):
-            md5 = raw_md5.lower()
-        elif raw_md5 not in (None, ""):
-            error = f"archive.org lists a malformed md5 for it: {text(raw_md5, 80)!r}"
+        md5, md5_error = parse_digest(entry.get("md5"), MD5, "md5")
+        sha1, sha1_error = parse_digest(entry.get("sha1"), SHA1, "sha1")
+        error = md5_error or sha1_error
         regenerated = is_regenerated(name, identifier)
         if regenerated and name.endswith("_files.xml"):
-            md5, error = None, ""  # it lists its own md5, which can never match its bytes
+            # It lists its own checksum, which can never match its bytes.
+            md5 = sha1 = None
+            error = ""
         return cls(
             name=name,
             format=text(entry.get("format")),
@@ -176,6 +178,7 @@ class RemoteFile:
             length=parse_length(entry.get("length")),
             size=size,
             md5=md5,
+            sha1=sha1,
             private=text(entry.get("private")).lower() == "true" or entry.get("private") is True,
             regenerated=regenerated,
             error=error,
@@ -190,6 +193,15 @@ class RemoteFile:
     @property
     def is_sample(self) -> bool:
         return self.format.casefold() == SAMPLE_FORMAT
+
+
+def parse_digest(value: object, shape: re.Pattern[str], kind: str) -> tuple[str | None, str]:
+    """(lower-case hex digest or None, "" or why the listed value is malformed)."""
+    if isinstance(value, str) and shape.fullmatch(value):
+        return value.lower(), ""
+    if value in (None, ""):
+        return None, ""
+    return None, f"archive.org lists a malformed {kind} for it: {text(value, 80)!r}"
 
 
 def is_regenerated(name: str, identifier: str = "") -> bool:
@@ -290,12 +302,15 @@ def merge_duplicates(first: RemoteFile, again: RemoteFile) -> RemoteFile:
     """One file for a name listed twice; if the listings disagree, it fails with both."""
     if first.md5 and again.md5 and first.md5 != again.md5:
         reason = f"listed twice with different md5s: {first.md5} and {again.md5}"
+    elif first.sha1 and again.sha1 and first.sha1 != again.sha1:
+        reason = f"listed twice with different sha1s: {first.sha1} and {again.sha1}"
     elif first.size is not None and again.size is not None and first.size != again.size:
         reason = f"listed twice with different sizes: {first.size} and {again.size} bytes"
     else:
         return replace(
             first,
             md5=first.md5 or again.md5,
+            sha1=first.sha1 or again.sha1,
             size=first.size if first.size is not None else again.size,
             error=first.error or again.error,
         )

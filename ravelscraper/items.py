@@ -19,6 +19,7 @@ class AudioFile:
     length: float | None = None  # seconds
     size: int | None = None  # bytes, from /metadata
     md5: str | None = None  # from /metadata; None when only the details page was read
+    sha1: str | None = None  # from /metadata (all but <id>_files.xml): checked instead of md5
     # archive.org rewrites this file (<id>_files.xml, _meta.xml, _reviews.xml): its listed
     # checksum may not match what is served, so a mismatch stores it marked "unverified".
     regenerated: bool = False

@@ -45,8 +45,16 @@ from ravelscraper.streaming import (
 logger = logging.getLogger(__name__)
 
 
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()  # noqa: S324 - archive.org's checksum
+def hex_digest(algorithm: str, data: bytes) -> str:
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+def expected_checksum(item: AudioFile) -> tuple[str, str | None]:
+    """(algorithm, listed hex digest): sha1 where archive.org lists it (the faster to
+    compute here, and the stronger), md5 otherwise; (``"md5"``, None) if neither is listed."""
+    if item.sha1 is not None:
+        return "sha1", item.sha1
+    return "md5", item.md5
 
 
 def megabytes(size: int) -> str:
@@ -74,14 +82,16 @@ class RefusedStore:
 
 
 class VerifiedFilesPipeline(FilesPipeline):
-    """Stores each file at ``<identifier>/<name>``, checked against archive.org's md5 and size.
+    """Stores each file at ``<identifier>/<name>``, checked against archive.org's checksum and
+    size: its sha1 where listed, else its md5 (``expected_checksum``).
 
     * The settings and the store are checked when the crawl opens, before any download.
-    * A file already in the store whose size and md5 match is up to date, whatever its age.
-    * A download whose size or md5 does not match is fetched again
+    * A file already in the store whose size and checksum match is up to date, whatever its
+      age (on S3, whose ETag is an md5, the md5 is compared).
+    * A download whose size or checksum does not match is fetched again
       (``RAVEL_VERIFY_RETRIES`` times), then reported failed and never stored, except a
       file archive.org regenerates (``regenerated``), stored marked ``unverified``.
-    * A file listed without md5 is checked against its size, or, without a size either,
+    * A file listed without a checksum is checked against its size, or, without a size either,
       refused if the connection closed without saying the body was complete (``partial``);
       it is stored marked ``unverified``.
     * Names that could leave the store are refused; a name the filesystem refuses (a
@@ -193,7 +203,7 @@ class VerifiedFilesPipeline(FilesPipeline):
             directory = self.store._get_filesystem_path(self.claim_path(item)).parent
         except (UnsafeName, OSError):
             return {}  # the in-memory path refuses it when it stores the file
-        target = StreamTarget(directory)
+        target = StreamTarget(directory, expected_checksum(item)[0])
         self.streams.add(target)
         return {STREAM_META: target}
 
@@ -229,28 +239,40 @@ class VerifiedFilesPipeline(FilesPipeline):
     ) -> FileInfo | None:
         assert item is not None
         path = self.file_path(request, info=info, item=item)
+        algorithm, expected = expected_checksum(item)
+        if not isinstance(self.store, AtomicFSFilesStore):
+            algorithm, expected = "md5", item.md5  # S3's ETag and the FTP store's checksum
+        if expected is None and item.size is None:
+            return None  # nothing to check a stored copy against: fetch it again
         try:
-            stored = await self.in_store(self.store.stat_file, path, info)
+            if isinstance(self.store, AtomicFSFilesStore):
+                stored = await self.in_store(self.store.stat_file, path, info, algorithm)
+            else:
+                stored = await self.in_store(self.store.stat_file, path, info)
         except Exception as exc:  # an unreadable copy is downloaded again
             logger.warning(f"cannot check the stored copy of {shown(item.name)}: {exc!r}")
             stored = {}
         if not stored:
             return None
         checksum, size = stored.get("checksum"), stored.get("size")
-        if item.md5 is None and item.size is None:
-            return None  # nothing to check a stored copy against: fetch it again
         stale = None
         if item.size is not None and size is not None and size != item.size:
             stale = f"stored size {size} != {item.size}"
-        elif item.md5 is not None and checksum != item.md5:
-            stale = f"stored md5 {checksum} != {item.md5}"
+        elif expected is not None and checksum != expected:
+            stale = f"stored {algorithm} {checksum} != {expected}"
         if stale:
             logger.info(f"[stale] {shown(item.name)}: {stale}, downloading again")
             return None
         self.stats.inc_value("ravel/files_uptodate")
         self.stats.inc_value("ravel/bytes_uptodate", item.size or 0)
         self.inc_stats("uptodate")
-        return {"url": request.url, "path": path, "checksum": checksum, "status": "uptodate"}
+        return {
+            "url": request.url,
+            "path": path,
+            "checksum": checksum,
+            "checksum_type": algorithm,
+            "status": "uptodate",
+        }
 
     def transfer_started(
         self, headers: Any, body_length: int, request: Request, spider: Any
@@ -293,10 +315,15 @@ class VerifiedFilesPipeline(FilesPipeline):
         error = getattr(request.meta.get(STREAM_META), "error", None)
         if isinstance(error, OSError):  # writing the part file failed
             raise self.write_failed(error, item)
+        algorithm, expected = expected_checksum(item)
         if STREAMED in response.flags:
             if streamed is None:
                 raise FileException("the streamed body was lost")
-            size, checksum, body = streamed.size, streamed.md5, None
+            try:  # waits for the last queued write: never a file still being written
+                size, checksum = await streamed.result()
+            except OSError as exc:
+                raise self.write_failed(exc, item) from None
+            body = None
         else:
             if streamed is not None:
                 streamed.discard()  # not this response's body
@@ -304,7 +331,7 @@ class VerifiedFilesPipeline(FilesPipeline):
             body = response.body
             size = len(body)
             # Hashing releases the GIL: off the reactor thread, it overlaps the transfers.
-            checksum = await asyncio.to_thread(md5_hex, body)
+            checksum = await asyncio.to_thread(hex_digest, algorithm, body)
         partial = "partial" in response.flags
         mismatch = self.mismatch(item, size, checksum, partial=partial)
         attempt = request.meta.get("ravel_verify_attempt", 0)
@@ -348,7 +375,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.stats.inc_value("ravel/bytes_downloaded", size)
         self.inc_stats("downloaded")
         status = "downloaded"
-        if item.md5 is None or checksum != item.md5:
+        if expected is None or checksum != expected:
             status = "unverified"
             self.unverified.append(item.name)
             self.stats.inc_value("ravel/files_unverified")
@@ -356,19 +383,27 @@ class VerifiedFilesPipeline(FilesPipeline):
             f"[download finished] {shown(item.name)} ({megabytes(size)}, {seconds:.1f} s)"
             + ("" if status == "downloaded" else ", unverified")
         )
-        return {"url": request.url, "path": path, "checksum": checksum, "status": status}
+        return {
+            "url": request.url,
+            "path": path,
+            "checksum": checksum,
+            "checksum_type": algorithm,
+            "status": status,
+        }
 
     @staticmethod
     def mismatch(item: AudioFile, size: int, checksum: str, partial: bool = False) -> str | None:
-        """Why the body can't be stored as this file, or None."""
+        """Why the body can't be stored as this file, or None; ``checksum`` is the body's
+        digest with the algorithm of ``expected_checksum(item)``."""
         if item.size is not None and size != item.size:
             return f"got {size} bytes, archive.org lists {item.size}"
-        if item.md5 is not None and checksum != item.md5:
-            return f"md5 mismatch: archive.org lists {item.md5}, got {checksum}"
-        if partial and item.md5 is None and item.size is None:
+        algorithm, expected = expected_checksum(item)
+        if expected is not None and checksum != expected:
+            return f"{algorithm} mismatch: archive.org lists {expected}, got {checksum}"
+        if partial and expected is None and item.size is None:
             return (
                 f"the connection closed after {size} bytes without the body's length, and "
-                "archive.org lists no size or md5 to check it against: it may be incomplete"
+                "archive.org lists no size or checksum to check it against: it may be incomplete"
             )
         return None
 

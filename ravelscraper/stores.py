@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ftplib
+import hashlib
 import os
 import secrets
 import stat
@@ -175,8 +176,14 @@ class AtomicFSFilesStore(FSFilesStore):
                 f"FILES_STORE {self.basedir!r} is not writable: {exc.strerror or exc}"
             ) from None
 
-    def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> dict:
-        """FSFilesStore's checksum and mtime, plus the size; {} if no regular file is there."""
+    def stat_file(
+        self,
+        path: str | os.PathLike[str],
+        info: MediaPipeline.SpiderInfo,
+        algorithm: str = "md5",
+    ) -> dict:
+        """The stored file's checksum (``algorithm``), mtime and size; {} if no regular file
+        is there."""
         target = self._get_filesystem_path(path)
         try:
             found = target.stat()
@@ -184,7 +191,9 @@ class AtomicFSFilesStore(FSFilesStore):
             return {}
         if not stat.S_ISREG(found.st_mode):
             return {}  # a directory in the way: storing the file will fail with the reason
-        return {**super().stat_file(path, info), "size": found.st_size}
+        with target.open("rb") as stored:
+            checksum = hashlib.file_digest(stored, algorithm).hexdigest()
+        return {"last_modified": found.st_mtime, "checksum": checksum, "size": found.st_size}
 
     def persist_file(
         self,

@@ -4,9 +4,18 @@ Scrapy's HTTP/1.1 handler accumulates a body in a ``BytesIO``: a 512 MB file cos
 of memory. For a request whose meta carries a :class:`StreamTarget` (``STREAM_META``, set
 by ``VerifiedFilesPipeline`` when the store is local), :class:`StreamingDownloadHandler`
 writes a 200 response's body, as it arrives, to a temporary file in the target's folder,
-computing its size and md5 on the way. The response's body stays empty and gets the flag
-``STREAMED``; the part file, its size and md5 wait in the target for the pipeline, which
-verifies them and renames the file into place, or deletes it.
+computing its size and checksum (the target's ``algorithm``: sha1 or md5) on the way. The
+response's body stays empty and gets the flag ``STREAMED``; the part file waits in the
+target for the pipeline, which awaits its size and checksum, verifies them and renames the
+file into place, or deletes it.
+
+The writing and hashing run off the reactor thread: the reactor only queues each chunk, and
+a writer thread (:data:`WRITERS`) writes and hashes each file's chunks in order, a batch at
+a time. A file's backlog is bounded: past :data:`BACKLOG_PAUSE` queued bytes its transport
+is paused until the writer catches up. The size and checksum are an awaited result
+(:meth:`StreamedBody.result`) settled only after the last queued write, and the part file
+stays open until then: a file is never verified, committed or reported before its last
+byte is on disk.
 
 Responses with a ``Content-Encoding`` (decompressed later by a middleware) and any status
 other than 200 (redirects, errors) are kept in memory as usual. Each attempt (a retry, a
@@ -37,12 +46,17 @@ which is safe to delete.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import errno
 import hashlib
 import logging
 import os
 import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import suppress
 from io import BytesIO
 from pathlib import Path
@@ -64,7 +78,13 @@ logger = logging.getLogger(__name__)
 STREAM_META = "ravel_stream"
 STREAMED = "ravel-streamed"
 
-_live_parts: set[PartFile] = set()  # part files not yet handed over or deleted
+# Writer threads: each streamed file's chunks are written and hashed here, in order.
+WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ravel-writer")
+BACKLOG_PAUSE = 2 * 1024 * 1024  # queued bytes of one file that pause its transport
+BACKLOG_RESUME = 512 * 1024  # ... and resume it once written down to this
+BATCH = 512 * 1024  # queued bytes handed to a writer thread at once
+
+_live_parts: set[PartFile] = set()  # part files written to and not yet deleted or committed
 
 
 class StoreWriteError(Exception):
@@ -76,28 +96,40 @@ class StoreWriteError(Exception):
 
 
 class StreamedBody:
-    """A complete streamed body: its open part file, size and md5.
+    """A streamed body handed over by its :class:`PartFile`, maybe with writes still queued.
 
-    ``path`` is None for an unnamed (``O_TMPFILE``) file, which the store links into place
-    through ``fd``. :meth:`discard` closes the file and deletes it if it has a name.
+    :meth:`result` waits for the last queued write and returns (size, hex digest); only then
+    are ``fd`` (the open part file) and ``path`` (its name, or None for an unnamed
+    ``O_TMPFILE`` file, which the store links into place through ``fd``) final.
+    :meth:`discard` deletes the file (once the writer thread is out of it).
     """
 
-    def __init__(self, fd: int, path: Path | None, size: int, md5: str):
-        self.fd: int | None = fd
-        self.path = path
-        self.size = size
-        self.md5 = md5
+    def __init__(self, part: PartFile):
+        self.part = part
+        self.algorithm = part.target.algorithm
+
+    async def result(self) -> tuple[int, str]:
+        """(size, hex digest) once every queued write is on disk; raises the write's OSError."""
+        return await asyncio.wrap_future(self.part.done)
+
+    @property
+    def fd(self) -> int | None:
+        return self.part.fd
+
+    @property
+    def path(self) -> Path | None:
+        return self.part.path
 
     def discard(self) -> None:
-        fd, self.fd = self.fd, None
-        remove_part(fd, self.path)
+        self.part.discard()
 
 
 class StreamTarget:
     """Where a request's body may be streamed, and the last complete attempt's result."""
 
-    def __init__(self, directory: str | os.PathLike[str]):
+    def __init__(self, directory: str | os.PathLike[str], algorithm: str = "md5"):
         self.directory = Path(directory)
+        self.algorithm = algorithm  # the hash computed as the body is written
         self.body: StreamedBody | None = None
         self.error: OSError | None = None
 
@@ -150,43 +182,128 @@ def open_part(directory: Path) -> tuple[int, Path | None]:
 
 
 class PartFile:
-    """Stands in for ``_ResponseReader._bodybuf``: writes to a part file, hashes, counts.
+    """Stands in for ``_ResponseReader._bodybuf``: queues the body for a writer thread.
 
-    The file is created at the first write. ``getvalue()`` (called once the body is
-    complete) hands it to the target and returns ``b""``; ``truncate()`` (called when
-    DOWNLOAD_MAXSIZE is exceeded) and :meth:`discard` delete it.
+    :meth:`write` (on the reactor thread) only queues the chunk; a thread of
+    :data:`WRITERS` writes the queued chunks of this file in order and hashes them, so
+    neither the hashing nor the disk holds up the reactor. The backlog is bounded: past
+    :data:`BACKLOG_PAUSE` queued bytes the transport is paused, and resumed once the writer
+    is back under :data:`BACKLOG_RESUME`. The file is created by the first write.
+
+    ``getvalue()`` (called once the body is complete) hands the file to the target as a
+    :class:`StreamedBody` whose :meth:`StreamedBody.result` waits for the last queued write:
+    the file is neither closed nor reported complete before it. ``truncate()`` (called when
+    DOWNLOAD_MAXSIZE is exceeded) and :meth:`discard` delete it (once the writer is out).
     """
 
     def __init__(self, target: StreamTarget, reader: Any):
         self.target = target
         self.reader = reader
-        self.md5 = hashlib.md5()  # noqa: S324 - archive.org's checksum
-        self.size = 0
+        self.hash = hashlib.new(target.algorithm)
+        self.size = 0  # bytes written and hashed (by the writer thread)
         self.fd: int | None = None
         self.path: Path | None = None
-        self.closed = False  # handed over, discarded or failed: no more writes
+        self.closed = False  # no more writes: handed over, discarded or failed
         self.finished = False  # handed over to the target
-
-    def _open(self) -> int:
-        if self.fd is None:
-            self.fd, self.path = open_part(self.target.directory)
-            _live_parts.add(self)
-        return self.fd
+        self.done: Future[tuple[int, str]] = Future()  # (size, hex digest) after the last write
+        self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        self._backlog = 0  # bytes queued, not yet written
+        self._writing = False  # a writer thread owns the queue (and the fd)
+        self._paused = False
+        self._cancelled = False
+        self._error: OSError | None = None
 
     def write(self, data: bytes) -> int:
-        if self.closed:
+        if self.closed or not data:
             return 0
-        try:
-            fd = self._open()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:
-            self.fail(exc)
-            return 0
-        self.md5.update(data)
-        self.size += len(data)
+        with self._lock:
+            self._queue.append(data)
+            self._backlog += len(data)
+            start = self._should_start()
+            pause = self._backlog > BACKLOG_PAUSE and not self._paused
+            self._paused = self._paused or pause
+        if start:
+            self._start()
+        if pause:
+            self._transport_call("pauseProducing")
         return len(data)
+
+    def _should_start(self) -> bool:
+        """Under the lock: wake a writer thread? Only for a batch, or for the body's end
+        (one hand-over per :data:`BATCH` bytes, not per chunk: each one costs the GIL)."""
+        start = not self._writing and bool(self._queue)
+        start = start and (self._backlog >= BATCH or self.closed)
+        self._writing = self._writing or start
+        return start
+
+    def _start(self) -> None:
+        _live_parts.add(self)
+        WRITERS.submit(self._drain)
+
+    def _drain(self) -> None:
+        """The writer thread: write and hash the queued chunks in order, then step out."""
+        while True:
+            with self._lock:
+                stop = self._cancelled or self._error is not None
+                if stop or not self._queue or (self._backlog < BATCH and not self.closed):
+                    if stop:
+                        self._queue.clear()
+                    self._writing = False
+                    break
+                chunks = list(self._queue)
+                self._queue.clear()
+            # One buffer: one write and one hash update, each releasing the GIL once.
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            del chunks
+            try:
+                if self.fd is None:
+                    self.fd, self.path = open_part(self.target.directory)
+                write_all(self.fd, data)
+            except OSError as exc:
+                with self._lock:
+                    self._error = exc
+                continue
+            self.hash.update(data)
+            written = len(data)
+            self.size += written
+            with self._lock:
+                self._backlog -= written
+                resume = self._paused and self._backlog <= BACKLOG_RESUME
+                self._paused = self._paused and not resume
+            if resume:
+                _call_on_reactor(self._transport_call, "resumeProducing")
+        self._settle()
+
+    def _settle(self) -> None:
+        """After the writer stepped out: fail, clean up or complete, as the state says."""
+        with self._lock:
+            if self._writing:
+                return  # another drain is queued behind: it settles
+            error, cancelled = self._error, self._cancelled
+        if cancelled:
+            self._remove()
+        elif error is not None:
+            self._remove()
+            if self.finished:
+                _resolve(self.done, error=error)
+            else:
+                _call_on_reactor(self.fail, error)
+        elif self.finished:
+            try:
+                if self.fd is None:  # an empty body still gets its (empty) file
+                    self.fd, self.path = open_part(self.target.directory)
+            except OSError as exc:
+                _resolve(self.done, error=exc)
+                return
+            _resolve(self.done, result=(self.size, self.hash.hexdigest()))
+
+    def _transport_call(self, method: str) -> None:
+        transport = getattr(self.reader, "transport", None)
+        if transport is None or (method == "pauseProducing" and self.closed):
+            return
+        with suppress(AttributeError, RuntimeError):  # a transport already gone
+            getattr(transport, method)()
 
     def fail(self, exc: OSError) -> None:
         """A write failed: delete the file and abort the transfer with StoreWriteError."""
@@ -203,16 +320,15 @@ class PartFile:
     def getvalue(self) -> bytes:
         if self.closed:
             return b""
-        try:
-            fd = self._open()  # an empty body still gets its (empty) file
-        except OSError as exc:
-            self.discard()
-            self.target.error = exc
-            return b""
-        self.closed = self.finished = True
-        self.fd = None
-        _live_parts.discard(self)
-        self.target.publish(StreamedBody(fd, self.path, self.size, self.md5.hexdigest()))
+        with self._lock:
+            self.closed = self.finished = True
+            start = self._should_start()
+            writing = self._writing
+        self.target.publish(StreamedBody(self))
+        if start:
+            self._start()  # the rest of the body: its last write settles the result
+        elif not writing:
+            self._settle()
         return b""
 
     def truncate(self, size: int | None = None) -> int:
@@ -220,13 +336,44 @@ class PartFile:
         return 0
 
     def discard(self) -> None:
-        """Delete the part file unless it was handed over; idempotent."""
-        if self.finished:
-            return
-        self.closed = True
+        """Delete the part file: now, or once the writer thread is out of it; idempotent."""
+        with self._lock:
+            self.closed = self._cancelled = True
+            writing = self._writing
+        if not writing:
+            self._remove()
+        if not self.done.done():
+            _resolve(self.done, error=OSError(errno.ECANCELED, "the part file was discarded"))
+
+    def _remove(self) -> None:
         _live_parts.discard(self)
         fd, self.fd = self.fd, None
         remove_part(fd, self.path)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _resolve(
+    future: Future[tuple[int, str]],
+    result: tuple[int, str] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    with suppress(InvalidStateError):  # already settled (a discard raced the writer)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+
+def _call_on_reactor(function: Callable[..., Any], *args: Any) -> None:
+    from twisted.internet import reactor
+
+    reactor.callFromThread(function, *args)  # type: ignore[attr-defined]
 
 
 @atexit.register

@@ -260,6 +260,7 @@ def test_files_archive_org_regenerates_are_flagged():
     by_name = {f.name: f for f in metadata.files}
     files_xml = by_name["flac-vbr-64kb_files.xml"]
     assert files_xml.regenerated and files_xml.md5 is None and files_xml.size is None
+    assert files_xml.sha1 is None and not files_xml.error
     assert by_name["flac-vbr-64kb_meta.xml"].regenerated and by_name["flac-vbr-64kb_meta.xml"].md5
     assert not by_name["ravel01.mp3"].regenerated
 
@@ -276,6 +277,22 @@ def test_a_malformed_size_is_ignored_and_the_md5_kept():
 def test_a_malformed_md5_fails_that_file():
     file = RemoteFile.from_metadata(entry("a.mp3", md5="not-an-md5"))
     assert file.md5 is None and "malformed md5" in file.error
+
+
+def test_the_sha1_is_read_and_a_malformed_one_fails_that_file():
+    file = RemoteFile.from_metadata(entry("a.mp3", sha1="AB" * 20))
+    assert file.sha1 == "ab" * 20 and file.md5 == "ab" * 16 and not file.error
+    for bad in ("ab" * 16, "zz" * 20, 5, ["ab" * 20]):
+        file = RemoteFile.from_metadata(entry("a.mp3", sha1=bad))
+        assert file.sha1 is None and "malformed sha1" in file.error
+    assert RemoteFile.from_metadata(entry("a.mp3", sha1="")).sha1 is None
+
+
+def test_a_name_listed_twice_with_different_sha1s_fails_with_both():
+    first, other = entry("a.mp3", sha1="ab" * 20), entry("a.mp3", sha1="cd" * 20)
+    clash = Metadata.from_json("x", json.dumps({"files": [first, other]}))
+    assert clash is not None and "ab" * 20 in clash.files[0].error
+    assert "cd" * 20 in clash.files[0].error
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ def test_a_quick_benchmark_writes_its_table(tmp_path):
             "benchmarks",
             "--quick",
             "--scenarios",
-            "A,B",
+            "A,E",
             "--no-install",
             "--out",
             str(tmp_path),
@@ -33,3 +33,5 @@ def test_a_quick_benchmark_writes_its_table(tmp_path):
     assert "## A. Bandwidth-bound" in results
     assert "| project |" in results
     assert (tmp_path / "bench_a.png").is_file()
+    assert "## E. Multi-GB" in results and "CPU s/GB" in results
+    assert (tmp_path / "bench_e.png").is_file()

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
-from tests.fakearchive import file_bytes, get_item, md5_of
+from tests.fakearchive import file_bytes, get_item, md5_of, sha1_of
 
 
 def storage_gets(archive) -> list[str]:
@@ -33,7 +33,10 @@ def test_mirrors_the_original_mp3s_byte_exact_with_a_manifest(archive, tmp_path)
     assert sorted(i["name"] for i in items) == RAVEL_MP3S
     for item in items:
         assert item["md5"] == md5_of(RAVEL, item["name"])
-        assert item["files"][0]["checksum"] == item["md5"]
+        assert item["sha1"] == sha1_of(RAVEL, item["name"])
+        # Checked against the sha1 archive.org lists (the manifest says which hash).
+        assert item["files"][0]["checksum"] == item["sha1"]
+        assert item["files"][0]["checksum_type"] == "sha1"
         assert item["files"][0]["status"] == "downloaded"
         assert item["creator"] and item["title"] and item["track"] and item["length"] > 0
     assert crawl.stat("ravel/files_downloaded") == 5
@@ -107,14 +110,14 @@ def test_retry_after_is_honoured(archive, tmp_path, fault):
     assert after and after[0]["start"] - refused[0]["end"] >= 2.0
 
 
-def test_a_file_whose_md5_never_matches_fails_loudly_and_is_not_stored(archive, tmp_path):
+def test_a_file_whose_checksum_never_matches_fails_loudly_and_is_not_stored(archive, tmp_path):
     name = RAVEL_MP3S[1]
     archive.configure({"faults": [{"match": name, "kind": "corrupt", "times": 10}]})
     crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=tmp_path)
 
     assert crawl.returncode == 1
     failed = [line for line in crawl.errors if name in line]
-    assert len(failed) == 1 and md5_of(RAVEL, name) in failed[0] and "md5 mismatch" in failed[0]
+    assert len(failed) == 1 and sha1_of(RAVEL, name) in failed[0] and "sha1 mismatch" in failed[0]
     assert "Traceback" not in crawl.log
     assert sorted(stored_files(tmp_path)) == [f"{RAVEL}/{n}" for n in RAVEL_MP3S if n != name]
     corrupt_gets = [p for p in storage_gets(archive) if p.endswith(name)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RAVEL, RAVEL_MP3S, Crawl, scrapy_crawl, stored_files
-from tests.fakearchive import FakeArchive, file_bytes, get_item, md5_of
+from tests.fakearchive import FakeArchive, file_bytes, get_item, md5_of, sha1_of
 from tests.fakearchive.catalog import COLLECTION_ID, MIXED_ID, REGENERATED_ID, SAMPLES_ID
 from tests.fakearchive.hostile import FORGED
 
@@ -100,7 +100,7 @@ def test_a_name_with_a_lone_surrogate_is_skipped_and_logged_escaped(archive, tmp
     assert "\x1b" not in result.log
 
 
-def test_a_malformed_size_keeps_the_md5_check(archive, tmp_path):
+def test_a_malformed_size_keeps_the_checksum_check(archive, tmp_path):
     first = RAVEL_MP3S[0]
     archive.configure(
         hostile={RAVEL: ["metadata_bad_size"]},
@@ -111,9 +111,9 @@ def test_a_malformed_size_keeps_the_md5_check(archive, tmp_path):
     assert result.returncode == 1
     assert any(f"{first!r}: ignored its size '²'" in line for line in warnings(result))
     assert "(no checksums)" not in result.log
-    # The corrupt copy is caught by its md5, so it is never stored; the others are.
+    # The corrupt copy is caught by its sha1, so it is never stored; the others are.
     failed = [line for line in result.errors if first in line]
-    assert len(failed) == 1 and "md5 mismatch" in failed[0] and md5_of(RAVEL, first) in failed[0]
+    assert len(failed) == 1 and "sha1 mismatch" in failed[0] and sha1_of(RAVEL, first) in failed[0]
     assert sorted(stored_files(tmp_path / "store")) == [f"{RAVEL}/{n}" for n in RAVEL_MP3S[1:]]
     items = {i["name"]: i for i in map(json.loads, manifest.read_text().splitlines())}
     assert items[first]["size"] is None and items[first]["md5"] == md5_of(RAVEL, first)

@@ -117,12 +117,29 @@ def test_a_stored_file_is_up_to_date_only_if_its_md5_matches(pipeline, tmp_path)
     assert pipeline.crawler.stats.get_value("ravel/files_uptodate") == 1
 
 
+def test_a_stored_file_is_checked_with_the_sha1_where_listed(pipeline, tmp_path):
+    sha1 = hashlib.sha1(BODY).hexdigest()
+    (tmp_path / "item").mkdir()
+    (tmp_path / "item" / "01 Ondine.mp3").write_bytes(BODY)
+    found = uptodate(pipeline, audio_file(sha1=sha1))
+    assert (found["checksum_type"], found["checksum"]) == ("sha1", sha1)
+    # The md5 matches, the listed sha1 does not: the sha1 decides, the copy is stale.
+    assert uptodate(pipeline, audio_file(sha1="0" * 40)) is None
+    found = uptodate(pipeline, audio_file())  # no sha1 listed: the md5
+    assert (found["checksum_type"], found["checksum"]) == ("md5", MD5)
+
+
 def test_mismatches_name_both_sides():
     item = audio_file()
     assert VerifiedFilesPipeline.mismatch(item, len(BODY), MD5) is None
     assert "archive.org lists 8000" in VerifiedFilesPipeline.mismatch(item, 7, MD5)
     wrong = VerifiedFilesPipeline.mismatch(item, len(BODY), "0" * 32)
     assert MD5 in wrong and "0" * 32 in wrong
+    sha1 = hashlib.sha1(BODY).hexdigest()
+    with_sha1 = audio_file(sha1=sha1)
+    assert VerifiedFilesPipeline.mismatch(with_sha1, len(BODY), sha1) is None
+    wrong = VerifiedFilesPipeline.mismatch(with_sha1, len(BODY), MD5)  # the sha1 is compared
+    assert wrong.startswith("sha1 mismatch") and sha1 in wrong
     assert VerifiedFilesPipeline.mismatch(audio_file(md5=None, size=None), 1, "x") is None
 
 

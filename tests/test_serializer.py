@@ -48,7 +48,15 @@ def encoded(request: Request, spider: RavelSpider) -> bytes:
 
 def audio_file(name: str = "01 Pavane.mp3", origin: str = ORIGIN) -> AudioFile:
     url = ItemLocation.on(origin, "ravel").download_url(name)
-    return AudioFile(identifier="ravel", name=name, url=url, md5="0" * 32, size=12, file_urls=[url])
+    return AudioFile(
+        identifier="ravel",
+        name=name,
+        url=url,
+        md5="0" * 32,
+        sha1="1" * 40,
+        size=12,
+        file_urls=[url],
+    )
 
 
 def test_page_requests_round_trip_as_json(spider):
@@ -138,6 +146,8 @@ def test_a_request_class_is_refused_when_queued(spider):
         ({"url": "http://evil.example/download/ravel/x.mp3"}, "not allowed"),
         ({"url": f"{ORIGIN}/download/ravel/other.mp3"}, "not the download URL"),
         ({"file": {"name": "x.mp3", "size": 12}}, "/metadata entry of strings"),
+        ({"file": {"name": "x.mp3", "sha1": 1}}, "/metadata entry of strings"),
+        ({"file": {"name": "x.mp3", "sha256": "ab"}}, "/metadata entry of strings"),
         ({"file": {"name": "x.mp3", "private": "true"}}, "/metadata entry of strings"),
         ({"file": {"title": "no name"}}, "'name'"),
         ({"regenerated": "yes"}, "bad 'regenerated'"),
@@ -160,6 +170,15 @@ def test_a_file_record_is_judged_like_a_metadata_entry(length):
     single = RemoteFile.from_metadata({"name": "x.mp3", "length": length}).length
     assert repr(item.length) == repr(single)
     assert item.size == 12 and item.md5 == "0" * 32
+
+
+def test_a_file_record_carries_the_sha1_and_a_malformed_one_fails_the_file():
+    record = file_record(audio_file("x.mp3"))
+    assert record["file"]["sha1"] == "1" * 40
+    assert item_from_record(json.dumps(record).encode(), ORIGINS).sha1 == "1" * 40
+    record["file"]["sha1"] = "not-a-sha1"
+    item = item_from_record(json.dumps(record).encode(), ORIGINS)
+    assert item.sha1 is None and "malformed sha1" in item.error  # as a single node judges it
 
 
 def test_a_nan_length_is_queued_without_error(spider):

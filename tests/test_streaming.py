@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import queue
 import stat
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from scrapy.http import Response
+from scrapy.pipelines.media import FileException
+from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
 from benchmarks.measure import run_measured
+from ravelscraper import streaming
+from ravelscraper.items import AudioFile
+from ravelscraper.pipelines import VerifiedFilesPipeline
+from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores import AtomicFSFilesStore, current_umask
-from ravelscraper.streaming import PartFile, StoreWriteError, StreamTarget, streamable
+from ravelscraper.streaming import (
+    STREAM_META,
+    STREAMED,
+    PartFile,
+    StoreWriteError,
+    StreamedBody,
+    StreamTarget,
+    streamable,
+)
 from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
+from tests.fakearchive import sha1_of
 
 CHUNKS = [b"a" * 65536, b"b" * 1000, b"c" * 70000]
 BODY = b"".join(CHUNKS)
@@ -25,6 +44,13 @@ BODY = b"".join(CHUNKS)
 class Transport:
     def __init__(self) -> None:
         self.stopped = self.lost = False
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
 
     def stopProducing(self) -> None:
         self.stopped = True
@@ -39,6 +65,33 @@ def reader() -> Any:
 
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture(autouse=True)
+def reactor_calls(monkeypatch) -> queue.Queue:
+    """What the writer threads ask the reactor thread to do, run by :func:`run_reactor`."""
+    calls: queue.Queue = queue.Queue()
+    monkeypatch.setattr(streaming, "_call_on_reactor", lambda f, *args: calls.put((f, args)))
+    return calls
+
+
+def run_reactor(calls: queue.Queue, part: PartFile, timeout: float = 5.0) -> None:
+    """Wait until ``part``'s writer thread is out, then run what it asked of the reactor."""
+    deadline = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if not part._writing:
+            break
+        deadline.wait(0.01)
+    assert not part._writing, "the writer thread is stuck"
+    while not calls.empty():
+        function, args = calls.get()
+        function(*args)
+
+
+def settled(body: StreamedBody | None) -> tuple[int, str]:
+    """A streamed body's (size, digest), once its last queued write is done."""
+    assert body is not None
+    return body.part.done.result(timeout=5)
 
 
 @pytest.fixture(params=["unnamed", "named"])
@@ -57,13 +110,12 @@ def test_a_streamed_body_is_hashed_and_renamed_into_place(tmp_path, tmpfile_mode
     part = PartFile(target, reader())
     for chunk in CHUNKS:
         assert part.write(chunk) == len(chunk)
+    assert part.getvalue() == b""
+    body = target.take()
+    assert settled(body) == (len(BODY), hashlib.md5(BODY).hexdigest())
     named = files_in(tmp_path)
     assert named == ([] if tmpfile_mode == "unnamed" else [named[0]])
     assert all(n.startswith(".ravel-") and n.endswith(".part") for n in named)
-    assert part.getvalue() == b""
-    body = target.take()
-    assert body is not None and body.size == len(BODY)
-    assert body.md5 == hashlib.md5(BODY).hexdigest()
     store.commit_part(body.fd, body.path, "item/disc 1/a.mp3")
     body.discard()
     assert files_in(tmp_path) == ["a.mp3"]
@@ -78,6 +130,7 @@ def test_a_part_that_cannot_be_linked_is_copied(tmp_path, monkeypatch):
     part.write(BODY)
     part.getvalue()
     body = target.take()
+    settled(body)
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise OSError(18, "Invalid cross-device link")
@@ -89,47 +142,54 @@ def test_a_part_that_cannot_be_linked_is_copied(tmp_path, monkeypatch):
     assert (tmp_path / "item/a.mp3").read_bytes() == BODY
 
 
-def test_download_maxsize_and_failed_attempts_leave_nothing(tmp_path, tmpfile_mode):
+def test_download_maxsize_and_failed_attempts_leave_nothing(tmp_path, tmpfile_mode, reactor_calls):
     target = StreamTarget(tmp_path)
     part = PartFile(target, reader())
     part.write(BODY)
     part.truncate(0)  # what _ResponseReader does past DOWNLOAD_MAXSIZE
     assert part.write(BODY) == 0  # nothing more is written
     assert part.getvalue() == b"" and target.take() is None
+    run_reactor(reactor_calls, part)
     assert files_in(tmp_path) == []
 
     part = PartFile(target, reader())
     part.write(BODY)
     part.discard()  # a reset, a stall, a cancelled transfer
     part.discard()
+    run_reactor(reactor_calls, part)
     assert files_in(tmp_path) == []
 
 
-def test_each_attempt_has_its_own_file_and_the_latest_wins(tmp_path, tmpfile_mode):
+def test_each_attempt_has_its_own_file_and_the_latest_wins(tmp_path, tmpfile_mode, reactor_calls):
     target = StreamTarget(tmp_path)
     for payload in (b"first", b"second"):
         part = PartFile(target, reader())
         part.write(payload)
         part.getvalue()
+        run_reactor(reactor_calls, part)
     body = target.take()
-    assert body.size == len(b"second")
+    assert settled(body)[0] == len(b"second")
     assert len(files_in(tmp_path)) == (0 if tmpfile_mode == "unnamed" else 1)
     body.discard()
     target.discard()
     assert files_in(tmp_path) == []
 
 
-def test_a_full_disk_aborts_the_transfer_with_the_os_error(tmp_path, monkeypatch, tmpfile_mode):
+def test_a_full_disk_aborts_the_transfer_with_the_os_error(
+    tmp_path, monkeypatch, tmpfile_mode, reactor_calls
+):
     target = StreamTarget(tmp_path)
     response_reader = reader()
     part = PartFile(target, response_reader)
     part.write(b"x" * 100)
+    run_reactor(reactor_calls, part)
 
     def full(fd: int, data: Any) -> int:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
-    part.write(b"y" * 100)
+    part.write(b"y" * streaming.BATCH)  # a batch: the writer thread takes it, and fails
+    run_reactor(reactor_calls, part)
     failures: list[Any] = []
     response_reader._finished.addErrback(failures.append)
     assert isinstance(failures[0].value, StoreWriteError)
@@ -186,7 +246,176 @@ def test_a_streamed_file_gets_the_umask_like_any_download(tmp_path, tmpfile_mode
     part.write(BODY)
     part.getvalue()
     body = target.take()
+    settled(body)
     AtomicFSFilesStore(tmp_path).commit_part(body.fd, body.path, "item/a.mp3")
     body.discard()
     expected = 0o666 & ~current_umask()
     assert stat.S_IMODE((tmp_path / "item" / "a.mp3").stat().st_mode) == expected
+
+
+# --- the writer thread: a file is complete only once its last queued write is ----------------
+
+SLOW_BODY = b"".join(bytes([i]) * 65536 for i in range(40))  # 40 chunks of 64 KiB
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    crawler = get_crawler(RavelSpider, {"FILES_STORE": str(tmp_path / "store")})
+    crawler.spider = crawler._create_spider()
+    pipe = VerifiedFilesPipeline.from_crawler(crawler)
+    pipe.open_spider()
+    return pipe
+
+
+def verified_item(body: bytes) -> AudioFile:
+    url = "http://127.0.0.1:1/download/item/a.mp3"
+    return AudioFile(
+        identifier="item",
+        name="a.mp3",
+        url=url,
+        file_urls=[url],
+        size=len(body),
+        md5=hashlib.md5(body).hexdigest(),
+        sha1=hashlib.sha1(body).hexdigest(),
+    )
+
+
+def hold_last_write(monkeypatch, last: bytes, error: OSError | None = None) -> threading.Event:
+    """The writer's call that holds ``last`` waits for the returned event (then fails with
+    ``error``, if given): the body's last write is still queued when the pipeline gets it."""
+    release = threading.Event()
+    write_all = streaming.write_all
+
+    def held(fd: int, data: bytes) -> None:
+        if data.endswith(last):
+            assert release.wait(10)
+            if error is not None:
+                raise error
+        write_all(fd, data)
+
+    monkeypatch.setattr(streaming, "write_all", held)
+    return release
+
+
+def stream_to_pipeline(pipeline: VerifiedFilesPipeline, item: AudioFile, chunks: list[bytes]):
+    """Stream ``chunks`` as the HTTP handler would, then hand the response to the pipeline."""
+    request = pipeline.get_media_requests(item, pipeline.spiderinfo)[0]
+    part = PartFile(request.meta[STREAM_META], reader())
+    for chunk in chunks:
+        part.write(chunk)
+    part.getvalue()  # the body is complete on the wire; its last write is not on disk
+    response = Response(request.url, status=200, flags=[STREAMED], request=request)
+    return pipeline.media_downloaded(response, request, pipeline.spiderinfo, item=item)
+
+
+@pytest.mark.parametrize("tmpfile", ["unnamed", "named"])
+def test_a_file_whose_last_write_is_pending_is_never_committed_or_verified(
+    pipeline, tmp_path, monkeypatch, tmpfile
+):
+    if tmpfile == "named":
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    chunks = [SLOW_BODY[i : i + 65536] for i in range(0, len(SLOW_BODY), 65536)]
+    release = hold_last_write(monkeypatch, chunks[-1])
+    item = verified_item(SLOW_BODY)
+    stored = tmp_path / "store" / "item" / "a.mp3"
+
+    async def scenario() -> dict[str, Any]:
+        verifying = asyncio.ensure_future(stream_to_pipeline(pipeline, item, chunks))
+        await asyncio.sleep(0.5)
+        # The last chunk is still queued: nothing is stored, counted or reported yet.
+        assert not verifying.done()
+        assert not stored.exists()
+        assert pipeline.stats.get_value("ravel/files_downloaded") is None
+        release.set()
+        return await asyncio.wait_for(verifying, 10)
+
+    result = asyncio.run(scenario())
+    assert stored.read_bytes() == SLOW_BODY
+    assert result["status"] == "downloaded"
+    assert (result["checksum_type"], result["checksum"]) == ("sha1", item.sha1)
+    assert pipeline.stats.get_value("ravel/files_downloaded") == 1
+    assert files_in(tmp_path / "store") == ["a.mp3"]
+
+
+def test_a_last_write_that_fails_stores_nothing_and_fails_the_file(pipeline, tmp_path, monkeypatch):
+    chunks = [SLOW_BODY[i : i + 65536] for i in range(0, len(SLOW_BODY), 65536)]
+    release = hold_last_write(monkeypatch, chunks[-1], OSError(28, "No space left on device"))
+    stopped: list[OSError] = []
+    monkeypatch.setattr(pipeline, "store_failed", stopped.append)  # no engine to stop here
+    item = verified_item(SLOW_BODY)
+
+    async def scenario() -> None:
+        verifying = asyncio.ensure_future(stream_to_pipeline(pipeline, item, chunks))
+        await asyncio.sleep(0.2)
+        release.set()
+        with pytest.raises(FileException, match="No space left on device"):
+            await asyncio.wait_for(verifying, 10)
+
+    asyncio.run(scenario())
+    assert files_in(tmp_path / "store") == []
+    assert [e.errno for e in stopped] == [28]
+    assert pipeline.stats.get_value("ravel/files_downloaded") is None
+
+
+def test_a_writer_that_falls_behind_pauses_the_transport_then_resumes_it(tmp_path, reactor_calls):
+    chunks = [bytes(1 << 20)] * 12  # 12 MiB queued at once: past the 2 MiB that pauses
+    release = threading.Event()
+    write_all = streaming.write_all
+
+    def slow(fd: int, data: bytes) -> None:
+        assert release.wait(10)
+        write_all(fd, data)
+
+    streaming.write_all = slow
+    try:
+        response_reader = reader()
+        part = PartFile(StreamTarget(tmp_path), response_reader)
+        for chunk in chunks:
+            part.write(chunk)
+        assert response_reader.transport.calls == ["pause"]
+        assert part._backlog <= len(chunks) << 20
+        release.set()
+        part.getvalue()
+        run_reactor(reactor_calls, part)
+    finally:
+        streaming.write_all = write_all
+    assert response_reader.transport.calls == ["pause", "resume"]
+    assert settled(StreamedBody(part))[0] == 12 << 20
+    part.discard()
+
+
+# A crawl whose disk writes at 40 MB/s, far below what the loopback delivers.
+SLOW_DISK_CRAWL = """
+import sys, time
+from ravelscraper import streaming
+write_all = streaming.write_all
+def slow_disk(fd, data):
+    time.sleep(len(data) / 40e6)
+    write_all(fd, data)
+streaming.write_all = slow_disk
+from scrapy.cmdline import execute
+sys.argv[0] = "scrapy"
+execute()
+"""
+
+
+def test_a_slow_disk_pauses_the_download_instead_of_filling_memory(archive, tmp_path):
+    size = 120_000_000
+    archive.configure({"items": {"slow-disk": {"count": 1, "size": size}}})
+    (entry,) = [f for f in archive.item("slow-disk").files if f.size == size]
+    command = crawl_command(
+        "-a", "item=slow-disk", store=tmp_path / "store", RAVEL_ORIGIN=archive.archive
+    )
+    assert command[1:3] == ["-m", "scrapy"]
+    command[1:3] = ["-c", SLOW_DISK_CRAWL]
+    log = tmp_path / "crawl.log"
+    measured = run_measured(command, log=log, cwd=ROOT, env=crawl_env(), timeout=120)
+    text = log.read_text()
+    assert measured.returncode == 0, text[-3000:]
+    stored = tmp_path / "store" / "slow-disk" / entry.name
+    with stored.open("rb") as f:
+        assert hashlib.file_digest(f, "sha1").hexdigest() == sha1_of("slow-disk", entry.name, size)
+    assert "unverified" not in text
+    # Unpaused, the body would pile up in memory at loopback speed (over 100 MB here).
+    print(f"\nslow disk: peak RSS {measured.peak_rss / 1e6:.0f} MB, {measured.wall:.1f} s")
+    assert measured.peak_rss < 150e6

@@ -37,7 +37,18 @@ from ravelscraper.stores import UnsafeName, safe_relative_path
 logger = logging.getLogger(__name__)
 
 RECORD_FIELDS = {"identifier", "url", "file", "regenerated", "error"}
-FILE_FIELDS = {"name", "format", "title", "track", "album", "creator", "length", "size", "md5"}
+FILE_FIELDS = {
+    "name",
+    "format",
+    "title",
+    "track",
+    "album",
+    "creator",
+    "length",
+    "size",
+    "md5",
+    "sha1",
+}
 MAX_TEXT = 4096
 
 
@@ -61,6 +72,8 @@ def file_record(item: AudioFile) -> dict[str, Any]:
         entry["size"] = str(item.size)
     if item.md5 is not None:
         entry["md5"] = item.md5
+    if item.sha1 is not None:
+        entry["sha1"] = item.sha1
     return {
         "identifier": item.identifier,
         "url": item.url,
@@ -133,6 +146,7 @@ def _item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
         length=remote.length,
         size=remote.size,
         md5=remote.md5,
+        sha1=remote.sha1,
         regenerated=record["regenerated"],
         error=record["error"] or remote.error,
         file_urls=[url],

@@ -286,6 +286,7 @@ class RavelSpider(scrapy.Spider):
             length=file.length,
             size=file.size,
             md5=file.md5,
+            sha1=file.sha1,
             regenerated=file.regenerated,
             error=file.error,
             file_urls=[url],

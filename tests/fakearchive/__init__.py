@@ -28,6 +28,7 @@ from .catalog import (
     get_item,
     iter_file_chunks,
     md5_of,
+    sha1_of,
 )
 from .render import url_name
 
@@ -41,6 +42,7 @@ __all__ = [
     "iter_file_chunks",
     "max_simultaneous",
     "md5_of",
+    "sha1_of",
     "url_name",
 ]
 

@@ -101,6 +101,11 @@ def checksums_of(identifier: str, name: str, size: int | None = None) -> Checksu
     return _checksums(identifier, name, _size_of(identifier, name, size))
 
 
+def sha1_of(identifier: str, name: str, size: int | None = None) -> str:
+    """Hex sha1 of a file's bytes (cached)."""
+    return checksums_of(identifier, name, size).sha1
+
+
 def md5_of(identifier: str, name: str, size: int | None = None) -> str:
     """Hex md5 of a file's bytes (cached)."""
     return checksums_of(identifier, name, size).md5

@@ -1,0 +1,42 @@
+"""A lighter start: components the project never uses are not even imported; start-up objects
+are frozen out of the garbage collector's way."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
+from tests.fakearchive import file_bytes
+
+# Imported only by components left out of the *_BASE settings (see settings.py).
+UNUSED = {
+    "aiohttp": "RemoteControl",
+    "tldextract": "CookiesMiddleware",
+    "twisted.conch.telnet": "TelnetConsole",
+    "scrapy.extensions.memdebug": "MemoryDebugger",
+    "scrapy.downloadermiddlewares.httpcache": "HttpCacheMiddleware",
+}
+
+
+def test_a_crawl_never_imports_unused_components_and_freezes_its_start_up(archive, tmp_path):
+    store, manifest = tmp_path / "store", tmp_path / "files.jsonl"
+    command = crawl_command(
+        "-a", "item=d-small", "-O", str(manifest), store=store, RAVEL_ORIGIN=archive.archive
+    )
+    archive.configure({"items": {"d-small": {"count": 2, "size": 20_000}}})
+    command[1:1] = ["-X", "importtime"]
+    done = subprocess.run(
+        command, cwd=ROOT, env=crawl_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = set(re.findall(r"^import time:.*\|\s+(\S+)$", done.stderr, re.M))
+    assert "scrapy.extensions.feedexport" in imported  # -O still works: the sanity check
+    assert {name for name in UNUSED if name in imported} == set()
+    frozen = re.search(r"'ravel/gc_frozen_objects': (\d+)", done.stderr)
+    assert frozen and int(frozen.group(1)) > 10_000
+    files = stored_files(store)
+    assert len(files) == 2 and all(
+        body == file_bytes("d-small", path.split("/", 1)[1], 20_000) for path, body in files.items()
+    )
+    assert len(manifest.read_text().splitlines()) == 2
