@@ -12,6 +12,7 @@ import html
 import json
 import re
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -59,9 +60,13 @@ def file_record(item: Item, entry: FileEntry) -> dict[str, str]:
         record["md5"] = stale_md5(item, entry)
     else:
         sums = checksums_of(item.identifier, entry.name, entry.size)
-        md5 = stale_md5(item, entry) if entry.stale_md5 else sums.md5
-        record.update(mtime=str(entry.mtime), size=str(entry.size), md5=md5, crc32=sums.crc32)
-        record["sha1"] = sums.sha1
+        record.update(mtime=str(entry.mtime), size=str(entry.size))
+        if entry.stale_md5:  # rewritten after listing: every checksum is the earlier version's
+            earlier = f"earlier {item.identifier}/{entry.name}".encode()
+            record.update(md5=stale_md5(item, entry), crc32=f"{zlib.crc32(earlier):08x}")
+            record["sha1"] = hashlib.sha1(earlier).hexdigest()
+        else:
+            record.update(md5=sums.md5, crc32=sums.crc32, sha1=sums.sha1)
     record.update(entry.tags)
     if entry.private:
         record["private"] = "true"
