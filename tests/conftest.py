@@ -80,10 +80,17 @@ def start_crawl(*args: str, store: Path | str, **settings: object) -> subprocess
     )
 
 
-def scrapy_crawl(*args: str, store: Path | str, timeout: float = 120, **settings: object) -> Crawl:
-    """Run a crawl to its end and return its exit status and log."""
+def scrapy_crawl(
+    *args: str,
+    store: Path | str,
+    timeout: float = 120,
+    wrapper: tuple[str, ...] = (),
+    **settings: object,
+) -> Crawl:
+    """Run a crawl to its end and return its exit status and log; ``wrapper`` is a command
+    the crawl runs under (``unshare -rn``, a shell that sets the umask...)."""
     done = subprocess.run(
-        crawl_command(*args, store=store, **settings),
+        [*wrapper, *crawl_command(*args, store=store, **settings)],
         cwd=ROOT,
         env=crawl_env(),
         stdin=subprocess.DEVNULL,

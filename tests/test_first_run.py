@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, Crawl, crawl_command, crawl_env, scrapy_crawl, stored_files
+from tests.conftest import Crawl, scrapy_crawl, stored_files
 from tests.fakearchive import max_simultaneous
 
 OFFLINE_LIMIT = 15.0  # seconds from launch to the ERROR line's exit (issue 9)
@@ -38,22 +38,16 @@ def can_unshare() -> bool:
 
 def offline_crawl(url: str, tmp_path, *, namespace: bool) -> tuple[Crawl, float]:
     """The crawl with the default retry settings, timed; in its own network namespace."""
-    command = crawl_command(
-        "-a", f"url={url}", store=tmp_path, RAVEL_RETRY_BACKOFF_BASE=1.0, RETRY_TIMES=5
-    )
-    if namespace:
-        command = ["unshare", "-rn", *command]
     started = time.monotonic()
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=crawl_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    crawl = scrapy_crawl(
+        "-a",
+        f"url={url}",
+        store=tmp_path,
+        wrapper=("unshare", "-rn") if namespace else (),
+        RAVEL_RETRY_BACKOFF_BASE=1.0,
+        RETRY_TIMES=5,
     )
-    return Crawl(done.returncode, done.stdout + done.stderr), time.monotonic() - started
+    return crawl, time.monotonic() - started
 
 
 def assert_fails_fast(result: Crawl, seconds: float, host: str, cause: str) -> None:

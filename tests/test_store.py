@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import boto3
@@ -15,10 +14,7 @@ from ravelscraper.stores import s3_bucket_and_prefix, store_uri_problem
 from tests.conftest import (
     RAVEL,
     RAVEL_MP3S,
-    ROOT,
     Crawl,
-    crawl_command,
-    crawl_env,
     scrapy_crawl,
     stored_files,
 )
@@ -240,17 +236,13 @@ def test_store_uri_problems_mask_credentials():
 
 
 def test_stored_files_get_the_umask_like_any_download(archive, tmp_path):
-    command = crawl_command("-a", f"url={archive.details_url(RAVEL)}", store=tmp_path / "store")
-    done = subprocess.run(
-        ["sh", "-c", 'umask 027 && exec "$@"', "sh", *command],
-        cwd=ROOT,
-        env=crawl_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = scrapy_crawl(
+        "-a",
+        f"url={archive.details_url(RAVEL)}",
+        store=tmp_path / "store",
+        wrapper=("sh", "-c", 'umask 027 && exec "$@"', "sh"),
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.log[-3000:]
     stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
     assert len(stored) == 5
     assert {oct(p.stat().st_mode & 0o777) for p in stored} == {oct(0o640)}
