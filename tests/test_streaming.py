@@ -94,6 +94,18 @@ def settled(body: StreamedBody | None) -> tuple[int, str]:
     return body.part.done.result(timeout=5)
 
 
+def streamed(folder: Path) -> StreamedBody:
+    """BODY streamed to a part file in ``folder``, its last write done."""
+    target = StreamTarget(folder)
+    part = PartFile(target, reader())
+    part.write(BODY)
+    part.getvalue()
+    body = target.take()
+    settled(body)
+    assert body is not None
+    return body
+
+
 @pytest.fixture(params=["unnamed", "named"])
 def tmpfile_mode(request, monkeypatch):
     """Both kinds of part file: O_TMPFILE where supported, a named .ravel-*.part elsewhere."""
@@ -125,12 +137,7 @@ def test_a_streamed_body_is_hashed_and_renamed_into_place(tmp_path, tmpfile_mode
 def test_a_part_that_cannot_be_linked_is_copied(tmp_path, monkeypatch):
     if not hasattr(os, "O_TMPFILE"):
         pytest.skip("no O_TMPFILE here")
-    target = StreamTarget(tmp_path / "item")
-    part = PartFile(target, reader())
-    part.write(BODY)
-    part.getvalue()
-    body = target.take()
-    settled(body)
+    body = streamed(tmp_path / "item")
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise OSError(18, "Invalid cross-device link")
@@ -241,12 +248,7 @@ def test_a_large_file_is_not_held_in_memory(archive, tmp_path):
 
 
 def test_a_streamed_file_gets_the_umask_like_any_download(tmp_path, tmpfile_mode):
-    target = StreamTarget(tmp_path / "item")
-    part = PartFile(target, reader())
-    part.write(BODY)
-    part.getvalue()
-    body = target.take()
-    settled(body)
+    body = streamed(tmp_path / "item")
     AtomicFSFilesStore(tmp_path).commit_part(body.fd, body.path, "item/a.mp3")
     body.discard()
     expected = 0o666 & ~current_umask()
