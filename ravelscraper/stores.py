@@ -147,6 +147,13 @@ def s3_bucket_and_prefix(uri: str) -> tuple[str, str]:
     return bucket, f"{prefix}/" if prefix else ""
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class AtomicFSFilesStore(FSFilesStore):
     """FSFilesStore that writes to a temporary file and renames it into place.
 
@@ -253,9 +260,7 @@ class AtomicFSFilesStore(FSFilesStore):
         try:
             offset = 0
             while chunk := os.pread(fd, 1 << 20, offset):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view) :]
+                write_all(out, chunk)
                 offset += len(chunk)
         except BaseException:
             partial.unlink(missing_ok=True)

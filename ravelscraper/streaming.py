@@ -71,7 +71,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ravelscraper.stores import FILE_MODE, PARTIAL_PREFIX, PARTIAL_SUFFIX
+from ravelscraper.stores import FILE_MODE, PARTIAL_PREFIX, PARTIAL_SUFFIX, write_all
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,6 @@ class StreamedBody:
 
     def __init__(self, part: PartFile):
         self.part = part
-        self.algorithm = part.target.algorithm
 
     async def result(self) -> tuple[int, str]:
         """(size, hex digest) once every queued write is on disk; raises the write's OSError."""
@@ -349,13 +348,6 @@ class PartFile:
         _live_parts.discard(self)
         fd, self.fd = self.fd, None
         remove_part(fd, self.path)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd``."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _resolve(
