@@ -24,13 +24,12 @@ from __future__ import annotations
 from time import monotonic
 
 from scrapy import Request
-from scrapy.core.downloader import Downloader, Slot
+from scrapy.core.downloader import Slot
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
-from scrapy.utils.asyncio import call_later
-from scrapy.utils.defer import _schedule_coro
 from scrapy.utils.httpobj import urlparse_cached
-from twisted.python.failure import Failure
+
+from ravelscraper._scrapy_compat import QueueDispatchDownloader
 
 
 def is_redirect_hop(request: Request) -> bool:
@@ -41,7 +40,7 @@ class TransferCancelled(IgnoreRequest):
     """A queued download dropped because the crawl is stopping."""
 
 
-class PoliteDownloader(Downloader):
+class PoliteDownloader(QueueDispatchDownloader):
     stopping = False
 
     def __init__(self, crawler: Crawler) -> None:
@@ -89,25 +88,17 @@ class PoliteDownloader(Downloader):
     def stop_transfers(self) -> None:
         """Start no new transfer; those under way finish. Used on a fatal store error."""
         self.stopping = True
-        for slot in list(self.slots.values()):
-            self._process_queue(slot)
+        self.dispatch_all()
 
-    def _process_queue(self, slot: Slot) -> None:
+    def dispatch(self, slot: Slot) -> None:
         if self.stopping or not self.crawler.engine.running:
             # Ctrl-C, SIGTERM or a fatal error: drop what has not started, so the crawl
             # stops after the transfers under way instead of after the whole queue.
-            while slot.queue:
-                _, queue_dfd = slot.queue.popleft()
-                queue_dfd.errback(Failure(TransferCancelled("the crawl is stopping")))
+            self.drop_queued(slot, TransferCancelled("the crawl is stopping"))
             return
         while slot.queue and slot.free_transfer_slots() > 0:
             position, wait = self.next_ready(slot)
             if position is None:
-                if not slot.latercall:  # else a delayed dispatch is already planned
-                    slot.latercall = call_later(wait, self._latercall, slot)
+                self.dispatch_later(slot, wait)
                 return
-            request, queue_dfd = slot.queue[position]
-            del slot.queue[position]
-            # Reserve the place now: _download() adds it again (a no-op) and frees it.
-            slot.transferring.add(request)
-            _schedule_coro(self._wait_for_download(slot, request, queue_dfd))
+            self.start_transfer(slot, position)

@@ -22,21 +22,12 @@ other than 200 (redirects, errors) are kept in memory as usual. Each attempt (a 
 re-download after a bad md5) writes its own part file, deleted if the attempt fails. A
 failed write (a full disk) aborts the transfer with :class:`StoreWriteError`.
 
-Scrapy has no public hook for this. The module relies on these private names of
-``scrapy.core.downloader.handlers.http11`` (Scrapy is pinned to 2.19.0):
-
-* ``_ScrapyAgent``: its constructor keywords, ``download_request``, ``_cb_bodyready`` and
-  ``_cb_bodydone``;
-* ``_ResponseReader``: its ``_bodybuf`` (a ``BytesIO`` replaced by :class:`PartFile`,
-  which provides ``write``, ``getvalue`` and ``truncate``), ``_finished`` and
-  ``transport``;
-* the handler's attributes ``_contextFactory``, ``_bind_address``, ``_pool``,
-  ``_default_maxsize``, ``_default_warnsize``, ``_fail_on_dataloss``,
-  ``_fail_on_dataloss_warned``, ``_tls_verbose_logging`` and ``_crawler``;
-* ``scrapy.utils._download_handlers.wrap_twisted_exceptions`` and ``get_dataloss_msg``.
-
-It fails safe: if one of them is missing or does not look as expected, the body is kept in
-memory as before.
+Scrapy has no public hook for this (scrapy/scrapy#7987): the swap of Scrapy's body buffer
+for a :class:`PartFile` happens in :mod:`ravelscraper._scrapy_compat`
+(:func:`~ravelscraper._scrapy_compat.download_to_sink`), which leans on private names of
+Scrapy's HTTP/1.1 handler. It does not fail safe, it fails early and loudly: the crawl
+command checks those names before anything starts and, if one is gone (another Scrapy than
+the pinned one), exits 1 with one ERROR line naming it.
 
 Where the filesystem supports it (Linux ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part
 file has no name until it is verified, so even SIGKILL leaves nothing behind; elsewhere it
@@ -58,19 +49,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import suppress
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from scrapy import Request
-from scrapy.core.downloader.handlers import http11
-from scrapy.exceptions import ResponseDataLossError
+from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
-from scrapy.utils._download_handlers import get_dataloss_msg, wrap_twisted_exceptions
-from scrapy.utils.defer import maybe_deferred_to_future
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
+from ravelscraper._scrapy_compat import abort_body, download_to_sink
 from ravelscraper.stores import FILE_MODE, PARTIAL_PREFIX, PARTIAL_SUFFIX, write_all
 
 logger = logging.getLogger(__name__)
@@ -181,7 +167,8 @@ def open_part(directory: Path) -> tuple[int, Path | None]:
 
 
 class PartFile:
-    """Stands in for ``_ResponseReader._bodybuf``: queues the body for a writer thread.
+    """Stands in for the body buffer of Scrapy's response reader: queues the body for a writer
+    thread (the swap: :func:`~ravelscraper._scrapy_compat.download_to_sink`).
 
     :meth:`write` (on the reactor thread) only queues the chunk; a thread of
     :data:`WRITERS` writes the queued chunks of this file in order and hashes them, so
@@ -308,13 +295,7 @@ class PartFile:
         """A write failed: delete the file and abort the transfer with StoreWriteError."""
         self.discard()
         self.target.error = exc
-        finished: Deferred[Any] = self.reader._finished
-        if not finished.called:
-            finished.errback(Failure(StoreWriteError(exc)))
-        transport = self.reader.transport
-        if transport is not None:
-            transport.stopProducing()
-            transport.loseConnection()
+        abort_body(self.reader, StoreWriteError(exc))
 
     def getvalue(self) -> bytes:
         if self.closed:
@@ -380,108 +361,21 @@ def streamable(txresponse: Any) -> bool:
     return txresponse.code == 200 and not txresponse.headers.hasHeader(b"Content-Encoding")
 
 
-def _swappable(reader: Any) -> bool:
-    return (
-        isinstance(reader, http11._ResponseReader)
-        and isinstance(getattr(reader, "_bodybuf", None), BytesIO)
-        and reader._bodybuf.tell() == 0
-        and isinstance(getattr(reader, "_finished", None), Deferred)
-    )
-
-
-class _StreamingAgent(http11._ScrapyAgent):
-    """``_ScrapyAgent`` whose body reader writes to a :class:`PartFile`."""
-
-    _part: PartFile | None = None
-
-    def _cb_bodyready(self, txresponse: Any, request: Request) -> Any:
-        target = request.meta.get(STREAM_META)
-        if not isinstance(target, StreamTarget) or not streamable(txresponse):
-            return super()._cb_bodyready(txresponse, request)
-
-        deliver = txresponse.deliverBody
-
-        def deliver_to_part(reader: Any) -> None:
-            if _swappable(reader):
-                self._part = reader._bodybuf = PartFile(target, reader)
-            deliver(reader)
-
-        txresponse.deliverBody = deliver_to_part
-        try:
-            result = super()._cb_bodyready(txresponse, request)
-        finally:
-            del txresponse.deliverBody  # the instance attribute: back to the method
-        part = self._part
-        if part is not None:
-            if isinstance(result, Deferred):
-                result.addErrback(self._discard_part, part)
-            else:
-                part.discard()
-        return result
-
-    @staticmethod
-    def _discard_part(failure: Failure, part: PartFile) -> Failure:
-        part.discard()
-        return failure
-
-    def _cb_bodydone(self, result: Any, url: str) -> Response:
-        response = super()._cb_bodydone(result, url)
-        if self._part is not None and self._part.finished:
-            response.flags.append(STREAMED)
-        return response
-
-
-def _private_names_present() -> bool:
-    reader_init = getattr(http11._ResponseReader, "__init__", None)
-    names = getattr(getattr(reader_init, "__code__", None), "co_names", ())
-    return (
-        all(
-            callable(getattr(http11._ScrapyAgent, name, None))
-            for name in ("download_request", "_cb_bodyready", "_cb_bodydone")
-        )
-        and "_bodybuf" in names
-        and "_finished" in names
-    )
-
-
-class StreamingDownloadHandler(http11.HTTP11DownloadHandler):
+class StreamingDownloadHandler(HTTP11DownloadHandler):
     """HTTP11DownloadHandler that streams opted-in file downloads to the store."""
 
-    def __init__(self, crawler: Any):
-        super().__init__(crawler)
-        self.streaming = _private_names_present()
-        if not self.streaming:
-            logger.warning(
-                "this Scrapy's HTTP handler is not the one ravelscraper.streaming expects: "
-                "files are held in memory while they download"
-            )
-
     async def download_request(self, request: Request) -> Response:
-        if not self.streaming or not isinstance(request.meta.get(STREAM_META), StreamTarget):
+        target = request.meta.get(STREAM_META)
+        if not isinstance(target, StreamTarget):
             return await super().download_request(request)
-        try:
-            agent = _StreamingAgent(
-                contextFactory=self._contextFactory,
-                bindAddress=self._bind_address,
-                pool=self._pool,
-                maxsize=self._default_maxsize,
-                warnsize=self._default_warnsize,
-                fail_on_dataloss=self._fail_on_dataloss,
-                crawler=self._crawler,
-                tls_verbose_logging=self._tls_verbose_logging,
-            )
-        except (AttributeError, TypeError) as exc:  # not the Scrapy this was written for
-            logger.warning(f"streaming disabled, files are held in memory: {exc!r}")
-            self.streaming = False
-            return await super().download_request(request)
-        try:
-            with wrap_twisted_exceptions():
-                return await maybe_deferred_to_future(agent.download_request(request))
-        except ResponseDataLossError:
-            if not self._fail_on_dataloss_warned:
-                logger.warning(get_dataloss_msg(request.url))
-                self._fail_on_dataloss_warned = True
-            raise
+
+        def part_file(txresponse: Any, reader: Any) -> PartFile | None:
+            return PartFile(target, reader) if streamable(txresponse) else None
+
+        response, part = await download_to_sink(self, request, part_file)
+        if isinstance(part, PartFile) and part.finished:
+            response.flags.append(STREAMED)
+        return response
 
     async def close(self) -> None:
         _discard_live_parts()

@@ -6,21 +6,52 @@ unless the crawl finished and no file failed, so cron jobs can tell the differen
 A fleet node (``REDIS_URL``) also exits 1 when it closed a run with failed files or jobs, or
 when the fleet's data in Redis was lost; a waiting node (``RAVEL_WAIT_FOR_WORK``) stopped
 by a signal while it held no work, with nothing failed, exits 0: a normal stop.
+
+Before anything else, it checks that the installed Scrapy still has every private name
+ravelscraper relies on (:func:`ravelscraper._scrapy_compat.missing_names`): if one is gone,
+one ERROR line names it and the pinned versions, and the command exits 1 before any crawl.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
+from scrapy import signals
 from scrapy.commands.crawl import Command as ScrapyCrawl
+from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
+from scrapy.extensions.feedexport import FeedExporter
 
 from ravelscraper import redact
+from ravelscraper._scrapy_compat import PINNED, installed_versions, missing_names
 from ravelscraper.checks import settings_problem
 from ravelscraper.stores import store_uri_problem
 
 logger = logging.getLogger(__name__)
+
+
+def scrapy_problem() -> str | None:
+    """One line if the installed Scrapy lacks a private name ravelscraper relies on."""
+    missing = missing_names()
+    if not missing:
+        return None
+    pinned = ", ".join(f"{name}=={number}" for name, number in PINNED.items())
+    installed = ", ".join(f"{name} {number}" for name, number in installed_versions().items())
+    return (
+        f"this Scrapy lacks what ravelscraper relies on: {', '.join(missing)}. "
+        f"ravelscraper needs the pinned versions ({pinned}; installed: {installed})"
+    )
+
+
+def warn_if_feeds_unused(sender: Crawler, **kwargs: Any) -> None:
+    """Scrapy's own crawl command warns so when -o/-O can't be honoured; this one too."""
+    if sender.settings.getdict("FEEDS") and sender.get_extension(FeedExporter) is None:
+        logger.warning(
+            "The FeedExporter extension is not enabled, so no item will be "
+            "exported to the configured feeds (FEEDS, -o, -O)."
+        )
 
 
 class Command(ScrapyCrawl):
@@ -33,14 +64,17 @@ class Command(ScrapyCrawl):
             raise UsageError("give one spider: scrapy crawl ravel")
         assert self.crawler_process and self.settings is not None
         # Before any component reads them: a bad value is one line, not a traceback.
-        problem = settings_problem(self.settings) or store_uri_problem(
-            str(self.settings["FILES_STORE"] or "")
+        problem = (
+            scrapy_problem()
+            or settings_problem(self.settings)
+            or store_uri_problem(str(self.settings["FILES_STORE"] or ""))
         )
         if problem is not None:
             logger.error(problem)
             self.exitcode = 1
             return
-        crawler = self._create_crawler(args[0])
+        crawler = self.crawler_process.create_crawler(args[0])
+        crawler.signals.connect(warn_if_feeds_unused, signal=signals.engine_started)
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         stats = crawler.stats
