@@ -1,0 +1,105 @@
+"""The private names of Scrapy that ravelscraper relies on: all there in the pinned versions,
+and a crawl that refuses to start, with one ERROR line, when one is gone."""
+
+from __future__ import annotations
+
+import subprocess
+
+from scrapy.core import engine
+from scrapy.core.downloader import Downloader
+from scrapy.core.downloader.handlers import http11
+
+from ravelscraper import _scrapy_compat
+from ravelscraper._scrapy_compat import PINNED, installed_versions, missing_names
+from tests.conftest import ROOT, crawl_command, crawl_env
+
+HTTP11 = "scrapy.core.downloader.handlers.http11"
+
+
+def test_the_pinned_versions_have_every_private_name():
+    assert installed_versions() == PINNED
+    assert missing_names() == []
+
+
+def test_the_pinned_versions_are_the_requirements():
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    for package, version in PINNED.items():
+        assert f"{package}=={version}" in requirements
+
+
+def test_a_method_gone_is_named(monkeypatch):
+    monkeypatch.delattr(http11._ScrapyAgent, "_cb_bodydone")
+    assert missing_names() == [f"{HTTP11}._ScrapyAgent._cb_bodydone"]
+
+
+def test_a_class_gone_is_named_once(monkeypatch):
+    monkeypatch.delattr(http11, "_ScrapyAgent")
+    assert missing_names() == [f"{HTTP11}._ScrapyAgent"]
+
+
+def test_a_downloader_method_gone_is_named(monkeypatch):
+    monkeypatch.delattr(Downloader, "_latercall")
+    assert missing_names() == ["scrapy.core.downloader.Downloader._latercall"]
+
+
+def test_an_instance_attribute_no_longer_set_is_named(monkeypatch):
+    def init(self, finished, **kwargs):  # sets _finished, not _bodybuf
+        self._finished = finished
+
+    monkeypatch.setattr(http11._ResponseReader, "__init__", init)
+    assert missing_names() == [f"{HTTP11}._ResponseReader._bodybuf"]
+
+
+def test_the_engine_slot_is_checked(monkeypatch):
+    def init(self, crawler, spider_closed_callback):  # no _slot any more
+        self.crawler = crawler
+
+    monkeypatch.setattr(engine.ExecutionEngine, "__init__", init)
+    assert missing_names() == ["scrapy.core.engine.ExecutionEngine._slot"]
+
+
+def test_a_constructor_keyword_gone_is_named(monkeypatch):
+    original = http11._ScrapyAgent.__init__
+
+    def init(self, *, contextFactory, pool=None, maxsize=0, warnsize=0, crawler, **kwargs):
+        original(self, contextFactory=contextFactory, pool=pool, crawler=crawler)
+
+    monkeypatch.setattr(http11._ScrapyAgent, "__init__", init)
+    assert set(missing_names()) == {
+        f"{HTTP11}._ScrapyAgent(bindAddress=)",
+        f"{HTTP11}._ScrapyAgent(fail_on_dataloss=)",
+        f"{HTTP11}._ScrapyAgent(tls_verbose_logging=)",
+    }
+
+
+def test_a_private_module_gone_is_named(monkeypatch):
+    monkeypatch.setattr(_scrapy_compat, "_ATTRIBUTES", ("scrapy.utils._no_such_module.x",))
+    assert missing_names() == ["scrapy.utils._no_such_module"]
+
+
+# The crawl command as a user runs it, in a Scrapy that lost a private method.
+CRAWL_WITHOUT_A_NAME = """
+import sys
+from scrapy.core.downloader.handlers import http11
+del http11._ScrapyAgent._cb_bodyready
+from scrapy.cmdline import execute
+sys.argv[0] = "scrapy"
+execute()
+"""
+
+
+def test_a_crawl_with_a_name_gone_stops_before_it_starts(tmp_path):
+    command = crawl_command("-a", "url=http://127.0.0.1:9/details/x", store=tmp_path / "store")
+    assert command[1:3] == ["-m", "scrapy"]
+    command[1:3] = ["-c", CRAWL_WITHOUT_A_NAME]
+    done = subprocess.run(
+        command, cwd=ROOT, env=crawl_env(), capture_output=True, text=True, timeout=120
+    )
+    log = done.stdout + done.stderr
+    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
+    assert done.returncode == 1, log
+    assert len(errors) == 1, log
+    assert f"{HTTP11}._ScrapyAgent._cb_bodyready" in errors[0]
+    assert "Scrapy==2.19.0, scrapy-redis==0.9.1" in errors[0]
+    assert "Spider opened" not in log and "Traceback" not in log
+    assert not (tmp_path / "store").exists()
