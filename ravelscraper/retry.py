@@ -24,8 +24,9 @@ from scrapy.exceptions import (
     IgnoreRequest,
 )
 from scrapy.http import Response
-from scrapy.utils.defer import deferred_from_coro
 from twisted.internet import error as tx_error
+
+from ravelscraper.stop import stop_crawl
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         middleware = super().from_crawler(crawler)
-        middleware.backoff_base = crawler.settings.getfloat("RAVEL_RETRY_BACKOFF_BASE", 1.0)
-        middleware.backoff_max = crawler.settings.getfloat("RAVEL_RETRY_BACKOFF_MAX", 60.0)
+        middleware.backoff_base = crawler.settings.getfloat("RAVEL_RETRY_BACKOFF_BASE")
+        middleware.backoff_max = crawler.settings.getfloat("RAVEL_RETRY_BACKOFF_MAX")
         return middleware
 
     def backoff(self, request: Request, response: Response | None) -> float:
@@ -150,7 +151,5 @@ class BackoffRetryMiddleware(RetryMiddleware):
             f"cannot reach {host_of(request.url)}: {cause}. Check the network connection, "
             "or the proxy (HTTPS_PROXY, HTTP_PROXY) if you use one"
         )
-        logger.error(self.offline)
-        self.crawler.stats.set_value("ravel/error", self.offline)
-        deferred_from_coro(self.crawler.engine.close_spider_async(reason="archive_unreachable"))
+        stop_crawl(self.crawler, "archive_unreachable", self.offline)
         raise HostUnreachable(self.offline)
