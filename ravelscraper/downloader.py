@@ -1,4 +1,9 @@
-"""Scrapy's downloader with a per-slot concurrency cap that holds at any download delay.
+"""The downloader's dispatch policy: which queued request of a slot starts, and when.
+
+Owns the per-slot concurrency cap at any download delay, one pause per file (not per
+redirect hop), the listing pace, and dropping queued downloads when the crawl stops. The
+mechanism (Scrapy's private ``Downloader._process_queue`` overridden) lives in
+:class:`ravelscraper._scrapy_compat.QueueDispatchDownloader`; this module only decides.
 
 Scrapy >= 2.14 starts each request popped from a slot's queue as a task, and counts it
 as transferring only once that task runs. With ``DOWNLOAD_DELAY = 0`` the dispatch loop
@@ -17,6 +22,15 @@ The few small requests that list an item (robots.txt, ``/metadata``, the details
 their own pace, ``RAVEL_LISTING_DELAY`` (or ``DOWNLOAD_DELAY`` if smaller), instead of each
 waiting a file's pause: the first file starts about as soon as ``/metadata`` has answered,
 and files still start ``DOWNLOAD_DELAY`` apart, under the same cap.
+
+Why not a public downloader middleware with a per-slot semaphore (Scrapy's stock
+Downloader, the cap taken in ``process_request`` and given back in ``process_response``
+/ ``process_exception``)? Measured with tests/test_politeness.py and test_first_run.py:
+it holds the cap (3 of 3 at zero delay, 2 of 2 with AutoThrottle), but a middleware runs
+before the slot's queue, not at dispatch, so it cannot let a redirect hop or a listing
+request go ahead of the files waiting their pause: the hop after a 302 waited 12.1 s
+(median; under 0.15 s here) and the first file started 10.3 s after launch (under 3 s
+here, the listing requests each paying a file's pause).
 """
 
 from __future__ import annotations
