@@ -4,13 +4,24 @@ and a crawl that refuses to start, with one ERROR line, when one is gone."""
 from __future__ import annotations
 
 import subprocess
+from types import SimpleNamespace
 
+from scrapy import Request
 from scrapy.core import engine
-from scrapy.core.downloader import Downloader
+from scrapy.core.downloader import Downloader, Slot
 from scrapy.core.downloader.handlers import http11
+from scrapy.exceptions import IgnoreRequest
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from ravelscraper import _scrapy_compat
-from ravelscraper._scrapy_compat import PINNED, installed_versions, missing_names
+from ravelscraper._scrapy_compat import (
+    PINNED,
+    QueueDispatchDownloader,
+    abort_body,
+    installed_versions,
+    missing_names,
+)
 from tests.conftest import ROOT, crawl_command, crawl_env
 
 HTTP11 = "scrapy.core.downloader.handlers.http11"
@@ -103,3 +114,37 @@ def test_a_crawl_with_a_name_gone_stops_before_it_starts(tmp_path):
     assert "Scrapy==2.19.0, scrapy-redis==0.9.1" in errors[0]
     assert "Spider opened" not in log and "Traceback" not in log
     assert not (tmp_path / "store").exists()
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+    def loseConnection(self) -> None:
+        self.calls.append("lose")
+
+
+def test_abort_body_fails_the_download_once_and_drops_the_connection():
+    reader = SimpleNamespace(_finished=Deferred(), transport=Transport())
+    failures: list[Failure] = []
+    reader._finished.addErrback(failures.append)
+    abort_body(reader, ValueError("disk full"))
+    abort_body(reader, ValueError("again"))  # already failed: not a second errback
+    assert [f.value.args for f in failures] == [("disk full",)]
+    assert reader.transport.calls == ["stop", "lose", "stop", "lose"]
+
+
+def test_drop_queued_fails_every_queued_request():
+    slot = Slot(concurrency=2, delay=0, jitter=0)
+    queued = [Deferred() for _ in range(3)]
+    for number, deferred in enumerate(queued):
+        slot.queue.append((Request(f"http://example.com/{number}"), deferred))
+    failures: list[Failure] = []
+    for deferred in queued:
+        deferred.addErrback(failures.append)
+    QueueDispatchDownloader.drop_queued(slot, IgnoreRequest("stopping"))
+    assert not slot.queue
+    assert [type(f.value) for f in failures] == [IgnoreRequest] * 3
