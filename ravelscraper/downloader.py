@@ -2,7 +2,7 @@
 
 Owns the per-slot concurrency cap at any download delay, one pause per file (not per
 redirect hop), the listing pace, and dropping queued downloads when the crawl stops. The
-mechanism (Scrapy's private ``Downloader._process_queue`` overridden) lives in
+mechanism (an override of a private method of Scrapy's Downloader) lives in
 :class:`ravelscraper._scrapy_compat.QueueDispatchDownloader`; this module only decides.
 
 Scrapy >= 2.14 starts each request popped from a slot's queue as a task, and counts it
