@@ -20,9 +20,10 @@ from scrapy.utils.test import get_crawler
 
 from ravelscraper.items import AudioFile
 from ravelscraper.names import INVISIBLE_LAYOUT, NameClaims, UnsafeName, safe_relative_path, shown
-from ravelscraper.pipelines import VerifiedFilesPipeline
+from ravelscraper.pipelines import VerifiedFilesPipeline, media_failed_may_return
 from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores import AtomicFSFilesStore, current_umask, is_name_problem
+from ravelscraper.streaming import STREAM_META
 from ravelscraper.verify import mismatch
 
 BODY = b"la valse" * 1000
@@ -275,3 +276,15 @@ def test_stored_files_get_the_umask_whichever_way_they_are_written(tmp_path):
         os.close(source)
     for name in ("a.mp3", "copy.mp3"):
         assert stat.S_IMODE((tmp_path / "item" / name).stat().st_mode) == expected, name
+
+
+def test_the_private_code_media_failed_relies_on_is_there():
+    assert media_failed_may_return()
+
+
+def test_part_files_nobody_took_are_deleted_when_the_crawl_closes(pipeline):
+    request = pipeline.get_media_requests(audio_file(), pipeline.spiderinfo)[0]
+    assert pipeline.part_files.targets == {request.meta[STREAM_META]}
+    pipeline.close_spider()
+    assert pipeline.part_files.targets == set()
+    assert pipeline.part_files.release(request) is None
