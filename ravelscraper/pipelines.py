@@ -1,17 +1,30 @@
 """The files pipeline: Scrapy's ``FilesPipeline`` hooks, wired to this project's units.
 
-Owns the order of one file's life: the up-to-date check, the request (streamed to a part
-file on the local store), the verified body (``ravelscraper.verify``), storing it, and what
-reaches the item and the manifest (``files``, ``error``). The names it gets were judged by
-the spider (``ravelscraper.names``); the lines and stats are ``TransferLog``'s; the part
-files are ``PartFiles``'; a broken store ends the crawl through ``ravelscraper.stop``.
+``VerifiedFilesPipeline`` stores each file at ``<identifier>/<name>``, checked against
+archive.org's size and checksum: its sha1 where listed, else its md5 (``ravelscraper.verify``).
+
+* The settings and the store are checked when the crawl opens, before any download.
+* A file already in the store whose size and checksum match is up to date, whatever its age
+  (on S3, whose ETag is an md5, the md5 is compared).
+* A download whose size or checksum does not match is fetched again (``RAVEL_VERIFY_RETRIES``
+  times), then reported failed and never stored, except a file archive.org regenerates,
+  stored marked ``unverified``.
+* A file listed without a checksum is checked against its size, or, without a size either,
+  refused if the connection closed without saying the body was complete (``partial``); it
+  is stored marked ``unverified``.
+* A name the filesystem refuses (a directory in the way, a path too long) fails that file
+  only; a full or broken store stops the crawl (``ravelscraper.stop``).
+* On the local store, a file's body is streamed to a part file as it arrives (``PartFiles``,
+  ``ravelscraper.streaming``), then verified and renamed into place.
+
+The pipeline owns the order of one file's life and what reaches the item and the manifest
+(``files``, ``error``). The names it gets were judged by the spider (``ravelscraper.names``);
+the per-file lines and stats are ``TransferLog``'s (``ravelscraper.progress``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,9 +36,9 @@ from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, MediaPipeline
-from scrapy.utils.defer import ensure_awaitable
 from twisted.python.failure import Failure
 
+from ravelscraper.bodies import ReceivedBody, received_body
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.progress import TransferLog
@@ -36,11 +49,12 @@ from ravelscraper.stores import (
     S3Store,
     StoreProblem,
     UnsafeName,
+    call_store,
     is_name_problem,
     store_uri_problem,
 )
-from ravelscraper.streaming import STREAM_META, STREAMED, PartFiles, StoreWriteError, StreamedBody
-from ravelscraper.verify import expected_checksum, hex_digest, stale, verified_body
+from ravelscraper.streaming import STREAM_META, PartFiles, StoreWriteError
+from ravelscraper.verify import expected_checksum, up_to_date, verified_body
 
 
 def describe(failure: Failure) -> str:
@@ -66,7 +80,7 @@ class RefusedStore:
 # COMPAT: for ravelscraper/_scrapy_compat.py (the lead moves it there).
 def media_failed_may_return() -> bool:
     """``MediaPipeline._check_media_to_download`` takes a ``None`` from ``media_failed`` as
-    the file's result, logging nothing more. That is undocumented: the documented ways are to
+    the file's result and logs nothing more. That is undocumented: the documented ways are to
     raise (logged again, with a traceback) or to return a Failure (deprecated). The
     pipeline's ``media_failed`` logs one line and returns; this says the private code it
     relies on is still there."""
@@ -74,39 +88,8 @@ def media_failed_may_return() -> bool:
     return "media_failed" in getattr(getattr(check, "__code__", None), "co_names", ())
 
 
-@dataclass
-class ReceivedBody:
-    """One attempt's body: streamed to a part file, or in memory (``data``)."""
-
-    size: int
-    checksum: str
-    partial: bool
-    data: bytes | None = None
-    streamed: StreamedBody | None = None
-
-    def discard(self) -> None:
-        if self.streamed is not None:
-            self.streamed.discard()  # a no-op once renamed into place
-
-
 class VerifiedFilesPipeline(FilesPipeline):
-    """Stores each file at ``<identifier>/<name>``, checked against archive.org's checksum and
-    size: its sha1 where listed, else its md5 (``expected_checksum``).
-
-    * The settings and the store are checked when the crawl opens, before any download.
-    * A file already in the store whose size and checksum match is up to date, whatever its
-      age (on S3, whose ETag is an md5, the md5 is compared).
-    * A download whose size or checksum does not match is fetched again
-      (``RAVEL_VERIFY_RETRIES`` times), then reported failed and never stored, except a
-      file archive.org regenerates, stored marked ``unverified`` (see ``verified_body``).
-    * A file listed without a checksum is checked against its size, or, without a size either,
-      refused if the connection closed without saying the body was complete (``partial``);
-      it is stored marked ``unverified``.
-    * A name the filesystem refuses (a directory in the way, a path too long) fails that
-      file only; a full or broken store stops the crawl.
-    * On the local store, a file's body is streamed to a part file as it arrives (see
-      ``ravelscraper.streaming``), then verified and renamed into place.
-    """
+    """FilesPipeline that keeps archive.org's names and stores only what it has checked."""
 
     STORE_SCHEMES = {
         **FilesPipeline.STORE_SCHEMES,  # "gs" stays for Scrapy's _update_stores; refused
@@ -148,16 +131,6 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.part_files.discard_all()  # the crawl stopped before their files were verified
         self.transfers.log_unverified()
 
-    @property
-    def local(self) -> bool:
-        return isinstance(self.store, AtomicFSFilesStore)
-
-    async def in_store(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Local disk I/O (and its md5) runs in a thread; remote stores return Deferreds."""
-        if self.local:
-            return await asyncio.to_thread(method, *args)
-        return await ensure_awaitable(method(*args))
-
     async def process_item(self, item: AudioFile) -> AudioFile:
         if item.error:  # the spider could not list it as a file to fetch (or store)
             self.file_failed(item.name, item.error, item)
@@ -165,17 +138,13 @@ class VerifiedFilesPipeline(FilesPipeline):
         return await super().process_item(item)
 
     def get_media_requests(self, item: AudioFile, info: MediaPipeline.SpiderInfo) -> list[Request]:
+        meta = {"ravel_name": item.name, "ravel_identifier": item.identifier}
+        # The redirect to a storage node keeps this slot: one politeness budget.
         return [
-            # The redirect to a storage node keeps this slot: one politeness budget.
             Request(
                 url,
                 callback=NO_CALLBACK,
-                meta={
-                    "download_slot": urlsplit(url).hostname,
-                    "ravel_name": item.name,
-                    "ravel_identifier": item.identifier,
-                    **self.stream_meta(item),
-                },
+                meta={"download_slot": urlsplit(url).hostname, **meta, **self.stream_meta(item)},
             )
             for url in item.file_urls
         ]
@@ -206,34 +175,19 @@ class VerifiedFilesPipeline(FilesPipeline):
     ) -> FileInfo | None:
         assert item is not None
         path = self.file_path(request, info=info, item=item)
-        algorithm, expected = expected_checksum(item)
-        if not self.local:
-            algorithm, expected = "md5", item.md5  # S3's ETag and the FTP store's checksum
-        if expected is None and item.size is None:
-            return None  # nothing to check a stored copy against: fetch it again
-        try:
-            if self.local:
-                stored = await self.in_store(self.store.stat_file, path, info, algorithm)
-            else:
-                stored = await self.in_store(self.store.stat_file, path, info)
-        except Exception as exc:  # an unreadable copy is downloaded again
-            self.transfers.unreadable_copy(item, exc)
-            return None
-        if not stored:
-            return None
-        why = stale(item, stored, algorithm, expected)
-        if why:
-            self.transfers.stale(item, why)
+        if isinstance(self.store, AtomicFSFilesStore):
+            algorithm, expected = expected_checksum(item)
+            stat = partial(self.store.stat_file, path, info, algorithm)
+        else:  # S3's ETag and the FTP store's checksum are md5s
+            algorithm, expected = "md5", item.md5
+            stat = partial(self.store.stat_file, path, info)
+        stored = await up_to_date(item, partial(call_store, self.store, stat), algorithm, expected)
+        if stored is None:
             return None
         self.transfers.uptodate(item)
         self.inc_stats("uptodate")
-        return {
-            "url": request.url,
-            "path": path,
-            "checksum": stored.get("checksum"),
-            "checksum_type": algorithm,
-            "status": "uptodate",
-        }
+        checksum = stored.get("checksum")
+        return file_info(request, path, checksum, algorithm, "uptodate")
 
     async def media_downloaded(
         self,
@@ -247,83 +201,49 @@ class VerifiedFilesPipeline(FilesPipeline):
 
         async def fetch(attempt: int) -> ReceivedBody:
             nonlocal response, request
-            if attempt:
-                request, response = await self.download_again(request, item)
-            return await self.received_body(response, request, item)
+            if attempt:  # the same file again, with a fresh target: its own part file
+                request = request.replace(
+                    dont_filter=True, meta={**request.meta, **self.stream_meta(item)}
+                )
+                try:
+                    response = await self.crawler.engine.download_async(request)
+                except BaseException:
+                    self.part_files.drop(request)
+                    raise
+            target = request.meta.get(STREAM_META)
+            streamed = self.part_files.release(request)
+            write_error = getattr(target, "error", None)  # writing the part file failed
+            try:
+                return await received_body(
+                    response, streamed, write_error, expected_checksum(item)[0]
+                )
+            except StoreWriteError as exc:
+                raise self.write_failed(exc.error) from None
 
         body = await verified_body(item, self.verify_retries, fetch)
         try:
-            return await self.store_body(body, request, response, info, item)
+            return await self.store_body(body, request, info, item)
         finally:
             body.discard()
 
-    async def download_again(self, request: Request, item: AudioFile) -> tuple[Request, Response]:
-        """The same file again, with a fresh target: its own part file."""
-        again = request.replace(dont_filter=True, meta={**request.meta, **self.stream_meta(item)})
-        try:
-            return again, await self.crawler.engine.download_async(again)
-        except BaseException:
-            self.part_files.drop(again)
-            raise
-
-    async def received_body(
-        self, response: Response, request: Request, item: AudioFile
-    ) -> ReceivedBody:
-        """The response's body, measured: streamed to a part file, or in memory."""
-        streamed = self.part_files.release(request)
-        partial = "partial" in response.flags
-        try:
-            if response.status != 200:
-                raise FileException(f"HTTP {response.status} from {response.url}")
-            error = getattr(request.meta.get(STREAM_META), "error", None)
-            if isinstance(error, OSError):  # writing the part file failed
-                raise self.write_failed(error)
-            if STREAMED in response.flags:
-                if streamed is None:
-                    raise FileException("the streamed body was lost")
-                try:  # waits for the last queued write: never a file still being written
-                    size, checksum = await streamed.result()
-                except OSError as exc:
-                    raise self.write_failed(exc) from None
-                return ReceivedBody(size, checksum, partial, streamed=streamed)
-        except BaseException:
-            if streamed is not None:
-                streamed.discard()
-            raise
-        if streamed is not None:
-            streamed.discard()  # not this response's body
-        # Hashing releases the GIL: off the reactor thread, it overlaps the transfers.
-        checksum = await asyncio.to_thread(hex_digest, expected_checksum(item)[0], response.body)
-        return ReceivedBody(len(response.body), checksum, partial, data=response.body)
-
     async def store_body(
-        self,
-        body: ReceivedBody,
-        request: Request,
-        response: Response,
-        info: MediaPipeline.SpiderInfo,
-        item: AudioFile,
+        self, body: ReceivedBody, request: Request, info: MediaPipeline.SpiderInfo, item: AudioFile
     ) -> FileInfo:
-        path = self.file_path(request, response=response, info=info, item=item)
+        path = self.file_path(request, item=item)
+        if body.streamed is not None:
+            store = partial(self.store.commit_part, body.streamed.fd, body.streamed.path, path)
+        else:
+            store = partial(self.store.persist_file, path, BytesIO(body.data or b""), info)
         try:
-            if body.streamed is not None:
-                streamed = body.streamed
-                await self.in_store(self.store.commit_part, streamed.fd, streamed.path, path)
-            else:
-                await self.in_store(self.store.persist_file, path, BytesIO(body.data or b""), info)
+            await call_store(self.store, store)
         except OSError as exc:
             raise self.write_failed(exc) from None
         algorithm, expected = expected_checksum(item)
         verified = expected is not None and body.checksum == expected
         self.transfers.stored(item, body.size, verified)
         self.inc_stats("downloaded")
-        return {
-            "url": request.url,
-            "path": path,
-            "checksum": body.checksum,
-            "checksum_type": algorithm,
-            "status": "downloaded" if verified else "unverified",
-        }
+        status = "downloaded" if verified else "unverified"
+        return file_info(request, path, body.checksum, algorithm, status)
 
     def write_failed(self, exc: OSError) -> FileException:
         """The failure of one write: this file's (its path) or the whole store's."""
@@ -341,19 +261,15 @@ class VerifiedFilesPipeline(FilesPipeline):
         # missing from ``files``.
         self.part_files.drop(request)
         name = request.meta.get("ravel_name", request.url)
-        identifier = request.meta.get("ravel_identifier", "")
+        key = (request.meta.get("ravel_identifier", ""), name)
         if isinstance(failure.value, TransferCancelled):
             self.transfers.cancelled()
-            self.failures[(identifier, name)] = "not started: the crawl stopped"
+            self.failures[key] = "not started: the crawl stopped"
             return
         reason = describe(failure)
-        if isinstance(failure.value, StoreWriteError):
-            error = failure.value.error
-            if is_name_problem(error):
-                reason = f"cannot store it under its name: {error.strerror or error}"
-            else:
-                self.store_failed(error)
-        self.failures[(identifier, name)] = reason
+        if isinstance(failure.value, StoreWriteError):  # a write while streaming
+            reason = str(self.write_failed(failure.value.error))
+        self.failures[key] = reason
         self.file_failed(name, f"{reason} ({request.url})")
 
     def store_failed(self, exc: OSError) -> None:
@@ -364,11 +280,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         stop_transfers = getattr(self.crawler.engine.downloader, "stop_transfers", None)
         if stop_transfers is not None:
             stop_transfers()  # cancels the queued files, silently: the one line comes next
-        stop_crawl(
-            self.crawler,
-            "files_store_failed",
-            f"{self.store_error} (files already stored are kept)",
-        )
+        message = f"{self.store_error} (files already stored are kept)"
+        stop_crawl(self.crawler, "files_store_failed", message)
 
     def file_failed(self, name: str, reason: str, item: AudioFile | None = None) -> None:
         if item is not None:
@@ -382,3 +295,14 @@ class VerifiedFilesPipeline(FilesPipeline):
         if not item.files and not item.error:  # the manifest says why it is missing
             item.error = self.failures.pop((item.identifier, item.name), "not stored")
         return item
+
+
+def file_info(request: Request, path: str, checksum: Any, algorithm: str, status: str) -> FileInfo:
+    """One entry of an item's ``files``, as the manifest shows it."""
+    return {  # FileInfo plus checksum_type
+        "url": request.url,
+        "path": path,
+        "checksum": checksum,
+        "checksum_type": algorithm,
+        "status": status,
+    }

@@ -71,12 +71,6 @@ class TransferLog:
         size = size_text(body_length) if known else "size unknown"
         logger.info(f"[download start] {shown(name)} ({size})")
 
-    def unreadable_copy(self, item: AudioFile, exc: Exception) -> None:
-        logger.warning(f"cannot check the stored copy of {shown(item.name)}: {exc!r}")
-
-    def stale(self, item: AudioFile, why: str) -> None:
-        logger.info(f"[stale] {shown(item.name)}: {why}, downloading again")
-
     def uptodate(self, item: AudioFile) -> None:
         self.stats.inc_value("ravel/files_uptodate")
         self.stats.inc_value("ravel/bytes_uptodate", item.size or 0)

@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 import tempfile
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from scrapy.pipelines.files import FTPFilesStore, S3FilesStore
 from scrapy.pipelines.media import MediaPipeline
-from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.defer import deferred_from_coro, ensure_awaitable, maybe_deferred_to_future
 from scrapy.utils.ftp import ftp_makedirs_cwd
 from twisted.internet.defer import Deferred
 
@@ -241,6 +242,14 @@ class AtomicFSFilesStore:
         if not target.resolve().is_relative_to(root):
             raise UnsafeName(f"{path!r} resolves outside the store")
         return target
+
+
+async def call_store(store: Any, call: Callable[[], Any]) -> Any:
+    """``call()`` on ``store``: in a thread for the local store (its disk I/O and hashing),
+    awaited for the remote stores (they return Deferreds)."""
+    if isinstance(store, AtomicFSFilesStore):
+        return await asyncio.to_thread(call)
+    return await ensure_awaitable(call())
 
 
 class S3Store(S3FilesStore):

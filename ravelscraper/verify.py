@@ -1,7 +1,8 @@
 """Checking a file against archive.org's listing: its size and checksum (sha1 where listed,
 else md5).
 
-Owns the comparison (``mismatch``), the up-to-date check of a stored copy (``stale``), and
+Owns the comparison (``mismatch``), the up-to-date check of a stored copy (``up_to_date``,
+``stale``), and
 the verify-and-retry loop (``verified_body``): a body that does not match is fetched again
 ``RAVEL_VERIFY_RETRIES`` times, then refused, except a file archive.org regenerates, kept
 marked unverified. It does no I/O of its own: the pipeline hands it the bodies.
@@ -61,6 +62,31 @@ def stale(item: AudioFile, stored: dict, algorithm: str, expected: str | None) -
     if expected is not None and checksum != expected:
         return f"stored {algorithm} {checksum} != {expected}"
     return None
+
+
+async def up_to_date(
+    item: AudioFile, stat: Callable[[], Awaitable[dict]], algorithm: str, expected: str | None
+) -> dict | None:
+    """The stored copy's ``stat_file`` answer when it is this file, else None: download it.
+
+    ``stat()`` computes the stored copy's checksum with ``algorithm``, whose listed value is
+    ``expected``. Nothing listed to compare it with, no copy, an unreadable copy (a warning)
+    or a stale one (``[stale]``) all mean a download.
+    """
+    if expected is None and item.size is None:
+        return None  # nothing to check a stored copy against: fetch it again
+    try:
+        stored = await stat()
+    except Exception as exc:  # an unreadable copy is downloaded again
+        logger.warning(f"cannot check the stored copy of {shown(item.name)}: {exc!r}")
+        return None
+    if not stored:
+        return None
+    why = stale(item, stored, algorithm, expected)
+    if why:
+        logger.info(f"[stale] {shown(item.name)}: {why}, downloading again")
+        return None
+    return stored
 
 
 class Body(Protocol):
