@@ -1,3 +1,5 @@
+"""The item: one archive.org file as the spider lists it and the pipeline stores it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

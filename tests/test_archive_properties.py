@@ -21,8 +21,8 @@ from ravelscraper.archive import (
     parse_length,
     playlist_sources,
 )
+from ravelscraper.names import UnsafeName, safe_relative_path
 from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import UnsafeName, safe_relative_path
 
 ITEM = ItemLocation("https://archive.org", "some-item")
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

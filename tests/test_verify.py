@@ -11,7 +11,7 @@ import pytest
 from scrapy.pipelines.media import FileException
 
 from ravelscraper.items import AudioFile
-from ravelscraper.verify import expected_checksum, stale, verified_body
+from ravelscraper.verify import expected_checksum, stale, up_to_date, verified_body
 
 BODY = b"le tombeau de couperin" * 100
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -113,3 +113,22 @@ def test_a_stored_copy_is_stale_by_size_or_checksum():
     assert stale(item, {"checksum": "f" * 32}, "md5", MD5) == f"stored md5 {'f' * 32} != {MD5}"
     # Nothing listed to compare: only the size (when known on both sides) decides.
     assert stale(listed(md5=None), {"checksum": "f" * 32, "size": len(BODY)}, "md5", None) is None
+
+
+def test_a_stored_copy_is_up_to_date_only_when_it_matches():
+    item = listed()
+    copy = {"checksum": MD5, "size": len(BODY)}
+
+    def check(stored: object, target: AudioFile = item, expected: str | None = MD5):
+        async def stat() -> dict:
+            if isinstance(stored, Exception):
+                raise stored
+            return stored  # type: ignore[return-value]
+
+        return asyncio.run(up_to_date(target, stat, "md5", expected))
+
+    assert check(copy) == copy
+    assert check({}) is None  # not stored yet
+    assert check({**copy, "size": 1}) is None  # stale
+    assert check(OSError("unreadable")) is None  # an unreadable copy is fetched again
+    assert check(copy, listed(md5=None, size=None), None) is None  # nothing to compare
