@@ -5,6 +5,7 @@ from __future__ import annotations
 from scrapy.utils.test import get_crawler
 
 from ravelscraper.archive import ItemLocation, RemoteFile
+from ravelscraper.items import AudioFile
 from ravelscraper.names import NameClaims, refused_name
 from ravelscraper.spiders.ravel import RavelSpider
 
@@ -26,8 +27,8 @@ def test_the_spider_yields_refused_names_as_failed_items():
     spider = crawler._create_spider()
     location = ItemLocation("http://127.0.0.1:1", "item")
     names = ["Bolero.mp3", "bolero.MP3", "evil\u202e.mp3", "Ondine.mp3"]
-    files = [spider.audio_file(location, RemoteFile(name=n)) for n in names]
-    files.append(spider.audio_file(location, RemoteFile(name="x.mp3", error="listed twice")))
+    files = [AudioFile.listed(location, RemoteFile(name=n)) for n in names]
+    files.append(AudioFile.listed(location, RemoteFile(name="x.mp3", error="listed twice")))
     yielded = list(spider.announce(files, verified=True))
     assert [f.error for f in yielded] == [
         "",

@@ -200,7 +200,7 @@ class RavelSpider(scrapy.Spider):
                 f"its formats are: {', '.join(metadata.formats) or 'none'}",
             )
         yield from self.announce(
-            [self.audio_file(item, f, metadata) for f in chosen], verified=True
+            [AudioFile.listed(item, f, metadata) for f in chosen], verified=True
         )
 
     def report_restricted(
@@ -266,7 +266,7 @@ class RavelSpider(scrapy.Spider):
                 f"the details page of {item.identifier!r} links no "
                 f"{self.selection.describe()} files",
             )
-        yield from self.announce([self.audio_file(item, f) for f in files], verified=False)
+        yield from self.announce([AudioFile.listed(item, f) for f in files], verified=False)
 
     def announce(self, files: list[AudioFile], verified: bool) -> Iterator[AudioFile]:
         for file in files:  # judged here, once: the pipeline fails a file with an error
@@ -280,29 +280,6 @@ class RavelSpider(scrapy.Spider):
             + ("" if verified else " (no checksums)")
         )
         yield from files
-
-    @staticmethod
-    def audio_file(
-        item: ItemLocation, file: RemoteFile, metadata: Metadata | None = None
-    ) -> AudioFile:
-        url = item.download_url(file.name)
-        return AudioFile(
-            identifier=item.identifier,
-            name=file.name,
-            url=url,
-            format=file.format,
-            title=file.title,
-            track=file.track,
-            album=file.album or (metadata.title if metadata else ""),
-            creator=file.creator or (metadata.creator if metadata else ""),
-            length=file.length,
-            size=file.size,
-            md5=file.md5,
-            sha1=file.sha1,
-            regenerated=file.regenerated,
-            error=file.error,
-            file_urls=[url],
-        )
 
     def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
         """A file entry from the fleet's Redis queue (see ravelscraper.distributed), checked."""
