@@ -51,6 +51,7 @@ from ravelscraper.stores import (
     UnsafeName,
     call_store,
     is_name_problem,
+    store_check_problem,
     store_uri_problem,
 )
 from ravelscraper.streaming import STREAM_META, PartFiles, StoreWriteError
@@ -116,14 +117,7 @@ class VerifiedFilesPipeline(FilesPipeline):
 
     def open_spider(self) -> None:
         super().open_spider()
-        problem = self.store_problem
-        if problem is None:
-            try:
-                check = getattr(self.store, "check", None)
-                if check is not None:
-                    check()
-            except StoreProblem as exc:
-                problem = str(exc)
+        problem = self.store_problem or store_check_problem(self.store)
         if problem is not None:
             raise fatal(self.crawler, "files_store_unusable", problem)
 

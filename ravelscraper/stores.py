@@ -103,6 +103,17 @@ def store_uri_problem(uri: str) -> str | None:
     return f"FILES_STORE {shown_uri} has an unknown scheme {scheme!r}: give {STORE_KINDS}"
 
 
+def store_check_problem(store: Any) -> str | None:
+    """What the store's start-up check (its ``check()``, if it has one) found wrong, or None."""
+    check = getattr(store, "check", None)
+    try:
+        if check is not None:
+            check()
+    except StoreProblem as exc:
+        return str(exc)
+    return None
+
+
 def s3_bucket_and_prefix(uri: str) -> tuple[str, str]:
     """(bucket, ``"prefix/"``) from ``s3://bucket/prefix`` or ``s3://bucket/prefix/``;
     (bucket, ``""``) from ``s3://bucket``."""
