@@ -1,4 +1,9 @@
-"""What archive.org serves, read without the network: URLs, /metadata and the details page."""
+"""What archive.org serves, read without the network: URLs, /metadata and the details page.
+
+Owns the shapes of archive.org's answers (``Metadata``, ``RemoteFile``, ``ItemLocation``),
+the choice of files (``Selection``) and the input errors a user can fix (``BadInput``).
+Whether a listed name can be stored is ``ravelscraper.names``'s to say.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from parsel import Selector
 
-from ravelscraper.stores import shown
+from ravelscraper.names import shown
 
 DEFAULT_IDENTIFIER = "ThePianoMusicOfMauriceRavel"
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

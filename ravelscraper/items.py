@@ -1,7 +1,11 @@
+"""The item: one archive.org file as the spider lists it and the pipeline stores it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
+
+from ravelscraper.archive import ItemLocation, Metadata, RemoteFile
 
 
 @dataclass
@@ -28,3 +32,25 @@ class AudioFile:
     error: str = ""
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def listed(cls, item: ItemLocation, file: RemoteFile, metadata: Metadata | None = None) -> Self:
+        """A file as the item's listing gives it (``metadata`` fills in album and creator)."""
+        url = item.download_url(file.name)
+        return cls(
+            identifier=item.identifier,
+            name=file.name,
+            url=url,
+            format=file.format,
+            title=file.title,
+            track=file.track,
+            album=file.album or (metadata.title if metadata else ""),
+            creator=file.creator or (metadata.creator if metadata else ""),
+            length=file.length,
+            size=file.size,
+            md5=file.md5,
+            sha1=file.sha1,
+            regenerated=file.regenerated,
+            error=file.error,
+            file_urls=[url],
+        )

@@ -1,12 +1,17 @@
 """Where files land: the local store (never a half-written file under its real name), S3, FTP.
 
-Also the name rules (``safe_relative_path``) and the store check made before any download
-(``store_uri_problem`` for the shape of ``FILES_STORE``, each store's ``check()`` for the
-store itself).
+Owns the store classes (Scrapy's ``FilesStoreProtocol``: ``stat_file`` and ``persist_file``,
+plus ``commit_part`` for a streamed body on the local store), the check made before any
+download (``store_uri_problem`` for the shape of ``FILES_STORE``, each store's ``check()``
+for the store itself), ``store_for`` (which class serves a ``FILES_STORE``), and which
+write errors are one file's problem (``is_name_problem``). The name rules live in
+``ravelscraper.names``; ``UnsafeName`` and ``safe_relative_path`` are importable from here
+too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import ftplib
@@ -15,26 +20,25 @@ import os
 import secrets
 import stat
 import tempfile
-import unicodedata
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from scrapy.pipelines.files import FSFilesStore, FTPFilesStore, S3FilesStore
+from scrapy.pipelines.files import FTPFilesStore, S3FilesStore
 from scrapy.pipelines.media import MediaPipeline
-from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.defer import deferred_from_coro, ensure_awaitable, maybe_deferred_to_future
 from scrapy.utils.ftp import ftp_makedirs_cwd
 from twisted.internet.defer import Deferred
 
+from ravelscraper.names import UnsafeName
+from ravelscraper.names import safe_relative_path as safe_relative_path  # the fleet's import
+from ravelscraper.names import shown as shown
 from ravelscraper.redact import redact_url
 
 PARTIAL_PREFIX = ".ravel-"
 PARTIAL_SUFFIX = ".part"
-# Characters that reorder or break a line when shown: refused in names like control characters.
-INVISIBLE_LAYOUT = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
-)
 # OSErrors that are one file's problem (its path), not the store's: that file fails alone.
 NAME_ERRNOS = frozenset(
     {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ELOOP}
@@ -57,10 +61,6 @@ def current_umask() -> int:
 FILE_MODE = 0o666 & ~current_umask()
 
 
-class UnsafeName(ValueError):
-    """A remote file name that would not stay inside the store."""
-
-
 class StoreProblem(ValueError):
     """FILES_STORE can't be used: the message says why (credentials masked)."""
 
@@ -68,42 +68,6 @@ class StoreProblem(ValueError):
 def is_name_problem(exc: OSError) -> bool:
     """True when the OSError is about this file's path (a directory in the way, too long)."""
     return exc.errno in NAME_ERRNOS
-
-
-def refused_character(text: str) -> str | None:
-    """Why ``text`` can't be a name: control (C0, C1, DEL), bidi or line-separator characters."""
-    for char in text:
-        category = unicodedata.category(char)
-        if category == "Cc":
-            return "it contains a control character"
-        if char in INVISIBLE_LAYOUT:
-            return f"it contains the invisible layout character U+{ord(char):04X}"
-        if category == "Cs":
-            return "it contains a lone surrogate (not valid text)"
-    return None
-
-
-def safe_relative_path(identifier: str, name: str) -> str:
-    """``<identifier>/<name>``, refusing any name that could leave its folder or fool a reader."""
-    for part in (identifier, name):
-        reason = refused_character(part)
-        if reason:
-            raise UnsafeName(reason)
-        if "\\" in part:
-            raise UnsafeName("it contains a backslash")
-    if name.startswith("/"):
-        raise UnsafeName("it is an absolute path")
-    for component in [identifier, *name.split("/")]:
-        if component in ("", ".", ".."):
-            raise UnsafeName(f"it has a {component or 'empty'!r} path component")
-        if len(component.encode()) > 255:
-            raise UnsafeName("a path component is longer than 255 bytes")
-    return f"{identifier}/{name}"
-
-
-def shown(text: str) -> str:
-    """Remote text for a log line: as it is when plainly printable, else escaped (repr)."""
-    return text if text.isprintable() else repr(text)
 
 
 # (Written without "user:password@": the log's masking would show it as "***@".)
@@ -139,6 +103,17 @@ def store_uri_problem(uri: str) -> str | None:
     return f"FILES_STORE {shown_uri} has an unknown scheme {scheme!r}: give {STORE_KINDS}"
 
 
+def store_check_problem(store: Any) -> str | None:
+    """What the store's start-up check (its ``check()``, if it has one) found wrong, or None."""
+    check = getattr(store, "check", None)
+    try:
+        if check is not None:
+            check()
+    except StoreProblem as exc:
+        return str(exc)
+    return None
+
+
 def s3_bucket_and_prefix(uri: str) -> tuple[str, str]:
     """(bucket, ``"prefix/"``) from ``s3://bucket/prefix`` or ``s3://bucket/prefix/``;
     (bucket, ``""``) from ``s3://bucket``."""
@@ -154,18 +129,19 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class AtomicFSFilesStore(FSFilesStore):
-    """FSFilesStore that writes to a temporary file and renames it into place.
+class AtomicFSFilesStore:
+    """The local store (Scrapy's ``FilesStoreProtocol``): each file is written to a temporary
+    file and renamed into place.
 
     A crawl killed mid-write leaves at most a ``.ravel-*.part`` file, never a truncated
     file under the real name. The folder is created by :meth:`ensure_writable` when the
     crawl opens, so that an unwritable store is reported before anything is downloaded.
+    Nothing is read or written outside the folder (:meth:`filesystem_path`).
     """
 
     def __init__(self, basedir: str | os.PathLike[str]):
         basedir = str(basedir)
         self.basedir = basedir.split("://", 1)[1] if "://" in basedir else basedir
-        self.created_directories: dict = {}
 
     def ensure_writable(self) -> None:
         """Create the store and write a probe file there; raises OSError if that fails."""
@@ -191,7 +167,7 @@ class AtomicFSFilesStore(FSFilesStore):
     ) -> dict:
         """The stored file's checksum (``algorithm``), mtime and size; {} if no regular file
         is there."""
-        target = self._get_filesystem_path(path)
+        target = self.filesystem_path(path)
         try:
             found = target.stat()
         except OSError:
@@ -210,7 +186,7 @@ class AtomicFSFilesStore(FSFilesStore):
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        target = self._get_filesystem_path(path)
+        target = self.filesystem_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(
             dir=target.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
@@ -232,7 +208,7 @@ class AtomicFSFilesStore(FSFilesStore):
         ``part`` is its name, or None for an unnamed (``O_TMPFILE``) file open as ``fd``:
         that one is linked under a temporary name (copied if linking fails), then renamed.
         """
-        target = self._get_filesystem_path(path)
+        target = self.filesystem_path(path)
         if part is not None:
             if Path(part).parent != target.parent:
                 raise UnsafeName(f"{str(part)!r} is not in the folder of {str(path)!r}")
@@ -244,7 +220,7 @@ class AtomicFSFilesStore(FSFilesStore):
             try:
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
             except OSError:  # no /proc, or a filesystem that refuses: copy it
-                self._copy_part(fd, target.parent / name)
+                self.copy_part(fd, target.parent / name)
             try:
                 os.replace(name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
             except BaseException:
@@ -255,7 +231,8 @@ class AtomicFSFilesStore(FSFilesStore):
             os.close(folder)
 
     @staticmethod
-    def _copy_part(fd: int, partial: Path) -> None:
+    def copy_part(fd: int, partial: Path) -> None:
+        """Copy the open file ``fd`` to the new file ``partial`` (deleted if that fails)."""
         out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             offset = 0
@@ -268,12 +245,22 @@ class AtomicFSFilesStore(FSFilesStore):
         finally:
             os.close(out)
 
-    def _get_filesystem_path(self, path: str | os.PathLike[str]) -> Path:
+    def filesystem_path(self, path: str | os.PathLike[str]) -> Path:
+        """Where ``path`` (``<identifier>/<name>``) is stored; UnsafeName if that is outside
+        the store (a symbolic link out of it)."""
         root = Path(self.basedir).resolve()
         target = Path(root, *str(path).split("/"))
         if not target.resolve().is_relative_to(root):
             raise UnsafeName(f"{path!r} resolves outside the store")
         return target
+
+
+async def call_store(store: Any, call: Callable[[], Any]) -> Any:
+    """``call()`` on ``store``: in a thread for the local store (its disk I/O and hashing),
+    awaited for the remote stores (they return Deferreds)."""
+    if isinstance(store, AtomicFSFilesStore):
+        return await asyncio.to_thread(call)
+    return await ensure_awaitable(call())
 
 
 class S3Store(S3FilesStore):
@@ -313,18 +300,24 @@ class S3Store(S3FilesStore):
         )
 
     def stat_file(self, path: str, info: MediaPipeline.SpiderInfo) -> Deferred[dict]:
-        return deferred_from_coro(self._stat(path))
+        return deferred_from_coro(self.stat_object(path))
 
-    async def _stat(self, path: str) -> dict:
+    async def stat_object(self, path: str) -> dict:
+        """The object's ETag (its md5, for a single-part upload), mtime and size; {} if none."""
         from botocore.exceptions import ClientError
 
+        key = f"{self.prefix}{path}"
         try:
-            found = await maybe_deferred_to_future(self._get_boto_key(path))
+            found = await asyncio.to_thread(self.s3_client.head_object, Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return {}  # not stored yet: the normal case on a first run
             raise
-        return {**self._onsuccess(found), "size": found.get("ContentLength")}
+        return {
+            "checksum": found["ETag"].strip('"'),
+            "last_modified": found["LastModified"].timestamp(),
+            "size": found.get("ContentLength"),
+        }
 
     def check(self) -> None:
         """Raises StoreProblem unless the bucket exists and a probe object can be written."""
@@ -379,9 +372,9 @@ class FTPStore(FTPFilesStore):
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Deferred[Any]:
-        return deferred_from_coro(self._persist(path, buf.getvalue(), info, meta, headers))
+        return deferred_from_coro(self.persist_retrying(path, buf.getvalue(), info, meta, headers))
 
-    async def _persist(
+    async def persist_retrying(
         self,
         path: str,
         data: bytes,

@@ -134,6 +134,46 @@ class StreamTarget:
             body.discard()
 
 
+class PartFiles:
+    """The stream targets handed out in one crawl, until their bodies are taken.
+
+    :meth:`meta` opts a request in (its body is streamed to a part file in ``directory``),
+    :meth:`release` hands the body streamed for a request over to the caller, :meth:`drop`
+    deletes it, and :meth:`discard_all` deletes whatever nobody took (the crawl stopped
+    before those files were verified).
+    """
+
+    def __init__(self) -> None:
+        self.targets: set[StreamTarget] = set()  # targets whose part file may await us
+
+    def meta(self, directory: str | os.PathLike[str], algorithm: str) -> dict[str, StreamTarget]:
+        """The request meta that streams the body to a part file in ``directory``."""
+        target = StreamTarget(directory, algorithm)
+        self.targets.add(target)
+        return {STREAM_META: target}
+
+    def release(self, request: Request) -> StreamedBody | None:
+        """The body streamed for ``request``, if any, now the caller's to rename or delete."""
+        target = request.meta.get(STREAM_META)
+        if not isinstance(target, StreamTarget):
+            return None
+        self.targets.discard(target)
+        body = target.take()
+        target.discard()
+        return body
+
+    def drop(self, request: Request) -> None:
+        """Delete whatever was streamed for ``request``."""
+        streamed = self.release(request)
+        if streamed is not None:
+            streamed.discard()
+
+    def discard_all(self) -> None:
+        for target in self.targets:
+            target.discard()
+        self.targets.clear()
+
+
 def remove_part(fd: int | None, path: Path | None) -> None:
     """Close a part file and delete it if it has a name; errors are ignored."""
     with suppress(OSError):

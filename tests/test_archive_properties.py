@@ -21,8 +21,8 @@ from ravelscraper.archive import (
     parse_length,
     playlist_sources,
 )
-from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import UnsafeName, safe_relative_path
+from ravelscraper.items import AudioFile
+from ravelscraper.names import UnsafeName, safe_relative_path
 
 ITEM = ItemLocation("https://archive.org", "some-item")
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,12 +65,12 @@ def check_file(file: RemoteFile) -> None:
     file.name.encode("utf-8")  # no lone surrogate
     for value in (file.format, file.title, file.album, file.creator, file.track, file.original):
         value.encode("utf-8")
-    with contextlib.suppress(UnsafeName):  # flagged: the pipeline refuses it in one line
+    with contextlib.suppress(UnsafeName):  # flagged: the spider fails it in one line
         safe_relative_path(ITEM.identifier, file.name)
     assert file.md5 is None or MD5.fullmatch(file.md5)
     assert file.size is None or (isinstance(file.size, int) and file.size >= 0)
     assert file.length is None or (math.isfinite(file.length) and file.length >= 0)
-    record = RavelSpider.audio_file(ITEM, file)
+    record = AudioFile.listed(ITEM, file)
     json.dumps(record.__dict__, allow_nan=False).encode("utf-8")  # a manifest line, an entry
 
 

@@ -19,17 +19,12 @@ from scrapy.pipelines.media import FileException
 from scrapy.utils.test import get_crawler
 
 from ravelscraper.items import AudioFile
-from ravelscraper.pipelines import VerifiedFilesPipeline
+from ravelscraper.names import INVISIBLE_LAYOUT, NameClaims, UnsafeName, safe_relative_path, shown
+from ravelscraper.pipelines import VerifiedFilesPipeline, media_failed_may_return
 from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import (
-    INVISIBLE_LAYOUT,
-    AtomicFSFilesStore,
-    UnsafeName,
-    current_umask,
-    is_name_problem,
-    safe_relative_path,
-    shown,
-)
+from ravelscraper.stores import AtomicFSFilesStore, current_umask, is_name_problem
+from ravelscraper.streaming import STREAM_META
+from ravelscraper.verify import mismatch
 
 BODY = b"la valse" * 1000
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -131,16 +126,16 @@ def test_a_stored_file_is_checked_with_the_sha1_where_listed(pipeline, tmp_path)
 
 def test_mismatches_name_both_sides():
     item = audio_file()
-    assert VerifiedFilesPipeline.mismatch(item, len(BODY), MD5) is None
-    assert "archive.org lists 8000" in VerifiedFilesPipeline.mismatch(item, 7, MD5)
-    wrong = VerifiedFilesPipeline.mismatch(item, len(BODY), "0" * 32)
+    assert mismatch(item, len(BODY), MD5) is None
+    assert "archive.org lists 8000" in mismatch(item, 7, MD5)
+    wrong = mismatch(item, len(BODY), "0" * 32)
     assert MD5 in wrong and "0" * 32 in wrong
     sha1 = hashlib.sha1(BODY).hexdigest()
     with_sha1 = audio_file(sha1=sha1)
-    assert VerifiedFilesPipeline.mismatch(with_sha1, len(BODY), sha1) is None
-    wrong = VerifiedFilesPipeline.mismatch(with_sha1, len(BODY), MD5)  # the sha1 is compared
+    assert mismatch(with_sha1, len(BODY), sha1) is None
+    wrong = mismatch(with_sha1, len(BODY), MD5)  # the sha1 is compared
     assert wrong.startswith("sha1 mismatch") and sha1 in wrong
-    assert VerifiedFilesPipeline.mismatch(audio_file(md5=None, size=None), 1, "x") is None
+    assert mismatch(audio_file(md5=None, size=None), 1, "x") is None
 
 
 def test_media_requests_share_the_slot_of_their_host(pipeline):
@@ -149,11 +144,12 @@ def test_media_requests_share_the_slot_of_their_host(pipeline):
     assert request.meta["ravel_name"] == "01 Ondine.mp3"
 
 
-def test_names_differing_only_in_case_are_refused_once_seen(pipeline):
-    pipeline.claim_path(audio_file("Case.mp3"))
-    pipeline.claim_path(audio_file("Case.mp3"))  # the same file again is fine
+def test_names_differing_only_in_case_are_refused_once_seen():
+    claims = NameClaims()
+    claims.claim("item", "Case.mp3")
+    claims.claim("item", "Case.mp3")  # the same file again is fine
     with pytest.raises(UnsafeName, match="only in case"):
-        pipeline.claim_path(audio_file("case.mp3"))
+        claims.claim("item", "case.mp3")
 
 
 @pytest.mark.parametrize(
@@ -225,9 +221,7 @@ def test_an_item_failed_by_the_spider_is_not_downloaded(pipeline):
 def store_response(pipeline, item: AudioFile, body: bytes, flags: list[str] | None = None):
     request = pipeline.get_media_requests(item, pipeline.spiderinfo)[0]
     response = Response(request.url, status=200, body=body, flags=flags or [])
-    return asyncio.run(
-        pipeline.verify_and_store(response, request, pipeline.spiderinfo, item, None)
-    )
+    return asyncio.run(pipeline.media_downloaded(response, request, pipeline.spiderinfo, item=item))
 
 
 @pytest.fixture
@@ -265,7 +259,7 @@ def test_a_path_too_long_is_that_files_problem_not_the_stores(pipeline, tmp_path
     with pytest.raises(OSError) as raised:
         pipeline.store.persist_file(f"item/{name}", BytesIO(BODY), info=None)
     assert is_name_problem(raised.value)
-    failure = pipeline.write_failed(raised.value, audio_file(name))
+    failure = pipeline.write_failed(raised.value)
     assert "cannot store it under its name: File name too long" in str(failure)
     assert pipeline.store_error is None  # the crawl goes on
     assert not is_name_problem(OSError(errno.ENOSPC, "No space left on device"))
@@ -277,8 +271,20 @@ def test_stored_files_get_the_umask_whichever_way_they_are_written(tmp_path):
     store.persist_file("item/a.mp3", BytesIO(BODY), info=None)
     source = os.open(tmp_path / "item" / "a.mp3", os.O_RDONLY)
     try:
-        store._copy_part(source, tmp_path / "item" / "copy.mp3")
+        store.copy_part(source, tmp_path / "item" / "copy.mp3")
     finally:
         os.close(source)
     for name in ("a.mp3", "copy.mp3"):
         assert stat.S_IMODE((tmp_path / "item" / name).stat().st_mode) == expected, name
+
+
+def test_the_private_code_media_failed_relies_on_is_there():
+    assert media_failed_may_return()
+
+
+def test_part_files_nobody_took_are_deleted_when_the_crawl_closes(pipeline):
+    request = pipeline.get_media_requests(audio_file(), pipeline.spiderinfo)[0]
+    assert pipeline.part_files.targets == {request.meta[STREAM_META]}
+    pipeline.close_spider()
+    assert pipeline.part_files.targets == set()
+    assert pipeline.part_files.release(request) is None

@@ -1,10 +1,16 @@
+"""The spider: lists one archive.org item's files and yields each as an ``AudioFile``.
+
+Owns the crawl's input (its ``-a`` arguments), the order of the listing requests, the
+choice of files, and the judging of each listed name (``ravelscraper.names``): a file whose
+name can't be stored is yielded with ``error`` set, and the pipeline reports it failed.
+"""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
 
 import scrapy
-from scrapy.exceptions import CloseSpider
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
@@ -20,7 +26,9 @@ from ravelscraper.archive import (
 from ravelscraper.distributed.entries import file_entry_items
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
+from ravelscraper.names import NameClaims, refused_name
 from ravelscraper.retry import HostUnreachable
+from ravelscraper.stop import fatal
 
 ARGUMENTS = ("url", "item", "formats", "glob")
 SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
@@ -65,6 +73,7 @@ class RavelSpider(scrapy.Spider):
         self.item = item
         self.selection = Selection.from_args(formats, glob)
         self.page_names: dict[ItemLocation, list[str]] = {}  # details pages read on this node
+        self.name_claims = NameClaims()  # the paths of the files listed in this crawl
 
     def check_arguments(self) -> None:
         known = ", ".join(f"{name}=" for name in ARGUMENTS)
@@ -191,7 +200,7 @@ class RavelSpider(scrapy.Spider):
                 f"its formats are: {', '.join(metadata.formats) or 'none'}",
             )
         yield from self.announce(
-            [self.audio_file(item, f, metadata) for f in chosen], verified=True
+            [AudioFile.listed(item, f, metadata) for f in chosen], verified=True
         )
 
     def report_restricted(
@@ -257,9 +266,12 @@ class RavelSpider(scrapy.Spider):
                 f"the details page of {item.identifier!r} links no "
                 f"{self.selection.describe()} files",
             )
-        yield from self.announce([self.audio_file(item, f) for f in files], verified=False)
+        yield from self.announce([AudioFile.listed(item, f) for f in files], verified=False)
 
     def announce(self, files: list[AudioFile], verified: bool) -> Iterator[AudioFile]:
+        for file in files:  # judged here, once: the pipeline fails a file with an error
+            if not file.error:
+                file.error = refused_name(self.name_claims, file.identifier, file.name)
         stats = self.crawler.stats
         stats.set_value("ravel/files_total", len(files))
         stats.set_value("ravel/bytes_total", sum(f.size or 0 for f in files))
@@ -268,29 +280,6 @@ class RavelSpider(scrapy.Spider):
             + ("" if verified else " (no checksums)")
         )
         yield from files
-
-    @staticmethod
-    def audio_file(
-        item: ItemLocation, file: RemoteFile, metadata: Metadata | None = None
-    ) -> AudioFile:
-        url = item.download_url(file.name)
-        return AudioFile(
-            identifier=item.identifier,
-            name=file.name,
-            url=url,
-            format=file.format,
-            title=file.title,
-            track=file.track,
-            album=file.album or (metadata.title if metadata else ""),
-            creator=file.creator or (metadata.creator if metadata else ""),
-            length=file.length,
-            size=file.size,
-            md5=file.md5,
-            sha1=file.sha1,
-            regenerated=file.regenerated,
-            error=file.error,
-            file_urls=[url],
-        )
 
     def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
         """A file entry from the fleet's Redis queue (see ravelscraper.distributed), checked."""
@@ -303,6 +292,4 @@ class RavelSpider(scrapy.Spider):
 
     def fail(self, reason: str, message: str) -> NoReturn:
         """Stop the crawl on input the user must fix: one ERROR line, a non-zero exit."""
-        self.logger.error(message)
-        self.crawler.stats.set_value("ravel/error", message)
-        raise CloseSpider(reason)
+        raise fatal(self.crawler, reason, message)

@@ -1,0 +1,40 @@
+"""Unit tests of ravelscraper.names and of where names are judged: the spider, once."""
+
+from __future__ import annotations
+
+from scrapy.utils.test import get_crawler
+
+from ravelscraper.archive import ItemLocation, RemoteFile
+from ravelscraper.items import AudioFile
+from ravelscraper.names import NameClaims, refused_name
+from ravelscraper.spiders.ravel import RavelSpider
+
+
+def test_a_refused_name_is_the_reason_a_file_fails():
+    claims = NameClaims()
+    assert refused_name(claims, "item", "Bolero.mp3") == ""
+    assert refused_name(claims, "item", "../up.mp3") == (
+        "refused the name: it has a '..' path component"
+    )
+    assert refused_name(claims, "item", "BOLERO.mp3") == (
+        "refused the name: it differs only in case from 'Bolero.mp3'"
+    )
+    assert refused_name(claims, "other", "BOLERO.mp3") == ""  # another item's folder
+
+
+def test_the_spider_yields_refused_names_as_failed_items():
+    crawler = get_crawler(RavelSpider)
+    spider = crawler._create_spider()
+    location = ItemLocation("http://127.0.0.1:1", "item")
+    names = ["Bolero.mp3", "bolero.MP3", "evil\u202e.mp3", "Ondine.mp3"]
+    files = [AudioFile.listed(location, RemoteFile(name=n)) for n in names]
+    files.append(AudioFile.listed(location, RemoteFile(name="x.mp3", error="listed twice")))
+    yielded = list(spider.announce(files, verified=True))
+    assert [f.error for f in yielded] == [
+        "",
+        "refused the name: it differs only in case from 'Bolero.mp3'",
+        "refused the name: it contains the invisible layout character U+202E",
+        "",
+        "listed twice",  # the spider's own reason stays
+    ]
+    assert crawler.stats.get_value("ravel/files_total") == 5
