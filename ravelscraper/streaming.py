@@ -70,7 +70,7 @@ BACKLOG_PAUSE = 2 * 1024 * 1024  # queued bytes of one file that pause its trans
 BACKLOG_RESUME = 512 * 1024  # ... and resume it once written down to this
 BATCH = 512 * 1024  # queued bytes handed to a writer thread at once
 
-_live_parts: set[PartFile] = set()  # part files written to and not yet deleted or committed
+live_parts: set[PartFile] = set()  # part files written to and not yet deleted or committed
 
 
 class StoreWriteError(Exception):
@@ -232,53 +232,53 @@ class PartFile:
         self.closed = False  # no more writes: handed over, discarded or failed
         self.finished = False  # handed over to the target
         self.done: Future[tuple[int, str]] = Future()  # (size, hex digest) after the last write
-        self._lock = threading.Lock()
-        self._queue: deque[bytes] = deque()
-        self._backlog = 0  # bytes queued, not yet written
-        self._writing = False  # a writer thread owns the queue (and the fd)
-        self._paused = False
-        self._cancelled = False
-        self._error: OSError | None = None
+        self.lock = threading.Lock()
+        self.queue: deque[bytes] = deque()
+        self.backlog = 0  # bytes queued, not yet written
+        self.writing = False  # a writer thread owns the queue (and the fd)
+        self.paused = False
+        self.cancelled = False
+        self.write_error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         if self.closed or not data:
             return 0
-        with self._lock:
-            self._queue.append(data)
-            self._backlog += len(data)
-            start = self._should_start()
-            pause = self._backlog > BACKLOG_PAUSE and not self._paused
-            self._paused = self._paused or pause
+        with self.lock:
+            self.queue.append(data)
+            self.backlog += len(data)
+            start = self.should_start_writer()
+            pause = self.backlog > BACKLOG_PAUSE and not self.paused
+            self.paused = self.paused or pause
         if start:
-            self._start()
+            self.start_writer()
         if pause:
-            self._transport_call("pauseProducing")
+            self.call_transport("pauseProducing")
         return len(data)
 
-    def _should_start(self) -> bool:
+    def should_start_writer(self) -> bool:
         """Under the lock: wake a writer thread? Only for a batch, or for the body's end
         (one hand-over per :data:`BATCH` bytes, not per chunk: each one costs the GIL)."""
-        start = not self._writing and bool(self._queue)
-        start = start and (self._backlog >= BATCH or self.closed)
-        self._writing = self._writing or start
+        start = not self.writing and bool(self.queue)
+        start = start and (self.backlog >= BATCH or self.closed)
+        self.writing = self.writing or start
         return start
 
-    def _start(self) -> None:
-        _live_parts.add(self)
-        WRITERS.submit(self._drain)
+    def start_writer(self) -> None:
+        live_parts.add(self)
+        WRITERS.submit(self.drain)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """The writer thread: write and hash the queued chunks in order, then step out."""
         while True:
-            with self._lock:
-                stop = self._cancelled or self._error is not None
-                if stop or not self._queue or (self._backlog < BATCH and not self.closed):
+            with self.lock:
+                stop = self.cancelled or self.write_error is not None
+                if stop or not self.queue or (self.backlog < BATCH and not self.closed):
                     if stop:
-                        self._queue.clear()
-                    self._writing = False
+                        self.queue.clear()
+                    self.writing = False
                     break
-                chunks = list(self._queue)
-                self._queue.clear()
+                chunks = list(self.queue)
+                self.queue.clear()
             # One buffer: one write and one hash update, each releasing the GIL once.
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             del chunks
@@ -287,44 +287,44 @@ class PartFile:
                     self.fd, self.path = open_part(self.target.directory)
                 write_all(self.fd, data)
             except OSError as exc:
-                with self._lock:
-                    self._error = exc
+                with self.lock:
+                    self.write_error = exc
                 continue
             self.hash.update(data)
             written = len(data)
             self.size += written
-            with self._lock:
-                self._backlog -= written
-                resume = self._paused and self._backlog <= BACKLOG_RESUME
-                self._paused = self._paused and not resume
+            with self.lock:
+                self.backlog -= written
+                resume = self.paused and self.backlog <= BACKLOG_RESUME
+                self.paused = self.paused and not resume
             if resume:
-                _call_on_reactor(self._transport_call, "resumeProducing")
-        self._settle()
+                call_on_reactor(self.call_transport, "resumeProducing")
+        self.settle()
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """After the writer stepped out: fail, clean up or complete, as the state says."""
-        with self._lock:
-            if self._writing:
+        with self.lock:
+            if self.writing:
                 return  # another drain is queued behind: it settles
-            error, cancelled = self._error, self._cancelled
+            error, cancelled = self.write_error, self.cancelled
         if cancelled:
-            self._remove()
+            self.remove_file()
         elif error is not None:
-            self._remove()
+            self.remove_file()
             if self.finished:
-                _resolve(self.done, error=error)
+                resolve(self.done, error=error)
             else:
-                _call_on_reactor(self.fail, error)
+                call_on_reactor(self.fail, error)
         elif self.finished:
             try:
                 if self.fd is None:  # an empty body still gets its (empty) file
                     self.fd, self.path = open_part(self.target.directory)
             except OSError as exc:
-                _resolve(self.done, error=exc)
+                resolve(self.done, error=exc)
                 return
-            _resolve(self.done, result=(self.size, self.hash.hexdigest()))
+            resolve(self.done, result=(self.size, self.hash.hexdigest()))
 
-    def _transport_call(self, method: str) -> None:
+    def call_transport(self, method: str) -> None:
         transport = getattr(self.reader, "transport", None)
         if transport is None or (method == "pauseProducing" and self.closed):
             return
@@ -340,15 +340,15 @@ class PartFile:
     def getvalue(self) -> bytes:
         if self.closed:
             return b""
-        with self._lock:
+        with self.lock:
             self.closed = self.finished = True
-            start = self._should_start()
-            writing = self._writing
+            start = self.should_start_writer()
+            writing = self.writing
         self.target.publish(StreamedBody(self))
         if start:
-            self._start()  # the rest of the body: its last write settles the result
+            self.start_writer()  # the rest of the body: its last write settles the result
         elif not writing:
-            self._settle()
+            self.settle()
         return b""
 
     def truncate(self, size: int | None = None) -> int:
@@ -357,21 +357,21 @@ class PartFile:
 
     def discard(self) -> None:
         """Delete the part file: now, or once the writer thread is out of it; idempotent."""
-        with self._lock:
-            self.closed = self._cancelled = True
-            writing = self._writing
+        with self.lock:
+            self.closed = self.cancelled = True
+            writing = self.writing
         if not writing:
-            self._remove()
+            self.remove_file()
         if not self.done.done():
-            _resolve(self.done, error=OSError(errno.ECANCELED, "the part file was discarded"))
+            resolve(self.done, error=OSError(errno.ECANCELED, "the part file was discarded"))
 
-    def _remove(self) -> None:
-        _live_parts.discard(self)
+    def remove_file(self) -> None:
+        live_parts.discard(self)
         fd, self.fd = self.fd, None
         remove_part(fd, self.path)
 
 
-def _resolve(
+def resolve(
     future: Future[tuple[int, str]],
     result: tuple[int, str] | None = None,
     error: BaseException | None = None,
@@ -383,16 +383,16 @@ def _resolve(
             future.set_result(result)  # type: ignore[arg-type]
 
 
-def _call_on_reactor(function: Callable[..., Any], *args: Any) -> None:
+def call_on_reactor(function: Callable[..., Any], *args: Any) -> None:
     from twisted.internet import reactor
 
     reactor.callFromThread(function, *args)  # type: ignore[attr-defined]
 
 
 @atexit.register
-def _discard_live_parts() -> None:
+def discard_live_parts() -> None:
     """A crawl stopped mid-transfer (a second Ctrl-C) leaves no part file behind."""
-    for part in list(_live_parts):
+    for part in list(live_parts):
         part.discard()
 
 
@@ -418,5 +418,5 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
         return response
 
     async def close(self) -> None:
-        _discard_live_parts()
+        discard_live_parts()
         await super().close()

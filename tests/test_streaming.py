@@ -71,7 +71,7 @@ def files_in(folder: Path) -> list[str]:
 def reactor_calls(monkeypatch) -> queue.Queue:
     """What the writer threads ask the reactor thread to do, run by :func:`run_reactor`."""
     calls: queue.Queue = queue.Queue()
-    monkeypatch.setattr(streaming, "_call_on_reactor", lambda f, *args: calls.put((f, args)))
+    monkeypatch.setattr(streaming, "call_on_reactor", lambda f, *args: calls.put((f, args)))
     return calls
 
 
@@ -79,10 +79,10 @@ def run_reactor(calls: queue.Queue, part: PartFile, timeout: float = 5.0) -> Non
     """Wait until ``part``'s writer thread is out, then run what it asked of the reactor."""
     deadline = threading.Event()
     for _ in range(int(timeout / 0.01)):
-        if not part._writing:
+        if not part.writing:
             break
         deadline.wait(0.01)
-    assert not part._writing, "the writer thread is stuck"
+    assert not part.writing, "the writer thread is stuck"
     while not calls.empty():
         function, args = calls.get()
         function(*args)
@@ -375,7 +375,7 @@ def test_a_writer_that_falls_behind_pauses_the_transport_then_resumes_it(tmp_pat
         for chunk in chunks:
             part.write(chunk)
         assert response_reader.transport.calls == ["pause"]
-        assert part._backlog <= len(chunks) << 20
+        assert part.backlog <= len(chunks) << 20
         release.set()
         part.getvalue()
         run_reactor(reactor_calls, part)
