@@ -31,6 +31,7 @@ from scrapy.core.downloader import Downloader, Slot
 from scrapy.core.downloader.handlers import http11
 from scrapy.exceptions import ResponseDataLossError
 from scrapy.http import Response
+from scrapy.pipelines.media import MediaPipeline
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
@@ -246,6 +247,22 @@ class QueueDispatchDownloader(Downloader):
         self.dispatch(slot)
 
 
+# --- a failed file's result ------------------------------------------------------------------
+# ``MediaPipeline._check_media_to_download`` takes a ``None`` from ``media_failed`` as the
+# file's result and logs nothing more. That is undocumented: the documented ways are to raise
+# (logged again, with a traceback) or to return a Failure (deprecated). The pipeline's
+# ``media_failed`` logs one line and returns None.
+
+_CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
+
+
+def media_failed_may_return() -> bool:
+    """The private code that takes ``media_failed``'s ``None`` as the result is still there
+    (:func:`missing_names` checks the same at start)."""
+    check = getattr(MediaPipeline, "_check_media_to_download", None)
+    return "media_failed" in _code_names(check)
+
+
 # --- the check at start ----------------------------------------------------------------------
 
 _HTTP11 = "scrapy.core.downloader.handlers.http11"
@@ -262,6 +279,7 @@ _ATTRIBUTES = (
     "scrapy.core.downloader.Downloader._latercall",
     "scrapy.core.downloader.Downloader._wait_for_download",
     "scrapy.core.engine._Slot",
+    _CHECK_MEDIA,
 )
 
 # Instance attributes, which exist only on live objects: checked as names the class's
@@ -282,6 +300,9 @@ _SET_IN_CONSTRUCTOR = {
         "_crawler",
     ),
 }
+
+# Names a private function's code uses (reported as ``function (name)``).
+_USED_IN_CODE = {_CHECK_MEDIA: ("media_failed",)}
 
 # Keyword arguments of private constructors.
 _KEYWORDS = {
@@ -332,6 +353,10 @@ def _constructor_names(cls: type) -> set[str]:
     return names
 
 
+def _code_names(function: Any) -> set[str]:
+    return set(getattr(getattr(function, "__code__", None), "co_names", ()))
+
+
 def _keywords(cls: type) -> set[str]:
     try:
         return set(inspect.signature(cls).parameters)
@@ -342,13 +367,18 @@ def _keywords(cls: type) -> set[str]:
 def missing_names() -> list[str]:
     """The private names this module uses that the installed Scrapy lacks; [] when all
     are there. Classes, functions and methods are looked up; instance attributes are
-    looked for among the names their class's constructor uses; constructor keywords in
-    its signature (reported as ``Class(keyword=)``)."""
+    looked for among the names their class's constructor uses; the names a function relies
+    on calling among those its code uses (reported as ``function (name)``); constructor
+    keywords in its signature (reported as ``Class(keyword=)``)."""
     missing = [gone for name in _ATTRIBUTES if (gone := _first_missing(name)) is not None]
     for owner, names in _SET_IN_CONSTRUCTOR.items():
         gone = _first_missing(owner)
         found = _constructor_names(_lookup(owner)) if gone is None else set()
         missing += [gone or f"{owner}.{name}" for name in names if name not in found]
+    for owner, names in _USED_IN_CODE.items():
+        gone = _first_missing(owner)
+        found = _code_names(_lookup(owner)) if gone is None else set()
+        missing += [gone or f"{owner} ({name})" for name in names if name not in found]
     for owner, names in _KEYWORDS.items():
         gone = _first_missing(owner)
         found = _keywords(_lookup(owner)) if gone is None else set()

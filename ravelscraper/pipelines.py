@@ -78,17 +78,6 @@ class RefusedStore:
     persist_file = stat_file
 
 
-# COMPAT: for ravelscraper/_scrapy_compat.py (the lead moves it there).
-def media_failed_may_return() -> bool:
-    """``MediaPipeline._check_media_to_download`` takes a ``None`` from ``media_failed`` as
-    the file's result and logs nothing more. That is undocumented: the documented ways are to
-    raise (logged again, with a traceback) or to return a Failure (deprecated). The
-    pipeline's ``media_failed`` logs one line and returns; this says the private code it
-    relies on is still there."""
-    check = getattr(MediaPipeline, "_check_media_to_download", None)
-    return "media_failed" in getattr(getattr(check, "__code__", None), "co_names", ())
-
-
 class VerifiedFilesPipeline(FilesPipeline):
     """FilesPipeline that keeps archive.org's names and stores only what it has checked."""
 
@@ -251,8 +240,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
     ) -> None:
         # Logged here in one line; returning (not raising) keeps MediaPipeline from logging
-        # the failure again with a traceback (see media_failed_may_return). The file is then
-        # missing from ``files``.
+        # the failure again with a traceback (the crawl checks that private behaviour at
+        # start: media_failed_may_return). The file is then missing from ``files``.
         self.part_files.drop(request)
         name = request.meta.get("ravel_name", request.url)
         key = (request.meta.get("ravel_identifier", ""), name)

@@ -20,7 +20,7 @@ from scrapy.utils.test import get_crawler
 
 from ravelscraper.items import AudioFile
 from ravelscraper.names import INVISIBLE_LAYOUT, NameClaims, UnsafeName, safe_relative_path, shown
-from ravelscraper.pipelines import VerifiedFilesPipeline, media_failed_may_return
+from ravelscraper.pipelines import VerifiedFilesPipeline
 from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores import AtomicFSFilesStore, current_umask, is_name_problem
 from ravelscraper.streaming import STREAM_META
@@ -276,10 +276,6 @@ def test_stored_files_get_the_umask_whichever_way_they_are_written(tmp_path):
         os.close(source)
     for name in ("a.mp3", "copy.mp3"):
         assert stat.S_IMODE((tmp_path / "item" / name).stat().st_mode) == expected, name
-
-
-def test_the_private_code_media_failed_relies_on_is_there():
-    assert media_failed_may_return()
 
 
 def test_part_files_nobody_took_are_deleted_when_the_crawl_closes(pipeline):

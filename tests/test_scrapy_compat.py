@@ -11,6 +11,7 @@ from scrapy.core import engine
 from scrapy.core.downloader import Downloader, Slot
 from scrapy.core.downloader.handlers import http11
 from scrapy.exceptions import IgnoreRequest
+from scrapy.pipelines.media import MediaPipeline
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
@@ -20,11 +21,13 @@ from ravelscraper._scrapy_compat import (
     QueueDispatchDownloader,
     abort_body,
     installed_versions,
+    media_failed_may_return,
     missing_names,
 )
 from tests.conftest import ROOT, crawl_command, crawl_env
 
 HTTP11 = "scrapy.core.downloader.handlers.http11"
+CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
 
 
 def test_the_pinned_versions_have_every_private_name():
@@ -81,6 +84,25 @@ def test_a_constructor_keyword_gone_is_named(monkeypatch):
         f"{HTTP11}._ScrapyAgent(fail_on_dataloss=)",
         f"{HTTP11}._ScrapyAgent(tls_verbose_logging=)",
     }
+
+
+def test_the_private_code_media_failed_relies_on_is_there():
+    assert media_failed_may_return()
+
+
+def test_media_failed_no_longer_called_is_named(monkeypatch):
+    def check_media_to_download(self, result, request, info, item=None):  # no media_failed
+        return result
+
+    monkeypatch.setattr(MediaPipeline, "_check_media_to_download", check_media_to_download)
+    assert not media_failed_may_return()
+    assert missing_names() == [f"{CHECK_MEDIA} (media_failed)"]
+
+
+def test_media_check_gone_is_named(monkeypatch):
+    monkeypatch.delattr(MediaPipeline, "_check_media_to_download")
+    assert not media_failed_may_return()
+    assert missing_names() == [CHECK_MEDIA]
 
 
 def test_a_private_module_gone_is_named(monkeypatch):
