@@ -11,27 +11,25 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
 
 import scrapy
-from scrapy.http import Response, TextResponse
+from scrapy.http import Response
 from twisted.python.failure import Failure
 
-from ravelscraper.archive import (
-    DEFAULT_IDENTIFIER,
-    BadInput,
-    ItemLocation,
-    Metadata,
-    RemoteFile,
-    Selection,
-    page_file_names,
-)
+from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.arguments import SpiderArguments, scrapyd_arguments
 from ravelscraper.distributed.entries import file_entry_items
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
+from ravelscraper.listing import (
+    ListingRefused,
+    choose_linked,
+    choose_listed,
+    linked_names,
+    read_metadata,
+)
 from ravelscraper.names import NameClaims, refused_name
 from ravelscraper.retry import HostUnreachable
 from ravelscraper.stop import fatal
 
-ARGUMENTS = ("url", "item", "formats", "glob")
-SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
 # The callbacks of the small requests that list an item (see PoliteDownloader's pace).
 LISTING_CALLBACKS = frozenset({"parse_details", "parse_metadata", "parse_page_links"})
 
@@ -60,37 +58,20 @@ class RavelSpider(scrapy.Spider):
         glob: str | None = None,
         **kwargs: Any,
     ) -> None:
-        known = {k: v for k, v in kwargs.items() if k in SCRAPYD_ARGUMENTS}
-        super().__init__(**known)
-        # Reported when the crawl starts (one ERROR line, not a traceback from here).
-        self.unknown_arguments = sorted(set(kwargs) - SCRAPYD_ARGUMENTS)
-        self.empty_arguments = [
-            name
-            for name, value in zip(ARGUMENTS, (url, item, formats, glob), strict=True)
-            if value is not None and not value.strip()
-        ]
-        self.url = url
-        self.item = item
-        self.selection = Selection.from_args(formats, glob)
+        super().__init__(**scrapyd_arguments(kwargs))
+        # Checked when the crawl starts (one ERROR line, not a traceback from here).
+        self.arguments = SpiderArguments.given(url, item, formats, glob, others=kwargs)
+        self.url, self.item = url, item  # Scrapy's way: the -a arguments are attributes
+        self.selection = self.arguments.selection
         self.page_names: dict[ItemLocation, list[str]] = {}  # details pages read on this node
         self.name_claims = NameClaims()  # the paths of the files listed in this crawl
 
     def check_arguments(self) -> None:
-        known = ", ".join(f"{name}=" for name in ARGUMENTS)
-        if self.unknown_arguments:
-            unknown = ", ".join(f"-a {name}=" for name in self.unknown_arguments)
-            raise BadInput(f"unknown argument {unknown}; the known arguments are -a {known}")
-        if self.empty_arguments:
-            empty = ", ".join(f"-a {name}=" for name in self.empty_arguments)
-            raise BadInput(f"empty argument {empty}: give it a value or leave it out")
+        """Raises BadInput for an unknown or an empty ``-a`` argument."""
+        self.arguments.check()
 
     def location(self) -> ItemLocation:
-        self.check_arguments()
-        if self.url and self.item:
-            raise BadInput("give either -a url=<details page> or -a item=<identifier>, not both")
-        if self.url:
-            return ItemLocation.from_details_url(self.url)
-        return ItemLocation.on(self.settings["RAVEL_ORIGIN"], self.item or DEFAULT_IDENTIFIER)
+        return self.arguments.location(self.settings["RAVEL_ORIGIN"])
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         try:
@@ -141,16 +122,10 @@ class RavelSpider(scrapy.Spider):
 
     def page_links(self, response: Response, item: ItemLocation) -> list[str]:
         """The file names a details page links; a page that can't be read links none."""
-        content_type = response.headers.get(b"Content-Type", b"").decode("latin-1")
-        if not isinstance(response, TextResponse) or "html" not in content_type.lower():
-            self.logger.warning(
-                f"details page {item.details_url} is not HTML ({content_type[:80]!r}): ignored"
-            )
-            return []
         try:
-            return page_file_names(response.text, item)
+            return linked_names(response, item)
         except BadInput as exc:
-            self.logger.warning(f"details page {item.details_url}: {exc}")
+            self.logger.warning(str(exc))
             return []
 
     def parse_page_links(self, response: Response, item: ItemLocation) -> Iterator[AudioFile]:
@@ -171,64 +146,16 @@ class RavelSpider(scrapy.Spider):
 
     def parse_metadata(self, response: Response, item: ItemLocation) -> Iterator[AudioFile]:
         try:
-            metadata = Metadata.from_json(item.identifier, response.body)
-        except BadInput as exc:
-            self.fail("bad_metadata", f"cannot read the file list of {item.identifier!r}: {exc}")
-        if metadata is None:
-            self.fail(
-                "unknown_item",
-                f"unknown item {item.identifier!r}: archive.org has no such identifier "
-                f"({item.metadata_url} is empty)",
-            )
-        for warning in metadata.warnings:
-            self.logger.warning(f"[metadata] {item.identifier}: {warning}")
-        if metadata.collection:
-            self.fail(
-                "collection",
-                f"{item.identifier!r} is a collection, not an item: ravelscraper mirrors the "
-                "files of one item; give the details page of an item in it "
-                f"(-a url={item.origin}/details/<item>)",
-            )
-        chosen = self.selection.choose(metadata.files)
-        restricted = self.selection.restricted(metadata.files)
-        if restricted:
-            self.report_restricted(item, metadata, restricted, nothing_public=not chosen)
-        if not chosen:
-            self.fail(
-                "no_matching_files",
-                f"item {item.identifier!r} has no {self.selection.describe()} files; "
-                f"its formats are: {', '.join(metadata.formats) or 'none'}",
-            )
-        yield from self.announce(
-            [AudioFile.listed(item, f, metadata) for f in chosen], verified=True
-        )
-
-    def report_restricted(
-        self,
-        item: ItemLocation,
-        metadata: Metadata,
-        restricted: list[RemoteFile],
-        nothing_public: bool,
-    ) -> None:
-        """Access-restricted (private) files are never requested: say so, once."""
-        samples = any(f.is_sample and not f.private for f in metadata.files)
-        hint = (
-            '; only 30-second samples are public (-a formats="MP3 Sample" takes them)'
-            if samples
-            else ""
-        )
-        count = f"{len(restricted)} file{'s' if len(restricted) != 1 else ''}"
-        if nothing_public:
-            self.fail(
-                "access_restricted",
-                f"the recordings of {item.identifier!r} are access-restricted ({count}, "
-                f"{self.selection.describe()})"
-                + (hint or f"; its public formats are: {', '.join(metadata.formats) or 'none'}"),
-            )
-        self.logger.warning(
-            f"{count} of {item.identifier!r} ({self.selection.describe()}) "
-            f"{'are' if len(restricted) != 1 else 'is'} access-restricted and skipped{hint}"
-        )
+            metadata = read_metadata(item, response.body)
+            for warning in metadata.warnings:
+                self.logger.warning(f"[metadata] {item.identifier}: {warning}")
+            chosen = choose_listed(item, metadata, self.selection)
+        except ListingRefused as exc:
+            self.fail(exc.reason, str(exc))
+        if chosen.warning:  # access-restricted files: never requested, said once
+            self.logger.warning(chosen.warning)
+        files = [AudioFile.listed(item, f, metadata) for f in chosen.files]
+        yield from self.announce(files, verified=True)
 
     def metadata_failed(self, failure: Failure) -> Iterator[AudioFile | scrapy.Request]:
         """/metadata unavailable (network or HTTP failure): fall back to the page's links."""
@@ -251,21 +178,10 @@ class RavelSpider(scrapy.Spider):
         )
 
     def from_page(self, item: ItemLocation, page_names: list[str]) -> Iterator[AudioFile]:
-        if not page_names:
-            self.fail(
-                "metadata_failed",
-                f"cannot list the files of {item.identifier!r}: {item.metadata_url} is "
-                "unavailable and the details page links no files",
-            )
-        files = [RemoteFile(name=n) for n in page_names if self.selection.matches_name(n)]
-        if self.selection.is_default:
-            files = Selection().choose(files)
-        if not files:
-            self.fail(
-                "no_matching_files",
-                f"the details page of {item.identifier!r} links no "
-                f"{self.selection.describe()} files",
-            )
+        try:
+            files = choose_linked(item, page_names, self.selection)
+        except ListingRefused as exc:
+            self.fail(exc.reason, str(exc))
         yield from self.announce([AudioFile.listed(item, f) for f in files], verified=False)
 
     def announce(self, files: list[AudioFile], verified: bool) -> Iterator[AudioFile]:

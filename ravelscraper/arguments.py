@@ -1,0 +1,73 @@
+"""The spider's ``-a`` arguments: which item to list, and which of its files to take.
+
+They are checked when the crawl starts, not when the spider is made, so that a bad argument
+is one ERROR line (the spider's ``fail``), not a traceback from Scrapy's spider loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ravelscraper.archive import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
+
+ARGUMENTS = ("url", "item", "formats", "glob")
+SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
+
+
+def scrapyd_arguments(others: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments scrapyd adds, which the spider accepts and Scrapy's ``Spider`` keeps."""
+    return {name: value for name, value in others.items() if name in SCRAPYD_ARGUMENTS}
+
+
+@dataclass(frozen=True)
+class SpiderArguments:
+    """The ``-a`` arguments as given, with the unknown and the empty ones set aside."""
+
+    url: str | None = None
+    item: str | None = None
+    selection: Selection = field(default_factory=Selection)
+    unknown: tuple[str, ...] = ()  # names the spider does not know (scrapyd's left out)
+    empty: tuple[str, ...] = ()  # known names given an empty value
+
+    @classmethod
+    def given(
+        cls,
+        url: str | None,
+        item: str | None,
+        formats: str | None,
+        glob: str | None,
+        others: Iterable[str] = (),
+    ) -> SpiderArguments:
+        values = (url, item, formats, glob)
+        return cls(
+            url=url,
+            item=item,
+            selection=Selection.from_args(formats, glob),
+            unknown=tuple(sorted(set(others) - SCRAPYD_ARGUMENTS)),
+            empty=tuple(
+                name
+                for name, value in zip(ARGUMENTS, values, strict=True)
+                if value is not None and not value.strip()
+            ),
+        )
+
+    def check(self) -> None:
+        """Raises BadInput for an unknown or an empty argument."""
+        known = ", ".join(f"{name}=" for name in ARGUMENTS)
+        if self.unknown:
+            unknown = ", ".join(f"-a {name}=" for name in self.unknown)
+            raise BadInput(f"unknown argument {unknown}; the known arguments are -a {known}")
+        if self.empty:
+            empty = ", ".join(f"-a {name}=" for name in self.empty)
+            raise BadInput(f"empty argument {empty}: give it a value or leave it out")
+
+    def location(self, origin: str) -> ItemLocation:
+        """The item to list (``item`` is looked up on ``origin``); raises BadInput."""
+        self.check()
+        if self.url and self.item:
+            raise BadInput("give either -a url=<details page> or -a item=<identifier>, not both")
+        if self.url:
+            return ItemLocation.from_details_url(self.url)
+        return ItemLocation.on(origin, self.item or DEFAULT_IDENTIFIER)
