@@ -1,8 +1,10 @@
 """The spider: lists one archive.org item's files and yields each as an ``AudioFile``.
 
-Owns the crawl's input (its ``-a`` arguments), the order of the listing requests, the
-choice of files, and the judging of each listed name (``ravelscraper.names``): a file whose
-name can't be stored is yielded with ``error`` set, and the pipeline reports it failed.
+Owns the listing requests and their order, the callbacks that parse and yield, what is
+logged and when the crawl stops, and the judging of each listed name (``ravelscraper.names``):
+a file whose name can't be stored is yielded with ``error`` set, and the pipeline reports it
+failed. Its ``-a`` arguments are ``ravelscraper.arguments``; the choice of files from what
+archive.org answers is ``ravelscraper.listing``.
 """
 
 from __future__ import annotations
