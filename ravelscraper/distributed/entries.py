@@ -30,7 +30,8 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response
 
 from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
-from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT, AllowedOrigins
+from ravelscraper.distributed.origins import AllowedOrigins
+from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT
 from ravelscraper.items import AudioFile
 from ravelscraper.stores import UnsafeName, safe_relative_path
 
