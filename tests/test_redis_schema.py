@@ -105,9 +105,9 @@ def test_reject_records_the_reason(client, keys):
 
 def test_list_files_pends_each_name_once_and_refuses_case_twins(client, keys):
     data = node(client, keys)
-    refused = data.list_files("a", [("a/X.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
+    refused = data.ledger.list_files("a", [("a/X.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
     assert refused == []
-    refused = data.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
+    refused = data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
     assert refused == [("a/x.mp3", "a/X.mp3")]
     assert data.strings(keys.files) == {
         "a/X.mp3": "pending",
@@ -121,23 +121,23 @@ def test_list_files_pends_each_name_once_and_refuses_case_twins(client, keys):
 
 def test_complete_records_the_outcome_once_and_acks(client, keys):
     data = node(client, keys)
-    data.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
     data.push(b"file", 0, "fp", "file:a/x.mp3")
     entry_id, _ = data.pop(1000)
-    assert data.complete(entry_id, "a/x.mp3", "verified", size=10)
-    assert not data.complete("", "a/x.mp3", "failed", "late")  # recorded once
-    assert not data.complete("", "a/y.mp3", "failed", "bad name")  # no entry: outcome only
+    assert data.ledger.complete(entry_id, "a/x.mp3", "verified", size=10)
+    assert not data.ledger.complete("", "a/x.mp3", "failed", "late")  # recorded once
+    assert not data.ledger.complete("", "a/y.mp3", "failed", "bad name")  # no entry: outcome only
     tally = data.strings(keys.tally)
     assert (tally["verified"], tally["failed"], tally["bytes_verified"]) == ("1", "1", "10")
     assert tally["verified:a"] == "1" and tally["failed:a"] == "1"
-    assert data.failures() == ([("a/y.mp3", "bad name")], 1)
+    assert data.ledger.failures() == ([("a/y.mp3", "bad name")], 1)
 
 
 def test_item_failed_once(client, keys):
     data = node(client, keys)
-    assert data.item_failed("a", "no such item")
-    assert not data.item_failed("a", "again")
-    assert data.failed_items() == ([("a", "no such item")], 1)
+    assert data.ledger.item_failed("a", "no such item")
+    assert not data.ledger.item_failed("a", "again")
+    assert data.ledger.failed_items() == ([("a", "no such item")], 1)
     assert data.strings(keys.tally)["jobs_failed"] == "1"
 
 
@@ -154,7 +154,7 @@ def test_heartbeat_leave_and_live_nodes(client, keys):
 def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(client, keys):
     alive, dead = node(client, keys, "alive"), node(client, keys, "dead")
     alive.heartbeat(60_000)
-    alive.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    alive.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
     dead.push(b"file", 2, "", "file:a/x.mp3")
     dead.push(b"page", 0, "", "item:b")
     alive.push(b"mine", 0)
@@ -169,35 +169,35 @@ def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(clie
         client.hset(keys.inflight, entry_id, "dead|0")
     assert alive.reclaim(max_attempts=2) == (0, 2)
     assert alive.strings(keys.files)["a/x.mp3"] == "failed"
-    assert "given up" in alive.failures()[0][0][1]
+    assert "given up" in alive.ledger.failures()[0][0][1]
     assert alive.strings(keys.items)["b"].startswith("failed: given up")
     assert client.hlen(keys.dead) == 2 and client.hget(keys.counters, "reclaimed") == b"3"
 
 
 def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
     data = node(client, keys)
-    assert data.run_id() == 0
-    first = data.open_run()
-    assert first == 1 and data.open_run() == 1  # open: joined, not reopened
-    data.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
-    assert data.finish_run() == (-1, 1)  # pending, but nothing left to complete it
-    data.complete("", "a/x.mp3", "verified")
+    assert data.ledger.run_id() == 0
+    first = data.ledger.open_run()
+    assert first == 1 and data.ledger.open_run() == 1  # open: joined, not reopened
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    assert data.ledger.finish_run() == (-1, 1)  # pending, but nothing left to complete it
+    data.ledger.complete("", "a/x.mp3", "verified")
     data.push(b"p", 0, "fp")
-    assert data.finish_run() == (0, 0)  # something waits
+    assert data.ledger.finish_run() == (0, 0)  # something waits
     entry_id, _ = data.pop(1000)
     data.ack(entry_id)
-    assert data.finish_run() == (1, 0)
+    assert data.ledger.finish_run() == (1, 0)
     assert data.strings(keys.run)["state"] == "closed" and not client.exists(keys.dupefilter)
-    assert data.open_run() == 2 and not client.exists(keys.files)
+    assert data.ledger.open_run() == 2 and not client.exists(keys.files)
 
 
 def test_snapshot_counts_and_repairs_nothing_it_reads(client, keys):
     data = node(client, keys)
     data.heartbeat(60_000)
-    data.open_run()
-    data.list_files("a", [("a/x.mp3", "a/x.mp3", 7)])
+    data.ledger.open_run()
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 7)])
     data.push(b"p", 0)
-    data.push_start_url('{"item": "b"}')
+    data.start_urls.push('{"item": "b"}')
     client.hset(keys.tally, "verified", "not a number")  # written by hand: counts as 0
     state = data.snapshot()
     assert (state["queued"], state["inflight"], state["start_urls"]) == (1, 0, 1)
@@ -218,16 +218,16 @@ def test_hand_written_counters_are_repaired_not_fatal(client, keys):
 
 def test_start_urls_taken_dropped_or_rejected_by_one_node(client, keys):
     data = node(client, keys)
-    data.push_start_url("x" * 50)
-    data.push_start_url('{"item": "a"}')
-    data.push_start_url('{"item": "b"}')
-    assert data.take_start_url(20) == ("big", 50)  # removed and rejected unread
-    assert data.take_start_url(20) == ("ok", b'{"item": "a"}')
-    assert data.take_start_url(20) == ("ok", b'{"item": "a"}')  # stays until dropped
-    assert data.drop_start_url(b'{"item": "a"}') and not data.drop_start_url(b'{"item": "a"}')
-    assert data.reject_start_url(b'{"item": "b"}', "bad item")
-    assert not data.reject_start_url(b'{"item": "b"}', "bad item")  # another node did
-    assert data.take_start_url(20) is None
+    data.start_urls.push("x" * 50)
+    data.start_urls.push('{"item": "a"}')
+    data.start_urls.push('{"item": "b"}')
+    assert data.start_urls.take(20) == ("big", 50)  # removed and rejected unread
+    assert data.start_urls.take(20) == ("ok", b'{"item": "a"}')
+    assert data.start_urls.take(20) == ("ok", b'{"item": "a"}')  # stays until dropped
+    assert data.start_urls.drop(b'{"item": "a"}') and not data.start_urls.drop(b'{"item": "a"}')
+    assert data.start_urls.reject(b'{"item": "b"}', "bad item")
+    assert not data.start_urls.reject(b'{"item": "b"}', "bad item")  # another node did
+    assert data.start_urls.take(20) is None
     reasons = sorted(data.strings(keys.rejected).values())
     assert reasons == ["bad item", "entry of 50 bytes is larger than 20"]
     assert all(k.startswith("start_url:") for k in data.strings(keys.rejected))

@@ -131,7 +131,7 @@ def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
 def push(data: JobData, where: str, entries: list[dict[str, str]]) -> None:
     for entry in entries:
         line = json.dumps(entry)
-        waiting = data.push_start_url(line)
+        waiting = data.start_urls.push(line)
         print(f"pushed {line} to {data.keys.start_urls} on {where} ({waiting} waiting)")
 
 

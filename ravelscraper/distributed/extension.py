@@ -188,7 +188,7 @@ class FleetCoordinator:
         taken = 0
         origins = AllowedOrigins.for_spider(spider)
         for _ in range(MAX_START_URLS_PER_TICK):
-            head = data.take_start_url(self.max_start_url_bytes)
+            head = data.start_urls.take(self.max_start_url_bytes)
             if head is None:
                 break
             kind, raw = head
@@ -204,7 +204,7 @@ class FleetCoordinator:
                 requests = spider.item_requests(start_location(raw, spider, origins))  # type: ignore[attr-defined]
             except BadStartUrl as exc:
                 # Several nodes may read the same entry: the one that removes it reports it.
-                if data.reject_start_url(raw, str(exc)):
+                if data.start_urls.reject(raw, str(exc)):
                     logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
                     self.crawler.stats.inc_value("ravel/entries_rejected")
                 continue
@@ -214,7 +214,7 @@ class FleetCoordinator:
             for request in requests:
                 self.crawler.engine.crawl(request)
             taken += 1
-            data.drop_start_url(raw)
+            data.start_urls.drop(raw)
         return taken
 
     def spider_idle(self, spider: Spider) -> None:
@@ -236,7 +236,7 @@ class FleetCoordinator:
             if not self.fleet_idle(state, quiet):
                 raise DontCloseSpider
             if state["run_open"]:
-                closed, pending = self.data.finish_run()
+                closed, pending = self.data.ledger.finish_run()
                 if closed < 0:
                     self.queue_lost(pending)
                     return
@@ -272,12 +272,12 @@ class FleetCoordinator:
             return
         parts = []
         if failed:
-            files, count = self.data.failures()
+            files, count = self.data.ledger.failures()
             named = "; ".join(f"{path!r} ({reason})" for path, reason in files)
             more = f" and {count - len(files)} more" if count > len(files) else ""
             parts.append(f"{failed} failed: {named}{more}")
         if state["jobs_failed"]:
-            jobs, count = self.data.failed_items()
+            jobs, count = self.data.ledger.failed_items()
             named = "; ".join(f"{ident!r} ({reason})" for ident, reason in jobs)
             more = f" and {count - len(jobs)} more" if count > len(jobs) else ""
             parts.append(f"{state['jobs_failed']} jobs failed: {named}{more}")

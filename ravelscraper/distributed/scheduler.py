@@ -163,7 +163,7 @@ class RavelScheduler(BaseScheduler):
             self.data = self.fleet.data
             try:
                 if not self.fleet.settings.wait_for_work:
-                    self.fleet.joined_run(self.data.open_run())
+                    self.fleet.joined_run(self.data.ledger.open_run())
                 state = self.data.snapshot()
             except RedisError as error:
                 raise FleetUnavailable(
@@ -219,7 +219,7 @@ class RavelScheduler(BaseScheduler):
         owner = owner_of(request)
         try:
             if owner.startswith("item:"):  # a job: it belongs to an open run
-                self.fleet.joined_run(self.data.open_run())
+                self.fleet.joined_run(self.data.ledger.open_run())
             pushed = self.queue.push(request, fingerprint, owner)
         except RedisError as exc:
             if self.fleet.redis_failed(exc):
@@ -329,7 +329,7 @@ class RavelScheduler(BaseScheduler):
                 acked = True
             elif lease.outcome is not None:
                 path, outcome, reason, size = lease.outcome
-                acked = self.data.complete(entry_id, path, outcome, reason, size)
+                acked = self.data.ledger.complete(entry_id, path, outcome, reason, size)
             elif lease.is_file:
                 if stopping:
                     continue  # cut short: handed back by close()
@@ -411,7 +411,7 @@ class RavelScheduler(BaseScheduler):
             code = type(exc).__name__
             logger.error(f"[fleet] {message}")
         try:
-            self.data.item_failed(location.identifier, message)
+            self.data.ledger.item_failed(location.identifier, message)
         except RedisError as error:
             self.fleet.redis_failed(error)
             lease.unfinished = True
@@ -442,7 +442,7 @@ class RavelScheduler(BaseScheduler):
             for identifier, group in by_item.items():
                 listed = [(f"{f.identifier}/{f.name}", f) for f in group]
                 refused = dict(
-                    self.data.list_files(
+                    self.data.ledger.list_files(
                         identifier, [(p, p.casefold(), f.size or 0) for p, f in listed]
                     )
                 )
@@ -474,7 +474,7 @@ class RavelScheduler(BaseScheduler):
         """A listed file a single node would refuse: failed, with one ERROR line."""
         reason = f"refused the name: {why}"
         if path is not None:
-            self.data.complete("", path, "failed", reason)
+            self.data.ledger.complete("", path, "failed", reason)
         self.stats.inc_value("ravel/files_failed")
         logger.error(f"[download failed] {item.name!r}: {reason}")
 

@@ -3,10 +3,11 @@
 A job's keys all live under one prefix (``RAVEL_REDIS_PREFIX``, ``ravel`` by default), listed
 with their types in :class:`JobKeys`. Each change that must look atomic to other nodes is one
 Lua script (standalone Redis >= 5; scripts write after ``TIME``, which Redis 5 allows with
-effects replication). :class:`JobData` runs them and the few plain commands, so the order of
-``KEYS`` and ``ARGV`` stays next to the scripts that read them; :class:`TransferPlaces` is the
-fleet-wide transfer cap's semaphore. Nothing here imports Scrapy: the scripts are tested
-against a real ``redis-server`` in ``tests/test_redis_schema.py``.
+effects replication). The classes here run them and the few plain commands, so the order of
+``KEYS`` and ``ARGV`` stays next to the scripts that read them: :class:`JobData` the queue,
+leases and nodes; :class:`RunLedger` the run's ledger; :class:`StartUrls` the start-URL list;
+:class:`TransferPlaces` the fleet-wide transfer cap's semaphore. Nothing here imports Scrapy:
+the scripts are tested against a real ``redis-server`` in ``tests/test_redis_schema.py``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ class JobKeys:
 
     def all(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
+
+    def ack_keys(self) -> list[str]:
+        """The ``KEYS`` of acknowledging an entry (``FORGET``)."""
+        return [
+            self.inflight,
+            self.payloads,
+            self.attempts,
+            self.activity,
+            self.counters,
+            self.owners,
+        ]
 
     def types(self) -> dict[str, str]:
         """The Redis type each key must have when it exists."""
@@ -461,30 +473,27 @@ class Scripts:
 
 
 class JobData:
-    """The reads and writes of one job's keys, on behalf of ``node`` ("" for the command line)."""
+    """One job's queue, leases and nodes, and reads of the whole job, on behalf of ``node``
+    ("" for the command line). Its run's ledger is :attr:`ledger`, its start URLs
+    :attr:`start_urls`."""
 
     def __init__(self, client: Any, keys: JobKeys, node: str = "") -> None:
         self.client = client
         self.keys = keys
         self.node = node
+        self.ledger = RunLedger(client, keys, node)
+        self.start_urls = StartUrls(client, keys)
         self.run = Scripts(
             client,
             {
                 "push": PUSH,
                 "pop": POP,
                 "ack": ACK,
-                "complete": COMPLETE,
-                "list": LIST,
-                "item_failed": ITEM_FAILED,
                 "nack": NACK,
                 "reject": REJECT,
                 "reclaim": RECLAIM,
                 "heartbeat": HEARTBEAT,
                 "snapshot": SNAPSHOT,
-                "open_run": OPEN_RUN,
-                "finish": FINISH,
-                "take_start_url": TAKE_START_URL,
-                "reject_start_url": REJECT_START_URL,
             },
         )
 
@@ -517,13 +526,9 @@ class JobData:
             return text(found[0]), int(found[2])
         return text(found[0]), (found[1] if len(found) > 1 else None) or None
 
-    def _ack_keys(self) -> list[str]:
-        k = self.keys
-        return [k.inflight, k.payloads, k.attempts, k.activity, k.counters, k.owners]
-
     def ack(self, entry_id: str) -> bool:
         """Done: forget the entry. False if the lease was lost (the node was declared dead)."""
-        return bool(self.run("ack", self._ack_keys(), [self.node, entry_id]))
+        return bool(self.run("ack", self.keys.ack_keys(), [self.node, entry_id]))
 
     def nack(self, entry_ids: list[str]) -> int:
         """Hand leases back to the queue, e.g. when the node stops."""
@@ -582,7 +587,58 @@ class JobData:
         found = self.client.zrangebyscore(self.keys.nodes, self.redis_now_ms(), "+inf")
         return sorted(text(n) for n in found)
 
-    # --- the run's ledger ------------------------------------------------------------------
+    # --- the whole job ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, int]:
+        """The job's counts, read atomically (``SNAPSHOT_FIELDS``, and ``pending``)."""
+        k = self.keys
+        values = self.run(
+            "snapshot",
+            [
+                k.requests,
+                k.inflight,
+                k.start_urls,
+                k.activity,
+                k.nodes,
+                k.dead,
+                k.rejected,
+                k.counters,
+                k.tally,
+                k.run,
+            ],
+            [],
+        )
+        state = dict(zip(SNAPSHOT_FIELDS, (int(v) for v in values), strict=True))
+        state["pending"] = max(0, state["listed"] - state["verified"] - state["failed"])
+        return state
+
+    def strings(self, key: str) -> dict[str, str]:
+        """A hash of the job (``run``, ``tally``, ``items``, ``failures``...) as text."""
+        return hash_text(self.client, key)
+
+    def reset(self) -> int:
+        """Delete every key of the job; how many existed."""
+        return int(self.client.delete(*self.keys.all()))
+
+
+class RunLedger:
+    """The ledger of the current run: each listed file's outcome, each failed job, the tally;
+    opening and closing the run."""
+
+    def __init__(self, client: Any, keys: JobKeys, node: str = "") -> None:
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self.run = Scripts(
+            client,
+            {
+                "open_run": OPEN_RUN,
+                "list": LIST,
+                "complete": COMPLETE,
+                "item_failed": ITEM_FAILED,
+                "finish": FINISH,
+            },
+        )
 
     def open_run(self) -> int:
         """The id of the open run, opening a new one (with an empty ledger) if none is."""
@@ -633,7 +689,7 @@ class JobData:
         return bool(
             self.run(
                 "complete",
-                [*self._ack_keys(), k.files, k.failures, k.tally],
+                [*k.ack_keys(), k.files, k.failures, k.tally],
                 [self.node, entry_id, path, outcome, reason[:500], size, identifier],
             )
         )
@@ -665,78 +721,52 @@ class JobData:
         )
         return int(found[0]), int(found[1]) if len(found) > 1 else 0
 
-    def snapshot(self) -> dict[str, int]:
-        """The job's counts, read atomically (``SNAPSHOT_FIELDS``, and ``pending``)."""
-        k = self.keys
-        values = self.run(
-            "snapshot",
-            [
-                k.requests,
-                k.inflight,
-                k.start_urls,
-                k.activity,
-                k.nodes,
-                k.dead,
-                k.rejected,
-                k.counters,
-                k.tally,
-                k.run,
-            ],
-            [],
-        )
-        state = dict(zip(SNAPSHOT_FIELDS, (int(v) for v in values), strict=True))
-        state["pending"] = max(0, state["listed"] - state["verified"] - state["failed"])
-        return state
-
-    def strings(self, key: str) -> dict[str, str]:
-        """A hash of the job (``run``, ``tally``, ``items``, ``failures``) as text."""
-        return {text(f): text(v) for f, v in self.client.hgetall(key).items()}
-
     def failures(self, limit: int = 5) -> tuple[list[tuple[str, str]], int]:
         """Some failed files ``(path, reason)`` (sorted) and how many there are."""
-        pairs = sorted(self.strings(self.keys.failures).items())
+        pairs = sorted(hash_text(self.client, self.keys.failures).items())
         return pairs[:limit], len(pairs)
 
     def failed_items(self, limit: int = 5) -> tuple[list[tuple[str, str]], int]:
         """Some jobs that failed ``(identifier, reason)`` (sorted) and how many there are."""
         failed = sorted(
             (ident, state.removeprefix("failed: "))
-            for ident, state in self.strings(self.keys.items).items()
+            for ident, state in hash_text(self.client, self.keys.items).items()
             if state.startswith("failed")
         )
         return failed[:limit], len(failed)
 
-    # --- start URLs ------------------------------------------------------------------------
 
-    def push_start_url(self, entry: str) -> int:
+class StartUrls:
+    """``<prefix>:start_urls``: pushed by users, taken by nodes, refused ones recorded."""
+
+    def __init__(self, client: Any, keys: JobKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self.run = Scripts(client, {"take": TAKE_START_URL, "reject": REJECT_START_URL})
+
+    def push(self, entry: str) -> int:
         """Append a start-URL entry (JSON); how many now wait."""
         return int(self.client.rpush(self.keys.start_urls, entry))
 
-    def take_start_url(self, max_bytes: int) -> tuple[str, bytes | int] | None:
+    def take(self, max_bytes: int) -> tuple[str, bytes | int] | None:
         """The first start URL (``("ok", raw)``), or ``("big", size)`` for one that was too
         large and has been removed and rejected; None if there is none. ``ok`` entries stay
-        in the list until :meth:`drop_start_url`: a node that dies meanwhile loses nothing."""
+        in the list until :meth:`drop`: a node that dies meanwhile loses nothing."""
         k = self.keys
-        found = self.run("take_start_url", [k.start_urls, k.rejected], [max_bytes])
+        found = self.run("take", [k.start_urls, k.rejected], [max_bytes])
         if not found:
             return None
         kind = text(found[0])
         return (kind, found[1]) if kind == "ok" else (kind, int(found[1]))
 
-    def drop_start_url(self, raw: bytes) -> bool:
+    def drop(self, raw: bytes) -> bool:
         """Remove a start URL once its requests are queued; False if another node did."""
         return bool(self.client.lrem(self.keys.start_urls, 1, raw))
 
-    def reject_start_url(self, raw: bytes, reason: str) -> bool:
+    def reject(self, raw: bytes, reason: str) -> bool:
         """Remove a refused start URL and record why; True for the node that removed it."""
         k = self.keys
-        return bool(self.run("reject_start_url", [k.start_urls, k.rejected], [raw, reason[:500]]))
-
-    # --- the whole job ---------------------------------------------------------------------
-
-    def reset(self) -> int:
-        """Delete every key of the job; how many existed."""
-        return int(self.client.delete(*self.keys.all()))
+        return bool(self.run("reject", [k.start_urls, k.rejected], [raw, reason[:500]]))
 
 
 class TransferPlaces:
@@ -768,6 +798,10 @@ class TransferPlaces:
 
     def stop_waiting(self, token: str) -> None:
         self.client.zrem(self.keys.fleetcap_queue, token)
+
+
+def hash_text(client: Any, key: str) -> dict[str, str]:
+    return {text(f): text(v) for f, v in client.hgetall(key).items()}
 
 
 def text(value: bytes | str) -> str:
