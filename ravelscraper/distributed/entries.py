@@ -166,7 +166,7 @@ def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
 
         scheduler = Fleet.of(spider.crawler).scheduler
         if scheduler is not None:
-            scheduler.entry_rejected(response.request, f"bad file record: {exc}")
+            scheduler.leases.entry_rejected(response.request, f"bad file record: {exc}")
 
 
 class FileEntries:
@@ -210,20 +210,20 @@ class FileEntries:
         except Exception as exc:  # CloseSpider from RavelSpider.fail, or a crash
             if from_entry or self.fleet.scheduler is None:
                 raise
-            if not self.fleet.scheduler.job_failed(response.request, exc):
+            if not self.fleet.scheduler.listing.job_failed(response.request, exc):
                 raise
             return
         if self.fleet.scheduler is None:
             raise RuntimeError("FileEntries needs the fleet's scheduler (RavelScheduler)")
-        for request in self.fleet.scheduler.queue_files(files, response.request):
+        for request in self.fleet.scheduler.listing.queue_files(files, response.request):
             yield request
-        self.fleet.scheduler.page_done(response.request)
+        self.fleet.scheduler.leases.page_done(response.request)
 
     def process_spider_exception(self, response: Response, exception: Exception) -> Any:
         """A page callback that raised before yielding (not a generator): same as above."""
         scheduler = self.fleet.scheduler
         if response.url.startswith(DATA_PREFIX) or scheduler is None:
             return None
-        if scheduler.job_failed(response.request, exception):
+        if scheduler.listing.job_failed(response.request, exception):
             return []
         return None

@@ -7,53 +7,46 @@ Scrapy scheduler built from what scrapy-redis does serve: its Redis connection
 (``REDIS_URL``, ``REDIS_PARAMS``), its queue class (:class:`ReliableQueue` extends
 ``scrapy_redis.queue.Base``) and its dupefilter's fingerprints. What it adds:
 
-* entries are leased; a file entry is acknowledged only together with its outcome in the
-  run's ledger (verified, or failed with the reason), a page entry once all it produced is
-  queued. Whatever a stopping node has not finished (a file waiting for its download-delay
-  pause, a transfer cancelled, a page cut short) goes back to the queue, so a node stopped
-  for any reason loses nothing;
+* entries are leased, and settled in the run's ledger by :mod:`.leases`: a node stopped for
+  any reason loses nothing;
 * "seen" and "queued" happen in one Lua script; closing never flushes the shared keys
   (``SCHEDULER_PERSIST = False`` and ``SCHEDULER_FLUSH_ON_START`` are refused with a warning);
 * entries are JSON, checked before use (:mod:`ravelscraper.distributed.serializer`, the only
   ``SCHEDULER_SERIALIZER``); an entry that cannot be decoded is refused in one line and
   recorded in ``<prefix>:rejected``;
 * a node holds at most ``RAVEL_NODE_MAX_LEASES`` entries, so work spreads across nodes;
-* a job that fails while listed (an unknown item...) fails in the ledger, not the node;
+* the files of a listed item enter the ledger and the queue, and a job that fails while listed
+  (an unknown item...) fails in the ledger, not the node (:mod:`.listing`);
 * Redis failing is ridden out, then stops the node (:meth:`Fleet.redis_failed`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Self
 
 from redis import RedisError
-from scrapy import Request, Spider, signals
+from scrapy import Request, Spider
 from scrapy.core.scheduler import BaseScheduler
 from scrapy.crawler import Crawler
-from scrapy.exceptions import CloseSpider
 from scrapy_redis.dupefilter import RFPDupeFilter
 from twisted.python.failure import Failure
 
-from ravelscraper._scrapy_compat import engine_closing, in_progress
-from ravelscraper.archive import ItemLocation
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.connection import FleetUnavailable
 from ravelscraper.distributed.fleet import Fleet
-from ravelscraper.distributed.queue import ENTRY_META, RejectedEntry, ReliableQueue, describe
+from ravelscraper.distributed.leases import Leases, node_stopping
+from ravelscraper.distributed.listing import JobListing, owner_of
+from ravelscraper.distributed.queue import ENTRY_META, RejectedEntry, ReliableQueue
 from ravelscraper.distributed.schema import JobData
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.stop import report_fatal
-from ravelscraper.stores import UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 
 MAX_REJECTED_PER_CALL = 20  # bad entries skipped in one next_request() call
-OWNER_META = "ravel_owner"  # "file:<path>" of a file entry, set where it is listed
-STORED = ("downloaded", "uptodate", "unverified")  # FilesPipeline results that count as done
 
 
 class FleetDupeFilter(RFPDupeFilter):
@@ -74,19 +67,6 @@ class FleetDupeFilter(RFPDupeFilter):
             self.logdupes = self.debug
 
 
-@dataclass
-class Lease:
-    """An entry this node took from the queue, and what became of it."""
-
-    entry_id: str
-    request: Request
-    is_file: bool
-    outcome: tuple[str, str, str, int] | None = None  # (path, verified|failed, reason, size)
-    completed: bool = False  # a page entry whose output is all queued
-    unfinished: bool = False  # cut short (the node is stopping): goes back to the queue
-    rejected: str | None = None  # a bad entry: recorded in <prefix>:rejected
-
-
 class GuardedErrback:
     """A page entry's errback, run by the fleet: while the node stops, a cancelled download
     goes back to the queue instead of reaching the spider; files an errback lists become
@@ -98,21 +78,21 @@ class GuardedErrback:
 
     def __call__(self, failure: Failure) -> list[Any]:
         request = failure.request  # type: ignore[attr-defined]
-        scheduler = self.scheduler
-        if scheduler.stopping() or failure.check(TransferCancelled):
-            scheduler.unfinished(request)
+        leases, listing = self.scheduler.leases, self.scheduler.listing
+        if node_stopping(self.scheduler.crawler) or failure.check(TransferCancelled):
+            leases.unfinished(request)
             return []
         try:
             result = self.ravel_original(failure)
             outputs = [result] if isinstance(result, Request) else list(result or ())
         except Exception as exc:
-            if scheduler.job_failed(request, exc):
+            if listing.job_failed(request, exc):
                 return []
             raise
         files = [o for o in outputs if isinstance(o, AudioFile)]
         others = [o for o in outputs if not isinstance(o, AudioFile)]
-        others += scheduler.queue_files(files, request)
-        scheduler.page_done(request)
+        others += listing.queue_files(files, request)
+        leases.page_done(request)
         return others
 
 
@@ -129,8 +109,8 @@ class RavelScheduler(BaseScheduler):
         self.spider: Spider
         self.queue: ReliableQueue
         self.data: JobData
-        self.leases: dict[str, Lease] = {}
-        self.lease_of: dict[Request, Lease] = {}
+        self.leases = Leases(crawler, self.fleet)
+        self.listing = JobListing(crawler, self.fleet, self.leases)
         self.unsent: list[Request] = []  # requests to queue once Redis answers again
         self.failed = False  # the node could not join, or gave up on Redis
         if not settings.getbool("SCHEDULER_PERSIST") or settings.getbool(
@@ -145,9 +125,6 @@ class RavelScheduler(BaseScheduler):
                 f"[fleet] SCHEDULER_SERIALIZER={settings.get('SCHEDULER_SERIALIZER')!r} ignored:"
                 f" fleet entries are always checked JSON ({serializer.__name__})"
             )
-        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
-        crawler.signals.connect(self.item_not_stored, signal=signals.item_error)
-        crawler.signals.connect(self.item_not_stored, signal=signals.item_dropped)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -191,12 +168,9 @@ class RavelScheduler(BaseScheduler):
         held = len(self.leases)
         try:
             self.acknowledge_finished()
-            back = [e for e, lease in self.leases.items() if not lease.rejected]
-            handed_back = self.data.nack(back)
+            handed_back = self.leases.hand_back()
             if handed_back:
                 logger.info(f"[fleet] handed {handed_back} unfinished entries back to the queue")
-            self.leases.clear()
-            self.lease_of.clear()
             self.data.leave()
         except RedisError as exc:
             logger.warning(
@@ -244,7 +218,7 @@ class RavelScheduler(BaseScheduler):
             for _ in range(MAX_REJECTED_PER_CALL):
                 if self.out_of_service or len(self.leases) >= self.fleet.settings.max_leases:
                     return None
-                if self.stopping():
+                if node_stopping(self.crawler):
                     return None
                 try:
                     request = self.queue.pop()
@@ -256,9 +230,7 @@ class RavelScheduler(BaseScheduler):
                 entry_id = request.meta[ENTRY_META]
                 if request.errback is not None:
                     request.errback = GuardedErrback(self, request.errback)
-                lease = Lease(entry_id, request, is_file=request.callback == self.file_callback)
-                self.leases[entry_id] = lease
-                self.lease_of[request] = lease
+                self.leases.take(entry_id, request, is_file=request.callback == self.file_callback)
                 self.stats.inc_value("scheduler/dequeued/redis")
                 return request
         except RedisError as exc:
@@ -291,203 +263,13 @@ class RavelScheduler(BaseScheduler):
             self.queue.push(request, fingerprint, owner_of(request))
             self.unsent.pop(0)
 
-    # --- what became of each lease ---------------------------------------------------------
-
-    def stopping(self) -> bool:
-        """The node is stopping (a signal, a fatal error, the end): whatever is cut short now
-        must go back to the queue, not count as done or failed."""
-        engine = self.crawler.engine
-        if engine is None:
-            return True
-        return (
-            not engine.running
-            or getattr(engine.downloader, "stopping", False)
-            or engine_closing(engine)
-        )
-
     def acknowledge_finished(self) -> None:
-        """Settle the leased entries whose processing is over.
-
-        A file entry is acknowledged with its outcome; a page entry once its output is
-        queued; a cut-short entry is handed back. Not while requests they produced wait in
-        ``unsent``. An entry whose Redis call fails stays leased, for a later call.
-        """
-        if not self.leases or self.unsent:
-            return
-        active = in_progress(self.crawler.engine)
-        stopping = self.stopping()
-        for entry_id, lease in list(self.leases.items()):
-            if lease.request in active:
-                continue
-            if lease.rejected is not None:
-                self.data.reject(entry_id, lease.rejected)
-                acked = True
-            elif lease.unfinished:
-                if stopping:
-                    continue  # handed back by close()
-                self.data.nack([entry_id])
-                acked = True
-            elif lease.outcome is not None:
-                path, outcome, reason, size = lease.outcome
-                acked = self.data.ledger.complete(entry_id, path, outcome, reason, size)
-            elif lease.is_file:
-                if stopping:
-                    continue  # cut short: handed back by close()
-                # Its record was consumed without an item reaching the end of the pipelines.
-                self.data.reject(entry_id, "file entry produced no file")
-                acked = True
-            elif lease.completed or not stopping:
-                acked = self.data.ack(entry_id)
-            else:
-                continue  # a page cut short: handed back by close()
-            del self.leases[entry_id]
-            self.lease_of.pop(lease.request, None)
-            if not acked:
-                logger.warning(
-                    f"[fleet] lease of {lease.request.url[:100]!r} was lost (this node missed "
-                    "heartbeats for RAVEL_NODE_TTL); another node may process it again"
-                )
-
-    def lease_for(self, request: Request | None) -> Lease | None:
-        return self.lease_of.get(request) if request is not None else None  # type: ignore[arg-type]
-
-    def item_scraped(self, item: Any, response: Any, spider: Spider) -> None:
-        self.settle_file(item, response, error=None)
-
-    def item_not_stored(self, item: Any, response: Any, spider: Spider, **kwargs: Any) -> None:
-        problem = kwargs.get("failure") or kwargs.get("exception")
-        value = getattr(problem, "value", problem)
-        self.settle_file(item, response, error=describe(value) if value else "dropped")
-
-    def settle_file(self, item: Any, response: Any, error: str | None) -> None:
-        """Note the outcome of a file entry's item once the pipelines are done with it."""
-        lease = self.lease_for(getattr(response, "request", None))
-        if lease is None or not lease.is_file or not isinstance(item, AudioFile):
-            return
-        path = f"{item.identifier}/{item.name}"
-        results = [r for r in item.files or () if isinstance(r, dict)]
-        if error is None and any(r.get("status") in STORED for r in results):
-            lease.outcome = (path, "verified", "", item.size or 0)
-            return
-        if self.stopping():
-            lease.unfinished = True  # cancelled or cut short: another node will do it
-            return
-        reason = (
-            error
-            or next((str(r["reason"]) for r in results if r.get("reason")), None)
-            or item.error
-            or f"not stored (see the log of node {self.fleet.node})"
-        )
-        lease.outcome = (path, "failed", reason, 0)
-
-    def entry_rejected(self, request: Request, reason: str) -> None:
-        lease = self.lease_for(request)
-        if lease is not None:
-            lease.rejected = reason
-
-    def unfinished(self, request: Request) -> None:
-        lease = self.lease_for(request)
-        if lease is not None:
-            lease.unfinished = True
-
-    def page_done(self, request: Request) -> None:
-        lease = self.lease_for(request)
-        if lease is not None:
-            lease.completed = True
-
-    def job_failed(self, request: Request, exc: Exception) -> bool:
-        """A page entry's callback stopped its job (``RavelSpider.fail`` raises CloseSpider)
-        or crashed: record the job as failed in the ledger and keep the node serving.
-        False if this is no fleet job."""
-        lease = self.lease_for(request)
-        location = request.cb_kwargs.get("item")
-        if lease is None or not isinstance(location, ItemLocation):
-            return False
-        if isinstance(exc, CloseSpider):
-            message = str(self.stats.get_value("ravel/error") or exc.reason or "failed")
-            code = exc.reason
-        else:  # a bug or a malformed answer: one line, not a traceback
-            message = f"cannot list {location.identifier!r}: {describe(exc)}"
-            code = type(exc).__name__
-            logger.error(f"[fleet] {message}")
-        try:
-            self.data.ledger.item_failed(location.identifier, message)
-        except RedisError as error:
-            self.fleet.redis_failed(error)
-            lease.unfinished = True
-            return True
-        lease.completed = True
-        self.stats.inc_value("ravel/jobs_failed")
-        logger.info(
-            f"[fleet] job {location.identifier!r} failed ({code}): recorded in "
-            f"{self.fleet.keys.items if self.fleet.keys else 'the ledger'}; this node carries on"
-        )
-        return True
-
-    def queue_files(self, files: list[AudioFile], request: Request | None) -> list[Request]:
-        """The entries of files listed on this node, after putting them in the ledger.
-
-        Names a single node would refuse (unsafe, or differing only in case from another
-        file of the job, fleet-wide) fail here, in the ledger, and are not queued.
-        """
-        from ravelscraper.distributed.entries import entry_request
-
-        if not files:
-            return []
-        by_item: dict[str, list[AudioFile]] = {}
-        for item in files:
-            by_item.setdefault(item.identifier, []).append(item)
-        requests: list[Request] = []
-        try:
-            for identifier, group in by_item.items():
-                listed = [(f"{f.identifier}/{f.name}", f) for f in group]
-                refused = dict(
-                    self.data.ledger.list_files(
-                        identifier, [(p, p.casefold(), f.size or 0) for p, f in listed]
-                    )
-                )
-                for path, item in listed:
-                    if path in refused:
-                        self.file_refused(item, f"it differs only in case from {refused[path]!r}")
-                        continue
-                    try:
-                        safe_relative_path(item.identifier, item.name)
-                        entry = entry_request(item, self.spider)
-                    except UnsafeName as exc:
-                        self.file_refused(item, str(exc), path)
-                        continue
-                    except Exception as exc:  # one file's problem, not the job's
-                        self.file_refused(item, f"cannot queue it ({describe(exc)})", path)
-                        continue
-                    entry.meta[OWNER_META] = f"file:{path}"
-                    requests.append(entry)
-        except RedisError as exc:
-            # The page entry stays leased and goes back to the queue: it is listed again.
-            self.fleet.redis_failed(exc)
-            if request is not None:
-                self.unfinished(request)
-            return []
-        self.stats.inc_value("ravel/entries_queued", len(requests))
-        return requests
-
-    def file_refused(self, item: AudioFile, why: str, path: str | None = None) -> None:
-        """A listed file a single node would refuse: failed, with one ERROR line."""
-        reason = f"refused the name: {why}"
-        if path is not None:
-            self.data.ledger.complete("", path, "failed", reason)
-        self.stats.inc_value("ravel/files_failed")
-        logger.error(f"[download failed] {item.name!r}: {reason}")
+        """Settle the leases whose work is over; not while requests they produced wait in
+        ``unsent`` (they would be lost with a page entry acknowledged)."""
+        if not self.unsent:
+            self.leases.acknowledge_finished()
 
     def reject(self, entry_id: str, reason: str) -> None:
         logger.error(f"[fleet] rejected queue entry {entry_id[:40]!r}: {reason}")
         self.stats.inc_value("ravel/entries_rejected")
         self.data.reject(entry_id, reason)
-
-
-def owner_of(request: Request) -> str:
-    """What the ledger fails if this entry is ever given up: its file, or its item."""
-    owner = request.meta.get(OWNER_META)
-    if isinstance(owner, str):
-        return owner
-    location = request.cb_kwargs.get("item")
-    return f"item:{location.identifier}" if isinstance(location, ItemLocation) else ""
