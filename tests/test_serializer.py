@@ -26,9 +26,9 @@ from ravelscraper.distributed.entries import (
     file_record,
     item_from_record,
 )
-from ravelscraper.distributed.extension import BadStartUrl, start_location
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import BadEntry, decode, dumps
+from ravelscraper.distributed.starturls import BadStartUrl, start_location
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.conftest import ROOT

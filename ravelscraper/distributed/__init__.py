@@ -7,7 +7,7 @@ job), ``origins`` (the hosts an entry may name), ``serializer`` (checked JSON en
 ``queue`` (scrapy-redis's queue, with leases), ``scheduler`` (the node's Scrapy scheduler),
 ``leases`` (the entries a node holds, settled in Redis), ``listing`` (listed files and failed
 jobs in the ledger), ``entries`` (files as queue entries), ``fleet`` (what a node's components
-share, and its one policy when Redis fails), ``extension`` (heartbeat, reclaim, start URLs,
-closing the run), ``fleetcap`` (fleet-wide transfer cap). The ``scrapy fleet
+share, and its one policy when Redis fails), ``extension`` (heartbeat, reclaim, closing the run),
+``starturls`` (start URLs from Redis), ``fleetcap`` (fleet-wide transfer cap). The ``scrapy fleet
 status|push|reset`` command is :mod:`ravelscraper.commands.fleet`.
 """

@@ -1,5 +1,5 @@
-"""The node's part in the fleet: heartbeats, reclaiming dead nodes' entries, start URLs from
-Redis, and stopping only when the whole fleet has no work left.
+"""The node's part in the fleet: heartbeats, reclaiming dead nodes' entries, taking start URLs
+(:mod:`.starturls`) on each tick, and stopping only when the whole fleet has no work left.
 
 Scrapy closes an idle spider; in a fleet a node is idle whenever the shared queue is empty
 for a moment, even though other nodes are still listing or downloading. So on ``spider_idle``
@@ -11,7 +11,6 @@ so nodes join, and stop, promptly.
 
 from __future__ import annotations
 
-import json
 import logging
 from time import monotonic
 from typing import Any, Self
@@ -23,62 +22,14 @@ from scrapy.exceptions import CloseSpider, DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
 
 from ravelscraper._scrapy_compat import engine_closing, wake_engine
-from ravelscraper.archive import BadInput, ItemLocation
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
-from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.starturls import StartUrlFeed
 from ravelscraper.stop import stop_crawl
 
 logger = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds
-MAX_START_URLS_PER_TICK = 20
-
-
-class BadStartUrl(ValueError):
-    """A start URL refused; the message says why, in one line."""
-
-
-def start_location(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation:
-    """The item a start URL names, ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
-    (scrapy-redis's JSON start URLs, ``url`` key, plus ``item``); the spider's own
-    ``item_requests`` lists it. Raises BadStartUrl, and nothing else, whatever ``raw`` holds.
-    """
-    try:
-        return read_start_url(raw, spider, origins)
-    except BadStartUrl:
-        raise
-    except Exception as exc:  # e.g. RecursionError: one line, never a crash
-        raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
-
-
-def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation:
-    try:
-        entry = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadStartUrl(
-            'not JSON; push {"url": "https://archive.org/details/<identifier>"}'
-        ) from None
-    if (
-        not isinstance(entry, dict)
-        or len(entry) != 1
-        or not ({"url", "item"} & set(entry))
-        or not all(isinstance(v, str) for v in entry.values())
-    ):
-        raise BadStartUrl('expected {"url": "<details page>"} or {"item": "<identifier>"}')
-    try:
-        if "url" in entry:
-            location = ItemLocation.from_details_url(entry["url"])
-        else:
-            location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], entry["item"])
-    except BadInput as exc:
-        raise BadStartUrl(str(exc)[:300]) from None
-    if location.origin not in origins:
-        raise BadStartUrl(
-            f"origin {location.origin[:200]!r} is not allowed (allowed: {origins.describe()}; "
-            "add it to RAVEL_ALLOWED_ORIGINS)"
-        )
-    return location
 
 
 class FleetCoordinator:
@@ -90,7 +41,7 @@ class FleetCoordinator:
         self.loop: Any = None
         self.last_heartbeat = 0.0
         self.closed = False
-        self.max_start_url_bytes = crawler.settings.getint("RAVEL_MAX_START_URL_BYTES")
+        self.start_urls = StartUrlFeed(crawler, self.fleet)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -130,7 +81,7 @@ class FleetCoordinator:
                 self.heartbeat()
                 if self.closed:
                     return
-            self.take_start_urls()
+            self.start_urls.take()
             self.publish(self.data.snapshot())
             self.fleet.recovered()
         except RedisError as exc:
@@ -180,43 +131,6 @@ class FleetCoordinator:
         stats.set_value("ravel/fleet_bytes_total", state["bytes_listed"])
         stats.set_value("ravel/fleet_bytes_done", state["bytes_verified"])
 
-    def take_start_urls(self) -> int:
-        """Queue the details pages pushed onto ``<prefix>:start_urls`` (removed once queued)."""
-        data, spider = self.data, self.crawler.spider
-        keys = data.keys
-        assert spider is not None
-        taken = 0
-        origins = AllowedOrigins.for_spider(spider)
-        for _ in range(MAX_START_URLS_PER_TICK):
-            head = data.start_urls.take(self.max_start_url_bytes)
-            if head is None:
-                break
-            kind, raw = head
-            if kind != "ok":
-                self.crawler.stats.inc_value("ravel/entries_rejected")
-                logger.error(
-                    f"[fleet] rejected a {keys.start_urls} entry of {raw} bytes: larger than "
-                    f"RAVEL_MAX_START_URL_BYTES ({self.max_start_url_bytes})"
-                )
-                continue
-            assert isinstance(raw, bytes)
-            try:
-                requests = spider.item_requests(start_location(raw, spider, origins))  # type: ignore[attr-defined]
-            except BadStartUrl as exc:
-                # Several nodes may read the same entry: the one that removes it reports it.
-                if data.start_urls.reject(raw, str(exc)):
-                    logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
-                    self.crawler.stats.inc_value("ravel/entries_rejected")
-                continue
-            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url!r}")
-            # Queued in Redis before it is removed; a second node queuing it too is
-            # stopped by the shared dupefilter.
-            for request in requests:
-                self.crawler.engine.crawl(request)
-            taken += 1
-            data.start_urls.drop(raw)
-        return taken
-
     def spider_idle(self, spider: Spider) -> None:
         """Keep the node open while the fleet has work; let it close once it has none.
 
@@ -226,7 +140,7 @@ class FleetCoordinator:
         if not self.fleet.connected or self.closed:
             return
         try:
-            if self.take_start_urls():
+            if self.start_urls.take():
                 raise DontCloseSpider
             state = self.data.snapshot()
             if self.data_lost(state):
