@@ -11,7 +11,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scrapy import Request
+from scrapy import Request, Spider
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
@@ -26,6 +26,7 @@ from ravelscraper.distributed.entries import (
     file_record,
     item_from_record,
 )
+from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import BadEntry, decode, dumps
 from ravelscraper.distributed.starturls import BadStartUrl, start_location
@@ -363,3 +364,10 @@ def test_deeply_nested_entries_are_refused_in_one_line(spider, depth):
         with pytest.raises(error) as refused:
             decoder()
         assert_one_line(refused.value)
+
+
+def test_the_fleet_checks_its_spider_once_against_fleet_spider():
+    spider = RavelSpider()
+    assert isinstance(spider, FleetSpider) and as_fleet_spider(spider) is spider
+    with pytest.raises(TypeError, match="item_requests"):
+        as_fleet_spider(Spider(name="plain"))

@@ -8,6 +8,7 @@ job), ``origins`` (the hosts an entry may name), ``serializer`` (checked JSON en
 ``leases`` (the entries a node holds, settled in Redis), ``listing`` (listed files and failed
 jobs in the ledger), ``entries`` (files as queue entries), ``fleet`` (what a node's components
 share, and its one policy when Redis fails), ``extension`` (heartbeat, reclaim, closing the run),
-``starturls`` (start URLs from Redis), ``fleetcap`` (fleet-wide transfer cap). The ``scrapy fleet
-status|push|reset`` command is :mod:`ravelscraper.commands.fleet`.
+``starturls`` (start URLs from Redis), ``fleetspider`` (what the fleet needs of its
+spider), ``fleetcap`` (fleet-wide transfer cap). The ``scrapy fleet status|push|reset``
+command is :mod:`ravelscraper.commands.fleet`.
 """

@@ -30,6 +30,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response
 
 from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
+from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT
 from ravelscraper.items import AudioFile
@@ -84,12 +85,12 @@ def file_record(item: AudioFile) -> dict[str, Any]:
     }
 
 
-def entry_request(item: AudioFile, spider: Spider) -> Request:
+def entry_request(item: AudioFile, spider: FleetSpider) -> Request:
     """The queue entry for one file: its record in a ``data:`` URL."""
     payload = json.dumps(file_record(item), separators=(",", ":"), sort_keys=True)
     return Request(
         DATA_PREFIX + base64.b64encode(payload.encode()).decode(),
-        callback=spider.parse_file_entry,  # type: ignore[attr-defined]
+        callback=spider.parse_file_entry,
         meta={"download_slot": ENTRY_SLOT},
         dont_filter=False,
     )
@@ -186,11 +187,11 @@ class FileEntries:
 
     async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if self.wait_for_work:
-            spider = self.crawler.spider
+            spider = self.fleet.spider
             try:  # -a formats/glob apply to the jobs it takes: a typo must not pass unseen
-                spider.check_arguments()  # type: ignore[attr-defined]
+                spider.check_arguments()
             except BadInput as exc:
-                spider.fail("bad_input", str(exc))  # type: ignore[attr-defined]
+                spider.fail("bad_input", str(exc))
             logger.info("[fleet] waiting for work: the spider's own start item is not crawled")
             return
         async for item_or_request in start:

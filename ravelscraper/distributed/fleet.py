@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from time import monotonic
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -23,6 +24,7 @@ from scrapy import Spider
 from scrapy.crawler import Crawler
 
 from ravelscraper.distributed.connection import FleetUnavailable, connect
+from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
 from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
@@ -92,6 +94,11 @@ class Fleet:
         if fleet is None:
             fleet = cls.by_crawler[crawler] = cls(crawler)
         return fleet
+
+    @cached_property
+    def spider(self) -> FleetSpider:
+        """The crawl's spider, checked once to be what the fleet needs."""
+        return as_fleet_spider(self.crawler.spider)
 
     # --- the outage policy -----------------------------------------------------------------
 

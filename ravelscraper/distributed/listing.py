@@ -75,7 +75,7 @@ class JobListing:
                         continue
                     try:
                         safe_relative_path(item.identifier, item.name)
-                        entry = entry_request(item, self.crawler.spider)
+                        entry = entry_request(item, self.fleet.spider)
                     except UnsafeName as exc:
                         self.file_refused(item, str(exc), path)
                         continue

@@ -98,7 +98,8 @@ class StartUrlFeed:
                 continue
             assert isinstance(raw, bytes)
             try:
-                requests = spider.item_requests(start_location(raw, spider, origins))  # type: ignore[attr-defined]
+                location = start_location(raw, spider, origins)
+                requests = self.fleet.spider.item_requests(location)
             except BadStartUrl as exc:
                 # Several nodes may read the same entry: the one that removes it reports it.
                 if data.start_urls.reject(raw, str(exc)):
