@@ -220,7 +220,8 @@ def test_the_fallback_to_page_links_goes_through_the_fleet_queue():
     from twisted.python.failure import Failure
 
     from ravelscraper.archive import ItemLocation
-    from ravelscraper.distributed.serializer import AllowedOrigins, decode, dumps
+    from ravelscraper.distributed.origins import AllowedOrigins
+    from ravelscraper.distributed.serializer import decode, dumps
     from ravelscraper.spiders.ravel import RavelSpider
 
     origin = "http://127.0.0.1:8080"

@@ -11,7 +11,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scrapy import Request
+from scrapy import Request, Spider
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
@@ -26,8 +26,10 @@ from ravelscraper.distributed.entries import (
     file_record,
     item_from_record,
 )
-from ravelscraper.distributed.extension import BadStartUrl, start_requests
-from ravelscraper.distributed.serializer import AllowedOrigins, BadEntry, decode, dumps
+from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
+from ravelscraper.distributed.origins import AllowedOrigins
+from ravelscraper.distributed.serializer import BadEntry, decode, dumps
+from ravelscraper.distributed.starturls import BadStartUrl, start_location
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.conftest import ROOT
@@ -327,7 +329,7 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
 def test_any_start_url_is_requests_or_one_refusal(raw):
     spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
     try:
-        requests = start_requests(raw, spider, ORIGINS)
+        requests = spider.item_requests(start_location(raw, spider, ORIGINS))
     except BadStartUrl as exc:
         assert_one_line(exc)
         return
@@ -356,9 +358,16 @@ def test_deeply_nested_entries_are_refused_in_one_line(spider, depth):
     nested = b"[" * depth + b"]" * depth
     for decoder, error in (
         (lambda: decode(nested, spider, ORIGINS), BadEntry),
-        (lambda: start_requests(nested, spider, ORIGINS), BadStartUrl),
+        (lambda: start_location(nested, spider, ORIGINS), BadStartUrl),
         (lambda: item_from_record(nested, ORIGINS), BadRecord),
     ):
         with pytest.raises(error) as refused:
             decoder()
         assert_one_line(refused.value)
+
+
+def test_the_fleet_checks_its_spider_once_against_fleet_spider():
+    spider = RavelSpider()
+    assert isinstance(spider, FleetSpider) and as_fleet_spider(spider) is spider
+    with pytest.raises(TypeError, match="item_requests"):
+        as_fleet_spider(Spider(name="plain"))

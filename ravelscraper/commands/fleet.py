@@ -17,6 +17,7 @@ from scrapy.exceptions import UsageError
 
 from ravelscraper import redact
 from ravelscraper.archive import BadInput, ItemLocation, check_identifier
+from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset")
@@ -62,17 +63,17 @@ class Command(ScrapyCommand):
         try:
             if action == "push":
                 entries = push_entries(self.settings, rest)  # checked before connecting
-            client, where, keys = self.connect()
+            data, where = self.connect()
             try:
                 if action == "status":
-                    show_status(client, keys, where, opts.json)
+                    show_status(data, where, opts.json)
                 elif action == "push":
-                    push(client, keys, where, entries)
+                    push(data, where, entries)
                 else:
-                    reset(client, keys, opts.force)
+                    reset(data, opts.force)
                 sys.stdout.flush()  # a closed pipe fails here, not in Python's exit
             finally:
-                client.close()
+                data.client.close()
         except RedisError as exc:  # e.g. WRONGTYPE: a key written by hand
             self.fail(f"Redis refused the command: {redact.mask(str(exc))[:300]}")
         except BrokenPipeError:  # `scrapy fleet status | head`: the reader has gone
@@ -85,9 +86,8 @@ class Command(ScrapyCommand):
         print(f"error: {message}", file=sys.stderr)
         self.exitcode = 1
 
-    def connect(self) -> tuple[Any, str, Any]:
-        from ravelscraper.distributed.connection import FleetUnavailable, connect
-        from ravelscraper.distributed.keys import BadPrefix, JobKeys, job_prefix
+    def connect(self) -> tuple[JobData, str]:
+        from ravelscraper.distributed.connection import REDIS_PARAMS, FleetUnavailable, connect
 
         assert self.settings is not None
         url = self.settings.get("REDIS_URL") or os.environ.get("REDIS_URL", "")
@@ -95,18 +95,18 @@ class Command(ScrapyCommand):
             raise FleetError("set REDIS_URL (or -s REDIS_URL=redis://queue-host:6379/0)")
         settings = self.settings.copy()
         settings.set("REDIS_URL", url, priority="cmdline")
-        settings.set("REDIS_PARAMS", {"socket_connect_timeout": 5, "socket_timeout": 15})
+        settings.set("REDIS_PARAMS", REDIS_PARAMS)
         try:
             keys = JobKeys.for_prefix(job_prefix(settings["RAVEL_REDIS_PREFIX"], SPIDER))
             client, where = connect(settings)
         except (FleetUnavailable, BadPrefix) as exc:
             raise FleetError(str(exc)) from None
-        return client, where, keys
+        return JobData(client, keys), where
 
 
 def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
     """The start-URL entries for ``targets``; FleetError for the first one a node would refuse."""
-    from ravelscraper.distributed.serializer import AllowedOrigins
+    from ravelscraper.distributed.origins import AllowedOrigins
 
     origin = settings["RAVEL_ORIGIN"]
     origins = AllowedOrigins([origin, *settings.getlist("RAVEL_ALLOWED_ORIGINS")])
@@ -128,32 +128,23 @@ def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
     return entries
 
 
-def push(client: Any, keys: Any, where: str, entries: list[dict[str, str]]) -> None:
+def push(data: JobData, where: str, entries: list[dict[str, str]]) -> None:
     for entry in entries:
-        waiting = client.rpush(keys.start_urls, json.dumps(entry))
-        print(f"pushed {json.dumps(entry)} to {keys.start_urls} on {where} ({waiting} waiting)")
+        line = json.dumps(entry)
+        waiting = data.start_urls.push(line)
+        print(f"pushed {line} to {data.keys.start_urls} on {where} ({waiting} waiting)")
 
 
-def redis_now(client: Any) -> float:
-    seconds, micros = client.time()
-    return seconds * 1000 + micros // 1000
-
-
-def text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def status_data(client: Any, keys: Any) -> dict[str, Any]:
-    """The current run's ledger per item, the queue and the nodes, as one dict."""
-    from ravelscraper.distributed.queue import snapshot
-
-    state = snapshot(client, keys)
-    now = redis_now(client)
-    nodes = sorted(text(n) for n in client.zrangebyscore(keys.nodes, now, "+inf"))
-    run = {text(k): text(v) for k, v in client.hgetall(keys.run).items()}
-    tally = {text(k): text(v) for k, v in client.hgetall(keys.tally).items()}
-    item_states = {text(k): text(v) for k, v in client.hgetall(keys.items).items()}
-    failures = {text(k): text(v) for k, v in client.hgetall(keys.failures).items()}
+def status_data(data: JobData) -> dict[str, Any]:
+    """The current run's ledger per item, the queue and the live nodes, as one dict."""
+    keys = data.keys
+    state = data.snapshot()
+    now = data.redis_now_ms()
+    live_nodes = data.live_nodes()
+    run = data.strings(keys.run)
+    tally = data.strings(keys.tally)
+    item_states = data.strings(keys.items)
+    failures = data.strings(keys.failures)
 
     def count(field: str, values: dict[str, str] = tally) -> int:
         """A counter as Redis holds it; anything else written there by hand counts as 0."""
@@ -185,8 +176,8 @@ def status_data(client: Any, keys: Any) -> dict[str, Any]:
         "queued": state["queued"],
         "inflight": state["inflight"],
         "start_urls": state["start_urls"],
-        "live_nodes": len(nodes),
-        "nodes": nodes,
+        "live_nodes": len(live_nodes),
+        "nodes": live_nodes,  # the live ones: an expired node is not listed
         "acked": state["acked"],
         "reclaimed": state["reclaimed"],
         "dead": state["dead"],
@@ -197,8 +188,9 @@ def status_data(client: Any, keys: Any) -> dict[str, Any]:
     }
 
 
-def show_status(client: Any, keys: Any, where: str, as_json: bool) -> None:
-    data = status_data(client, keys)
+def show_status(job: JobData, where: str, as_json: bool) -> None:
+    keys = job.keys
+    data = status_data(job)
     if as_json:
         print(json.dumps(data))
         return
@@ -239,9 +231,9 @@ def show_status(client: Any, keys: Any, where: str, as_json: bool) -> None:
     print(f"last activity: {'never' if last is None else f'{last} s ago'}")
 
 
-def reset(client: Any, keys: Any, force: bool) -> None:
-    live = client.zcount(keys.nodes, redis_now(client), "+inf")
+def reset(data: JobData, force: bool) -> None:
+    live = len(data.live_nodes())
     if live and not force:
         raise FleetError(f"{live} nodes are still running this job: stop them first, or --force")
-    deleted = client.delete(*keys.all())
-    print(f"deleted {deleted} keys of job {keys.prefix}: the next run starts anew")
+    deleted = data.reset()
+    print(f"deleted {deleted} keys of job {data.keys.prefix}: the next run starts anew")

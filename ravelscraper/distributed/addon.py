@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ravelscraper.distributed.connection import REDIS_PARAMS
+
 PACKAGE = "ravelscraper.distributed"
 ENTRY_SLOT = "ravel-entries"  # same as serializer.ENTRY_SLOT, without importing Scrapy bits
 
@@ -26,11 +28,10 @@ class Distributed:
             settings.set("REDIS_URL", url, priority="addon")
         for name, value in {
             "SCHEDULER": f"{PACKAGE}.scheduler.RavelScheduler",
-            "SCHEDULER_QUEUE_CLASS": f"{PACKAGE}.queue.ReliableQueue",
-            "DUPEFILTER_CLASS": f"{PACKAGE}.scheduler.RavelDupeFilter",
-            "SCHEDULER_SERIALIZER": f"{PACKAGE}.serializer",  # JSON, checked; never pickle
+            # Read by the scheduler, which refuses any other value: JSON, checked; never pickle.
+            "SCHEDULER_SERIALIZER": f"{PACKAGE}.serializer",
             "SCHEDULER_PERSIST": True,  # a node closing must not flush the fleet's queue
-            "REDIS_PARAMS": {"socket_connect_timeout": 5, "socket_timeout": 15},
+            "REDIS_PARAMS": REDIS_PARAMS,
         }.items():
             settings.set(name, value, priority="addon")
         self.add_component(settings, "SPIDER_MIDDLEWARES", f"{PACKAGE}.entries.FileEntries", 10)

@@ -8,7 +8,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 SCHEMES = ("redis", "rediss", "unix")
 MIN_SERVER_VERSION = (5, 0)  # ZPOPMIN, and scripts that write after TIME
-DEFAULT_PARAMS = {"socket_connect_timeout": 5, "socket_timeout": 15, "retry_on_timeout": True}
+# REDIS_PARAMS for a node and the fleet command: no call waits on a dead server for long.
+REDIS_PARAMS = {"socket_connect_timeout": 5, "socket_timeout": 15}
 
 
 class FleetUnavailable(Exception):

@@ -30,7 +30,9 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response
 
 from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
-from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT, AllowedOrigins
+from ravelscraper.distributed.fleetspider import FleetSpider
+from ravelscraper.distributed.origins import AllowedOrigins
+from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT
 from ravelscraper.items import AudioFile
 from ravelscraper.stores import UnsafeName, safe_relative_path
 
@@ -83,12 +85,12 @@ def file_record(item: AudioFile) -> dict[str, Any]:
     }
 
 
-def entry_request(item: AudioFile, spider: Spider) -> Request:
+def entry_request(item: AudioFile, spider: FleetSpider) -> Request:
     """The queue entry for one file: its record in a ``data:`` URL."""
     payload = json.dumps(file_record(item), separators=(",", ":"), sort_keys=True)
     return Request(
         DATA_PREFIX + base64.b64encode(payload.encode()).decode(),
-        callback=spider.parse_file_entry,  # type: ignore[attr-defined]
+        callback=spider.parse_file_entry,
         meta={"download_slot": ENTRY_SLOT},
         dont_filter=False,
     )
@@ -165,7 +167,7 @@ def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
 
         scheduler = Fleet.of(spider.crawler).scheduler
         if scheduler is not None:
-            scheduler.entry_rejected(response.request, f"bad file record: {exc}")
+            scheduler.leases.entry_rejected(response.request, f"bad file record: {exc}")
 
 
 class FileEntries:
@@ -185,11 +187,11 @@ class FileEntries:
 
     async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if self.wait_for_work:
-            spider = self.crawler.spider
+            spider = self.fleet.spider
             try:  # -a formats/glob apply to the jobs it takes: a typo must not pass unseen
-                spider.check_arguments()  # type: ignore[attr-defined]
+                spider.check_arguments()
             except BadInput as exc:
-                spider.fail("bad_input", str(exc))  # type: ignore[attr-defined]
+                spider.fail("bad_input", str(exc))
             logger.info("[fleet] waiting for work: the spider's own start item is not crawled")
             return
         async for item_or_request in start:
@@ -209,20 +211,20 @@ class FileEntries:
         except Exception as exc:  # CloseSpider from RavelSpider.fail, or a crash
             if from_entry or self.fleet.scheduler is None:
                 raise
-            if not self.fleet.scheduler.job_failed(response.request, exc):
+            if not self.fleet.scheduler.listing.job_failed(response.request, exc):
                 raise
             return
         if self.fleet.scheduler is None:
             raise RuntimeError("FileEntries needs the fleet's scheduler (RavelScheduler)")
-        for request in self.fleet.scheduler.queue_files(files, response.request):
+        for request in self.fleet.scheduler.listing.queue_files(files, response.request):
             yield request
-        self.fleet.scheduler.page_done(response.request)
+        self.fleet.scheduler.leases.page_done(response.request)
 
     def process_spider_exception(self, response: Response, exception: Exception) -> Any:
         """A page callback that raised before yielding (not a generator): same as above."""
         scheduler = self.fleet.scheduler
         if response.url.startswith(DATA_PREFIX) or scheduler is None:
             return None
-        if scheduler.job_failed(response.request, exception):
+        if scheduler.listing.job_failed(response.request, exception):
             return []
         return None

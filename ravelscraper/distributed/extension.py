@@ -1,5 +1,5 @@
-"""The node's part in the fleet: heartbeats, reclaiming dead nodes' entries, start URLs from
-Redis, and stopping only when the whole fleet has no work left.
+"""The node's part in the fleet: heartbeats, reclaiming dead nodes' entries, taking start URLs
+(:mod:`.starturls`) on each tick, and stopping only when the whole fleet has no work left.
 
 Scrapy closes an idle spider; in a fleet a node is idle whenever the shared queue is empty
 for a moment, even though other nodes are still listing or downloading. So on ``spider_idle``
@@ -11,74 +11,25 @@ so nodes join, and stop, promptly.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from time import monotonic
 from typing import Any, Self
 
 from redis import RedisError
-from scrapy import Request, Spider, signals
+from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
-from scrapy.utils.defer import deferred_from_coro
 
-from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.distributed.fleet import Fleet, is_wrong_type
-from ravelscraper.distributed.serializer import AllowedOrigins
+from ravelscraper._scrapy_compat import engine_closing, wake_engine
+from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
+from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.starturls import StartUrlFeed
+from ravelscraper.stop import stop_crawl
 
 logger = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds
-MAX_START_URLS_PER_TICK = 20
-
-
-class BadStartUrl(ValueError):
-    """A start URL refused; the message says why, in one line."""
-
-
-def start_requests(raw: bytes, spider: Spider, origins: AllowedOrigins) -> list[Request]:
-    """The requests listing the item of a start URL, ``{"url": ...}`` or ``{"item": ...}``.
-
-    Built by the spider itself (``RavelSpider.item_requests``). Raises BadStartUrl, and
-    nothing else, whatever ``raw`` holds.
-    """
-    try:
-        return _start_requests(raw, spider, origins)
-    except BadStartUrl:
-        raise
-    except Exception as exc:  # e.g. RecursionError: one line, never a crash
-        raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
-
-
-def _start_requests(raw: bytes, spider: Spider, origins: AllowedOrigins) -> list[Request]:
-    try:
-        entry = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadStartUrl(
-            'not JSON; push {"url": "https://archive.org/details/<identifier>"}'
-        ) from None
-    if (
-        not isinstance(entry, dict)
-        or len(entry) != 1
-        or not ({"url", "item"} & set(entry))
-        or not all(isinstance(v, str) for v in entry.values())
-    ):
-        raise BadStartUrl('expected {"url": "<details page>"} or {"item": "<identifier>"}')
-    try:
-        if "url" in entry:
-            location = ItemLocation.from_details_url(entry["url"])
-        else:
-            location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], entry["item"])
-    except BadInput as exc:
-        raise BadStartUrl(str(exc)[:300]) from None
-    if location.origin not in origins:
-        raise BadStartUrl(
-            f"origin {location.origin[:200]!r} is not allowed (allowed: {origins.describe()}; "
-            "add it to RAVEL_ALLOWED_ORIGINS)"
-        )
-    return spider.item_requests(location)  # type: ignore[attr-defined]
 
 
 class FleetCoordinator:
@@ -90,7 +41,7 @@ class FleetCoordinator:
         self.loop: Any = None
         self.last_heartbeat = 0.0
         self.closed = False
-        self.max_start_url_bytes = crawler.settings.getint("RAVEL_MAX_START_URL_BYTES")
+        self.start_urls = StartUrlFeed(crawler, self.fleet)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -102,7 +53,7 @@ class FleetCoordinator:
 
     def spider_opened(self, spider: Spider) -> None:
         if self.fleet.error:
-            raise CloseSpider("redis_unavailable")  # the scheduler logged why, in one line
+            raise CloseSpider(REDIS_UNAVAILABLE)  # the scheduler reported why, in one line
         if not self.fleet.connected:
             return
         self.last_heartbeat = monotonic()
@@ -114,42 +65,42 @@ class FleetCoordinator:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
 
+    @property
+    def data(self) -> JobData:
+        assert self.fleet.data is not None  # connected: the coordinator runs
+        return self.fleet.data
+
     def tick(self) -> None:
         """Heartbeat and reclaim every ``RAVEL_HEARTBEAT`` s; start URLs; the fleet's totals for
         the progress lines; wake the engine."""
-        engine_slot = getattr(self.crawler.engine, "_slot", None)
-        if self.closed or engine_slot is None or engine_slot.closing is not None:
+        engine = self.crawler.engine
+        if self.closed or engine_closing(engine):
             return
         try:
             if monotonic() - self.last_heartbeat >= self.fleet.settings.heartbeat:
                 self.heartbeat()
                 if self.closed:
                     return
-            self.take_start_urls()
-            self.publish(self.fleet.queue.snapshot())  # type: ignore[union-attr]
+            self.start_urls.take()
+            self.publish(self.data.snapshot())
             self.fleet.recovered()
         except RedisError as exc:
-            if self.redis_trouble(exc):
-                self.stop("redis_unavailable")
+            if self.fleet.redis_failed(exc):
+                self.closed = True
                 return
-        engine_slot.nextcall.schedule()
-
-    def stop(self, reason: str) -> None:
-        self.closed = True
-        deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))
+        wake_engine(engine)
 
     def heartbeat(self) -> None:
-        queue, settings = self.fleet.queue, self.fleet.settings
-        assert queue is not None
+        data, settings = self.data, self.fleet.settings
         self.last_heartbeat = monotonic()
-        if queue.heartbeat(int(settings.node_ttl * 1000)):
+        if data.heartbeat(int(settings.node_ttl * 1000)):
             logger.warning(
                 "[fleet] this node had been presumed dead (no heartbeat for RAVEL_NODE_TTL); "
                 "its entries went to other nodes"
             )
         for renew in self.fleet.on_heartbeat:
             renew()
-        moved, dead = queue.reclaim(settings.max_attempts)
+        moved, dead = data.reclaim(settings.max_attempts)
         if moved:
             logger.warning(f"[fleet] requeued {moved} entries of nodes that stopped heart-beating")
         if dead:
@@ -157,7 +108,7 @@ class FleetCoordinator:
                 f"[fleet] gave up {dead} entries after {settings.max_attempts} nodes stopped "
                 "holding them: their files fail; see `scrapy fleet status`"
             )
-        self.data_lost(queue.snapshot())
+        self.data_lost(data.snapshot())
 
     def data_lost(self, state: dict[str, int]) -> bool:
         """A run this node saw has vanished: Redis lost the fleet's data. Stops the node."""
@@ -180,58 +131,18 @@ class FleetCoordinator:
         stats.set_value("ravel/fleet_bytes_total", state["bytes_listed"])
         stats.set_value("ravel/fleet_bytes_done", state["bytes_verified"])
 
-    def take_start_urls(self) -> int:
-        """Queue the details pages pushed onto ``<prefix>:start_urls`` (removed once queued)."""
-        client, keys, spider = self.fleet.client, self.fleet.keys, self.crawler.spider
-        queue = self.fleet.queue
-        assert keys is not None and spider is not None and queue is not None
-        taken = 0
-        origins = AllowedOrigins.for_spider(spider)
-        for _ in range(MAX_START_URLS_PER_TICK):
-            head = queue.take_start_url(self.max_start_url_bytes)
-            if head is None:
-                break
-            kind, raw = head
-            if kind != "ok":
-                self.crawler.stats.inc_value("ravel/entries_rejected")
-                logger.error(
-                    f"[fleet] rejected a {keys.start_urls} entry of {raw} bytes: larger than "
-                    f"RAVEL_MAX_START_URL_BYTES ({self.max_start_url_bytes})"
-                )
-                continue
-            assert isinstance(raw, bytes)
-            try:
-                requests = start_requests(raw, spider, origins)
-            except BadStartUrl as exc:
-                # Several nodes may read the same entry: the one that removes it reports it.
-                if client.lrem(keys.start_urls, 1, raw):
-                    ident = "start_url:" + hashlib.sha1(raw).hexdigest()[:12]  # noqa: S324
-                    logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
-                    self.crawler.stats.inc_value("ravel/entries_rejected")
-                    client.hset(keys.rejected, ident, str(exc)[:500])
-                continue
-            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url!r}")
-            # Queued in Redis before it is removed; a second node queuing it too is
-            # stopped by the shared dupefilter.
-            for request in requests:
-                self.crawler.engine.crawl(request)
-            taken += 1
-            client.lrem(keys.start_urls, 1, raw)
-        return taken
-
     def spider_idle(self, spider: Spider) -> None:
         """Keep the node open while the fleet has work; let it close once it has none.
 
         The node that finds the fleet idle closes the run, if every listed file has an
         outcome, and reports its failures; a waiting node then keeps waiting.
         """
-        queue = self.fleet.queue
-        if queue is None or self.closed:
+        if not self.fleet.connected or self.closed:
             return
         try:
-            if self.take_start_urls():
+            if self.start_urls.take():
                 raise DontCloseSpider
-            state = queue.snapshot()
+            state = self.data.snapshot()
             if self.data_lost(state):
                 return
             self.publish(state)
@@ -239,15 +150,15 @@ class FleetCoordinator:
             if not self.fleet_idle(state, quiet):
                 raise DontCloseSpider
             if state["run_open"]:
-                closed, pending = queue.finish_run()
+                closed, pending = self.data.ledger.finish_run()
                 if closed < 0:
                     self.queue_lost(pending)
                     return
                 if closed:
                     self.report_run(state)
         except RedisError as exc:
-            if self.redis_trouble(exc):
-                raise CloseSpider("redis_unavailable") from None
+            # Given up (the crawl is already stopping, with its reason) or riding it out.
+            self.closed = self.fleet.redis_failed(exc)
             raise DontCloseSpider from None
         wait = self.fleet.settings.wait_for_work
         if wait < 0 or (wait > 0 and quiet < wait):
@@ -268,8 +179,6 @@ class FleetCoordinator:
 
     def report_run(self, state: dict[str, int]) -> None:
         """This node closed the run: say how it ended; failures make this node exit 1."""
-        queue = self.fleet.queue
-        assert queue is not None
         listed, verified, failed = state["listed"], state["verified"], state["failed"]
         run = f"[fleet] run {state['run']} closed: {verified} of {listed} files verified"
         if not failed and not state["jobs_failed"]:
@@ -277,12 +186,12 @@ class FleetCoordinator:
             return
         parts = []
         if failed:
-            files, count = queue.failures()
+            files, count = self.data.ledger.failures()
             named = "; ".join(f"{path!r} ({reason})" for path, reason in files)
             more = f" and {count - len(files)} more" if count > len(files) else ""
             parts.append(f"{failed} failed: {named}{more}")
         if state["jobs_failed"]:
-            jobs, count = queue.failed_items()
+            jobs, count = self.data.ledger.failed_items()
             named = "; ".join(f"{ident!r} ({reason})" for ident, reason in jobs)
             more = f" and {count - len(jobs)} more" if count > len(jobs) else ""
             parts.append(f"{state['jobs_failed']} jobs failed: {named}{more}")
@@ -299,24 +208,6 @@ class FleetCoordinator:
 
     def fleet_lost(self, message: str) -> None:
         """Redis lost the fleet's data: one ERROR line, and the node stops with exit 1."""
-        logger.error(message)
-        self.crawler.stats.set_value("ravel/error", message)
+        self.closed = True
         self.crawler.stats.set_value("ravel/fleet_lost", 1)
-        self.stop("fleet_data_lost")
-
-    def redis_trouble(self, exc: Exception) -> bool:
-        """A failed Redis call; True once the node should give up (after the grace period,
-        or at once for a key of the wrong type, which no waiting cures)."""
-        if is_wrong_type(exc):
-            message = (
-                f"[fleet] a key under {self.fleet.keys.prefix if self.fleet.keys else '?'}:* "
-                "has the wrong Redis type (WRONGTYPE): another program uses this prefix or it "
-                "was written by hand; `scrapy fleet reset` clears it; stopping"
-            )
-        elif self.fleet.trouble(exc):
-            message = f"[fleet] Redis at {self.fleet.where} unavailable for too long; stopping"
-        else:
-            return False
-        logger.error(message)
-        self.crawler.stats.set_value("ravel/error", message)
-        return True
+        stop_crawl(self.crawler, "fleet_data_lost", message)

@@ -1,4 +1,11 @@
-"""What the fleet's components of one crawl share: settings, this node's id, the Redis client."""
+"""What the fleet's components of one crawl share: settings, this node's id, the Redis client,
+the job's data, and the node's one policy when Redis fails.
+
+The scheduler, the coordinator (extension) and the fleet cap all report a failed Redis call
+to :meth:`Fleet.redis_failed`: within ``RAVEL_REDIS_GRACE`` the node carries on (a restart
+of Redis, with persistence, is ridden out); past it, or at once for a key of the wrong type,
+the crawl stops with one ERROR line and reason ``redis_unavailable`` (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from time import monotonic
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -16,10 +24,15 @@ from scrapy import Spider
 from scrapy.crawler import Crawler
 
 from ravelscraper.distributed.connection import FleetUnavailable, connect
-from ravelscraper.distributed.keys import BadPrefix, JobKeys, job_prefix
+from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
+from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
+from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.stop import stop_crawl
 
 logger = logging.getLogger(__name__)
+
+REDIS_UNAVAILABLE = "redis_unavailable"  # the close reason when the node gives up on Redis
 
 
 @dataclass(frozen=True)
@@ -54,9 +67,9 @@ def new_node_id() -> str:
 
 
 class Fleet:
-    """One per crawler: :meth:`open` connects (the scheduler calls it first)."""
+    """One per crawler (:meth:`of`): :meth:`open` connects (the scheduler calls it first)."""
 
-    _instances: WeakKeyDictionary[Crawler, Fleet] = WeakKeyDictionary()
+    by_crawler: WeakKeyDictionary[Crawler, Fleet] = WeakKeyDictionary()
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
@@ -65,9 +78,11 @@ class Fleet:
         self.client: Any = None
         self.where = ""
         self.keys: JobKeys | None = None
+        self.data: JobData | None = None
         self.queue: ReliableQueue | None = None
         self.error: str | None = None  # why Redis cannot be used, once open() failed
         self.down_since: float | None = None  # first failed call of the current outage
+        self.stopped = False  # the node gave up on Redis: the crawl is closing
         self.on_heartbeat: list[Callable[[], None]] = []  # e.g. renewing fleet-cap leases
         self.scheduler: Any = None  # the RavelScheduler: it holds this node's leases
         self.run_seen = 0  # the highest run id this node saw; a smaller one means data loss
@@ -75,20 +90,35 @@ class Fleet:
 
     @classmethod
     def of(cls, crawler: Crawler) -> Fleet:
-        fleet = cls._instances.get(crawler)
+        fleet = cls.by_crawler.get(crawler)
         if fleet is None:
-            fleet = cls._instances[crawler] = cls(crawler)
+            fleet = cls.by_crawler[crawler] = cls(crawler)
         return fleet
 
-    def trouble(self, exc: Exception) -> bool:
-        """Count a failed Redis call; True once Redis has failed for ``RAVEL_REDIS_GRACE`` s
-        (at once for a key of the wrong type).
+    @cached_property
+    def spider(self) -> FleetSpider:
+        """The crawl's spider, checked once to be what the fleet needs."""
+        return as_fleet_spider(self.crawler.spider)
+
+    # --- the outage policy -----------------------------------------------------------------
+
+    def redis_failed(self, exc: Exception) -> bool:
+        """A Redis call failed. False while the node carries on (within ``RAVEL_REDIS_GRACE``);
+        True once it gives up: the crawl is then stopping, with one ERROR line.
 
         A restart of Redis (with persistence, as the README advises) is ridden out: the node
         keeps its leases and transfers, and carries on when Redis answers again.
         """
-        if is_wrong_type(exc):
-            return True  # a key of the wrong type: no waiting cures it
+        if self.stopped:
+            return True
+        if is_wrong_type(exc):  # no waiting cures a key of the wrong type
+            prefix = self.keys.prefix if self.keys else "?"
+            self.give_up(
+                f"[fleet] a key under {prefix}:* has the wrong Redis type (WRONGTYPE): another "
+                "program uses this prefix or it was written by hand; `scrapy fleet reset` "
+                "clears it; stopping"
+            )
+            return True
         now = monotonic()
         if self.down_since is None:
             self.down_since = now
@@ -96,16 +126,29 @@ class Fleet:
                 f"[fleet] Redis at {self.where} failed ({type(exc).__name__}); "
                 f"retrying for up to {self.settings.redis_grace:.0f} s"
             )
-        return now - self.down_since >= self.settings.redis_grace
+        if now - self.down_since < self.settings.redis_grace:
+            return False
+        self.give_up(
+            f"[fleet] lost Redis at {self.where} for {self.settings.redis_grace:.0f} s "
+            f"({type(exc).__name__}); stopping"
+        )
+        return True
+
+    def give_up(self, message: str) -> None:
+        self.stopped = True
+        if self.crawler.engine is not None and self.crawler.engine.running:
+            stop_crawl(self.crawler, REDIS_UNAVAILABLE, message)
 
     def recovered(self) -> None:
         """A Redis call succeeded: the outage, if any, is over."""
-        if self.down_since is not None:
+        if self.down_since is not None and not self.stopped:
             logger.info(
                 f"[fleet] Redis at {self.where} answers again after "
                 f"{monotonic() - self.down_since:.1f} s"
             )
             self.down_since = None
+
+    # --- joining ---------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
@@ -123,15 +166,11 @@ class Fleet:
         self.client, self.where = connect(self.crawler.settings)
         self.keys = keys
         check_key_types(self.client, keys)
+        self.data = JobData(self.client, keys, self.node)
         self.queue = ReliableQueue(
-            self.client,
-            spider,
-            self.keys.requests,
-            serializer,
-            keys=self.keys,
-            node=self.node,
+            spider, serializer, data=self.data, origins=AllowedOrigins.for_spider(spider)
         )
-        self.queue.heartbeat(int(self.settings.node_ttl * 1000))
+        self.data.heartbeat(int(self.settings.node_ttl * 1000))
         return self.queue
 
 

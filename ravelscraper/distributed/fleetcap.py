@@ -16,7 +16,7 @@ import logging
 import random
 import uuid
 from time import monotonic
-from typing import Any, Self
+from typing import Self
 
 from redis import RedisError
 from scrapy import Request
@@ -25,43 +25,10 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 
 from ravelscraper.distributed.fleet import Fleet
-from ravelscraper.distributed.queue import NOW_MS
+from ravelscraper.distributed.schema import TransferPlaces
 
 logger = logging.getLogger(__name__)
 
-# KEYS cap queue waiting seq / ARGV token limit ttl_ms wait_ttl_ms -> 1 if the token got a place.
-# Waiting tokens are served in ticket order, whichever node they come from.
-ACQUIRE = (
-    NOW_MS
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, lapsed in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-  redis.call('ZREM', KEYS[2], lapsed)
-  redis.call('ZREM', KEYS[3], lapsed)
-end
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
-end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
-local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-)
-# KEYS cap / ARGV ttl_ms token...
-RENEW = (
-    NOW_MS
-    + """
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
-return #ARGV - 1
-"""
-)
 POLL = (0.05, 0.15)  # seconds between attempts, at random in this range
 WAITING_TTL_MS = 5000  # a waiting token not polled for this long gives its turn away
 
@@ -76,8 +43,7 @@ class FleetTransferCap:
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.wait_timeout = wait_timeout
         self.held: dict[int, tuple[str, float]] = {}  # id(request) -> (token, taken at)
-        self.acquire_script: Any = None
-        self.renew_script: Any = None
+        self.places: TransferPlaces | None = None  # once the fleet is connected
         self.fleet.on_heartbeat.append(self.renew)
 
     @classmethod
@@ -93,40 +59,27 @@ class FleetTransferCap:
             wait_timeout=max(1.0, settings.getfloat("RAVEL_FLEET_WAIT_TIMEOUT")),
         )
 
-    def scripts(self) -> tuple[Any, Any]:
-        if self.acquire_script is None:
-            client = self.fleet.client
-            self.acquire_script = client.register_script(ACQUIRE)
-            self.renew_script = client.register_script(RENEW)
-        return self.acquire_script, self.renew_script
+    def transfer_places(self) -> TransferPlaces:
+        if self.places is None:
+            assert self.fleet.keys is not None
+            self.places = TransferPlaces(self.fleet.client, self.fleet.keys)
+        return self.places
 
     async def process_request(self, request: Request) -> None:
         if not request.url.startswith(("http://", "https://")) or not self.fleet.connected:
             return
-        assert self.fleet.keys is not None
         token = f"{self.fleet.node}:{uuid.uuid4().hex}"
-        keys = self.fleet.keys
-        acquire, _ = self.scripts()
+        places = self.transfer_places()
         started = monotonic()
         while True:
             try:
-                acquired = acquire(
-                    keys=[
-                        keys.fleetcap,
-                        keys.fleetcap_queue,
-                        keys.fleetcap_waiting,
-                        keys.fleetcap_seq,
-                    ],
-                    args=[token, self.limit, self.lease_ttl_ms, WAITING_TTL_MS],
-                )
-            except RedisError as exc:  # wait for Redis, within the fleet's grace period
-                if self.fleet.trouble(exc):
+                if places.acquire(token, self.limit, self.lease_ttl_ms, WAITING_TTL_MS):
+                    break
+            except RedisError as exc:  # the node's outage policy: carry on within the grace
+                if self.fleet.redis_failed(exc):
                     raise IgnoreRequest(f"fleet cap: Redis failed ({type(exc).__name__})") from None
-                acquired = False
-            if acquired:
-                break
             if monotonic() - started > self.wait_timeout:
-                self.fleet.client.zrem(keys.fleetcap_queue, token)
+                places.stop_waiting(token)
                 raise IgnoreRequest(
                     f"fleet cap: no transfer place within {self.wait_timeout:.0f} s "
                     "(RAVEL_FLEET_WAIT_TIMEOUT)"
@@ -148,9 +101,8 @@ class FleetTransferCap:
         held = self.held.pop(id(request), None)
         if held is None or not self.fleet.connected:
             return
-        assert self.fleet.keys is not None
         try:
-            self.fleet.client.zrem(self.fleet.keys.fleetcap, held[0])
+            self.transfer_places().release(held[0])
         except RedisError as exc:  # the lease expires by itself
             logger.warning(f"[fleet] could not return a fleet-cap lease: {type(exc).__name__}")
 
@@ -159,12 +111,10 @@ class FleetTransferCap:
         if not self.held:
             return
         # A lease older than a download may last was lost track of: let it expire.
-        oldest = monotonic() - self.crawler.settings.getfloat("DOWNLOAD_TIMEOUT", 180) - 60
+        oldest = monotonic() - self.crawler.settings.getfloat("DOWNLOAD_TIMEOUT") - 60
         for request_id, (_, taken) in list(self.held.items()):
             if taken < oldest:
                 del self.held[request_id]
         tokens = [token for token, _ in self.held.values()]
         if tokens:
-            assert self.fleet.keys is not None
-            _, renew = self.scripts()
-            renew(keys=[self.fleet.keys.fleetcap], args=[self.lease_ttl_ms, *tokens])
+            self.transfer_places().renew(self.lease_ttl_ms, tokens)

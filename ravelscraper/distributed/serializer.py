@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from scrapy import Request, Spider
 
 from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.hosts import host_allowed
+from ravelscraper.distributed.origins import AllowedOrigins
 
 VERSION = 1
 MAX_ENTRY_BYTES = 2 * 1024 * 1024
@@ -118,40 +116,6 @@ def _loads(raw: bytes | str) -> dict[str, Any]:
     entry["meta"] = _check_meta(entry["meta"])
     entry["cb_kwargs"] = _check_cb_kwargs(entry["cb_kwargs"], kwargs_spec)
     return entry
-
-
-class AllowedOrigins:
-    """The hosts this crawl may fetch: its origins (``RAVEL_ORIGIN``, ``-a url``, extras) and
-    their subdomains, on the same port."""
-
-    def __init__(self, origins: Iterable[str]) -> None:
-        self.allowed: set[tuple[str, int]] = set()
-        for origin in origins:
-            if origin:
-                self.add(origin)
-
-    def add(self, origin: str) -> None:
-        host_port = _host_port(origin)
-        if host_port:
-            self.allowed.add(host_port)
-
-    def __contains__(self, url: str) -> bool:
-        host_port = _host_port(url)
-        if host_port is None:
-            return False
-        host, port = host_port
-        # The storage hosts' rule (hosts.py): ".h" is h and its subdomains.
-        return any(port == p and host_allowed(host, ("." + h,)) for h, p in self.allowed)
-
-    @classmethod
-    def for_spider(cls, spider: Spider) -> AllowedOrigins:
-        """``RAVEL_ORIGIN``, the origin of ``-a url`` and ``RAVEL_ALLOWED_ORIGINS``."""
-        settings = spider.settings
-        extra = settings.getlist("RAVEL_ALLOWED_ORIGINS")
-        return cls([settings["RAVEL_ORIGIN"], getattr(spider, "url", None) or "", *extra])
-
-    def describe(self) -> str:
-        return ", ".join(sorted(f"{h}:{p}" for h, p in self.allowed)) or "none"
 
 
 def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -> Request:
@@ -279,14 +243,3 @@ def _check_cb_kwargs(cb_kwargs: Any, spec: dict[str, str]) -> dict[str, Any]:
                 raise BadEntry(f"bad {name!r} in cb_kwargs")
             checked[name] = value
     return checked
-
-
-def _host_port(url: str) -> tuple[str, int] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    return parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)

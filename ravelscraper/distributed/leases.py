@@ -1,0 +1,182 @@
+"""The entries a fleet node holds (its leases) and settling each in Redis once its work is over.
+
+A file entry is acknowledged only together with its outcome in the run's ledger (verified, or
+failed with the reason), a page entry once all it produced is queued. Whatever a stopping node
+has not finished (a file waiting for its download-delay pause, a transfer cancelled, a page cut
+short) goes back to the queue, so a node stopped for any reason loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from scrapy import Request, Spider, signals
+from scrapy.crawler import Crawler
+
+from ravelscraper._scrapy_compat import engine_closing, in_progress
+from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.queue import describe
+from ravelscraper.distributed.schema import JobData
+from ravelscraper.items import AudioFile
+
+logger = logging.getLogger(__name__)
+
+STORED = ("downloaded", "uptodate", "unverified")  # FilesPipeline results that count as done
+
+
+@dataclass
+class Lease:
+    """An entry this node took from the queue, and what became of it."""
+
+    entry_id: str
+    request: Request
+    is_file: bool
+    outcome: tuple[str, str, str, int] | None = None  # (path, verified|failed, reason, size)
+    completed: bool = False  # a page entry whose output is all queued
+    unfinished: bool = False  # cut short (the node is stopping): goes back to the queue
+    rejected: str | None = None  # a bad entry: recorded in <prefix>:rejected
+
+
+def node_stopping(crawler: Crawler) -> bool:
+    """The node is stopping (a signal, a fatal error, the end): whatever is cut short now
+    must go back to the queue, not count as done or failed."""
+    engine = crawler.engine
+    if engine is None:
+        return True
+    return (
+        not engine.running
+        or getattr(engine.downloader, "stopping", False)
+        or engine_closing(engine)
+    )
+
+
+class Leases:
+    """This node's leases, by entry id and by request; the outcomes of file entries come from
+    the pipelines' signals."""
+
+    def __init__(self, crawler: Crawler, fleet: Fleet) -> None:
+        self.crawler = crawler
+        self.fleet = fleet
+        self.by_entry: dict[str, Lease] = {}
+        self.by_request: dict[Request, Lease] = {}
+        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self.item_not_stored, signal=signals.item_error)
+        crawler.signals.connect(self.item_not_stored, signal=signals.item_dropped)
+
+    @property
+    def data(self) -> JobData:
+        assert self.fleet.data is not None  # leases exist only once the node joined
+        return self.fleet.data
+
+    def __len__(self) -> int:
+        return len(self.by_entry)
+
+    def take(self, entry_id: str, request: Request, is_file: bool) -> None:
+        lease = Lease(entry_id, request, is_file=is_file)
+        self.by_entry[entry_id] = lease
+        self.by_request[request] = lease
+
+    def lease_for(self, request: Request | None) -> Lease | None:
+        return self.by_request.get(request) if request is not None else None  # type: ignore[arg-type]
+
+    # --- what became of each lease ---------------------------------------------------------
+
+    def entry_rejected(self, request: Request, reason: str) -> None:
+        lease = self.lease_for(request)
+        if lease is not None:
+            lease.rejected = reason
+
+    def unfinished(self, request: Request) -> None:
+        lease = self.lease_for(request)
+        if lease is not None:
+            lease.unfinished = True
+
+    def page_done(self, request: Request) -> None:
+        lease = self.lease_for(request)
+        if lease is not None:
+            lease.completed = True
+
+    def item_scraped(self, item: Any, response: Any, spider: Spider) -> None:
+        self.settle_file(item, response, error=None)
+
+    def item_not_stored(self, item: Any, response: Any, spider: Spider, **kwargs: Any) -> None:
+        problem = kwargs.get("failure") or kwargs.get("exception")
+        value = getattr(problem, "value", problem)
+        self.settle_file(item, response, error=describe(value) if value else "dropped")
+
+    def settle_file(self, item: Any, response: Any, error: str | None) -> None:
+        """Note the outcome of a file entry's item once the pipelines are done with it."""
+        lease = self.lease_for(getattr(response, "request", None))
+        if lease is None or not lease.is_file or not isinstance(item, AudioFile):
+            return
+        path = f"{item.identifier}/{item.name}"
+        results = [r for r in item.files or () if isinstance(r, dict)]
+        if error is None and any(r.get("status") in STORED for r in results):
+            lease.outcome = (path, "verified", "", item.size or 0)
+            return
+        if node_stopping(self.crawler):
+            lease.unfinished = True  # cancelled or cut short: another node will do it
+            return
+        reason = (
+            error
+            or next((str(r["reason"]) for r in results if r.get("reason")), None)
+            or item.error
+            or f"not stored (see the log of node {self.fleet.node})"
+        )
+        lease.outcome = (path, "failed", reason, 0)
+
+    # --- settling them in Redis ------------------------------------------------------------
+
+    def acknowledge_finished(self) -> None:
+        """Settle the leased entries whose processing is over.
+
+        A file entry is acknowledged with its outcome; a page entry once its output is
+        queued; a cut-short entry is handed back. An entry whose Redis call fails stays
+        leased, for a later call.
+        """
+        if not self.by_entry:
+            return
+        active = in_progress(self.crawler.engine)
+        stopping = node_stopping(self.crawler)
+        for entry_id, lease in list(self.by_entry.items()):
+            if lease.request in active:
+                continue
+            if lease.rejected is not None:
+                self.data.reject(entry_id, lease.rejected)
+                acked = True
+            elif lease.unfinished:
+                if stopping:
+                    continue  # handed back by hand_back()
+                self.data.nack([entry_id])
+                acked = True
+            elif lease.outcome is not None:
+                path, outcome, reason, size = lease.outcome
+                acked = self.data.ledger.complete(entry_id, path, outcome, reason, size)
+            elif lease.is_file:
+                if stopping:
+                    continue  # cut short: handed back by hand_back()
+                # Its record was consumed without an item reaching the end of the pipelines.
+                self.data.reject(entry_id, "file entry produced no file")
+                acked = True
+            elif lease.completed or not stopping:
+                acked = self.data.ack(entry_id)
+            else:
+                continue  # a page cut short: handed back by hand_back()
+            del self.by_entry[entry_id]
+            self.by_request.pop(lease.request, None)
+            if not acked:
+                logger.warning(
+                    f"[fleet] lease of {lease.request.url[:100]!r} was lost (this node missed "
+                    "heartbeats for RAVEL_NODE_TTL); another node may process it again"
+                )
+
+    def hand_back(self) -> int:
+        """The node stops: every lease left (except rejected entries) goes back to the queue;
+        how many did."""
+        back = [e for e, lease in self.by_entry.items() if not lease.rejected]
+        handed_back = self.data.nack(back)
+        self.by_entry.clear()
+        self.by_request.clear()
+        return handed_back

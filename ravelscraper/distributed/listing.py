@@ -1,0 +1,131 @@
+"""Listing a job in the fleet's ledger: the files of a listed item enter the ledger and become
+queue entries; a job that fails while listed (an unknown item...) fails in the ledger, not the
+node. Names a single node would refuse fail here, in the ledger, and are never queued.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import RedisError
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import CloseSpider
+
+from ravelscraper.archive import ItemLocation
+from ravelscraper.distributed.entries import entry_request
+from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.leases import Leases
+from ravelscraper.distributed.queue import describe
+from ravelscraper.distributed.schema import RunLedger
+from ravelscraper.items import AudioFile
+from ravelscraper.stores import UnsafeName, safe_relative_path
+
+logger = logging.getLogger(__name__)
+
+OWNER_META = "ravel_owner"  # "file:<path>" of a file entry, set where it is listed
+
+
+def owner_of(request: Request) -> str:
+    """What the ledger fails if this entry is ever given up: its file, or its item."""
+    owner = request.meta.get(OWNER_META)
+    if isinstance(owner, str):
+        return owner
+    location = request.cb_kwargs.get("item")
+    return f"item:{location.identifier}" if isinstance(location, ItemLocation) else ""
+
+
+class JobListing:
+    """The ledger's side of the page entries this node works on (see :class:`Leases`)."""
+
+    def __init__(self, crawler: Crawler, fleet: Fleet, leases: Leases) -> None:
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.fleet = fleet
+        self.leases = leases
+
+    @property
+    def ledger(self) -> RunLedger:
+        assert self.fleet.data is not None  # jobs are listed only once the node joined
+        return self.fleet.data.ledger
+
+    def queue_files(self, files: list[AudioFile], request: Request | None) -> list[Request]:
+        """The entries of files listed on this node, after putting them in the ledger.
+
+        Names a single node would refuse (unsafe, or differing only in case from another
+        file of the job, fleet-wide) fail here, in the ledger, and are not queued.
+        """
+        if not files:
+            return []
+        by_item: dict[str, list[AudioFile]] = {}
+        for item in files:
+            by_item.setdefault(item.identifier, []).append(item)
+        requests: list[Request] = []
+        try:
+            for identifier, group in by_item.items():
+                listed = [(f"{f.identifier}/{f.name}", f) for f in group]
+                refused = dict(
+                    self.ledger.list_files(
+                        identifier, [(p, p.casefold(), f.size or 0) for p, f in listed]
+                    )
+                )
+                for path, item in listed:
+                    if path in refused:
+                        self.file_refused(item, f"it differs only in case from {refused[path]!r}")
+                        continue
+                    try:
+                        safe_relative_path(item.identifier, item.name)
+                        entry = entry_request(item, self.fleet.spider)
+                    except UnsafeName as exc:
+                        self.file_refused(item, str(exc), path)
+                        continue
+                    except Exception as exc:  # one file's problem, not the job's
+                        self.file_refused(item, f"cannot queue it ({describe(exc)})", path)
+                        continue
+                    entry.meta[OWNER_META] = f"file:{path}"
+                    requests.append(entry)
+        except RedisError as exc:
+            # The page entry stays leased and goes back to the queue: it is listed again.
+            self.fleet.redis_failed(exc)
+            if request is not None:
+                self.leases.unfinished(request)
+            return []
+        self.stats.inc_value("ravel/entries_queued", len(requests))
+        return requests
+
+    def file_refused(self, item: AudioFile, why: str, path: str | None = None) -> None:
+        """A listed file a single node would refuse: failed, with one ERROR line."""
+        reason = f"refused the name: {why}"
+        if path is not None:
+            self.ledger.complete("", path, "failed", reason)
+        self.stats.inc_value("ravel/files_failed")
+        logger.error(f"[download failed] {item.name!r}: {reason}")
+
+    def job_failed(self, request: Request, exc: Exception) -> bool:
+        """A page entry's callback stopped its job (``RavelSpider.fail`` raises CloseSpider)
+        or crashed: record the job as failed in the ledger and keep the node serving.
+        False if this is no fleet job."""
+        lease = self.leases.lease_for(request)
+        location = request.cb_kwargs.get("item")
+        if lease is None or not isinstance(location, ItemLocation):
+            return False
+        if isinstance(exc, CloseSpider):
+            message = str(self.stats.get_value("ravel/error") or exc.reason or "failed")
+            code = exc.reason
+        else:  # a bug or a malformed answer: one line, not a traceback
+            message = f"cannot list {location.identifier!r}: {describe(exc)}"
+            code = type(exc).__name__
+            logger.error(f"[fleet] {message}")
+        try:
+            self.ledger.item_failed(location.identifier, message)
+        except RedisError as error:
+            self.fleet.redis_failed(error)
+            lease.unfinished = True
+            return True
+        lease.completed = True
+        self.stats.inc_value("ravel/jobs_failed")
+        logger.info(
+            f"[fleet] job {location.identifier!r} failed ({code}): recorded in "
+            f"{self.fleet.keys.items if self.fleet.keys else 'the ledger'}; this node carries on"
+        )
+        return True

@@ -1,0 +1,116 @@
+"""Start URLs from Redis: users push ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
+onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``); a node checks
+each one and queues the spider's own requests for it. An entry is removed only once its
+requests are queued, so a node that dies meanwhile loses nothing; a refused one is removed
+and recorded in ``<prefix>:rejected`` by whichever node removes it first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from scrapy import Spider
+from scrapy.crawler import Crawler
+
+from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.origins import AllowedOrigins
+
+logger = logging.getLogger(__name__)
+
+MAX_START_URLS_PER_TICK = 20
+
+
+class BadStartUrl(ValueError):
+    """A start URL refused; the message says why, in one line."""
+
+
+def start_location(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation:
+    """The item a start URL names, ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
+    (scrapy-redis's JSON start URLs, ``url`` key, plus ``item``); the spider's own
+    ``item_requests`` lists it. Raises BadStartUrl, and nothing else, whatever ``raw`` holds.
+    """
+    try:
+        return read_start_url(raw, spider, origins)
+    except BadStartUrl:
+        raise
+    except Exception as exc:  # e.g. RecursionError: one line, never a crash
+        raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
+
+
+def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation:
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadStartUrl(
+            'not JSON; push {"url": "https://archive.org/details/<identifier>"}'
+        ) from None
+    if (
+        not isinstance(entry, dict)
+        or len(entry) != 1
+        or not ({"url", "item"} & set(entry))
+        or not all(isinstance(v, str) for v in entry.values())
+    ):
+        raise BadStartUrl('expected {"url": "<details page>"} or {"item": "<identifier>"}')
+    try:
+        if "url" in entry:
+            location = ItemLocation.from_details_url(entry["url"])
+        else:
+            location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], entry["item"])
+    except BadInput as exc:
+        raise BadStartUrl(str(exc)[:300]) from None
+    if location.origin not in origins:
+        raise BadStartUrl(
+            f"origin {location.origin[:200]!r} is not allowed (allowed: {origins.describe()}; "
+            "add it to RAVEL_ALLOWED_ORIGINS)"
+        )
+    return location
+
+
+class StartUrlFeed:
+    """Queues the requests of the start URLs waiting in Redis (the coordinator calls it)."""
+
+    def __init__(self, crawler: Crawler, fleet: Fleet) -> None:
+        self.crawler = crawler
+        self.fleet = fleet
+        self.max_start_url_bytes = crawler.settings.getint("RAVEL_MAX_START_URL_BYTES")
+
+    def take(self) -> int:
+        """Queue the details pages pushed onto ``<prefix>:start_urls`` (removed once queued)."""
+        assert self.fleet.data is not None  # connected: the coordinator ticks
+        data, spider = self.fleet.data, self.crawler.spider
+        keys = data.keys
+        assert spider is not None
+        taken = 0
+        origins = AllowedOrigins.for_spider(spider)
+        for _ in range(MAX_START_URLS_PER_TICK):
+            head = data.start_urls.take(self.max_start_url_bytes)
+            if head is None:
+                break
+            kind, raw = head
+            if kind != "ok":
+                self.crawler.stats.inc_value("ravel/entries_rejected")
+                logger.error(
+                    f"[fleet] rejected a {keys.start_urls} entry of {raw} bytes: larger than "
+                    f"RAVEL_MAX_START_URL_BYTES ({self.max_start_url_bytes})"
+                )
+                continue
+            assert isinstance(raw, bytes)
+            try:
+                location = start_location(raw, spider, origins)
+                requests = self.fleet.spider.item_requests(location)
+            except BadStartUrl as exc:
+                # Several nodes may read the same entry: the one that removes it reports it.
+                if data.start_urls.reject(raw, str(exc)):
+                    logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
+                    self.crawler.stats.inc_value("ravel/entries_rejected")
+                continue
+            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url!r}")
+            # Queued in Redis before it is removed; a second node queuing it too is
+            # stopped by the shared dupefilter.
+            for request in requests:
+                self.crawler.engine.crawl(request)
+            taken += 1
+            data.start_urls.drop(raw)
+        return taken

@@ -1,0 +1,261 @@
+"""Each Lua script and command of the fleet's Redis schema, against a real redis-server.
+
+Fast: one server for the module, a fresh database per test, no crawl.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from ravelscraper.distributed.schema import (
+    BadPrefix,
+    JobData,
+    JobKeys,
+    TransferPlaces,
+    job_prefix,
+)
+from tests.redisserver import RedisServer
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RedisServer) -> Iterator[redis.Redis]:
+    with server.client(server.fresh_db()) as opened:
+        yield opened
+
+
+@pytest.fixture
+def keys() -> JobKeys:
+    return JobKeys.for_prefix("job")
+
+
+def node(client: redis.Redis, keys: JobKeys, name: str = "n1") -> JobData:
+    return JobData(client, keys, name)
+
+
+def test_keys_are_under_the_prefix_and_typed(keys):
+    assert keys.prefix == "job" and keys.start_urls == "job:start_urls"
+    assert keys.rejected == "job:rejected"  # documented in the README
+    assert all(k.startswith("job:") for k in keys.all())
+    assert keys.types()["job:requests"] == "zset" and keys.types()["job:files"] == "hash"
+    assert job_prefix("%(spider)s", "ravel") == "ravel"
+    for bad in ("ravel%", "two words", ""):
+        with pytest.raises(BadPrefix):
+            job_prefix(bad, "ravel")
+
+
+def test_push_checks_the_fingerprint_and_keeps_priority_then_fifo(client, keys):
+    data = node(client, keys)
+    assert data.push(b"low", 0, "fp1", "item:a")
+    assert not data.push(b"again", 0, "fp1")  # seen in this run
+    assert data.push(b"high", 5, "")  # dont_filter: no fingerprint
+    assert data.push(b"low2", 0, "")
+    assert data.queued() == 3
+    assert client.hget(keys.owners, client.zrange(keys.requests, -1, -1)[0]) is None
+    popped = [data.pop(1000) for _ in range(3)]
+    assert [p[1] for p in popped if p] == [b"high", b"low", b"low2"]
+    assert data.pop(1000) is None
+    assert client.hlen(keys.inflight) == 3 and int(client.get(keys.activity)) > 0
+
+
+def test_pop_does_not_send_a_payload_larger_than_the_limit(client, keys):
+    data = node(client, keys)
+    data.push(b"x" * 100, 0)
+    entry_id, size = data.pop(10)
+    assert size == 100 and client.hexists(keys.inflight, entry_id)
+
+
+def test_ack_forgets_only_the_own_lease(client, keys):
+    mine, other = node(client, keys, "n1"), node(client, keys, "n2")
+    mine.push(b"p", 0, "fp", "item:a")
+    entry_id, _ = mine.pop(1000)
+    assert not other.ack(entry_id)  # not its lease
+    assert mine.ack(entry_id)
+    assert not mine.ack(entry_id)  # already gone
+    assert client.hlen(keys.payloads) == 0 and client.hlen(keys.owners) == 0
+    assert client.hget(keys.counters, "acked") == b"1"
+
+
+def test_nack_hands_leases_back_with_their_priority(client, keys):
+    data = node(client, keys)
+    data.push(b"p", 3)
+    entry_id, _ = data.pop(1000)
+    assert node(client, keys, "n2").nack([entry_id]) == 0
+    assert data.nack([entry_id]) == 1 and data.nack([]) == 0
+    assert client.zscore(keys.requests, entry_id) == -3 and client.hlen(keys.inflight) == 0
+
+
+def test_reject_records_the_reason(client, keys):
+    data = node(client, keys)
+    data.push(b"bad", 0, "", "file:a/x.mp3")
+    entry_id, _ = data.pop(1000)
+    data.reject(entry_id, "not JSON")
+    assert client.hget(keys.rejected, entry_id) == b"not JSON"
+    assert not client.hexists(keys.payloads, entry_id) and client.hlen(keys.owners) == 0
+
+
+def test_list_files_pends_each_name_once_and_refuses_case_twins(client, keys):
+    data = node(client, keys)
+    refused = data.ledger.list_files("a", [("a/X.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
+    assert refused == []
+    refused = data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
+    assert refused == [("a/x.mp3", "a/X.mp3")]
+    assert data.strings(keys.files) == {
+        "a/X.mp3": "pending",
+        "a/y.mp3": "pending",
+        "a/x.mp3": "failed",
+    }
+    tally = data.strings(keys.tally)
+    assert tally["listed"] == "3" and tally["failed"] == "1" and tally["bytes_listed"] == "15"
+    assert data.strings(keys.items) == {"a": "listed"}
+
+
+def test_complete_records_the_outcome_once_and_acks(client, keys):
+    data = node(client, keys)
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
+    data.push(b"file", 0, "fp", "file:a/x.mp3")
+    entry_id, _ = data.pop(1000)
+    assert data.ledger.complete(entry_id, "a/x.mp3", "verified", size=10)
+    assert not data.ledger.complete("", "a/x.mp3", "failed", "late")  # recorded once
+    assert not data.ledger.complete("", "a/y.mp3", "failed", "bad name")  # no entry: outcome only
+    tally = data.strings(keys.tally)
+    assert (tally["verified"], tally["failed"], tally["bytes_verified"]) == ("1", "1", "10")
+    assert tally["verified:a"] == "1" and tally["failed:a"] == "1"
+    assert data.ledger.failures() == ([("a/y.mp3", "bad name")], 1)
+
+
+def test_item_failed_once(client, keys):
+    data = node(client, keys)
+    assert data.ledger.item_failed("a", "no such item")
+    assert not data.ledger.item_failed("a", "again")
+    assert data.ledger.failed_items() == ([("a", "no such item")], 1)
+    assert data.strings(keys.tally)["jobs_failed"] == "1"
+
+
+def test_heartbeat_leave_and_live_nodes(client, keys):
+    data = node(client, keys)
+    assert data.heartbeat(60_000)  # new
+    assert not data.heartbeat(60_000)
+    client.zadd(keys.nodes, {"expired": 1})
+    assert data.live_nodes() == ["n1"]  # an expired node is not live
+    data.leave()
+    assert data.live_nodes() == []
+
+
+def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(client, keys):
+    alive, dead = node(client, keys, "alive"), node(client, keys, "dead")
+    alive.heartbeat(60_000)
+    alive.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    dead.push(b"file", 2, "", "file:a/x.mp3")
+    dead.push(b"page", 0, "", "item:b")
+    alive.push(b"mine", 0)
+    held = [dead.pop(1000)[0], dead.pop(1000)[0]]
+    mine, _ = alive.pop(1000)
+    client.hset(keys.inflight, "odd", "no bar")  # malformed: no live node holds it
+    assert alive.reclaim(max_attempts=2) == (3, 0)
+    assert client.hlen(keys.inflight) == 1 and client.hexists(keys.inflight, mine)
+    assert client.zscore(keys.requests, held[0]) == -2  # priority kept
+    for entry_id in held:  # the second dead holder: given up
+        client.zrem(keys.requests, entry_id)
+        client.hset(keys.inflight, entry_id, "dead|0")
+    assert alive.reclaim(max_attempts=2) == (0, 2)
+    assert alive.strings(keys.files)["a/x.mp3"] == "failed"
+    assert "given up" in alive.ledger.failures()[0][0][1]
+    assert alive.strings(keys.items)["b"].startswith("failed: given up")
+    assert client.hlen(keys.dead) == 2 and client.hget(keys.counters, "reclaimed") == b"3"
+
+
+def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
+    data = node(client, keys)
+    assert data.ledger.run_id() == 0
+    first = data.ledger.open_run()
+    assert first == 1 and data.ledger.open_run() == 1  # open: joined, not reopened
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    assert data.ledger.finish_run() == (-1, 1)  # pending, but nothing left to complete it
+    data.ledger.complete("", "a/x.mp3", "verified")
+    data.push(b"p", 0, "fp")
+    assert data.ledger.finish_run() == (0, 0)  # something waits
+    entry_id, _ = data.pop(1000)
+    data.ack(entry_id)
+    assert data.ledger.finish_run() == (1, 0)
+    assert data.strings(keys.run)["state"] == "closed" and not client.exists(keys.dupefilter)
+    assert data.ledger.open_run() == 2 and not client.exists(keys.files)
+
+
+def test_snapshot_counts_and_repairs_nothing_it_reads(client, keys):
+    data = node(client, keys)
+    data.heartbeat(60_000)
+    data.ledger.open_run()
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 7)])
+    data.push(b"p", 0)
+    data.start_urls.push('{"item": "b"}')
+    client.hset(keys.tally, "verified", "not a number")  # written by hand: counts as 0
+    state = data.snapshot()
+    assert (state["queued"], state["inflight"], state["start_urls"]) == (1, 0, 1)
+    assert (state["listed"], state["verified"], state["pending"]) == (1, 0, 1)
+    assert (state["live_nodes"], state["run"], state["run_open"]) == (1, 1, 1)
+    assert state["bytes_listed"] == 7 and state["quiet_ms"] >= 0
+
+
+def test_hand_written_counters_are_repaired_not_fatal(client, keys):
+    data = node(client, keys)
+    client.set(keys.seq, "x")
+    client.hset(keys.counters, "acked", "1.5")
+    data.push(b"p", 0)
+    entry_id, _ = data.pop(1000)
+    assert len(entry_id) == 14 and entry_id.isdigit()  # ids restart from Redis time
+    assert data.ack(entry_id) and client.hget(keys.counters, "acked") == b"1"
+
+
+def test_start_urls_taken_dropped_or_rejected_by_one_node(client, keys):
+    data = node(client, keys)
+    data.start_urls.push("x" * 50)
+    data.start_urls.push('{"item": "a"}')
+    data.start_urls.push('{"item": "b"}')
+    assert data.start_urls.take(20) == ("big", 50)  # removed and rejected unread
+    assert data.start_urls.take(20) == ("ok", b'{"item": "a"}')
+    assert data.start_urls.take(20) == ("ok", b'{"item": "a"}')  # stays until dropped
+    assert data.start_urls.drop(b'{"item": "a"}') and not data.start_urls.drop(b'{"item": "a"}')
+    assert data.start_urls.reject(b'{"item": "b"}', "bad item")
+    assert not data.start_urls.reject(b'{"item": "b"}', "bad item")  # another node did
+    assert data.start_urls.take(20) is None
+    reasons = sorted(data.strings(keys.rejected).values())
+    assert reasons == ["bad item", "entry of 50 bytes is larger than 20"]
+    assert all(k.startswith("start_url:") for k in data.strings(keys.rejected))
+
+
+def test_reset_deletes_exactly_the_jobs_keys(client, keys):
+    data = node(client, keys)
+    data.push(b"p", 0, "fp")
+    data.heartbeat(60_000)
+    client.set("other", "kept")
+    assert data.reset() == 6  # requests payloads seq dupefilter activity nodes
+    assert client.keys("*") == [b"other"]
+
+
+def test_transfer_places_are_capped_served_in_order_and_expire(client, keys):
+    places = TransferPlaces(client, keys)
+    assert places.acquire("a", 2, 60_000, 5000) and places.acquire("b", 2, 60_000, 5000)
+    assert places.acquire("a", 2, 60_000, 5000)  # already holds one
+    assert not places.acquire("c", 2, 60_000, 5000)  # waits, first in line
+    assert not places.acquire("d", 2, 60_000, 5000)
+    places.release("a")
+    assert not places.acquire("d", 2, 60_000, 5000)  # c's turn first
+    assert places.acquire("c", 2, 60_000, 5000)
+    places.stop_waiting("d")
+    assert places.renew(60_000, ["b", "c", "gone"]) == 3
+    assert client.zcard(keys.fleetcap) == 2 and not client.zscore(keys.fleetcap, "gone")
+    assert places.acquire("short", 3, 1, 5000)
+    time.sleep(0.01)
+    assert client.zcard(keys.fleetcap) == 3
+    assert places.acquire("e", 3, 60_000, 5000)  # the 1 ms place has expired
+    assert not client.zscore(keys.fleetcap, "short")
