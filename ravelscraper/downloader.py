@@ -3,7 +3,7 @@
 Owns the per-slot concurrency cap at any download delay, one pause per file (not per
 redirect hop), the listing pace, and dropping queued downloads when the crawl stops. The
 mechanism (an override of a private method of Scrapy's Downloader) lives in
-:class:`ravelscraper._scrapy_compat.QueueDispatchDownloader`; this module only decides.
+:class:`ravelscraper.scrapy_compat.QueueDispatchDownloader`; this module only decides.
 
 Scrapy >= 2.14 starts each request popped from a slot's queue as a task, and counts it
 as transferring only once that task runs. With ``DOWNLOAD_DELAY = 0`` the dispatch loop
@@ -43,7 +43,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.httpobj import urlparse_cached
 
-from ravelscraper._scrapy_compat import QueueDispatchDownloader
+from ravelscraper.scrapy_compat import QueueDispatchDownloader
 
 
 def is_redirect_hop(request: Request) -> bool:

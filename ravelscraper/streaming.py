@@ -23,8 +23,8 @@ re-download after a bad md5) writes its own part file, deleted if the attempt fa
 failed write (a full disk) aborts the transfer with :class:`StoreWriteError`.
 
 Scrapy has no public hook for this (scrapy/scrapy#7987): the swap of Scrapy's body buffer
-for a :class:`PartFile` happens in :mod:`ravelscraper._scrapy_compat`
-(:func:`~ravelscraper._scrapy_compat.download_to_sink`), which leans on private names of
+for a :class:`PartFile` happens in :mod:`ravelscraper.scrapy_compat`
+(:func:`~ravelscraper.scrapy_compat.download_to_sink`), which leans on private names of
 Scrapy's HTTP/1.1 handler. It does not fail safe, it fails early and loudly: the crawl
 command checks those names before anything starts and, if one is gone (another Scrapy than
 the pinned one), exits 1 with one ERROR line naming it.
@@ -56,7 +56,7 @@ from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
 
-from ravelscraper._scrapy_compat import abort_body, download_to_sink
+from ravelscraper.scrapy_compat import abort_body, download_to_sink
 from ravelscraper.stores import FILE_MODE, PARTIAL_PREFIX, PARTIAL_SUFFIX, write_all
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def open_part(directory: Path) -> tuple[int, Path | None]:
 
 class PartFile:
     """Stands in for the body buffer of Scrapy's response reader: queues the body for a writer
-    thread (the swap: :func:`~ravelscraper._scrapy_compat.download_to_sink`).
+    thread (the swap: :func:`~ravelscraper.scrapy_compat.download_to_sink`).
 
     :meth:`write` (on the reactor thread) only queues the chunk; a thread of
     :data:`WRITERS` writes the queued chunks of this file in order and hashes them, so

@@ -15,8 +15,8 @@ from scrapy.pipelines.media import MediaPipeline
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ravelscraper import _scrapy_compat
-from ravelscraper._scrapy_compat import (
+from ravelscraper import scrapy_compat
+from ravelscraper.scrapy_compat import (
     PINNED,
     QueueDispatchDownloader,
     abort_body,
@@ -106,7 +106,7 @@ def test_media_check_gone_is_named(monkeypatch):
 
 
 def test_a_private_module_gone_is_named(monkeypatch):
-    monkeypatch.setattr(_scrapy_compat, "_ATTRIBUTES", ("scrapy.utils._no_such_module.x",))
+    monkeypatch.setattr(scrapy_compat, "_ATTRIBUTES", ("scrapy.utils._no_such_module.x",))
     assert missing_names() == ["scrapy.utils._no_such_module"]
 
 

@@ -8,7 +8,7 @@ when the fleet's data in Redis was lost; a waiting node (``RAVEL_WAIT_FOR_WORK``
 by a signal while it held no work, with nothing failed, exits 0: a normal stop.
 
 Before anything else, it checks that the installed Scrapy still has every private name
-ravelscraper relies on (:func:`ravelscraper._scrapy_compat.missing_names`): if one is gone,
+ravelscraper relies on (:func:`ravelscraper.scrapy_compat.missing_names`): if one is gone,
 one ERROR line names it and the pinned versions, and the command exits 1 before any crawl.
 """
 
@@ -25,8 +25,8 @@ from scrapy.exceptions import UsageError
 from scrapy.extensions.feedexport import FeedExporter
 
 from ravelscraper import redact
-from ravelscraper._scrapy_compat import PINNED, installed_versions, missing_names
 from ravelscraper.checks import settings_problem
+from ravelscraper.scrapy_compat import PINNED, installed_versions, missing_names
 from ravelscraper.stores import store_uri_problem
 
 logger = logging.getLogger(__name__)

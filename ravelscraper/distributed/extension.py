@@ -21,10 +21,10 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
 
-from ravelscraper._scrapy_compat import engine_closing, wake_engine
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
 from ravelscraper.distributed.schema import JobData
 from ravelscraper.distributed.starturls import StartUrlFeed
+from ravelscraper.scrapy_compat import engine_closing, wake_engine
 from ravelscraper.stop import stop_crawl
 
 logger = logging.getLogger(__name__)

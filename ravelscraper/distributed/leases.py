@@ -15,11 +15,11 @@ from typing import Any
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 
-from ravelscraper._scrapy_compat import engine_closing, in_progress
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import JobData
 from ravelscraper.items import AudioFile
+from ravelscraper.scrapy_compat import engine_closing, in_progress
 
 logger = logging.getLogger(__name__)
 
