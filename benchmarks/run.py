@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import Measured, run_many, run_measured
+from tests.support.measure import Measured, run_many, run_measured
 from tests.fakearchive import FakeArchive, max_simultaneous
 
 ROOT = Path(__file__).resolve().parents[1]

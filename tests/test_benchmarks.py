@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT, crawl_env
+from tests.support.crawl import ROOT, crawl_env
 
 
 def test_a_quick_benchmark_writes_its_table(tmp_path):

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from tests.conftest import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.fakearchive import file_bytes, get_item, md5_of, sha1_of
+from tests.support.crawl import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 
 
 def storage_gets(archive) -> list[str]:

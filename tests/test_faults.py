@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Crawl, scrapy_crawl, small_tmpfs, start_crawl, stored_files
 from tests.fakearchive import file_bytes, md5_of
+from tests.support.crawl import Crawl, scrapy_crawl, small_tmpfs, start_crawl, stored_files
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
 TARGET = "02JeuxDeauPourPianoMr30.mp3"  # 158,911 bytes in the fake

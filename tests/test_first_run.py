@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.conftest import Crawl, scrapy_crawl, stored_files
 from tests.fakearchive import max_simultaneous
+from tests.support.crawl import Crawl, scrapy_crawl, stored_files
 
 OFFLINE_LIMIT = 15.0  # seconds from launch to the ERROR line's exit (issue 9)
 

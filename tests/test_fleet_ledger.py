@@ -16,17 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, crawl_command, crawl_env, small_tmpfs
-from tests.fleet_support import (
-    TinyArchive,
-    body_of,
-    fleet_status,
-    metadata_entry,
-    scrapy_fleet,
-    wait_for,
-)
-from tests.redisserver import RedisServer
-from tests.test_distributed import Fleet, Node
+from tests.support.crawl import ROOT, crawl_command, crawl_env, small_tmpfs
+from tests.support.fleet import Node, NodeGroup, fleet_status, scrapy_fleet, wait_for
+from tests.support.redisserver import RedisServer
+from tests.support.tinyarchive import TinyArchive, body_of, metadata_entry
 
 FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
 WAITING = {"RAVEL_WAIT_FOR_WORK": -1}
@@ -42,7 +35,7 @@ def ledger_redis():
 def fleet(ledger_redis, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
-    fleet = Fleet(ledger_redis, ledger_redis.fresh_db(), logs)
+    fleet = NodeGroup(ledger_redis, ledger_redis.fresh_db(), logs)
     yield fleet
     fleet.close()
 

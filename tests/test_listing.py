@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAVEL, RAVEL_MP3S, Crawl, scrapy_crawl, stored_files
 from tests.fakearchive import FakeArchive, file_bytes, get_item, md5_of, sha1_of
 from tests.fakearchive.catalog import COLLECTION_ID, MIXED_ID, REGENERATED_ID, SAMPLES_ID
 from tests.fakearchive.hostile import FORGED
+from tests.support.crawl import RAVEL, RAVEL_MP3S, Crawl, scrapy_crawl, stored_files
 
 
 def crawl(archive: FakeArchive, store: Path, *args: str, **settings: object) -> Crawl:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import re
 
-from tests.conftest import scrapy_crawl, stored_files
 from tests.fakearchive import max_simultaneous
+from tests.support.crawl import scrapy_crawl, stored_files
 
 
 def file_requests(archive, host: str) -> list[dict]:

@@ -24,8 +24,8 @@ from ravelscraper.redact import (
     secrets_in,
     url_secrets,
 )
-from tests.conftest import scrapy_crawl
-from tests.store_support import closed_port
+from tests.support.crawl import scrapy_crawl
+from tests.support.loopback import free_port as closed_port
 
 
 def test_remote_control_and_telnet_are_off():

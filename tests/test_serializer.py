@@ -30,7 +30,7 @@ from ravelscraper.distributed.extension import BadStartUrl, start_requests
 from ravelscraper.distributed.serializer import AllowedOrigins, BadEntry, decode, dumps
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
-from tests.conftest import ROOT
+from tests.support.crawl import ROOT
 
 ORIGIN = "http://127.0.0.1:8080"
 ORIGINS = AllowedOrigins([ORIGIN])

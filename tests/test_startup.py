@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
 from tests.fakearchive import file_bytes
+from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
 
 # Imported only by components left out of the *_BASE settings (see settings.py).
 UNUSED = {

@@ -11,22 +11,16 @@ import pytest
 
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
 from ravelscraper.stores import s3_bucket_and_prefix, store_uri_problem
-from tests.conftest import (
+from tests.fakearchive import md5_of
+from tests.support.crawl import (
     RAVEL,
     RAVEL_MP3S,
     Crawl,
     scrapy_crawl,
     stored_files,
 )
-from tests.fakearchive import md5_of
-from tests.store_support import (
-    S3_ENV,
-    S3_SETTINGS,
-    closed_port,
-    crawl_with_env,
-    ftp_server,
-    moto_s3,
-)
+from tests.support.loopback import free_port as closed_port
+from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
 
 
 def downloads(archive) -> list[str]:

@@ -19,7 +19,6 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
-from benchmarks.measure import run_measured
 from ravelscraper import streaming
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines import VerifiedFilesPipeline
@@ -34,8 +33,9 @@ from ravelscraper.streaming import (
     StreamTarget,
     streamable,
 )
-from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
 from tests.fakearchive import sha1_of
+from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
+from tests.support.measure import run_measured
 
 CHUNKS = [b"a" * 65536, b"b" * 1000, b"c" * 70000]
 BODY = b"".join(CHUNKS)
