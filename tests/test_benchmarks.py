@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.crawl import ROOT, crawl_env
 
 
+@pytest.mark.slow
 def test_a_quick_benchmark_writes_its_table(tmp_path):
     done = subprocess.run(
         [

@@ -55,6 +55,7 @@ def assert_clean(node: Node) -> None:
     assert node.lines("[ERROR]") == []
 
 
+@pytest.mark.slow
 def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
     archive, fleet, tmp_path
 ):
@@ -103,6 +104,7 @@ def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
     assert "[main finished] 0 downloaded" in again.log and "40 already up to date" in again.log
 
 
+@pytest.mark.slow
 def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
     archive.configure({"bandwidth": 65536, "items": {"slow-12": {"count": 12, "size": 262144}}})
     store = tmp_path / "store"
@@ -141,6 +143,7 @@ def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
     archive, fleet, tmp_path
 ):
@@ -225,6 +228,7 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
     assert redis.llen("ravel:start_urls") == 0
 
 
+@pytest.mark.slow
 def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
     archive.configure({"bandwidth": 131072, "items": {"capped": {"count": 24}}})
     details = f"url={archive.details_url('capped')}"
@@ -249,6 +253,7 @@ def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
     assert max_simultaneous(stats["log"]) <= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -295,6 +300,7 @@ def test_an_unusable_redis_is_one_line_and_a_failed_exit(
     assert archive.stats()["log"] == []  # nothing was fetched
 
 
+@pytest.mark.slow
 def test_status_and_reset_commands(fleet):
     redis = fleet.redis
     redis.zadd("ravel:requests", {"00000000000001": 0})
@@ -317,6 +323,7 @@ def test_status_and_reset_commands(fleet):
     assert redis.keys("ravel:*") == []
 
 
+@pytest.mark.slow
 def test_fleet_commands_never_print_a_traceback(fleet):
     """Values written by hand, a key of the wrong type, a reader that goes away."""
 
@@ -342,6 +349,7 @@ def test_fleet_commands_never_print_a_traceback(fleet):
     assert len(wrong.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_s3_store_serves_a_fleet_with_md5_checks(archive, fleet, tmp_path):
     import boto3  # requirements.txt: Scrapy's S3 store needs botocore
     from moto.server import ThreadedMotoServer  # requirements-dev.txt

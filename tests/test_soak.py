@@ -159,6 +159,7 @@ def assert_store_verified(archive, store: Path, identifier: str, count: int) -> 
         assert body == file_bytes(identifier, name, size), path
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SOAK_TIMEOUT + 120)
 def test_soak_three_nodes_random_faults_every_file_verified_once_memory_flat(
     archive, soak_redis, tmp_path, record_property
@@ -283,6 +284,7 @@ def wait_exits(nodes: list[Node], timeout: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("grace", "outage", "expected"),
     [(30, 1.0, "reconnected"), (1, 5.0, "failed")],  # an outage within, then beyond, the grace
