@@ -50,7 +50,8 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
         ) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        with error:  # its response, and the connection under it
+            return error.code, dict(error.headers), error.read()
 
 
 def raw(origin: str, path: str, method: str = "GET") -> http.client.HTTPResponse:

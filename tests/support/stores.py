@@ -65,7 +65,11 @@ def ftp_server(home: Path, user: str, password: str) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
 
 
 def crawl_with_env(
