@@ -1,5 +1,5 @@
-"""``python -m benchmarks``: see ``benchmarks.run``."""
+"""``python -m benchmarks``: see ``benchmarks.cli``."""
 
-from benchmarks.run import main
+from benchmarks.cli import main
 
 main()

@@ -6,17 +6,15 @@ import statistics
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-if TYPE_CHECKING:
-    from benchmarks.run import Dataset, Results, Run
+from benchmarks.model import MB, Dataset, Results, Run
 
-MB = 1_000_000
 COLORS = {
     "project": "tab:blue",
     "seed": "tab:orange",

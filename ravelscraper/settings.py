@@ -1,6 +1,8 @@
 """Settings of the ravelscraper project, grouped by concern.
 
 Every value can be overridden on the command line: ``scrapy crawl ravel -s NAME=VALUE``.
+Every ``RAVEL_*`` default lives here and only here: the code reads them without a fallback,
+and the README's settings tables list each one (tests/test_settings.py checks both).
 """
 
 BOT_NAME = "ravelscraper"
@@ -37,7 +39,6 @@ DOWNLOADER_MIDDLEWARES = {
 }
 # Opt-in: -s AUTOTHROTTLE_ENABLED=1 adapts the delay to archive.org's latency.
 AUTOTHROTTLE_ENABLED = False
-AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 
 # --- Storage ------------------------------------------------------------------
 # Files land in <FILES_STORE>/<identifier>/<name as archive.org names it>.

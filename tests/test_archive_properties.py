@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +75,7 @@ def check_file(file: RemoteFile) -> None:
     json.dumps(record.__dict__, allow_nan=False).encode("utf-8")  # a manifest line, an entry
 
 
+@pytest.mark.slow
 @FAST
 @given(entries)
 @example({"name": "\ud800bad.mp3"})
@@ -87,6 +89,7 @@ def test_a_metadata_entry_is_a_file_or_bad_input(entry):
     check_file(file)
 
 
+@pytest.mark.slow
 @FAST
 @given(documents)
 @example({"files": [None], "metadata": {}})

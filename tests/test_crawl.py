@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from tests.conftest import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.fakearchive import file_bytes, get_item, md5_of, sha1_of
+from tests.support.crawl import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 
 
 def storage_gets(archive) -> list[str]:
@@ -52,6 +52,7 @@ def test_mirrors_the_original_mp3s_byte_exact_with_a_manifest(archive, tmp_path)
     assert sorted(p.rsplit("/", 1)[-1] for p in storage_gets(archive)) == RAVEL_MP3S
 
 
+@pytest.mark.slow
 def test_a_second_run_downloads_nothing_and_a_damaged_copy_is_replaced(archive, tmp_path):
     store = tmp_path / "store"
     url = f"url={archive.details_url(RAVEL)}"
@@ -72,12 +73,14 @@ def test_a_second_run_downloads_nothing_and_a_damaged_copy_is_replaced(archive, 
     assert damaged.read_bytes() == file_bytes(RAVEL, RAVEL_MP3S[2])
 
 
+@pytest.mark.slow
 def test_the_default_item_on_a_mirror_origin(archive, tmp_path):
     crawl = scrapy_crawl(store=tmp_path, RAVEL_ORIGIN=archive.archive)
     assert crawl.returncode == 0, crawl.log
     assert sorted(stored_files(tmp_path)) == [f"{RAVEL}/{n}" for n in RAVEL_MP3S]
 
 
+@pytest.mark.slow
 def test_awkward_names_are_kept_as_archive_org_names_them(archive, tmp_path):
     crawl = scrapy_crawl("-a", "item=awkward-names", store=tmp_path, RAVEL_ORIGIN=archive.archive)
     assert crawl.returncode == 0, crawl.log
@@ -95,6 +98,7 @@ def get_item_files(identifier: str) -> list[dict]:
     return [{"name": f.name, "format": f.format} for f in item.files]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["429", "503"])
 def test_retry_after_is_honoured(archive, tmp_path, fault):
     name = RAVEL_MP3S[0]
@@ -110,6 +114,7 @@ def test_retry_after_is_honoured(archive, tmp_path, fault):
     assert after and after[0]["start"] - refused[0]["end"] >= 2.0
 
 
+@pytest.mark.slow
 def test_a_file_whose_checksum_never_matches_fails_loudly_and_is_not_stored(archive, tmp_path):
     name = RAVEL_MP3S[1]
     archive.configure({"faults": [{"match": name, "kind": "corrupt", "times": 10}]})
@@ -125,6 +130,7 @@ def test_a_file_whose_checksum_never_matches_fails_loudly_and_is_not_stored(arch
     assert "4 downloaded" in crawl.log and "1 failed" in crawl.log
 
 
+@pytest.mark.slow
 def test_a_corrupt_transfer_is_fetched_again(archive, tmp_path):
     name = RAVEL_MP3S[1]
     archive.configure({"faults": [{"match": name, "kind": "corrupt", "times": 1}]})
@@ -133,6 +139,7 @@ def test_a_corrupt_transfer_is_fetched_again(archive, tmp_path):
     assert (tmp_path / RAVEL / name).read_bytes() == file_bytes(RAVEL, name)
 
 
+@pytest.mark.slow
 def test_hostile_names_never_leave_the_store(archive, tmp_path):
     store = tmp_path / "deep" / "store"
     crawl = scrapy_crawl("-a", "item=hostile-names", store=store, RAVEL_ORIGIN=archive.archive)
@@ -156,6 +163,7 @@ def test_hostile_names_never_leave_the_store(archive, tmp_path):
         assert body == file_bytes("hostile-names", path.split("/", 1)[1])
 
 
+@pytest.mark.slow
 def test_falls_back_to_the_page_links_when_metadata_fails(archive, tmp_path):
     archive.configure({"metadata_fail": [RAVEL]})
     crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=tmp_path, RETRY_TIMES=1)
@@ -164,6 +172,7 @@ def test_falls_back_to_the_page_links_when_metadata_fails(archive, tmp_path):
     assert stored_files(tmp_path) == {f"{RAVEL}/{n}": file_bytes(RAVEL, n) for n in RAVEL_MP3S}
 
 
+@pytest.mark.slow
 def test_formats_and_globs_choose_other_files(archive, tmp_path):
     crawl = scrapy_crawl(
         "-a", "item=no-mp3", "-a", "formats=Flac", store=tmp_path, RAVEL_ORIGIN=archive.archive
@@ -173,6 +182,7 @@ def test_formats_and_globs_choose_other_files(archive, tmp_path):
     assert flacs and sorted(stored_files(tmp_path)) == sorted(f"no-mp3/{n}" for n in flacs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -196,6 +206,7 @@ def test_bad_input_gives_one_clear_line_and_a_failing_status(archive, tmp_path, 
     assert storage_gets(archive) == []
 
 
+@pytest.mark.slow
 def test_an_unwritable_store_is_reported_before_any_download(archive, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
@@ -207,6 +218,7 @@ def test_an_unwritable_store_is_reported_before_any_download(archive, tmp_path):
     assert blocker.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_scrapyd_job_argument_is_accepted(archive, tmp_path):
     crawl = scrapy_crawl(
         "-a",

@@ -15,18 +15,15 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
 from tests.fakearchive import max_simultaneous
-from tests.fleet_support import scrapy_fleet
-from tests.redisserver import RedisServer, free_port
+from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
+from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets
+from tests.support.loopback import free_port
+from tests.support.redisserver import RedisServer
 
-FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
 SECRET = "s3cret-Pa55word"
 
 
@@ -42,122 +39,13 @@ def redis_with_password():
         yield server
 
 
-@dataclass
-class Fleet:
-    """A Redis database and the nodes started on it."""
-
-    server: RedisServer
-    db: int
-    logs: Path
-    nodes: list[Node] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.server.url(self.db)
-
-    @cached_property
-    def redis(self):
-        """One client for the test (closed by :meth:`close`)."""
-        return self.server.client(self.db)
-
-    def close(self) -> None:
-        kill_all(self.nodes)
-        if "redis" in self.__dict__:
-            self.redis.close()
-
-    def start(self, *args: str, store: Path | str, env_url: bool = False, **settings) -> Node:
-        """A node: ``REDIS_URL`` as ``-s`` or (``env_url``) in the environment."""
-        options = {**FAST, **settings}
-        extra_env = {"REDIS_URL": self.url} if env_url else {}
-        if not env_url:
-            options["REDIS_URL"] = self.url
-        warnings = options.pop("PYTHONWARNINGS", None)
-        if warnings:
-            extra_env["PYTHONWARNINGS"] = warnings
-        log = self.logs / f"node{len(self.nodes)}.log"
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                crawl_command(*args, store=store, **options),
-                cwd=ROOT,
-                env=crawl_env(**extra_env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        node = Node(process, log)
-        self.nodes.append(node)
-        return node
-
-    def wait(self, timeout: float = 120) -> None:
-        """Wait for every node, noting when each one exited."""
-        deadline = time.monotonic() + timeout
-        while any(n.exited is None for n in self.nodes):
-            for node in self.nodes:
-                if node.exited is None and node.process.poll() is not None:
-                    node.exited = time.time()
-            if time.monotonic() > deadline:
-                for node in self.nodes:
-                    node.process.kill()
-                pytest.fail(f"nodes still running after {timeout} s")
-            time.sleep(0.05)
-
-    def queue_state(self) -> dict:
-        done = subprocess.run(
-            [sys.executable, "-m", "scrapy", "fleet", "status", "--json"],
-            cwd=ROOT,
-            env=crawl_env(REDIS_URL=self.url),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-
-@dataclass
-class Node:
-    process: subprocess.Popen
-    log_path: Path
-    exited: float | None = None
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    @property
-    def downloaded(self) -> int:
-        return self.log.count("[download finished]")
-
-    def lines(self, marker: str) -> list[str]:
-        return [line for line in self.log.splitlines() if marker in line]
-
-
-def kill_all(nodes: list[Node]) -> None:
-    for node in nodes:
-        if node.process.poll() is None:
-            node.process.kill()
-            node.process.wait(timeout=10)
-
-
 @pytest.fixture
 def fleet(redis_server, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
-    fleet = Fleet(redis_server, redis_server.fresh_db(), logs)
+    fleet = NodeGroup(redis_server, redis_server.fresh_db(), logs)
     yield fleet
     fleet.close()
-
-
-def storage_gets(archive) -> list[dict]:
-    return [
-        e
-        for e in archive.stats()["log"]
-        if e["host"] == "127.0.0.2" and e["method"] == "GET" and e["path"] != "/robots.txt"
-    ]
 
 
 def assert_clean(node: Node) -> None:
@@ -167,6 +55,7 @@ def assert_clean(node: Node) -> None:
     assert node.lines("[ERROR]") == []
 
 
+@pytest.mark.slow
 def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
     archive, fleet, tmp_path
 ):
@@ -215,6 +104,7 @@ def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
     assert "[main finished] 0 downloaded" in again.log and "40 already up to date" in again.log
 
 
+@pytest.mark.slow
 def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
     archive.configure({"bandwidth": 65536, "items": {"slow-12": {"count": 12, "size": 262144}}})
     store = tmp_path / "store"
@@ -253,6 +143,7 @@ def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
     archive, fleet, tmp_path
 ):
@@ -337,6 +228,7 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
     assert redis.llen("ravel:start_urls") == 0
 
 
+@pytest.mark.slow
 def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
     archive.configure({"bandwidth": 131072, "items": {"capped": {"count": 24}}})
     details = f"url={archive.details_url('capped')}"
@@ -361,6 +253,7 @@ def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
     assert max_simultaneous(stats["log"]) <= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -407,6 +300,7 @@ def test_an_unusable_redis_is_one_line_and_a_failed_exit(
     assert archive.stats()["log"] == []  # nothing was fetched
 
 
+@pytest.mark.slow
 def test_status_and_reset_commands(fleet):
     redis = fleet.redis
     redis.zadd("ravel:requests", {"00000000000001": 0})
@@ -429,6 +323,7 @@ def test_status_and_reset_commands(fleet):
     assert redis.keys("ravel:*") == []
 
 
+@pytest.mark.slow
 def test_fleet_commands_never_print_a_traceback(fleet):
     """Values written by hand, a key of the wrong type, a reader that goes away."""
 
@@ -454,6 +349,7 @@ def test_fleet_commands_never_print_a_traceback(fleet):
     assert len(wrong.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_s3_store_serves_a_fleet_with_md5_checks(archive, fleet, tmp_path):
     import boto3  # requirements.txt: Scrapy's S3 store needs botocore
     from moto.server import ThreadedMotoServer  # requirements-dev.txt

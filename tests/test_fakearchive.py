@@ -14,9 +14,10 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from ravelscraper.archive import ItemLocation, Metadata, Selection, page_file_names
 from tests.fakearchive import FakeArchive, file_bytes, get_item, max_simultaneous, md5_of
 from tests.fakearchive.catalog import HOSTILE_NAMES
-from tests.fakearchive.save_fixtures import FIXTURES, fixtures
+from tests.fakearchive.save_fixtures import FIXTURES, ORIGIN, fixtures
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
 ORIGINALS = [
@@ -49,7 +50,8 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
         ) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        with error:  # its response, and the connection under it
+            return error.code, dict(error.headers), error.read()
 
 
 def raw(origin: str, path: str, method: str = "GET") -> http.client.HTTPResponse:
@@ -182,3 +184,16 @@ def test_fixtures_are_current() -> None:
     for name, text in fixtures().items():
         assert (FIXTURES / name).read_text(encoding="utf-8") == text, f"run save_fixtures: {name}"
     assert get_item("gd1977-like") is not None
+
+
+@pytest.mark.parametrize("identifier", [RAVEL, "awkward-names"])
+def test_saved_details_pages_link_the_files_their_metadata_lists(identifier: str) -> None:
+    """The saved pages, read by the spider's own parser as archive.org would serve them."""
+    page = (FIXTURES / f"details-{identifier}.html").read_text(encoding="utf-8")
+    linked = page_file_names(page, ItemLocation.on(ORIGIN, identifier))
+    body = (FIXTURES / f"metadata-{identifier}.json").read_bytes()
+    metadata = Metadata.from_json(identifier, body)
+    assert metadata is not None
+    listed = {f.name for f in metadata.files}
+    assert linked and set(linked) <= listed
+    assert {f.name for f in Selection().choose(metadata.files)} <= set(linked)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Crawl, scrapy_crawl, small_tmpfs, start_crawl, stored_files
 from tests.fakearchive import file_bytes, md5_of
+from tests.support.crawl import Crawl, scrapy_crawl, small_tmpfs, start_crawl, stored_files
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
 TARGET = "02JeuxDeauPourPianoMr30.mp3"  # 158,911 bytes in the fake
@@ -39,6 +39,7 @@ def assert_all_verified(store: Path, identifier: str = RAVEL) -> None:
         assert hashlib.md5(body).hexdigest() == md5_of(identifier, path.split("/", 1)[1]), path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "knobs"),
     [
@@ -63,6 +64,7 @@ def test_a_broken_transfer_is_retried_and_verified(archive, tmp_path, kind, knob
     assert "[retry]" in crawl.log
 
 
+@pytest.mark.slow
 def test_a_503_storm_backs_off_exponentially_then_succeeds(archive, tmp_path):
     archive.configure({"faults": [{"match": TARGET, "kind": "503", "times": 3}]})
     crawl = crawl_ravel(archive, tmp_path, RAVEL_RETRY_BACKOFF_BASE=0.4)
@@ -76,6 +78,7 @@ def test_a_503_storm_backs_off_exponentially_then_succeeds(archive, tmp_path):
     assert (tmp_path / RAVEL / TARGET).read_bytes() == file_bytes(RAVEL, TARGET)
 
 
+@pytest.mark.slow
 def test_a_503_storm_that_never_ends_is_reported(archive, tmp_path):
     archive.configure({"faults": [{"match": TARGET, "kind": "503", "times": 100}]})
     crawl = crawl_ravel(archive, tmp_path, RETRY_TIMES=2)
@@ -89,6 +92,7 @@ def test_a_503_storm_that_never_ends_is_reported(archive, tmp_path):
     assert "4 downloaded" in crawl.log and "1 failed" in crawl.log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [("redirect_loop", "max redirections"), ("redirect_404", "HTTP 404")],
@@ -104,6 +108,7 @@ def test_broken_redirects_are_reported_with_the_url(archive, tmp_path, kind, rea
     assert "Traceback" not in crawl.log
 
 
+@pytest.mark.slow
 def test_a_file_over_download_maxsize_fails_with_its_reason(archive, tmp_path):
     crawl = crawl_ravel(archive, tmp_path, DOWNLOAD_MAXSIZE=150_000)
 
@@ -124,6 +129,7 @@ def wait_for_files(store: Path, count: int, process: subprocess.Popen, timeout: 
     raise AssertionError(f"fewer than {count} files after {timeout} s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_run_is_completed_by_the_next(archive, tmp_path, stop):
     # 40 files of 64 KiB at 128 KB/s, 4 at a time: about 5 s, stopped after 8 files.
@@ -162,6 +168,7 @@ def small_disk(tmp_path):
         yield mountpoint
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_crawl_and_keeps_what_is_stored(archive, small_disk):
     crawl = crawl_ravel(archive, small_disk, CONCURRENT_REQUESTS_PER_DOMAIN=1)
 
@@ -175,6 +182,7 @@ def test_a_full_disk_stops_the_crawl_and_keeps_what_is_stored(archive, small_dis
     assert list(small_disk.rglob("*.part")) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framing", ["chunked", "close"])
 def test_a_body_without_content_length_is_normal(archive, tmp_path, framing):
     # 158,911 bytes at 200 kB/s: the transfer takes about 0.8 s.
@@ -194,6 +202,7 @@ def test_a_body_without_content_length_is_normal(archive, tmp_path, framing):
     assert_all_verified(tmp_path)
 
 
+@pytest.mark.slow
 def test_without_md5_or_size_a_cut_body_is_refused_and_the_rest_is_unverified(archive, tmp_path):
     # /metadata fails: the page's links give names only, no md5 and no size to check.
     archive.configure(
@@ -230,6 +239,7 @@ def test_without_md5_or_size_a_cut_body_is_refused_and_the_rest_is_unverified(ar
     )
 
 
+@pytest.mark.slow
 def test_a_directory_at_a_files_name_fails_that_file_only(archive, tmp_path):
     (tmp_path / RAVEL / TARGET).mkdir(parents=True)
     (tmp_path / RAVEL / TARGET / "keep.txt").write_text("mine")
@@ -260,6 +270,7 @@ def long_real_path(base: Path, length: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clash", ["a file at a folder's name", "a path too long"])
 def test_a_name_the_filesystem_refuses_fails_that_file_only(archive, tmp_path, clash):
     store = tmp_path / "store"
@@ -282,6 +293,7 @@ def test_a_name_the_filesystem_refuses_fails_that_file_only(archive, tmp_path, c
     assert "7 downloaded" in crawl.log and "1 failed" in crawl.log
 
 
+@pytest.mark.slow
 def test_a_redirect_to_a_foreign_host_fails_the_file_without_connecting(archive, tmp_path):
     trap = socket.create_server(("127.0.0.3", 0))  # a host no file may be fetched from
     trap.setblocking(False)

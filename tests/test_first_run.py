@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.conftest import Crawl, scrapy_crawl, stored_files
 from tests.fakearchive import max_simultaneous
+from tests.support.crawl import Crawl, scrapy_crawl, stored_files
 
 OFFLINE_LIMIT = 15.0  # seconds from launch to the ERROR line's exit (issue 9)
 
@@ -61,12 +61,14 @@ def assert_fails_fast(result: Crawl, seconds: float, host: str, cause: str) -> N
     assert "Spider closed (archive_unreachable)" in result.log
 
 
+@pytest.mark.slow
 def test_connection_refused_at_start_fails_fast(tmp_path):
     port = closed_port()
     result, seconds = offline_crawl(f"http://127.0.0.1:{port}/details/x", tmp_path, namespace=False)
     assert_fails_fast(result, seconds, f"127.0.0.1:{port}", "the connection was refused")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not can_unshare(), reason="needs user and network namespaces (unshare -rn)")
 @pytest.mark.parametrize(
     ("url", "host", "cause"),
@@ -81,6 +83,7 @@ def test_offline_fails_fast_with_the_host_and_the_cause(tmp_path, url, host, cau
     assert_fails_fast(result, seconds, host, cause)
 
 
+@pytest.mark.slow
 def test_a_refused_connection_once_archive_org_has_answered_keeps_its_retries(archive, tmp_path):
     # Mid-crawl, one file's storage node refuses connections: retried as any transient
     # error (its robots.txt too, then skipped), then that file fails; the crawl goes on.
@@ -113,6 +116,7 @@ def test_a_refused_connection_once_archive_org_has_answered_keeps_its_retries(ar
     assert len(stored_files(tmp_path)) == 4
 
 
+@pytest.mark.slow
 def test_the_first_file_starts_within_one_pause_with_the_defaults(archive, tmp_path):
     """DOWNLOAD_DELAY 2 s ± 50 %: the first file request within 3 s of launch, measured at
     the server; the pause between files and the cap stay."""

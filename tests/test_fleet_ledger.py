@@ -16,17 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, crawl_command, crawl_env, small_tmpfs
-from tests.fleet_support import (
-    TinyArchive,
-    body_of,
-    fleet_status,
-    metadata_entry,
-    scrapy_fleet,
-    wait_for,
-)
-from tests.redisserver import RedisServer
-from tests.test_distributed import Fleet, Node
+from tests.support.crawl import ROOT, crawl_command, crawl_env, small_tmpfs
+from tests.support.fleet import Node, NodeGroup, fleet_status, scrapy_fleet, wait_for
+from tests.support.redisserver import RedisServer
+from tests.support.tinyarchive import TinyArchive, body_of, metadata_entry
 
 FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
 WAITING = {"RAVEL_WAIT_FOR_WORK": -1}
@@ -42,7 +35,7 @@ def ledger_redis():
 def fleet(ledger_redis, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
-    fleet = Fleet(ledger_redis, ledger_redis.fresh_db(), logs)
+    fleet = NodeGroup(ledger_redis, ledger_redis.fresh_db(), logs)
     yield fleet
     fleet.close()
 
@@ -65,6 +58,7 @@ def stop(node: Node, how: signal.Signals = signal.SIGTERM) -> int:
     return code
 
 
+@pytest.mark.slow
 def test_sigterm_with_the_default_delay_puts_back_the_entries_waiting_for_their_pause(
     archive, fleet, tmp_path
 ):
@@ -93,6 +87,7 @@ def test_sigterm_with_the_default_delay_puts_back_the_entries_waiting_for_their_
     )
 
 
+@pytest.mark.slow
 def test_sigint_with_delay_0_on_two_nodes_loses_nothing_and_both_show_the_fleet_progress(
     archive, fleet, tmp_path
 ):
@@ -113,6 +108,7 @@ def test_sigint_with_delay_0_on_two_nodes_loses_nothing_and_both_show_the_fleet_
         assert lines and all("/12 files" in line and "this node" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_a_waiting_fleet_serves_on_after_a_bad_job_and_stops_cleanly(archive, fleet, tmp_path):
     """Pushed jobs are validated; a job the node cannot list fails in the ledger, not the
     node; a node stopped mid-job exits 1 and hands its entries back; one stopped idle exits 0."""
@@ -159,6 +155,7 @@ def test_a_waiting_fleet_serves_on_after_a_bad_job_and_stops_cleanly(archive, fl
     assert stop(idle) == 0  # a waiting node, no work held, nothing failed: a normal stop
 
 
+@pytest.mark.slow
 def test_entries_given_up_fail_their_files_and_the_run(archive, fleet, tmp_path):
     """Issue 8, finding 9: with RAVEL_MAX_ATTEMPTS=1 a killed node's files were dropped, exit 0."""
     archive.configure({"bandwidth": 32768, "items": {"dead-6": {"count": 6}}})
@@ -178,6 +175,7 @@ def test_entries_given_up_fail_their_files_and_the_run(archive, fleet, tmp_path)
     assert state["files"]["verified"] + state["files"]["failed"] == 6
 
 
+@pytest.mark.slow
 def test_the_fleet_keeps_exactly_the_files_a_single_node_keeps(fleet, tmp_path):
     """Odd lengths are kept (as a single node keeps them); a case-only duplicate name is
     refused fleet-wide, as a single node refuses it, and fails the run."""
@@ -208,6 +206,7 @@ def test_the_fleet_keeps_exactly_the_files_a_single_node_keeps(fleet, tmp_path):
     assert state["files"] == {"listed": 5, "verified": 4, "failed": 1, "pending": 0}
 
 
+@pytest.mark.slow
 def test_hostile_redis_values_never_stop_or_wedge_a_node(archive, fleet, tmp_path):
     archive.configure({"items": {"good-3": {"count": 3}}})
     redis = fleet.redis
@@ -241,6 +240,7 @@ def test_hostile_redis_values_never_stop_or_wedge_a_node(archive, fleet, tmp_pat
     assert node.returncode == 0, log[-3000:]
 
 
+@pytest.mark.slow
 def test_a_waiting_node_on_a_fresh_redis_waits_as_long_as_asked(archive, fleet, tmp_path):
     node = fleet.start(store=tmp_path, RAVEL_WAIT_FOR_WORK=5)
     wait_for(node, "waiting for work")
@@ -251,6 +251,7 @@ def test_a_waiting_node_on_a_fresh_redis_waits_as_long_as_asked(archive, fleet, 
     assert node.exited - waiting >= 4.5
 
 
+@pytest.mark.slow
 def test_a_key_of_the_wrong_type_stops_a_running_node_in_one_line(fleet, tmp_path):
     node = fleet.start(store=tmp_path, **WAITING)
     wait_for(node, "waiting for work")
@@ -262,6 +263,7 @@ def test_a_key_of_the_wrong_type_stops_a_running_node_in_one_line(fleet, tmp_pat
     assert "Traceback" not in node.log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setup", "settings", "expected"),
     [
@@ -299,6 +301,7 @@ def test_bad_fleet_settings_and_keys_are_one_line_and_exit_1(
         assert fleet.redis.keys("*") == []  # refused before it joined or opened a run
 
 
+@pytest.mark.slow
 def test_a_waiting_node_refuses_a_mistyped_argument(fleet, tmp_path):
     """-a formats/glob apply to the jobs a waiting node takes: a typo is one line, exit 1."""
     node = fleet.start("-a", "formts=Flac", store=tmp_path, **WAITING)
@@ -309,6 +312,7 @@ def test_a_waiting_node_refuses_a_mistyped_argument(fleet, tmp_path):
     assert "Traceback" not in node.log
 
 
+@pytest.mark.slow
 def test_a_flushed_redis_is_reported_as_lost_never_as_success(archive, fleet, tmp_path):
     archive.configure({"bandwidth": 65536, "items": {"lost-12": {"count": 12}}})
     store = tmp_path / "store"
@@ -330,6 +334,7 @@ def small_disk(tmp_path):
         yield mountpoint
 
 
+@pytest.mark.slow
 def test_a_node_whose_disk_fills_up_hands_its_files_to_the_fleet(
     archive, fleet, tmp_path, small_disk
 ):

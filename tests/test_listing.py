@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAVEL, RAVEL_MP3S, Crawl, scrapy_crawl, stored_files
 from tests.fakearchive import FakeArchive, file_bytes, get_item, md5_of, sha1_of
 from tests.fakearchive.catalog import COLLECTION_ID, MIXED_ID, REGENERATED_ID, SAMPLES_ID
 from tests.fakearchive.hostile import FORGED
+from tests.support.crawl import RAVEL, RAVEL_MP3S, Crawl, scrapy_crawl, stored_files
 
 
 def crawl(archive: FakeArchive, store: Path, *args: str, **settings: object) -> Crawl:
@@ -41,6 +41,7 @@ def warnings(result: Crawl) -> list[str]:
 # --- 13.1: the details page is a courtesy -------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "warning"),
     [
@@ -61,6 +62,7 @@ def test_a_details_page_that_cant_be_read_changes_nothing(archive, tmp_path, kin
 # --- 13.1: /metadata is authoritative -----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [
@@ -81,6 +83,7 @@ def test_metadata_that_cant_be_read_is_an_error_not_a_fallback(archive, tmp_path
     assert downloads(archive) == [] and stored_files(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_a_null_entry_skips_that_entry_not_the_item(archive, tmp_path):
     archive.configure(hostile={RAVEL: ["metadata_null_entry"]})
     result = crawl(archive, tmp_path, "-a", f"item={RAVEL}")
@@ -89,6 +92,7 @@ def test_a_null_entry_skips_that_entry_not_the_item(archive, tmp_path):
     assert len(skipped) == 1 and "not an object: 'None'" in skipped[0]
 
 
+@pytest.mark.slow
 def test_a_name_with_a_lone_surrogate_is_skipped_and_logged_escaped(archive, tmp_path):
     archive.configure(hostile={RAVEL: ["metadata_surrogate_name"]})
     result = crawl(archive, tmp_path, "-a", f"item={RAVEL}")
@@ -100,6 +104,7 @@ def test_a_name_with_a_lone_surrogate_is_skipped_and_logged_escaped(archive, tmp
     assert "\x1b" not in result.log
 
 
+@pytest.mark.slow
 def test_a_malformed_size_keeps_the_checksum_check(archive, tmp_path):
     first = RAVEL_MP3S[0]
     archive.configure(
@@ -122,6 +127,7 @@ def test_a_malformed_size_keeps_the_checksum_check(archive, tmp_path):
 # --- 13.8: a name listed twice ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_name_listed_twice_alike_is_one_file(archive, tmp_path):
     archive.configure(hostile={RAVEL: ["metadata_duplicate_same"]})
     result = crawl(archive, tmp_path, "-a", f"item={RAVEL}")
@@ -130,6 +136,7 @@ def test_a_name_listed_twice_alike_is_one_file(archive, tmp_path):
     assert len([p for p in downloads(archive) if p.endswith(RAVEL_MP3S[0])]) == 1
 
 
+@pytest.mark.slow
 def test_a_name_listed_twice_with_different_md5s_fails_with_both(archive, tmp_path):
     # Needs the pipeline to fail an AudioFile whose ``error`` is set (the "store" branch).
     first = RAVEL_MP3S[0]
@@ -147,6 +154,7 @@ def test_a_name_listed_twice_with_different_md5s_fails_with_both(archive, tmp_pa
 # --- issue 9: restricted items, collections, regenerated files, 78rpm ----------------------
 
 
+@pytest.mark.slow
 def test_a_samples_only_item_is_an_error_that_names_the_samples(archive, tmp_path):
     result = crawl(archive, tmp_path, "-a", f"item={SAMPLES_ID}")
     assert result.returncode == 1
@@ -157,6 +165,7 @@ def test_a_samples_only_item_is_an_error_that_names_the_samples(archive, tmp_pat
     assert downloads(archive) == [] and stored_files(tmp_path) == {}
 
 
+@pytest.mark.slow
 def test_samples_asked_for_download_normally(archive, tmp_path):
     result = crawl(archive, tmp_path, "-a", f"item={SAMPLES_ID}", "-a", "formats=MP3 Sample")
     assert result.returncode == 0, result.log
@@ -166,6 +175,7 @@ def test_samples_asked_for_download_normally(archive, tmp_path):
     assert stored_files(tmp_path) == expected
 
 
+@pytest.mark.slow
 def test_a_mixed_item_downloads_the_public_recordings_and_warns_once(archive, tmp_path):
     result = crawl(archive, tmp_path, "-a", f"item={MIXED_ID}")
     assert result.returncode == 0, result.log
@@ -181,6 +191,7 @@ def test_a_mixed_item_downloads_the_public_recordings_and_warns_once(archive, tm
     assert not [p for p in downloads(archive) if any(p.endswith(n) for n in private)]
 
 
+@pytest.mark.slow
 def test_a_collection_named_as_an_item_is_an_error(archive, tmp_path):
     result = crawl(archive, tmp_path, "-a", f"item={COLLECTION_ID}")
     assert result.returncode == 1
@@ -189,6 +200,7 @@ def test_a_collection_named_as_an_item_is_an_error(archive, tmp_path):
     assert downloads(archive) == []
 
 
+@pytest.mark.slow
 def test_files_archive_org_regenerates_are_stored_unverified(archive, tmp_path):
     # _files.xml lists an md5 that can't match; _meta.xml and _reviews.xml were rewritten.
     manifest = tmp_path / "files.jsonl"
@@ -207,6 +219,7 @@ def test_files_archive_org_regenerates_are_stored_unverified(archive, tmp_path):
     assert len(warnings) == 1 and "[unverified] 3 files" in warnings[0], warnings  # one, at the end
 
 
+@pytest.mark.slow
 def test_a_78rpm_item_takes_the_mp3_derived_from_the_wave(archive, tmp_path):
     result = crawl(archive, tmp_path, "-a", "item=rpm78-like")
     assert result.returncode == 0, result.log

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import re
 
-from tests.conftest import scrapy_crawl, stored_files
+import pytest
+
 from tests.fakearchive import max_simultaneous
+from tests.support.crawl import scrapy_crawl, stored_files
 
 
 def file_requests(archive, host: str) -> list[dict]:
@@ -24,6 +26,7 @@ def crawl_bulk(archive, store, **settings):
     return scrapy_crawl("-a", "item=bulk-40", store=store, RAVEL_ORIGIN=archive.archive, **settings)
 
 
+@pytest.mark.slow
 def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
     # 64 KiB files at 256 KB/s: each transfer lasts ~0.25 s, so they would overlap freely.
     archive.configure({"bandwidth": 256_000})
@@ -45,6 +48,7 @@ def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
     assert max_simultaneous(both) == 3
 
 
+@pytest.mark.slow
 def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
     crawl = crawl_bulk(
         archive,
@@ -71,6 +75,7 @@ def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
     assert span < 20
 
 
+@pytest.mark.slow
 def test_progress_lines_while_downloading(archive, tmp_path):
     archive.configure({"bandwidth": 128_000})
     crawl = crawl_bulk(
@@ -89,6 +94,7 @@ def test_progress_lines_while_downloading(archive, tmp_path):
     assert "[main finished] 40 downloaded" in crawl.log
 
 
+@pytest.mark.slow
 def test_autothrottle_is_an_opt_in_that_keeps_the_cap(archive, tmp_path):
     archive.configure({"latency": 0.05})
     crawl = crawl_bulk(

@@ -24,8 +24,8 @@ from ravelscraper.redact import (
     secrets_in,
     url_secrets,
 )
-from tests.conftest import scrapy_crawl
-from tests.store_support import closed_port
+from tests.support.crawl import scrapy_crawl
+from tests.support.loopback import free_port as closed_port
 
 
 def test_remote_control_and_telnet_are_off():
@@ -51,6 +51,7 @@ def test_the_filter_masks_formatted_messages():
     assert record.getMessage() == "key=*** url=redis://***@h"
 
 
+@pytest.mark.slow
 def test_credentials_never_reach_the_log(archive, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -65,6 +66,7 @@ def test_credentials_never_reach_the_log(archive, tmp_path):
     assert "very-secret" not in crawl.log  # ...but not its value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value", "shown"),
     [
@@ -135,6 +137,7 @@ def test_a_generic_url_userinfo_is_masked_even_when_unknown():
     assert redact_url("redis://:pass/word@h:6379/0") == "redis://***@h:6379/0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "redis_url",
     [f"redis://:{PASSWORD}@127.0.0.1:{{port}}/0", f"redis://:{PASSWORD}#@127.0.0.1:{{port}}/0"],
@@ -162,6 +165,7 @@ def test_text_stats_are_masked():
     assert crawler.stats.get_value("ravel/files_failed") == 3
 
 
+@pytest.mark.slow
 def test_a_password_in_the_item_url_never_reaches_the_log(archive, tmp_path):
     host = archive.archive.split("://", 1)[1]
     url = f"http://user:{PASSWORD}@{host}/details/ThePianoMusicOfMauriceRavel"
@@ -198,6 +202,7 @@ def test_the_default_storage_hosts_are_archive_orgs():
     assert host_patterns(settings["RAVEL_STORAGE_HOSTS"]) == (".archive.org",)
 
 
+@pytest.mark.slow
 def test_refused_names_are_logged_escaped(archive, tmp_path):
     crawl = scrapy_crawl("-a", "item=hostile-names", store=tmp_path, RAVEL_ORIGIN=archive.archive)
     assert crawl.returncode == 1

@@ -32,7 +32,7 @@ from ravelscraper.distributed.serializer import BadEntry, decode, dumps
 from ravelscraper.distributed.starturls import BadStartUrl, start_location
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
-from tests.conftest import ROOT
+from tests.support.crawl import ROOT
 
 ORIGIN = "http://127.0.0.1:8080"
 ORIGINS = AllowedOrigins([ORIGIN])
@@ -260,6 +260,7 @@ def test_with_redis_url_the_addon_installs_the_fleet(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_a_single_machine_crawl_never_imports_redis():
     code = (
         "import sys; from scrapy.utils.project import get_project_settings; "
@@ -301,6 +302,7 @@ def assert_one_line(exc: Exception) -> None:
     assert message and "\n" not in message and "\r" not in message and len(message) < 1000
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_queue_entry_is_a_request_or_one_refusal(data):
@@ -317,6 +319,7 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
     assert request.url.startswith(serializer.DATA_PREFIX) or request.url in ORIGINS
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     raw=st.binary(max_size=200)
@@ -336,6 +339,7 @@ def test_any_start_url_is_requests_or_one_refusal(raw):
     assert requests and all(r.url in ORIGINS for r in requests)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     raw=st.binary(max_size=200)

@@ -23,10 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import stored_files
 from tests.fakearchive import file_bytes, md5_of
-from tests.redisserver import RedisServer
-from tests.test_distributed import Fleet, Node, kill_all, storage_gets
+from tests.support.crawl import stored_files
+from tests.support.fleet import Node, NodeGroup, kill_all, storage_gets
+from tests.support.redisserver import RedisServer
 
 SOAK_FULL = os.environ.get("RAVEL_SOAK_FULL", "") == "1"
 # RAVEL_SOAK_FILES=N runs a soak of any length by hand (e.g. 10000 for a longer one).
@@ -57,11 +57,11 @@ def soak_redis():
         yield server
 
 
-def new_fleet(server: RedisServer, tmp_path: Path) -> Fleet:
+def new_fleet(server: RedisServer, tmp_path: Path) -> NodeGroup:
     """A fleet on a database of ``server`` that no other test used."""
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    return Fleet(server, server.fresh_db(), logs)
+    return NodeGroup(server, server.fresh_db(), logs)
 
 
 def fault_plan(names: list[str], seed: int, rate: float = FAULT_RATE) -> dict[str, str]:
@@ -159,6 +159,7 @@ def assert_store_verified(archive, store: Path, identifier: str, count: int) -> 
         assert body == file_bytes(identifier, name, size), path
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SOAK_TIMEOUT + 120)
 def test_soak_three_nodes_random_faults_every_file_verified_once_memory_flat(
     archive, soak_redis, tmp_path, record_property
@@ -283,6 +284,7 @@ def wait_exits(nodes: list[Node], timeout: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("grace", "outage", "expected"),
     [(30, 1.0, "reconnected"), (1, 5.0, "failed")],  # an outage within, then beyond, the grace
@@ -297,7 +299,7 @@ def test_redis_restarted_mid_crawl_nodes_reconnect_or_fail_clearly_and_a_rerun_c
     store = tmp_path / "store"
     logs = tmp_path / "logs"
     logs.mkdir()
-    fleet = Fleet(server, 0, logs)  # type: ignore[arg-type]  # only url() and client() used
+    fleet = NodeGroup(server, 0, logs)  # type: ignore[arg-type]  # only url() and client() used
     details = f"url={archive.details_url(identifier)}"
     settings = {
         "RAVEL_NODE_TTL": 6,

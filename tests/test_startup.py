@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
+import pytest
+
 from tests.fakearchive import file_bytes
+from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
 
 # Imported only by components left out of the *_BASE settings (see settings.py).
 UNUSED = {
@@ -19,6 +21,7 @@ UNUSED = {
 }
 
 
+@pytest.mark.slow
 def test_a_crawl_never_imports_unused_components_and_freezes_its_start_up(archive, tmp_path):
     store, manifest = tmp_path / "store", tmp_path / "files.jsonl"
     command = crawl_command(

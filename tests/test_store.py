@@ -11,22 +11,16 @@ import pytest
 
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
 from ravelscraper.stores import s3_bucket_and_prefix, store_uri_problem
-from tests.conftest import (
+from tests.fakearchive import md5_of
+from tests.support.crawl import (
     RAVEL,
     RAVEL_MP3S,
     Crawl,
     scrapy_crawl,
     stored_files,
 )
-from tests.fakearchive import md5_of
-from tests.store_support import (
-    S3_ENV,
-    S3_SETTINGS,
-    closed_port,
-    crawl_with_env,
-    ftp_server,
-    moto_s3,
-)
+from tests.support.loopback import free_port as closed_port
+from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
 
 
 def downloads(archive) -> list[str]:
@@ -76,6 +70,7 @@ def crawl_to_s3(archive, s3: str, store: str, **settings: object) -> Crawl:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("bucket", "tail", "prefix"),
     [
@@ -102,6 +97,7 @@ def test_s3_stores_prefix_slash_identifier_slash_name(archive, s3, s3_client, bu
         assert [p for p in downloads(archive) if "/items/" in p] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing bucket", "no credentials", "unreachable endpoint"])
 def test_an_unusable_s3_store_stops_the_crawl_before_any_download(archive, s3, case):
     settings: dict[str, object] = {**S3_SETTINGS, "AWS_ENDPOINT_URL": s3}
@@ -124,6 +120,7 @@ def test_an_unusable_s3_store_stops_the_crawl_before_any_download(archive, s3, c
     assert "test-secret-key" not in crawl.log
 
 
+@pytest.mark.slow
 def test_unusable_store_uris_stop_the_crawl_before_any_download(archive, tmp_path):
     cases = {
         "": "FILES_STORE is empty",
@@ -138,6 +135,7 @@ def test_unusable_store_uris_stop_the_crawl_before_any_download(archive, tmp_pat
         assert "Disabled VerifiedFilesPipeline" not in crawl.log
 
 
+@pytest.mark.slow
 def test_an_ftp_store_with_wrong_credentials_stops_the_crawl_unseen(archive, tmp_path):
     with ftp_server(tmp_path, "mirror", "the-right-one") as address:
         store = f"ftp://mirror:Ftp-Pa55word@{address}/mirror"
@@ -147,6 +145,7 @@ def test_an_ftp_store_with_wrong_credentials_stops_the_crawl_unseen(archive, tmp
     assert f"[main start] store ftp://***@{address}/mirror" in crawl.log
 
 
+@pytest.mark.slow
 def test_an_ftp_store_mirrors_the_item_and_a_rerun_finds_it_up_to_date(archive, tmp_path):
     home = tmp_path / "ftp-home"
     home.mkdir()
@@ -164,6 +163,7 @@ def test_an_ftp_store_mirrors_the_item_and_a_rerun_finds_it_up_to_date(archive, 
     assert "Ftp-Pa55word" not in crawl.log + again.log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -235,6 +235,7 @@ def test_store_uri_problems_mask_credentials():
     assert problem is not None and "Hidden-Pw" not in problem and "unknown scheme" in problem
 
 
+@pytest.mark.slow
 def test_stored_files_get_the_umask_like_any_download(archive, tmp_path):
     done = scrapy_crawl(
         "-a",
@@ -248,6 +249,7 @@ def test_stored_files_get_the_umask_like_any_download(archive, tmp_path):
     assert {oct(p.stat().st_mode & 0o777) for p in stored} == {oct(0o640)}
 
 
+@pytest.mark.slow
 def test_the_manifest_gives_each_failed_file_its_reason(archive, tmp_path):
     target = RAVEL_MP3S[1]
     archive.configure({"faults": [{"match": target, "kind": "404", "times": 10}]})
@@ -261,6 +263,7 @@ def test_the_manifest_gives_each_failed_file_its_reason(archive, tmp_path):
     assert all(r["error"] == "" and r["files"] for n, r in rows.items() if n != target)
 
 
+@pytest.mark.slow
 def test_a_store_folder_that_is_a_file_is_reported(archive, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -19,7 +19,6 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
-from benchmarks.measure import run_measured
 from ravelscraper import streaming
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines import VerifiedFilesPipeline
@@ -34,8 +33,9 @@ from ravelscraper.streaming import (
     StreamTarget,
     streamable,
 )
-from tests.conftest import ROOT, crawl_command, crawl_env, stored_files
 from tests.fakearchive import sha1_of
+from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
+from tests.support.measure import run_measured
 
 CHUNKS = [b"a" * 65536, b"b" * 1000, b"c" * 70000]
 BODY = b"".join(CHUNKS)
@@ -221,6 +221,7 @@ def test_only_plain_200_bodies_are_streamed(code, headers, expected):
     assert streamable(SimpleNamespace(code=code, headers=Headers(headers))) is expected
 
 
+@pytest.mark.slow
 def test_a_large_file_is_not_held_in_memory(archive, tmp_path):
     size = 200_000_000
     archive.configure({"items": {"big": {"count": 1, "size": size}}})
@@ -310,6 +311,7 @@ def stream_to_pipeline(pipeline: VerifiedFilesPipeline, item: AudioFile, chunks:
     return pipeline.media_downloaded(response, request, pipeline.spiderinfo, item=item)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tmpfile", ["unnamed", "named"])
 def test_a_file_whose_last_write_is_pending_is_never_committed_or_verified(
     pipeline, tmp_path, monkeypatch, tmpfile
@@ -401,6 +403,7 @@ execute()
 """
 
 
+@pytest.mark.slow
 def test_a_slow_disk_pauses_the_download_instead_of_filling_memory(archive, tmp_path):
     size = 120_000_000
     archive.configure({"items": {"slow-disk": {"count": 1, "size": size}}})

@@ -1,24 +1,18 @@
-"""Helpers for the fleet's end-to-end tests: a tiny archive.org serving hand-written metadata,
-``scrapy fleet`` as a user runs it, and waiting on a node's log.
+"""A tiny archive.org in the test process, serving hand-written metadata.
 
-The tiny archive is a real HTTP server on 127.0.0.1 (a thread of the test process): it serves
-``/metadata/<id>`` exactly as given, so a test can list files the shared fake archive does not
-have (odd lengths, names differing only in case), and each file's bytes from ``/download``.
+A real HTTP server on 127.0.0.1 (a thread of the test process): it serves ``/metadata/<id>``
+exactly as given, so a test can list files the shared fake archive does not have (odd
+lengths, names differing only in case), and each file's bytes from ``/download``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
-
-from tests.conftest import ROOT, crawl_env
 
 
 def body_of(identifier: str, name: str, size: int = 2048) -> bytes:
@@ -89,35 +83,3 @@ class TinyArchive:
 
     def details_url(self, identifier: str) -> str:
         return f"{self.origin}/details/{quote(identifier)}"
-
-
-def scrapy_fleet(redis_url: str, *args: str, **settings: object) -> subprocess.CompletedProcess:
-    """``scrapy fleet ...`` as a user types it, from the project's folder."""
-    options = [part for name, value in settings.items() for part in ("-s", f"{name}={value}")]
-    return subprocess.run(
-        [sys.executable, "-m", "scrapy", "fleet", *args, *options],
-        cwd=ROOT,
-        env=crawl_env(REDIS_URL=redis_url),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def fleet_status(redis_url: str, **settings: object) -> dict[str, Any]:
-    done = scrapy_fleet(redis_url, "status", "--json", **settings)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def wait_for(node: Any, marker: str, timeout: float = 60, count: int = 1) -> None:
-    """Until ``marker`` is ``count`` times in the node's log (or the node exited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if node.log.count(marker) >= count:
-            return
-        if node.process.poll() is not None:
-            raise AssertionError(f"node exited before {marker!r}:\n{node.log[-3000:]}")
-        time.sleep(0.05)
-    raise AssertionError(f"no {marker!r} after {timeout} s:\n{node.log[-3000:]}")

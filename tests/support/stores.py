@@ -12,7 +12,8 @@ from pathlib import Path
 
 from moto.server import ThreadedMotoServer
 
-from tests.conftest import ROOT, Crawl, crawl_command, crawl_env
+from tests.support.crawl import ROOT, Crawl, crawl_command, crawl_env
+from tests.support.loopback import free_port
 
 S3_SETTINGS = {
     "AWS_ACCESS_KEY_ID": "test-key-id",
@@ -45,7 +46,7 @@ def moto_s3() -> Iterator[str]:
 def ftp_server(home: Path, user: str, password: str) -> Iterator[str]:
     """A real FTP server (pyftpdlib, a subprocess) on 127.0.0.1 serving ``home`` read-write
     to one user; yields ``host:port``."""
-    port = closed_port()
+    port = free_port()
     command = [sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(port), "-w"]
     command += ["-d", str(home), "-u", user, "-P", password]
     server = subprocess.Popen(
@@ -64,14 +65,11 @@ def ftp_server(home: Path, user: str, password: str) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.terminate()
-        server.wait(10)
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
 
 
 def crawl_with_env(

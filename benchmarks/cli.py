@@ -1,0 +1,120 @@
+"""``python -m benchmarks``: scenarios A-E and the start-up profile, then RESULTS.md and plots.
+
+    python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,E,S] [--out DIR]
+
+Competitors run in the same invocation, alternating (the order rotates every round), and
+the report gives medians and ratios. Every server (the fake archive.org, Redis) is started
+here on loopback and stopped at the end; every download lands in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.competitors import ensure_aria2
+from benchmarks.model import Plan, Results
+from benchmarks.report import write_report
+from benchmarks.scenarios import (
+    scenario_a,
+    scenario_b,
+    scenario_c,
+    scenario_d,
+    scenario_e,
+    server_ceiling,
+    startup_profile,
+)
+from tests.fakearchive import FakeArchive
+
+HERE = Path(__file__).resolve().parent
+
+
+def warm_up(fake: FakeArchive, plan: Plan, chosen: set[str]) -> None:
+    """Let the fake compute (and cache) every checksum before anything is timed."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for data in plan.datasets(chosen):
+        with opener.open(fake.metadata_url(data.item), timeout=300) as response:
+            response.read()
+
+
+def environment(aria2: str | None) -> dict[str, str]:
+    import scrapy
+
+    env = {
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}",
+        "python": platform.python_version(),
+        "scrapy": scrapy.__version__,
+    }
+    if aria2:
+        version = subprocess.run([aria2, "--version"], capture_output=True, text=True).stdout
+        env["aria2c"] = version.splitlines()[0] if version else "?"
+    return env
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--rounds", type=int, help="rounds per competitor (3; quick: 1)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny files, one round by default, no apt-get (the smoke test)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="A,B,C,D,E,S",
+        help="comma-separated subset of A,B,C,D,E,S (S: start-up profile)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE,
+        help="where RESULTS.md and the plots go (default: benchmarks/)",
+    )
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install aria2")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    chosen = {s.strip().upper() for s in args.scenarios.split(",") if s.strip()}
+    rounds = max(1, args.rounds or (1 if args.quick else 3))
+    plan = Plan.quick(rounds) if args.quick else Plan.full(rounds)
+    aria2 = None
+    if chosen & {"B", "E"}:
+        aria2 = ensure_aria2(install=not (args.quick or args.no_install))
+    results = Results(plan, environment=environment(aria2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    items = {d.item: {"count": d.count, "size": d.size} for d in plan.datasets(chosen)}
+    begun = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="ravel-bench-") as tmp,
+        FakeArchive({"items": items}, startup_timeout=30) as fake,
+    ):
+        work = Path(tmp)
+        warm_up(fake, plan, chosen)
+        steps: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
+            ("A", scenario_a, ()),
+            ("B", server_ceiling, ()),
+            ("B", scenario_b, (aria2,)),
+            ("C", scenario_c, ()),
+            ("D", scenario_d, ()),
+            ("E", scenario_e, (aria2,)),
+            ("S", startup_profile, ()),
+        ]
+        for key, step, more in steps:
+            if key in chosen:
+                print(f"[{key}] {(step.__doc__ or '').splitlines()[0]}", flush=True)
+                step(fake, results, work, *more)
+    results.environment["duration"] = f"{time.monotonic() - begun:.0f} s"
+    path = write_report(results, args.out, chosen)
+    (args.out / "results.json").write_text(json.dumps(results.to_json(), indent=1))
+    print(f"wrote {path}", flush=True)

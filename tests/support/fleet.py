@@ -1,0 +1,163 @@
+"""Fleet nodes as the end-to-end tests run them: ``scrapy crawl ravel`` processes sharing one
+Redis database (``NodeGroup``, each a ``Node``), ``scrapy fleet`` as a user types it, and
+waiting on a node's log.
+
+``NodeGroup`` is the tests' handle on some processes; the package's own fleet model is
+``ravelscraper.distributed.fleet.Fleet``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.fakearchive import FakeArchive
+from tests.support.crawl import FAKE_STORAGE_HOST, ROOT, crawl_command, crawl_env
+from tests.support.redisserver import RedisServer
+
+# Short heartbeats and timeouts, so that a test sees a dead node taken over in seconds.
+FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
+
+
+@dataclass
+class Node:
+    """One ``scrapy crawl ravel`` process of a group, its output in ``log_path``."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    exited: float | None = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    @property
+    def downloaded(self) -> int:
+        return self.log.count("[download finished]")
+
+    def lines(self, marker: str) -> list[str]:
+        return [line for line in self.log.splitlines() if marker in line]
+
+
+@dataclass
+class NodeGroup:
+    """A Redis database and the nodes started on it; :meth:`close` kills and reaps them."""
+
+    server: RedisServer
+    db: int
+    logs: Path
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.db)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """One client for the test (closed by :meth:`close`)."""
+        return self.server.client(self.db)
+
+    def close(self) -> None:
+        kill_all(self.nodes)
+        if "redis" in self.__dict__:
+            self.redis.close()
+
+    def start(self, *args: str, store: Path | str, env_url: bool = False, **settings) -> Node:
+        """A node: ``REDIS_URL`` as ``-s`` or (``env_url``) in the environment."""
+        options = {**FAST, **settings}
+        extra_env = {"REDIS_URL": self.url} if env_url else {}
+        if not env_url:
+            options["REDIS_URL"] = self.url
+        warnings = options.pop("PYTHONWARNINGS", None)
+        if warnings:
+            extra_env["PYTHONWARNINGS"] = warnings
+        log = self.logs / f"node{len(self.nodes)}.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                crawl_command(*args, store=store, **options),
+                cwd=ROOT,
+                env=crawl_env(**extra_env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        node = Node(process, log)
+        self.nodes.append(node)
+        return node
+
+    def wait(self, timeout: float = 120) -> None:
+        """Wait for every node, noting when each one exited."""
+        deadline = time.monotonic() + timeout
+        while any(n.exited is None for n in self.nodes):
+            for node in self.nodes:
+                if node.exited is None and node.process.poll() is not None:
+                    node.exited = time.time()
+            if time.monotonic() > deadline:
+                kill_all(self.nodes)
+                pytest.fail(f"nodes still running after {timeout} s")
+            time.sleep(0.05)
+
+    def queue_state(self) -> dict[str, Any]:
+        return fleet_status(self.url)
+
+
+def kill_all(nodes: list[Node]) -> None:
+    """Kill the nodes still running and reap every one."""
+    for node in nodes:
+        if node.process.poll() is None:
+            node.process.kill()
+        node.process.wait(timeout=10)
+
+
+def storage_gets(archive: FakeArchive) -> list[dict[str, Any]]:
+    """The file downloads the fake archive's storage node served (robots.txt left out)."""
+    return [
+        e
+        for e in archive.stats()["log"]
+        if e["host"] == FAKE_STORAGE_HOST and e["method"] == "GET" and e["path"] != "/robots.txt"
+    ]
+
+
+def scrapy_fleet(redis_url: str, *args: str, **settings: object) -> subprocess.CompletedProcess:
+    """``scrapy fleet ...`` as a user types it, from the project's folder."""
+    options = [part for name, value in settings.items() for part in ("-s", f"{name}={value}")]
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy", "fleet", *args, *options],
+        cwd=ROOT,
+        env=crawl_env(REDIS_URL=redis_url),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def fleet_status(redis_url: str, **settings: object) -> dict[str, Any]:
+    done = scrapy_fleet(redis_url, "status", "--json", **settings)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_for(node: Node, marker: str, timeout: float = 60, count: int = 1) -> None:
+    """Until ``marker`` is ``count`` times in the node's log (or the node exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.log.count(marker) >= count:
+            return
+        if node.process.poll() is not None:
+            raise AssertionError(f"node exited before {marker!r}:\n{node.log[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {marker!r} after {timeout} s:\n{node.log[-3000:]}")
