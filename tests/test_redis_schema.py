@@ -18,7 +18,7 @@ from ravelscraper.distributed.schema import (
     TransferPlaces,
     job_prefix,
 )
-from tests.redisserver import RedisServer
+from tests.support.redisserver import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from ravelscraper.scrapy_compat import (
     media_failed_may_return,
     missing_names,
 )
-from tests.conftest import ROOT, crawl_command, crawl_env
+from tests.support.crawl import ROOT, crawl_command, crawl_env
 
 HTTP11 = "scrapy.core.downloader.handlers.http11"
 CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
