@@ -60,12 +60,15 @@ def redact_url(text: str) -> str:
 
 
 def url_secrets(text: str) -> set[str]:
-    """The userinfo and passwords of the URLs in ``text``, and the pieces a parser may show."""
+    """The userinfo and passwords of the URLs in ``text``, and the pieces a parser may show.
+
+    ``text`` is the user's own settings or command line: there a "/" before the "@" is taken
+    as the password's (``redis://user:00/@host``), never as a path, since an unmasked
+    password costs more than a masked path.
+    """
     found: set[str] = set()
     for match in URL_USERINFO.finditer(text):
-        info = userinfo(match)
-        if info is None:
-            continue
+        info = match.group(0)[len(match.group("scheme")) : -1]
         found.add(info)
         _, colon, password = info.partition(":")
         if colon and password:
