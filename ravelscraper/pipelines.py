@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from ravelscraper.bodies import ReceivedBody, received_body
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
+from ravelscraper.names import UnsafeName
 from ravelscraper.progress import TransferLog
 from ravelscraper.stop import fatal, stop_crawl
 from ravelscraper.stores import (
@@ -48,7 +49,6 @@ from ravelscraper.stores import (
     FTPStore,
     S3Store,
     StoreProblem,
-    UnsafeName,
     call_store,
     is_name_problem,
     store_check_problem,
@@ -82,7 +82,7 @@ class VerifiedFilesPipeline(FilesPipeline):
     """FilesPipeline that keeps archive.org's names and stores only what it has checked."""
 
     STORE_SCHEMES = {
-        **FilesPipeline.STORE_SCHEMES,  # "gs" stays for Scrapy's _update_stores; refused
+        **FilesPipeline.STORE_SCHEMES,  # "gs" stays: see scrapy_compat; refused
         "": AtomicFSFilesStore,
         "file": AtomicFSFilesStore,
         "s3": S3Store,
@@ -241,7 +241,7 @@ class VerifiedFilesPipeline(FilesPipeline):
     ) -> None:
         # Logged here in one line; returning (not raising) keeps MediaPipeline from logging
         # the failure again with a traceback (the crawl checks that private behaviour at
-        # start: media_failed_may_return). The file is then missing from ``files``.
+        # start: scrapy_compat.missing_names). The file is then missing from ``files``.
         self.part_files.drop(request)
         name = request.meta.get("ravel_name", request.url)
         key = (request.meta.get("ravel_identifier", ""), name)

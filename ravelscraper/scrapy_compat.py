@@ -31,7 +31,6 @@ from scrapy.core.downloader import Downloader, Slot
 from scrapy.core.downloader.handlers import http11
 from scrapy.exceptions import ResponseDataLossError
 from scrapy.http import Response
-from scrapy.pipelines.media import MediaPipeline
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
@@ -256,11 +255,14 @@ class QueueDispatchDownloader(Downloader):
 _CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
 
 
-def media_failed_may_return() -> bool:
-    """The private code that takes ``media_failed``'s ``None`` as the result is still there
-    (:func:`missing_names` checks the same at start)."""
-    check = getattr(MediaPipeline, "_check_media_to_download", None)
-    return "media_failed" in _code_names(check)
+# --- the stores' settings ----------------------------------------------------------------
+# ``FilesPipeline.from_crawler`` hands the stores their settings (AWS_*, FILES_STORE_S3_ACL,
+# FTP_USER, FTP_PASSWORD) by setting class attributes in ``_update_stores``, on the classes
+# of ``STORE_SCHEMES["s3"]``, ``["gs"]`` and ``["ftp"]`` (so "gs" must stay a key). The
+# project's S3 and FTP stores read those attributes; their own ``__init__`` replaces the
+# bases', whose URI parsing refuses ``s3://bucket`` and an FTP URL without a port.
+
+_UPDATE_STORES = "scrapy.pipelines.files.FilesPipeline._update_stores"
 
 
 # --- the check at start ----------------------------------------------------------------------
@@ -271,7 +273,6 @@ _HTTP11 = "scrapy.core.downloader.handlers.http11"
 _ATTRIBUTES = (
     f"{_HTTP11}._ScrapyAgent.download_request",
     f"{_HTTP11}._ScrapyAgent._cb_bodyready",
-    f"{_HTTP11}._ScrapyAgent._cb_bodydone",
     f"{_HTTP11}._ResponseReader",
     "scrapy.utils._download_handlers.wrap_twisted_exceptions",
     "scrapy.utils._download_handlers.get_dataloss_msg",
@@ -280,6 +281,7 @@ _ATTRIBUTES = (
     "scrapy.core.downloader.Downloader._wait_for_download",
     "scrapy.core.engine._Slot",
     _CHECK_MEDIA,
+    _UPDATE_STORES,
 )
 
 # Instance attributes, which exist only on live objects: checked as names the class's
@@ -302,7 +304,24 @@ _SET_IN_CONSTRUCTOR = {
 }
 
 # Names a private function's code uses (reported as ``function (name)``).
-_USED_IN_CODE = {_CHECK_MEDIA: ("media_failed",)}
+_USED_IN_CODE = {
+    _CHECK_MEDIA: ("media_failed",),
+    # start_transfer reserves a place that _download() adds again and frees.
+    "scrapy.core.downloader.Downloader._wait_for_download": ("_download",),
+    _UPDATE_STORES: (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION_NAME",
+        "AWS_USE_SSL",
+        "AWS_VERIFY",
+        "AWS_MAX_POOL_CONNECTIONS",
+        "POLICY",
+        "FTP_USERNAME",
+        "FTP_PASSWORD",
+    ),
+}
 
 # Keyword arguments of private constructors.
 _KEYWORDS = {

@@ -11,6 +11,7 @@ from scrapy.core import engine
 from scrapy.core.downloader import Downloader, Slot
 from scrapy.core.downloader.handlers import http11
 from scrapy.exceptions import IgnoreRequest
+from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import MediaPipeline
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -21,13 +22,14 @@ from ravelscraper.scrapy_compat import (
     QueueDispatchDownloader,
     abort_body,
     installed_versions,
-    media_failed_may_return,
     missing_names,
 )
 from tests.support.crawl import ROOT, crawl_command, crawl_env
 
 HTTP11 = "scrapy.core.downloader.handlers.http11"
 CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
+UPDATE_STORES = "scrapy.pipelines.files.FilesPipeline._update_stores"
+WAIT_FOR_DOWNLOAD = "scrapy.core.downloader.Downloader._wait_for_download"
 
 
 def test_the_pinned_versions_have_every_private_name():
@@ -42,8 +44,8 @@ def test_the_pinned_versions_are_the_requirements():
 
 
 def test_a_method_gone_is_named(monkeypatch):
-    monkeypatch.delattr(http11._ScrapyAgent, "_cb_bodydone")
-    assert missing_names() == [f"{HTTP11}._ScrapyAgent._cb_bodydone"]
+    monkeypatch.delattr(http11._ScrapyAgent, "download_request")
+    assert missing_names() == [f"{HTTP11}._ScrapyAgent.download_request"]
 
 
 def test_a_class_gone_is_named_once(monkeypatch):
@@ -87,7 +89,7 @@ def test_a_constructor_keyword_gone_is_named(monkeypatch):
 
 
 def test_the_private_code_media_failed_relies_on_is_there():
-    assert media_failed_may_return()
+    assert not [name for name in missing_names() if name.startswith(CHECK_MEDIA)]
 
 
 def test_media_failed_no_longer_called_is_named(monkeypatch):
@@ -95,13 +97,11 @@ def test_media_failed_no_longer_called_is_named(monkeypatch):
         return result
 
     monkeypatch.setattr(MediaPipeline, "_check_media_to_download", check_media_to_download)
-    assert not media_failed_may_return()
     assert missing_names() == [f"{CHECK_MEDIA} (media_failed)"]
 
 
 def test_media_check_gone_is_named(monkeypatch):
     monkeypatch.delattr(MediaPipeline, "_check_media_to_download")
-    assert not media_failed_may_return()
     assert missing_names() == [CHECK_MEDIA]
 
 
@@ -170,3 +170,20 @@ def test_drop_queued_fails_every_queued_request():
     QueueDispatchDownloader.drop_queued(slot, IgnoreRequest("stopping"))
     assert not slot.queue
     assert [type(f.value) for f in failures] == [IgnoreRequest] * 3
+
+
+def test_the_stores_settings_handover_is_checked(monkeypatch):
+    def update_stores(cls, settings):  # hands the S3 and FTP stores nothing
+        pass
+
+    monkeypatch.setattr(FilesPipeline, "_update_stores", classmethod(update_stores))
+    assert f"{UPDATE_STORES} (AWS_ACCESS_KEY_ID)" in missing_names()
+    assert f"{UPDATE_STORES} (FTP_PASSWORD)" in missing_names()
+
+
+def test_the_reserved_place_release_is_checked(monkeypatch):
+    async def wait_for_download(self, slot, request, queue_dfd):  # never calls _download
+        return None
+
+    monkeypatch.setattr(Downloader, "_wait_for_download", wait_for_download)
+    assert missing_names() == [f"{WAIT_FOR_DOWNLOAD} (_download)"]
