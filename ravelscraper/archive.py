@@ -1,7 +1,8 @@
 """What archive.org serves, read without the network: URLs, /metadata and the details page.
 
 Owns the shapes of archive.org's answers (``Metadata``, ``RemoteFile``, ``ItemLocation``),
-the choice of files (``Selection``) and the input errors a user can fix (``BadInput``).
+the user's file selection (``Selection``: formats and globs) and the input errors a user can
+fix (``BadInput``). Which files a crawl takes from an answer is ``ravelscraper.choice``'s.
 Whether a listed name can be stored is ``ravelscraper.names``'s to say.
 """
 

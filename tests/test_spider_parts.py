@@ -9,7 +9,7 @@ from scrapy.http import HtmlResponse, Response
 
 from ravelscraper.archive import BadInput, ItemLocation, Metadata, Selection
 from ravelscraper.arguments import SpiderArguments, scrapyd_arguments
-from ravelscraper.listing import (
+from ravelscraper.choice import (
     ListingRefused,
     choose_linked,
     choose_listed,

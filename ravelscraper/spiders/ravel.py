@@ -4,7 +4,7 @@ Owns the listing requests and their order, the callbacks that parse and yield, w
 logged and when the crawl stops, and the judging of each listed name (``ravelscraper.names``):
 a file whose name can't be stored is yielded with ``error`` set, and the pipeline reports it
 failed. Its ``-a`` arguments are ``ravelscraper.arguments``; the choice of files from what
-archive.org answers is ``ravelscraper.listing``.
+archive.org answers is ``ravelscraper.choice``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from twisted.python.failure import Failure
 
 from ravelscraper.archive import BadInput, ItemLocation
 from ravelscraper.arguments import SpiderArguments, scrapyd_arguments
-from ravelscraper.distributed.entries import file_entry_items
-from ravelscraper.downloader import TransferCancelled
-from ravelscraper.items import AudioFile
-from ravelscraper.listing import (
+from ravelscraper.choice import (
     ListingRefused,
     choose_linked,
     choose_listed,
     linked_names,
     read_metadata,
 )
+from ravelscraper.distributed.entries import file_entry_items
+from ravelscraper.downloader import TransferCancelled
+from ravelscraper.items import AudioFile
 from ravelscraper.names import NameClaims, refused_name
 from ravelscraper.retry import HostUnreachable
 from ravelscraper.stop import fatal
