@@ -3,10 +3,8 @@
 Owns the store classes (Scrapy's ``FilesStoreProtocol``: ``stat_file`` and ``persist_file``,
 plus ``commit_part`` for a streamed body on the local store), the check made before any
 download (``store_uri_problem`` for the shape of ``FILES_STORE``, each store's ``check()``
-for the store itself), ``store_for`` (which class serves a ``FILES_STORE``), and which
-write errors are one file's problem (``is_name_problem``). The name rules live in
-``ravelscraper.names``; ``UnsafeName`` and ``safe_relative_path`` are importable from here
-too.
+for the store itself), and which write errors are one file's problem
+(``is_name_problem``). The name rules live in ``ravelscraper.names``.
 """
 
 from __future__ import annotations
@@ -33,8 +31,6 @@ from scrapy.utils.ftp import ftp_makedirs_cwd
 from twisted.internet.defer import Deferred
 
 from ravelscraper.names import UnsafeName
-from ravelscraper.names import safe_relative_path as safe_relative_path  # the fleet's import
-from ravelscraper.names import shown as shown
 from ravelscraper.redact import redact_url
 
 PARTIAL_PREFIX = ".ravel-"
