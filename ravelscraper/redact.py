@@ -134,18 +134,6 @@ def redact_record(record: logging.LogRecord, secrets: Iterable[str]) -> None:
         record.stack_info = redact(record.stack_info, secrets)
 
 
-class SecretFilter(logging.Filter):
-    """A logging filter doing :func:`redact_record` with the given secrets."""
-
-    def __init__(self, secrets: set[str]):
-        super().__init__()
-        self.secrets = tuple(sorted(secrets, key=len, reverse=True))
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record, self.secrets)
-        return True
-
-
 _known: tuple[str, ...] = ()  # every secret found so far, longest first
 _installed = False
 

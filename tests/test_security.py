@@ -17,9 +17,9 @@ from ravelscraper import settings as project_settings
 from ravelscraper.hosts import host_allowed, host_patterns
 from ravelscraper.redact import (
     MASK,
-    SecretFilter,
     add_secrets,
     redact,
+    redact_record,
     redact_url,
     secrets_in,
     url_secrets,
@@ -43,11 +43,11 @@ def test_secrets_are_found_in_settings_and_urls(monkeypatch):
     assert secrets_in(Settings()) == set()
 
 
-def test_the_filter_masks_formatted_messages():
+def test_a_record_is_masked_in_its_formatted_message():
     record = logging.LogRecord(
         "x", logging.INFO, __file__, 1, "key=%s url=%s", ("abc123", "redis://:abc123@h"), None
     )
-    assert SecretFilter({"abc123"}).filter(record)
+    redact_record(record, ["abc123"])
     assert record.getMessage() == "key=*** url=redis://***@h"
 
 
@@ -118,7 +118,7 @@ def test_tracebacks_through_logging_are_masked():
         raise ValueError(f"invalid hostname: user:{PASSWORD}@127.0.0.1 in http://u:{PASSWORD}@h/")
     except ValueError:
         record = logger.makeRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
-    SecretFilter({PASSWORD}).filter(record)
+    redact_record(record, [PASSWORD])
     assert record.exc_text and "ValueError" in record.exc_text
     assert PASSWORD not in logging.Formatter().format(record)
 
