@@ -2,9 +2,9 @@
 else md5).
 
 Owns the comparison (``mismatch``), the up-to-date check of a stored copy (``up_to_date``,
-``stale``), and the verify-and-retry loop (``verified_body``): a body that does not match is fetched again
-``RAVEL_VERIFY_RETRIES`` times, then refused, except a file archive.org regenerates, kept
-marked unverified. It does no I/O of its own: the pipeline hands it the bodies.
+``stale``), and the verify-and-retry loop (``verified_body``): a body that does not match
+is fetched again ``RAVEL_VERIFY_RETRIES`` times, then refused, except a file archive.org
+regenerates, kept marked unverified. It does no I/O of its own: the pipeline hands it the bodies.
 """
 
 from __future__ import annotations
