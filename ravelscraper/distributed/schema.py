@@ -483,7 +483,7 @@ class JobData:
         self.node = node
         self.ledger = RunLedger(client, keys, node)
         self.start_urls = StartUrls(client, keys)
-        self.run = Scripts(
+        self.scripts = Scripts(
             client,
             {
                 "push": PUSH,
@@ -506,7 +506,7 @@ class JobData:
         """Queue an entry unless ``fingerprint`` was seen in this run; the two in one step."""
         k = self.keys
         return bool(
-            self.run(
+            self.scripts(
                 "push",
                 [k.dupefilter, k.requests, k.payloads, k.seq, k.activity, k.owners],
                 [fingerprint, payload, -priority, owner],
@@ -517,7 +517,7 @@ class JobData:
         """Lease the first entry: ``(id, payload)``; the payload is None if it is missing, its
         size (an int) if it is larger than ``max_bytes``: then it is never sent."""
         k = self.keys
-        found = self.run(
+        found = self.scripts(
             "pop", [k.requests, k.payloads, k.inflight, k.activity], [self.node, max_bytes]
         )
         if not found:
@@ -528,19 +528,19 @@ class JobData:
 
     def ack(self, entry_id: str) -> bool:
         """Done: forget the entry. False if the lease was lost (the node was declared dead)."""
-        return bool(self.run("ack", self.keys.ack_keys(), [self.node, entry_id]))
+        return bool(self.scripts("ack", self.keys.ack_keys(), [self.node, entry_id]))
 
     def nack(self, entry_ids: list[str]) -> int:
         """Hand leases back to the queue, e.g. when the node stops."""
         if not entry_ids:
             return 0
         k = self.keys
-        return int(self.run("nack", [k.inflight, k.requests], [self.node, *entry_ids]))
+        return int(self.scripts("nack", [k.inflight, k.requests], [self.node, *entry_ids]))
 
     def reject(self, entry_id: str, reason: str) -> None:
         """Forget a bad entry and record why in ``rejected``."""
         k = self.keys
-        self.run(
+        self.scripts(
             "reject",
             [k.inflight, k.payloads, k.rejected, k.owners],
             [self.node, entry_id, reason[:500]],
@@ -550,7 +550,7 @@ class JobData:
 
     def heartbeat(self, ttl_ms: int) -> bool:
         """Say this node is alive for ``ttl_ms``; True if it was not registered before."""
-        return bool(self.run("heartbeat", [self.keys.nodes], [self.node, ttl_ms]))
+        return bool(self.scripts("heartbeat", [self.keys.nodes], [self.node, ttl_ms]))
 
     def leave(self) -> None:
         self.client.zrem(self.keys.nodes, self.node)
@@ -558,7 +558,7 @@ class JobData:
     def reclaim(self, max_attempts: int) -> tuple[int, int]:
         """Requeue the leases of nodes whose heartbeat expired: ``(requeued, given up)``."""
         k = self.keys
-        moved, dead = self.run(
+        moved, dead = self.scripts(
             "reclaim",
             [
                 k.nodes,
@@ -592,7 +592,7 @@ class JobData:
     def snapshot(self) -> dict[str, int]:
         """The job's counts, read atomically (``SNAPSHOT_FIELDS``, and ``pending``)."""
         k = self.keys
-        values = self.run(
+        values = self.scripts(
             "snapshot",
             [
                 k.requests,
@@ -629,7 +629,7 @@ class RunLedger:
         self.client = client
         self.keys = keys
         self.node = node
-        self.run = Scripts(
+        self.scripts = Scripts(
             client,
             {
                 "open_run": OPEN_RUN,
@@ -644,7 +644,7 @@ class RunLedger:
         """The id of the open run, opening a new one (with an empty ledger) if none is."""
         k = self.keys
         return int(
-            self.run(
+            self.scripts(
                 "open_run",
                 [
                     k.run,
@@ -661,11 +661,6 @@ class RunLedger:
             )
         )
 
-    def run_id(self) -> int:
-        """The current run's id, 0 if there is none (never opened, reset or lost)."""
-        value = text(self.client.hget(self.keys.run, "id") or b"0")
-        return int(value) if value.isascii() and value.isdigit() else 0
-
     def list_files(
         self, identifier: str, files: list[tuple[str, str, int]]
     ) -> list[tuple[str, str]]:
@@ -675,7 +670,9 @@ class RunLedger:
         args: list[str | int] = [identifier]
         for path, folded, size in files:
             args += [path, folded, size]
-        found = self.run("list", [k.files, k.names, k.tally, k.items, k.activity, k.failures], args)
+        found = self.scripts(
+            "list", [k.files, k.names, k.tally, k.items, k.activity, k.failures], args
+        )
         flat = [text(v) for v in found or []]
         return list(zip(flat[::2], flat[1::2], strict=True))
 
@@ -687,7 +684,7 @@ class RunLedger:
         k = self.keys
         identifier = path.split("/", 1)[0]
         return bool(
-            self.run(
+            self.scripts(
                 "complete",
                 [*k.ack_keys(), k.files, k.failures, k.tally],
                 [self.node, entry_id, path, outcome, reason[:500], size, identifier],
@@ -698,14 +695,14 @@ class RunLedger:
         """Record a job (an item) that could not be listed; True the first time."""
         k = self.keys
         return bool(
-            self.run("item_failed", [k.items, k.tally, k.activity], [identifier, reason[:500]])
+            self.scripts("item_failed", [k.items, k.tally, k.activity], [identifier, reason[:500]])
         )
 
     def finish_run(self) -> tuple[int, int]:
         """Close the run if nothing is waiting, leased or pending: ``(1, 0)`` if closed now,
         ``(0, 0)`` if not, ``(-1, pending)`` if files are pending that no entry will complete."""
         k = self.keys
-        found = self.run(
+        found = self.scripts(
             "finish",
             [
                 k.requests,
@@ -742,7 +739,7 @@ class StartUrls:
     def __init__(self, client: Any, keys: JobKeys) -> None:
         self.client = client
         self.keys = keys
-        self.run = Scripts(client, {"take": TAKE_START_URL, "reject": REJECT_START_URL})
+        self.scripts = Scripts(client, {"take": TAKE_START_URL, "reject": REJECT_START_URL})
 
     def push(self, entry: str) -> int:
         """Append a start-URL entry (JSON); how many now wait."""
@@ -753,7 +750,7 @@ class StartUrls:
         large and has been removed and rejected; None if there is none. ``ok`` entries stay
         in the list until :meth:`drop`: a node that dies meanwhile loses nothing."""
         k = self.keys
-        found = self.run("take", [k.start_urls, k.rejected], [max_bytes])
+        found = self.scripts("take", [k.start_urls, k.rejected], [max_bytes])
         if not found:
             return None
         kind = text(found[0])
@@ -766,7 +763,7 @@ class StartUrls:
     def reject(self, raw: bytes, reason: str) -> bool:
         """Remove a refused start URL and record why; True for the node that removed it."""
         k = self.keys
-        return bool(self.run("reject", [k.start_urls, k.rejected], [raw, reason[:500]]))
+        return bool(self.scripts("reject", [k.start_urls, k.rejected], [raw, reason[:500]]))
 
 
 class TransferPlaces:
@@ -775,14 +772,14 @@ class TransferPlaces:
     def __init__(self, client: Any, keys: JobKeys) -> None:
         self.client = client
         self.keys = keys
-        self.run = Scripts(client, {"acquire": ACQUIRE, "renew": RENEW})
+        self.scripts = Scripts(client, {"acquire": ACQUIRE, "renew": RENEW})
 
     def acquire(self, token: str, limit: int, ttl_ms: int, waiting_ttl_ms: int) -> bool:
         """Take a place for ``token`` if one is free and its turn has come; else it waits
         in line (until it stops asking for ``waiting_ttl_ms``)."""
         k = self.keys
         return bool(
-            self.run(
+            self.scripts(
                 "acquire",
                 [k.fleetcap, k.fleetcap_queue, k.fleetcap_waiting, k.fleetcap_seq],
                 [token, limit, ttl_ms, waiting_ttl_ms],
@@ -791,7 +788,7 @@ class TransferPlaces:
 
     def renew(self, ttl_ms: int, tokens: list[str]) -> int:
         """Extend the places held by ``tokens`` (those that still hold one)."""
-        return int(self.run("renew", [self.keys.fleetcap], [ttl_ms, *tokens]))
+        return int(self.scripts("renew", [self.keys.fleetcap], [ttl_ms, *tokens]))
 
     def release(self, token: str) -> None:
         self.client.zrem(self.keys.fleetcap, token)
