@@ -41,11 +41,8 @@ def redis_with_password():
 
 @pytest.fixture
 def fleet(redis_server, tmp_path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    fleet = NodeGroup(redis_server, redis_server.fresh_db(), logs)
-    yield fleet
-    fleet.close()
+    with NodeGroup.on(redis_server, tmp_path) as group:
+        yield group
 
 
 def assert_clean(node: Node) -> None:

@@ -21,7 +21,6 @@ from tests.support.fleet import Node, NodeGroup, fleet_status, scrapy_fleet, wai
 from tests.support.redisserver import RedisServer
 from tests.support.tinyarchive import TinyArchive, body_of, metadata_entry
 
-FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
 WAITING = {"RAVEL_WAIT_FOR_WORK": -1}
 
 
@@ -33,11 +32,8 @@ def ledger_redis():
 
 @pytest.fixture
 def fleet(ledger_redis, tmp_path):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    fleet = NodeGroup(ledger_redis, ledger_redis.fresh_db(), logs)
-    yield fleet
-    fleet.close()
+    with NodeGroup.on(ledger_redis, tmp_path) as group:
+        yield group
 
 
 def verified(store: Path, archive, identifier: str) -> int:

@@ -57,13 +57,6 @@ def soak_redis():
         yield server
 
 
-def new_fleet(server: RedisServer, tmp_path: Path) -> NodeGroup:
-    """A fleet on a database of ``server`` that no other test used."""
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    return NodeGroup(server, server.fresh_db(), logs)
-
-
 def fault_plan(names: list[str], seed: int, rate: float = FAULT_RATE) -> dict[str, str]:
     """``rate`` of ``names``, chosen at random (seeded), each with a fault kind.
 
@@ -171,7 +164,7 @@ def test_soak_three_nodes_random_faults_every_file_verified_once_memory_flat(
     plan = fault_plan(names, SOAK_SEED)
     archive.configure({"faults": fault_rules(plan)})
     store = tmp_path / "store"  # one store shared by the three nodes
-    fleet = new_fleet(soak_redis, tmp_path)
+    fleet = NodeGroup.on(soak_redis, tmp_path)
     details = f"url={archive.details_url(identifier)}"
     started = time.monotonic()
     try:

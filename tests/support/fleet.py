@@ -70,6 +70,20 @@ class NodeGroup:
         """One client for the test (closed by :meth:`close`)."""
         return self.server.client(self.db)
 
+    @classmethod
+    def on(cls, server: RedisServer, tmp_path: Path) -> NodeGroup:
+        """A group on a database of ``server`` no other test used, its logs under
+        ``tmp_path``; a context manager (the tests' ``fleet`` fixtures use it so)."""
+        logs = tmp_path / "logs"
+        logs.mkdir(exist_ok=True)
+        return cls(server, server.fresh_db(), logs)
+
+    def __enter__(self) -> NodeGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         kill_all(self.nodes)
         if "redis" in self.__dict__:
