@@ -20,17 +20,17 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_VERIFY_RETRIES": (0, None, True),
     "RAVEL_PROGRESS_INTERVAL": (0, None, False),
     "RAVEL_FLEET_MAX_TRANSFERS": (0, None, True),
-    "RAVEL_NODE_TTL": (0.001, None, False),
+    "RAVEL_NODE_TTL": (1, None, False),  # a node is dead after this: not a blip
     "RAVEL_WAIT_FOR_WORK": (-1, None, False),
     "RAVEL_IDLE_QUIET": (0, None, False),
     "RAVEL_REDIS_GRACE": (0, None, False),
     "RAVEL_LISTING_DELAY": (0, None, False),
-    "RAVEL_HEARTBEAT": (0.001, None, False),
+    "RAVEL_HEARTBEAT": (0.2, None, False),  # each one is a few Redis calls
     "RAVEL_MAX_ATTEMPTS": (1, None, True),
     "RAVEL_NODE_MAX_LEASES": (0, None, True),
     "RAVEL_MAX_START_URL_BYTES": (1, None, True),
-    "RAVEL_FLEET_LEASE_TTL": (0.001, None, False),
-    "RAVEL_FLEET_WAIT_TIMEOUT": (0, None, False),
+    "RAVEL_FLEET_LEASE_TTL": (5, None, False),  # renewed with each heartbeat
+    "RAVEL_FLEET_WAIT_TIMEOUT": (1, None, False),
 }
 
 

@@ -28,7 +28,7 @@ from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
 from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
-from ravelscraper.stop import stop_crawl
+from ravelscraper.stop import report_fatal, stop_crawl
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +48,18 @@ class FleetSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> FleetSettings:
-        # Defaults live in ravelscraper/settings.py only.
+        # Defaults live in ravelscraper/settings.py only; their ranges in ravelscraper/checks.py,
+        # checked before the crawl starts.
         per_node = settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
         return cls(
             prefix=str(settings.get("RAVEL_REDIS_PREFIX")),
-            heartbeat=max(0.2, settings.getfloat("RAVEL_HEARTBEAT")),
-            node_ttl=max(1.0, settings.getfloat("RAVEL_NODE_TTL")),
-            idle_quiet=max(0.0, settings.getfloat("RAVEL_IDLE_QUIET")),
+            heartbeat=settings.getfloat("RAVEL_HEARTBEAT"),
+            node_ttl=settings.getfloat("RAVEL_NODE_TTL"),
+            idle_quiet=settings.getfloat("RAVEL_IDLE_QUIET"),
             wait_for_work=settings.getfloat("RAVEL_WAIT_FOR_WORK"),
-            max_attempts=max(1, settings.getint("RAVEL_MAX_ATTEMPTS")),
-            max_leases=max(1, settings.getint("RAVEL_NODE_MAX_LEASES") or per_node),
-            redis_grace=max(0.0, settings.getfloat("RAVEL_REDIS_GRACE")),
+            max_attempts=settings.getint("RAVEL_MAX_ATTEMPTS"),
+            max_leases=settings.getint("RAVEL_NODE_MAX_LEASES") or per_node,
+            redis_grace=settings.getfloat("RAVEL_REDIS_GRACE"),
         )
 
 
@@ -135,9 +136,12 @@ class Fleet:
         return True
 
     def give_up(self, message: str) -> None:
+        """Stop using Redis for good: always one ERROR line and ``ravel/error``."""
         self.stopped = True
         if self.crawler.engine is not None and self.crawler.engine.running:
             stop_crawl(self.crawler, REDIS_UNAVAILABLE, message)
+        else:  # not started, or already closing: there is no crawl left to stop
+            report_fatal(self.crawler, message)
 
     def recovered(self) -> None:
         """A Redis call succeeded: the outage, if any, is over."""

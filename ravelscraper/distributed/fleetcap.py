@@ -52,11 +52,12 @@ class FleetTransferCap:
         limit = settings.getint("RAVEL_FLEET_MAX_TRANSFERS")
         if limit <= 0:
             raise NotConfigured
+        # Their lowest values are checked before the crawl (ravelscraper/checks.py).
         return cls(
             crawler,
             limit,
-            lease_ttl=max(5.0, settings.getfloat("RAVEL_FLEET_LEASE_TTL")),
-            wait_timeout=max(1.0, settings.getfloat("RAVEL_FLEET_WAIT_TIMEOUT")),
+            lease_ttl=settings.getfloat("RAVEL_FLEET_LEASE_TTL"),
+            wait_timeout=settings.getfloat("RAVEL_FLEET_WAIT_TIMEOUT"),
         )
 
     def transfer_places(self) -> TransferPlaces:
