@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import pickle
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -250,7 +252,9 @@ def test_with_redis_url_the_addon_installs_the_fleet(monkeypatch):
     Distributed().update_settings(settings)
     assert settings["REDIS_URL"] == "redis://queue-host:6379/0"
     assert settings["SCHEDULER"].endswith("RavelScheduler")
-    assert settings["SCHEDULER_SERIALIZER"] == "ravelscraper.distributed.serializer"
+    # Not set: the scheduler always uses checked JSON, and warns only of another value.
+    assert settings.get("SCHEDULER_SERIALIZER") is None
+    assert settings.get("SCHEDULER_PERSIST") is None
     assert settings.getdict("EXTENSIONS") == {
         "a.B": 1,
         "ravelscraper.distributed.extension.FleetCoordinator": 600,
@@ -258,6 +262,66 @@ def test_with_redis_url_the_addon_installs_the_fleet(monkeypatch):
     assert "ravelscraper.distributed.fleetcap.FleetTransferCap" in settings.getdict(
         "DOWNLOADER_MIDDLEWARES"
     )
+
+
+@pytest.mark.parametrize(
+    ("chosen", "warned"),
+    [
+        ({}, []),
+        ({"SCHEDULER_PERSIST": True, "SCHEDULER_SERIALIZER": serializer.__name__}, []),
+        ({"SCHEDULER_PERSIST": "False"}, ["SCHEDULER_PERSIST=False / SCHEDULER_FLUSH_ON_START"]),
+        ({"SCHEDULER_FLUSH_ON_START": True}, ["SCHEDULER_FLUSH_ON_START ignored"]),
+        (
+            {"SCHEDULER_SERIALIZER": "scrapy_redis.picklecompat"},
+            ["SCHEDULER_SERIALIZER='scrapy_redis.picklecompat' ignored"],
+        ),
+    ],
+)
+def test_a_node_warns_only_of_scheduler_settings_the_user_set_otherwise(
+    monkeypatch, chosen, warned
+):
+    from ravelscraper.distributed.scheduler import ignored_settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://queue-host:6379/0")
+    settings = Settings(chosen)
+    Distributed().update_settings(settings)
+    warnings = ignored_settings(settings)
+    assert len(warnings) == len(warned)
+    for warning, expected in zip(warnings, warned, strict=True):
+        assert expected in warning
+
+
+@pytest.mark.parametrize(
+    ("error", "name", "why"),
+    [
+        ("", "a.mp3", ""),  # the spider accepted the name
+        (
+            "refused the name: it differs only in case from 'A.mp3'",
+            "a.mp3",
+            "it differs only in case from 'A.mp3'",
+        ),  # the spider's verdict, as it is
+        ("md5 is not 32 hex digits", "../a.mp3", "it has a '..' path component"),  # not judged
+        ("md5 is not 32 hex digits", "a.mp3", ""),  # fails for its own error, later
+    ],
+)
+def test_a_listed_name_is_refused_by_the_spiders_verdict_or_judged_if_it_had_none(error, name, why):
+    from ravelscraper.distributed.jobs import name_refused
+
+    item = AudioFile(identifier="ravel", name=name, url="", error=error)
+    assert name_refused(item) == why
+
+
+def test_a_node_giving_up_on_redis_outside_a_running_crawl_still_says_why(spider, caplog):
+    from ravelscraper.distributed.fleet import Fleet
+
+    fleet = Fleet(spider.crawler)
+    spider.crawler.engine = SimpleNamespace(running=False)  # stopped, or not yet started
+    with caplog.at_level(logging.ERROR):
+        fleet.give_up("[fleet] lost Redis at redis://h:6379/0 for 30 s; stopping")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["[fleet] lost Redis at redis://h:6379/0 for 30 s; stopping"]
+    assert spider.crawler.stats.get_value("ravel/error") == errors[0]
+    assert fleet.stopped
 
 
 @pytest.mark.slow

@@ -87,10 +87,15 @@ class Command(ScrapyCommand):
         self.exitcode = 1
 
     def connect(self) -> tuple[JobData, str]:
-        from ravelscraper.distributed.connection import REDIS_PARAMS, FleetUnavailable, connect
+        from ravelscraper.distributed.connection import (
+            REDIS_PARAMS,
+            FleetUnavailable,
+            connect,
+            redis_url,
+        )
 
         assert self.settings is not None
-        url = self.settings.get("REDIS_URL") or os.environ.get("REDIS_URL", "")
+        url = redis_url(self.settings)
         if not url.strip():
             raise FleetError("set REDIS_URL (or -s REDIS_URL=redis://queue-host:6379/0)")
         settings = self.settings.copy()

@@ -4,36 +4,32 @@
 environment variable) is all a node needs. Without it this add-on changes nothing and
 nothing imports redis. Scrapy calls ``update_settings`` after the command line's settings
 are applied, so ``-s`` works as well as ``settings.py``.
+
+``SCHEDULER_PERSIST``, ``SCHEDULER_FLUSH_ON_START`` and ``SCHEDULER_SERIALIZER`` are not set
+here: the fleet's scheduler always persists and always uses its checked JSON, and warns only
+when the user set one of them to something else.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from ravelscraper.distributed.connection import REDIS_PARAMS
+from ravelscraper.distributed.connection import ENTRY_SLOT, REDIS_PARAMS, redis_url
 
 PACKAGE = "ravelscraper.distributed"
-ENTRY_SLOT = "ravel-entries"  # same as serializer.ENTRY_SLOT, without importing Scrapy bits
 
 
 class Distributed:
     """``ADDONS = {"ravelscraper.distributed.addon.Distributed": 0}``."""
 
     def update_settings(self, settings: Any) -> None:
-        url = settings.get("REDIS_URL") or os.environ.get("REDIS_URL", "")
+        url = redis_url(settings)
         if not url.strip():
             return
         if not settings.get("REDIS_URL"):
             settings.set("REDIS_URL", url, priority="addon")
-        for name, value in {
-            "SCHEDULER": f"{PACKAGE}.scheduler.RavelScheduler",
-            # Read by the scheduler, which refuses any other value: JSON, checked; never pickle.
-            "SCHEDULER_SERIALIZER": f"{PACKAGE}.serializer",
-            "SCHEDULER_PERSIST": True,  # a node closing must not flush the fleet's queue
-            "REDIS_PARAMS": REDIS_PARAMS,
-        }.items():
-            settings.set(name, value, priority="addon")
+        settings.set("SCHEDULER", f"{PACKAGE}.scheduler.RavelScheduler", priority="addon")
+        settings.set("REDIS_PARAMS", REDIS_PARAMS, priority="addon")
         self.add_component(settings, "SPIDER_MIDDLEWARES", f"{PACKAGE}.entries.FileEntries", 10)
         self.add_component(settings, "EXTENSIONS", f"{PACKAGE}.extension.FleetCoordinator", 600)
         if settings.getint("RAVEL_FLEET_MAX_TRANSFERS") > 0:

@@ -1,7 +1,10 @@
-"""The fleet's Redis connection: a validated ``REDIS_URL``, one-line errors, no password in logs."""
+"""The fleet's Redis connection: ``REDIS_URL`` (setting or environment), validated, one-line
+errors, no password in logs; and the fleet's constants that the Scrapy-free add-on needs.
+Imports neither Scrapy nor redis at module level."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -10,6 +13,12 @@ SCHEMES = ("redis", "rediss", "unix")
 MIN_SERVER_VERSION = (5, 0)  # ZPOPMIN, and scripts that write after TIME
 # REDIS_PARAMS for a node and the fleet command: no call waits on a dead server for long.
 REDIS_PARAMS = {"socket_connect_timeout": 5, "socket_timeout": 15}
+ENTRY_SLOT = "ravel-entries"  # download slot of file entries: no delay, they cost no request
+
+
+def redis_url(settings: Any) -> str:
+    """``REDIS_URL`` from the settings, else from the environment ("" or blank: no fleet)."""
+    return str(settings.get("REDIS_URL") or os.environ.get("REDIS_URL", ""))
 
 
 class FleetUnavailable(Exception):

@@ -1,20 +1,20 @@
 """Files as queue entries: whichever node pops an entry downloads that file.
 
 FilesPipeline downloads bypass the scheduler, so without this every file of an item would be
-downloaded by the node that listed it. :class:`FileEntries` (a spider middleware) puts the
-files of each listed item in the fleet's ledger (pending, one spelling per case-folded name,
-fleet-wide) and turns each into a ``data:`` request holding the file's record; the spider's
-``parse_file_entry`` callback turns it back into the item, on the node that popped it, and
-that node's FilesPipeline stores and verifies the file.
+downloaded by the node that listed it. :class:`FileEntries` (a spider middleware) hands the
+files of each listed item to the scheduler's :class:`~.jobs.JobListing`, which puts them in
+the ledger and queues each as the ``data:`` request built here (:func:`entry_request`),
+holding the file's record; the spider's ``parse_file_entry`` callback turns it back into the
+item, on the node that popped it, and that node's FilesPipeline stores and verifies the file.
 
 The record carries the file as a ``/metadata`` entry (strings, as archive.org sends them),
 so the popping node judges it with the very function a single node uses,
 :meth:`RemoteFile.from_metadata`: the fleet accepts exactly the files a single node would.
 It is checked like any other queue entry: it comes from a Redis others may write to.
 
-A job that fails while being listed (``CloseSpider`` from the spider: an unknown item, no
-matching files; or a callback that crashed) fails that job in the ledger, not the node: the
-node carries on.
+A page callback that fails its job (``CloseSpider``: an unknown item, no matching files; or a
+crash) is handed to ``JobListing.job_failed`` too: the job fails in the ledger, the node
+carries on.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response
 
 from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
+from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
-from ravelscraper.distributed.serializer import DATA_PREFIX, ENTRY_SLOT
+from ravelscraper.distributed.serializer import DATA_PREFIX
 from ravelscraper.items import AudioFile
-from ravelscraper.stores import UnsafeName, safe_relative_path
+from ravelscraper.names import UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def _item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
     try:
         identifier, url = record["identifier"], record["url"]
         remote = RemoteFile.from_metadata(entry, identifier)  # the single node's judge
+        # Judged again: the record comes from a Redis others may write to, not from our spider.
         safe_relative_path(identifier, remote.name)
         location = ItemLocation.on(url, identifier)
     except (UnsafeName, BadInput, KeyError) as exc:
@@ -211,12 +213,12 @@ class FileEntries:
         except Exception as exc:  # CloseSpider from RavelSpider.fail, or a crash
             if from_entry or self.fleet.scheduler is None:
                 raise
-            if not self.fleet.scheduler.listing.job_failed(response.request, exc):
+            if not self.fleet.scheduler.jobs.job_failed(response.request, exc):
                 raise
             return
         if self.fleet.scheduler is None:
             raise RuntimeError("FileEntries needs the fleet's scheduler (RavelScheduler)")
-        for request in self.fleet.scheduler.listing.queue_files(files, response.request):
+        for request in self.fleet.scheduler.jobs.queue_files(files, response.request):
             yield request
         self.fleet.scheduler.leases.page_done(response.request)
 
@@ -225,6 +227,6 @@ class FileEntries:
         scheduler = self.fleet.scheduler
         if response.url.startswith(DATA_PREFIX) or scheduler is None:
             return None
-        if scheduler.listing.job_failed(response.request, exception):
+        if scheduler.jobs.job_failed(response.request, exception):
             return []
         return None

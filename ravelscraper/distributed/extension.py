@@ -18,14 +18,14 @@ from typing import Any, Self
 from redis import RedisError
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import CloseSpider, DontCloseSpider
+from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
 
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
 from ravelscraper.distributed.schema import JobData
 from ravelscraper.distributed.starturls import StartUrlFeed
 from ravelscraper.scrapy_compat import engine_closing, wake_engine
-from ravelscraper.stop import stop_crawl
+from ravelscraper.stop import fatal, stop_crawl
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ class FleetCoordinator:
         return extension
 
     def spider_opened(self, spider: Spider) -> None:
-        if self.fleet.error:
-            raise CloseSpider(REDIS_UNAVAILABLE)  # the scheduler reported why, in one line
+        if self.fleet.error:  # the scheduler could not join: stop with its one line
+            raise fatal(self.crawler, REDIS_UNAVAILABLE, self.fleet.error)
         if not self.fleet.connected:
             return
         self.last_heartbeat = monotonic()

@@ -16,7 +16,7 @@ Scrapy scheduler built from what scrapy-redis does serve: its Redis connection
   recorded in ``<prefix>:rejected``;
 * a node holds at most ``RAVEL_NODE_MAX_LEASES`` entries, so work spreads across nodes;
 * the files of a listed item enter the ledger and the queue, and a job that fails while listed
-  (an unknown item...) fails in the ledger, not the node (:mod:`.listing`);
+  (an unknown item...) fails in the ledger, not the node (:mod:`.jobs`);
 * Redis failing is ridden out, then stops the node (:meth:`Fleet.redis_failed`).
 """
 
@@ -35,14 +35,13 @@ from twisted.python.failure import Failure
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.connection import FleetUnavailable
 from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.jobs import JobListing, owner_of
 from ravelscraper.distributed.leases import Leases, node_stopping
-from ravelscraper.distributed.listing import JobListing, owner_of
 from ravelscraper.distributed.queue import ENTRY_META, RejectedEntry, ReliableQueue
 from ravelscraper.distributed.schema import JobData
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
-from ravelscraper.stop import report_fatal
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class GuardedErrback:
 
     def __call__(self, failure: Failure) -> list[Any]:
         request = failure.request  # type: ignore[attr-defined]
-        leases, listing = self.scheduler.leases, self.scheduler.listing
+        leases, jobs = self.scheduler.leases, self.scheduler.jobs
         if node_stopping(self.scheduler.crawler) or failure.check(TransferCancelled):
             leases.unfinished(request)
             return []
@@ -86,14 +85,35 @@ class GuardedErrback:
             result = self.ravel_original(failure)
             outputs = [result] if isinstance(result, Request) else list(result or ())
         except Exception as exc:
-            if listing.job_failed(request, exc):
+            if jobs.job_failed(request, exc):
                 return []
             raise
         files = [o for o in outputs if isinstance(o, AudioFile)]
         others = [o for o in outputs if not isinstance(o, AudioFile)]
-        others += listing.queue_files(files, request)
+        others += jobs.queue_files(files, request)
         leases.page_done(request)
         return others
+
+
+def ignored_settings(settings: Any) -> list[str]:
+    """A warning for each scrapy-redis scheduler setting the user set to what a fleet can't do
+    (nothing is said of a setting left unset: the fleet's behaviour is the only one)."""
+    warnings = []
+    persist = settings.get("SCHEDULER_PERSIST")
+    if (persist is not None and not settings.getbool("SCHEDULER_PERSIST")) or settings.getbool(
+        "SCHEDULER_FLUSH_ON_START"
+    ):
+        warnings.append(
+            "[fleet] SCHEDULER_PERSIST=False / SCHEDULER_FLUSH_ON_START ignored: the queue is "
+            "shared by the fleet; reset a job with `scrapy fleet reset`"
+        )
+    chosen = settings.get("SCHEDULER_SERIALIZER")
+    if chosen is not None and chosen not in (serializer.__name__, serializer):
+        warnings.append(
+            f"[fleet] SCHEDULER_SERIALIZER={chosen!r} ignored:"
+            f" fleet entries are always checked JSON ({serializer.__name__})"
+        )
+    return warnings
 
 
 class RavelScheduler(BaseScheduler):
@@ -110,21 +130,11 @@ class RavelScheduler(BaseScheduler):
         self.queue: ReliableQueue
         self.data: JobData
         self.leases = Leases(crawler, self.fleet)
-        self.listing = JobListing(crawler, self.fleet, self.leases)
+        self.jobs = JobListing(crawler, self.fleet, self.leases)
         self.unsent: list[Request] = []  # requests to queue once Redis answers again
         self.failed = False  # the node could not join, or gave up on Redis
-        if not settings.getbool("SCHEDULER_PERSIST") or settings.getbool(
-            "SCHEDULER_FLUSH_ON_START"
-        ):
-            logger.warning(
-                "[fleet] SCHEDULER_PERSIST=False / SCHEDULER_FLUSH_ON_START ignored: the queue is "
-                "shared by the fleet; reset a job with `scrapy fleet reset`"
-            )
-        if settings.get("SCHEDULER_SERIALIZER") not in (serializer.__name__, serializer):
-            logger.warning(
-                f"[fleet] SCHEDULER_SERIALIZER={settings.get('SCHEDULER_SERIALIZER')!r} ignored:"
-                f" fleet entries are always checked JSON ({serializer.__name__})"
-            )
+        for warning in ignored_settings(settings):
+            logger.warning(warning)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -149,9 +159,8 @@ class RavelScheduler(BaseScheduler):
                 ) from None
         except FleetUnavailable as exc:
             # Raising here would skip opening the pipelines (and fail their closing): the
-            # extension's spider_opened raises CloseSpider("redis_unavailable") instead.
+            # extension's spider_opened stops the crawl with this line (stop.fatal) instead.
             self.fleet.error = f"[fleet] {exc}"
-            report_fatal(self.crawler, self.fleet.error)
             self.failed = True
             return
         keys = self.data.keys

@@ -17,6 +17,7 @@ from typing import Any
 from scrapy import Request, Spider
 
 from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.origins import AllowedOrigins
 
 VERSION = 1
@@ -154,9 +155,6 @@ def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -
         priority=entry["priority"],
         dont_filter=entry["dont_filter"],
     )
-
-
-ENTRY_SLOT = "ravel-entries"  # download slot of file entries: no delay, they cost no request
 
 
 def decode(raw: bytes | None, spider: Spider, origins: AllowedOrigins) -> Request:

@@ -1,6 +1,7 @@
-"""Listing a job in the fleet's ledger: the files of a listed item enter the ledger and become
-queue entries; a job that fails while listed (an unknown item...) fails in the ledger, not the
-node. Names a single node would refuse fail here, in the ledger, and are never queued.
+"""A job's side of the fleet's ledger: the files of a listed item enter the ledger and become
+queue entries (:mod:`.entries`); a job that fails while listed (an unknown item...) fails in the
+ledger, not the node. Names a single node refuses (the spider's verdict, and case-only
+duplicates fleet-wide) fail here, in the ledger, and are never queued.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import RunLedger
 from ravelscraper.items import AudioFile
-from ravelscraper.stores import UnsafeName, safe_relative_path
+from ravelscraper.names import UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 
 OWNER_META = "ravel_owner"  # "file:<path>" of a file entry, set where it is listed
+# TODO(lead): import these two from ravelscraper.names once it has them (same texts).
+NAME_REFUSED = "refused the name: "  # names.refused_name's prefix: the spider's verdict
+DIFFERS_IN_CASE = "it differs only in case from {other!r}"  # names.NameClaims.claim's reason
 
 
 def owner_of(request: Request) -> str:
@@ -33,6 +37,22 @@ def owner_of(request: Request) -> str:
         return owner
     location = request.cb_kwargs.get("item")
     return f"item:{location.identifier}" if isinstance(location, ItemLocation) else ""
+
+
+def name_refused(item: AudioFile) -> str:
+    """Why the file's name can't be stored ("" if it can): the spider's verdict, which it
+    puts in ``item.error`` (``names.refused_name``). The spider judges only the names of
+    files without another error; those, which fail anyway, are judged here, so that no
+    unsafe name is ever queued."""
+    if item.error.startswith(NAME_REFUSED):
+        return item.error.removeprefix(NAME_REFUSED)
+    if not item.error:
+        return ""
+    try:
+        safe_relative_path(item.identifier, item.name)
+    except UnsafeName as exc:
+        return str(exc)
+    return ""
 
 
 class JobListing:
@@ -52,8 +72,9 @@ class JobListing:
     def queue_files(self, files: list[AudioFile], request: Request | None) -> list[Request]:
         """The entries of files listed on this node, after putting them in the ledger.
 
-        Names a single node would refuse (unsafe, or differing only in case from another
-        file of the job, fleet-wide) fail here, in the ledger, and are not queued.
+        Names a single node refuses fail here, in the ledger, and are not queued: a name the
+        spider refused (``item.error``, see :func:`name_refused`), or one differing only in
+        case from another file of the job, fleet-wide (the ledger's ``list`` script).
         """
         if not files:
             return []
@@ -71,14 +92,14 @@ class JobListing:
                 )
                 for path, item in listed:
                     if path in refused:
-                        self.file_refused(item, f"it differs only in case from {refused[path]!r}")
+                        self.file_refused(item, DIFFERS_IN_CASE.format(other=refused[path]))
+                        continue
+                    why = name_refused(item)
+                    if why:
+                        self.file_refused(item, why, path)
                         continue
                     try:
-                        safe_relative_path(item.identifier, item.name)
                         entry = entry_request(item, self.fleet.spider)
-                    except UnsafeName as exc:
-                        self.file_refused(item, str(exc), path)
-                        continue
                     except Exception as exc:  # one file's problem, not the job's
                         self.file_refused(item, f"cannot queue it ({describe(exc)})", path)
                         continue
@@ -95,7 +116,7 @@ class JobListing:
 
     def file_refused(self, item: AudioFile, why: str, path: str | None = None) -> None:
         """A listed file a single node would refuse: failed, with one ERROR line."""
-        reason = f"refused the name: {why}"
+        reason = NAME_REFUSED + why
         if path is not None:
             self.ledger.complete("", path, "failed", reason)
         self.stats.inc_value("ravel/files_failed")
