@@ -18,6 +18,10 @@ INVISIBLE_LAYOUT = frozenset(
 MAX_COMPONENT_BYTES = 255  # the longest file or folder name most filesystems take
 
 
+NAME_REFUSED = "refused the name: "  # the reason of a file whose name is refused
+DIFFERS_IN_CASE = "it differs only in case from {other!r}"
+
+
 class UnsafeName(ValueError):
     """A remote file name that would not stay inside the store."""
 
@@ -65,7 +69,7 @@ class NameClaims:
         path = safe_relative_path(identifier, name)
         other = self.taken.setdefault(path.casefold(), name)
         if other != name:
-            raise UnsafeName(f"it differs only in case from {other!r}")
+            raise UnsafeName(DIFFERS_IN_CASE.format(other=other))
         return path
 
 
@@ -74,7 +78,7 @@ def refused_name(claims: NameClaims, identifier: str, name: str) -> str:
     try:
         claims.claim(identifier, name)
     except UnsafeName as exc:
-        return f"refused the name: {exc}"
+        return f"{NAME_REFUSED}{exc}"
     return ""
 
 

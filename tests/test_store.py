@@ -199,7 +199,9 @@ def test_settings_out_of_range_stop_the_crawl_at_start(archive, tmp_path, name, 
     ],
 )
 def test_each_out_of_range_setting_is_named(name, value):
-    problem = settings_problem({**{n: 1 for n in NUMERIC_RANGES}, name: value})
+    lowest = {n: low for n, (low, _, _) in NUMERIC_RANGES.items()}  # each one valid
+    assert settings_problem(lowest) is None
+    problem = settings_problem({**lowest, name: value})
     assert problem is not None and problem.startswith(f"setting {name}=")
 
 

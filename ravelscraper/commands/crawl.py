@@ -1,7 +1,8 @@
 """``scrapy crawl`` with an exit status scripts and service managers can trust.
 
 Scrapy exits 0 whenever the crawl ran, even if every file failed. This command exits 1
-unless the crawl finished and no file failed, so cron jobs can tell the difference.
+unless the crawl finished, no file failed and no fatal error was reported (``ravel/error``),
+so cron jobs can tell the difference.
 
 A fleet node (``REDIS_URL``) also exits 1 when it closed a run with failed files or jobs, or
 when the fleet's data in Redis was lost; a waiting node (``RAVEL_WAIT_FOR_WORK``) stopped
@@ -85,5 +86,6 @@ class Command(ScrapyCrawl):
         finished = stats.get_value("finish_reason") == "finished" or bool(
             stats.get_value("ravel/fleet_clean_stop")
         )
-        if self.crawler_process.bootstrap_failed or failed or not finished:
+        fatal = stats.get_value("ravel/error") is not None  # set only by ravelscraper.stop
+        if self.crawler_process.bootstrap_failed or failed or fatal or not finished:
             self.exitcode = 1

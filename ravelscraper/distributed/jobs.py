@@ -20,14 +20,11 @@ from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import RunLedger
 from ravelscraper.items import AudioFile
-from ravelscraper.names import UnsafeName, safe_relative_path
+from ravelscraper.names import DIFFERS_IN_CASE, NAME_REFUSED, UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 
 OWNER_META = "ravel_owner"  # "file:<path>" of a file entry, set where it is listed
-# TODO(lead): import these two from ravelscraper.names once it has them (same texts).
-NAME_REFUSED = "refused the name: "  # names.refused_name's prefix: the spider's verdict
-DIFFERS_IN_CASE = "it differs only in case from {other!r}"  # names.NameClaims.claim's reason
 
 
 def owner_of(request: Request) -> str:
