@@ -7,6 +7,8 @@ import math
 
 from scrapy.settings import BaseSettings
 
+from ravelscraper.records import RECHECK_MODES
+
 # name -> (lowest allowed, highest allowed or None, whole numbers only)
 NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "CONCURRENT_REQUESTS": (1, None, True),
@@ -47,6 +49,9 @@ def number(raw: object) -> float | None:
 
 def settings_problem(settings: BaseSettings) -> str | None:
     """The first setting out of its range, as one sentence; None if all are fine."""
+    if settings["RAVEL_RECHECK"] not in RECHECK_MODES:
+        value = settings["RAVEL_RECHECK"]
+        return f"setting RAVEL_RECHECK={value!r} is not valid: expected 'quick' or 'full'"
     for name, (low, high, whole) in NUMERIC_RANGES.items():
         if name not in settings:
             continue

@@ -45,6 +45,10 @@ AUTOTHROTTLE_ENABLED = False
 FILES_STORE = "downloads"
 ITEM_PIPELINES = {"ravelscraper.pipelines.VerifiedFilesPipeline": 300}
 RAVEL_VERIFY_RETRIES = 1  # downloads again of a file whose md5 or size is wrong
+# "quick": trust a stored file whose size and mtime match its verification record (records.py);
+# "full": hash every stored file again (and ignore item records).
+RAVEL_RECHECK = "quick"
+RAVEL_DRY_RUN = False  # list what would be downloaded (plan.py), download nothing
 # archive.org answers every download with a 302 to a storage node.
 MEDIA_ALLOW_REDIRECTS = True
 # Hosts a file's redirect may lead to, besides its origin: comma-separated, ".x.org" = x.org

@@ -1,0 +1,262 @@
+"""What a crawl remembers of what it verified, so that a re-run need not read it again.
+
+Owns two records, both on the local store only (S3's check is already a HEAD of the ETag;
+FTP and S3 keep no records, so they behave as ``RAVEL_RECHECK=full``):
+
+* **The file record**: an extended attribute ``user.ravel.verified`` on each stored file,
+  ``v1 <algorithm> <hex digest> <size> <mtime_ns>``. It is set on the part file, through its
+  open descriptor, after the body was verified and *before* the file gets its real name
+  (:func:`write_record`), so a name never appears with a record that vouches for other bytes,
+  and a crash leaves no name, or a name with its record. A re-run trusts a stored file
+  without reading it (:func:`quick_match`, rsync's quick check) only when the record parses,
+  its algorithm and digest are the ones archive.org lists now, and the file's size and mtime
+  are still the recorded ones. Anything else is hashed again (and a match re-records it).
+  A rewrite that also restores the mtime, or bit rot, is not seen: ``RAVEL_RECHECK=full``.
+* **The item record**: ``<FILES_STORE>/.ravel/items/<identifier>.json`` (``.ravel`` can't be
+  an item's folder: identifiers start with a letter or digit), written with a temporary file
+  and a rename, so a crash leaves the old record or the new one. It says: every chosen file
+  of this item was stored and verified in a crawl, with this search fingerprint and this
+  selection, and which files (name, size, mtime) they were. :meth:`ItemRecords.unchanged`
+  trusts it only while each of those files is still there with that size and mtime.
+
+Every node of a fleet sharing one store writes and reads the same records: a file's record
+is written by the node that stored it; an item's, whole, by a node that saw all its files
+verified (two nodes writing one item's record write the same thing; the last rename wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+XATTR = "user.ravel.verified"
+RECORD_VERSION = "v1"
+ITEM_RECORDS = (".ravel", "items")  # under the store's folder
+ITEM_RECORD_VERSION = 1
+RECHECK_MODES = ("quick", "full")
+DIGEST_LENGTHS = {"md5": 32, "sha1": 40}
+NO_XATTR_MESSAGE = (
+    "FILES_STORE keeps no extended attributes: stored files are re-hashed on every run"
+)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What was verified of a stored file: its digest (of ``algorithm``), size and mtime."""
+
+    algorithm: str
+    digest: str
+    size: int
+    mtime_ns: int
+
+    def encode(self) -> bytes:
+        fields = (RECORD_VERSION, self.algorithm, self.digest, self.size, self.mtime_ns)
+        return " ".join(str(field) for field in fields).encode("ascii")
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Self | None:
+        """The record in ``raw``, or None unless it is exactly one this version writes."""
+        try:
+            version, algorithm, digest, size, mtime_ns = raw.decode("ascii").split(" ")
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if version != RECORD_VERSION or DIGEST_LENGTHS.get(algorithm) != len(digest):
+            return None
+        if not all(c in "0123456789abcdef" for c in digest):
+            return None
+        if not all(n.isdigit() and str(int(n)) == n for n in (size, mtime_ns)):
+            return None
+        return cls(algorithm, digest, int(size), int(mtime_ns))
+
+
+def local_root(files_store: str) -> Path | None:
+    """The local store's folder for ``FILES_STORE``, or None for S3, FTP and the like."""
+    if "://" not in files_store:
+        return Path(files_store)
+    scheme, _, rest = files_store.partition("://")
+    return Path(rest) if scheme.lower() == "file" and rest else None
+
+
+def write_record(fd: int, algorithm: str, digest: str) -> bool:
+    """Record, on the open file ``fd`` (complete: no write follows), that it holds ``digest``.
+
+    The size and mtime are the file's now. False if the filesystem keeps no extended
+    attributes (or refuses this one): the file is then simply hashed on the next run.
+    """
+    try:
+        found = os.fstat(fd)
+        record = FileRecord(algorithm, digest, found.st_size, found.st_mtime_ns)
+        os.setxattr(fd, XATTR, record.encode())
+    except OSError:
+        return False
+    return True
+
+
+def read_record(path: str | os.PathLike[str]) -> FileRecord | None:
+    """The record on the file at ``path``, or None (none, unreadable, malformed)."""
+    try:
+        raw = os.getxattr(path, XATTR, follow_symlinks=False)
+    except OSError:
+        return None
+    return FileRecord.parse(raw)
+
+
+def quick_match(
+    record: FileRecord | None,
+    found: os.stat_result,
+    algorithm: str,
+    expected: str | None,
+    listed_size: int | None,
+) -> bool:
+    """True when the file ``found`` (its stat) can be trusted without reading it: its record
+    says it was verified as ``expected`` (listed now, with ``algorithm``), and its size
+    (also the listed one, if any) and mtime are still the recorded ones."""
+    return (
+        record is not None
+        and expected is not None
+        and record.algorithm == algorithm
+        and record.digest == expected.lower()
+        and record.size == found.st_size
+        and (listed_size is None or listed_size == found.st_size)
+        and record.mtime_ns == found.st_mtime_ns
+    )
+
+
+def xattrs_supported(directory: str | os.PathLike[str]) -> bool:
+    """Whether files in ``directory`` (existing, writable) keep a ``user.`` extended attribute."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".xattr-probe-") as probe:
+            os.setxattr(probe.fileno(), XATTR, b"probe")
+            return os.getxattr(probe.fileno(), XATTR) == b"probe"
+    except OSError:
+        return False
+
+
+class ItemRecords:
+    """The item records of one local store (see the module's docstring); on any other store
+    kind, or with ``RAVEL_RECHECK=full``, an item is never ``unchanged`` and nothing is
+    recorded."""
+
+    def __init__(self, root: Path | None, recheck: str, write: bool = True):
+        self.root = root
+        self.recheck = recheck
+        self.write = write  # False in a dry run: nothing is written
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> ItemRecords:
+        """Reads ``FILES_STORE``, ``RAVEL_RECHECK`` and ``RAVEL_DRY_RUN``."""
+        root = local_root(str(settings["FILES_STORE"] or ""))
+        write = not settings.getbool("RAVEL_DRY_RUN")
+        return cls(root, str(settings["RAVEL_RECHECK"]), write)
+
+    def path(self, identifier: str) -> Path | None:
+        """Where ``identifier``'s record is, or None if it can have none."""
+        if self.root is None or not identifier or "/" in identifier or identifier[0] == ".":
+            return None
+        return self.root.joinpath(*ITEM_RECORDS, f"{identifier}.json")
+
+    def read(self, identifier: str) -> dict[str, Any] | None:
+        path = self.path(identifier)
+        if path is None:
+            return None
+        try:
+            record = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def unchanged(self, identifier: str, fingerprint: str, selection: str) -> bool:
+        """True only if a record says this item was complete (every chosen file stored and
+        verified) with this ``fingerprint`` and ``selection``, every file it names is still
+        in the store with its recorded size and mtime, and ``RAVEL_RECHECK`` is not "full".
+        False on any doubt (no record, unreadable, another store kind)."""
+        if self.recheck != "quick" or not fingerprint or self.root is None:
+            return False
+        record = self.read(identifier)
+        if record is None or record.get("v") != ITEM_RECORD_VERSION:
+            return False
+        if record.get("identifier") != identifier or record.get("complete") is not True:
+            return False
+        if record.get("fingerprint") != fingerprint or record.get("selection") != selection:
+            return False
+        files = record.get("files")
+        if not isinstance(files, list):
+            return False
+        folder = self.root / identifier
+        for entry in files:
+            try:
+                name, size, mtime_ns = entry["name"], int(entry["size"]), int(entry["mtime_ns"])
+                found = os.stat(folder.joinpath(*str(name).split("/")), follow_symlinks=False)
+            except (OSError, KeyError, TypeError, ValueError):
+                return False
+            if found.st_size != size or found.st_mtime_ns != mtime_ns:
+                return False
+        return True
+
+    def complete(
+        self,
+        identifier: str,
+        fingerprint: str,
+        selection: str,
+        files: Iterable[str] | None = None,
+    ) -> None:
+        """Record that every chosen file of the item (``files``: their names, whose size and
+        mtime are read now) ended verified in this crawl, with this fingerprint and
+        selection. Never raises: a record that can't be written only costs a re-listing."""
+        path = self.path(identifier)
+        if path is None or not self.write or not fingerprint:
+            return
+        assert self.root is not None
+        stored: list[dict[str, Any]] = []
+        for name in sorted(files or ()):
+            try:
+                found = os.stat(self.root / identifier / name, follow_symlinks=False)
+            except OSError:
+                return  # gone already: no record
+            stored.append({"name": name, "size": found.st_size, "mtime_ns": found.st_mtime_ns})
+        record = {
+            "v": ITEM_RECORD_VERSION,
+            "identifier": identifier,
+            "fingerprint": fingerprint,
+            "selection": selection,
+            "complete": True,
+            "files": stored,
+        }
+        try:
+            write_atomically(path, json.dumps(record, sort_keys=True).encode())
+        except OSError as exc:
+            logger.warning(f"cannot record item {identifier!r} as complete: {exc}")
+
+    def forget(self, identifier: str) -> None:
+        """Drop the item's record (it is being listed and fetched again)."""
+        path = self.path(identifier)
+        if path is not None and self.write:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temporary, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

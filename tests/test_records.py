@@ -1,0 +1,230 @@
+"""The verification records (ravelscraper.records): the file record (an extended attribute
+set before the rename) and the item record (a JSON file written with a rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scrapy.settings import Settings
+
+from ravelscraper import settings as project_settings
+from ravelscraper.checks import settings_problem
+from ravelscraper.records import (
+    XATTR,
+    FileRecord,
+    ItemRecords,
+    local_root,
+    quick_match,
+    read_record,
+    write_record,
+    xattrs_supported,
+)
+
+BODY = b"a verified body\n"
+MD5 = hashlib.md5(BODY).hexdigest()
+
+
+def stored_with_record(tmp_path: Path, name: str = "a.mp3") -> Path:
+    """A file stored the way the local store does it: written, recorded, then renamed."""
+    part = tmp_path / ".ravel-x.part"
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, BODY)
+        assert write_record(fd, "md5", MD5)
+    finally:
+        os.close(fd)
+    target = tmp_path / name
+    os.replace(part, target)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def needs_xattrs(tmp_path: Path) -> None:
+    if not xattrs_supported(tmp_path):
+        pytest.skip("tmp_path keeps no extended attributes")
+
+
+def test_the_record_set_on_the_part_file_survives_the_rename(tmp_path: Path) -> None:
+    target = stored_with_record(tmp_path)
+    record = read_record(target)
+    found = target.stat()
+    assert record == FileRecord("md5", MD5, len(BODY), found.st_mtime_ns)
+    assert quick_match(record, found, "md5", MD5, len(BODY))
+
+
+def test_a_changed_mtime_or_size_means_a_rehash(tmp_path: Path) -> None:
+    target = stored_with_record(tmp_path)
+    record = read_record(target)
+    os.utime(target, ns=(0, target.stat().st_mtime_ns + 1))  # rewritten in place, same size
+    assert not quick_match(record, target.stat(), "md5", MD5, len(BODY))
+    target.write_bytes(BODY + b"x")  # appended: both differ
+    assert not quick_match(record, target.stat(), "md5", MD5, None)
+
+
+def test_a_record_whose_digest_is_not_the_listed_one_is_ignored(tmp_path: Path) -> None:
+    target = stored_with_record(tmp_path)
+    record, found = read_record(target), target.stat()
+    assert not quick_match(record, found, "md5", "0" * 32, len(BODY))  # archive.org changed it
+    assert not quick_match(record, found, "sha1", MD5, len(BODY))  # another algorithm
+    assert not quick_match(record, found, "md5", None, len(BODY))  # nothing listed
+    assert not quick_match(record, found, "md5", MD5, len(BODY) + 1)  # another listed size
+    assert not quick_match(None, found, "md5", MD5, len(BODY))  # no record
+
+
+def test_a_corrupt_file_with_forged_size_and_mtime_passes_the_quick_check(
+    tmp_path: Path,
+) -> None:
+    """The documented limit, rsync's: bytes rewritten with the mtime restored are not seen
+    (RAVEL_RECHECK=full sees them)."""
+    target = stored_with_record(tmp_path)
+    before = target.stat()
+    target.write_bytes(b"X" * len(BODY))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert quick_match(read_record(target), target.stat(), "md5", MD5, len(BODY))
+
+
+@given(st.binary(max_size=80))
+def test_a_malformed_record_never_parses_into_a_trusted_one(raw: bytes) -> None:
+    record = FileRecord.parse(raw)
+    assert record is None or record.encode() == raw  # only exactly what write_record writes
+
+
+@given(st.sampled_from(["md5", "sha1"]), st.integers(0, 2**63), st.integers(0, 2**63))
+def test_a_record_reads_back_as_written(algorithm: str, size: int, mtime_ns: int) -> None:
+    digest = hashlib.new(algorithm, str(size).encode()).hexdigest()
+    record = FileRecord(algorithm, digest, size, mtime_ns)
+    assert FileRecord.parse(record.encode()) == record
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"v1 md5",
+        f"v2 md5 {MD5} 1 2".encode(),
+        f"v1 crc32 {MD5} 1 2".encode(),
+        f"v1 md5 {MD5.upper()} 1 2".encode(),
+        f"v1 md5 {MD5} -1 2".encode(),
+        f"v1 md5 {MD5} 01 2".encode(),
+        f"v1 sha1 {MD5} 1 2".encode(),
+    ],
+)
+def test_records_that_are_not_this_versions_are_ignored(raw: bytes) -> None:
+    assert FileRecord.parse(raw) is None
+
+
+def test_without_xattr_support_nothing_is_recorded_and_the_file_is_rehashed(
+    tmp_path: Path,
+) -> None:
+    refused = OSError(95, "Operation not supported")
+    with mock.patch("os.setxattr", side_effect=refused):
+        assert not xattrs_supported(tmp_path)
+        fd = os.open(tmp_path / "a.mp3", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, BODY)
+            assert not write_record(fd, "md5", MD5)  # no exception: the file is stored anyway
+        finally:
+            os.close(fd)
+    target = tmp_path / "a.mp3"
+    assert read_record(target) is None
+    assert not quick_match(read_record(target), target.stat(), "md5", MD5, len(BODY))
+    with pytest.raises(OSError):
+        os.getxattr(target, XATTR)
+
+
+def test_local_root_only_for_the_local_store() -> None:
+    assert local_root("downloads") == Path("downloads")
+    assert local_root("file:///srv/m") == Path("/srv/m")
+    assert local_root("s3://bucket/p") is None
+    assert local_root("ftp://host/f") is None
+
+
+def records(tmp_path: Path, **settings: object) -> ItemRecords:
+    values = Settings()
+    values.setmodule(project_settings)
+    values.setdict({"FILES_STORE": str(tmp_path), **settings})
+    return ItemRecords.from_settings(values)
+
+
+def test_an_item_recorded_complete_is_unchanged_until_a_file_or_its_state_changes(
+    tmp_path: Path,
+) -> None:
+    item = tmp_path / "item1"
+    item.mkdir()
+    (item / "a.mp3").write_bytes(BODY)
+    (item / "b.mp3").write_bytes(BODY)
+    kept = records(tmp_path)
+    assert not kept.unchanged("item1", "fp1", "mp3")  # no record yet
+    kept.complete("item1", "fp1", "mp3", files=["a.mp3", "b.mp3"])
+    assert kept.unchanged("item1", "fp1", "mp3")
+    assert not kept.unchanged("item1", "fp2", "mp3")  # archive.org says it changed
+    assert not kept.unchanged("item1", "fp1", "flac")  # another selection
+    assert not kept.unchanged("item2", "fp1", "mp3")
+    assert not records(tmp_path, RAVEL_RECHECK="full").unchanged("item1", "fp1", "mp3")
+    os.utime(item / "b.mp3", ns=(0, 12345))  # a file was touched since
+    assert not kept.unchanged("item1", "fp1", "mp3")
+    kept.complete("item1", "fp1", "mp3", files=["a.mp3", "b.mp3"])
+    assert kept.unchanged("item1", "fp1", "mp3")
+    (item / "a.mp3").unlink()  # a file was deleted
+    assert not kept.unchanged("item1", "fp1", "mp3")
+
+
+def test_item_records_are_written_whole_under_dot_ravel(tmp_path: Path) -> None:
+    (tmp_path / "item1").mkdir()
+    records(tmp_path).complete("item1", "fp1", "mp3", files=[])
+    written = list((tmp_path / ".ravel" / "items").iterdir())
+    assert [p.name for p in written] == ["item1.json"]  # no temporary file left
+    assert json.loads(written[0].read_text())["fingerprint"] == "fp1"
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[]", b'{"v": 1}', b'{"v": 99}'])
+def test_an_unreadable_item_record_means_changed(tmp_path: Path, content: bytes) -> None:
+    where = tmp_path / ".ravel" / "items"
+    where.mkdir(parents=True)
+    (where / "item1.json").write_bytes(content)
+    assert not records(tmp_path).unchanged("item1", "fp1", "mp3")
+
+
+def test_no_item_record_in_a_dry_run_on_another_store_or_for_odd_names(tmp_path: Path) -> None:
+    (tmp_path / "item1").mkdir()
+    records(tmp_path, RAVEL_DRY_RUN=True).complete("item1", "fp1", "mp3", files=[])
+    assert not (tmp_path / ".ravel").exists()
+    s3 = records(tmp_path, FILES_STORE="s3://bucket/p")
+    s3.complete("item1", "fp1", "mp3")
+    assert not s3.unchanged("item1", "fp1", "mp3")
+    plain = records(tmp_path)
+    plain.complete("../x", "fp1", "mp3")
+    plain.complete(".ravel", "fp1", "mp3")
+    assert not (tmp_path / ".ravel").exists()
+
+
+def test_a_failed_item_record_write_is_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / ".ravel").write_text("a file in the way")
+    records(tmp_path).complete("item1", "fp1", "mp3", files=[])
+    assert any("cannot record item" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["quick", "full"])
+def test_recheck_accepts_quick_and_full(value: str) -> None:
+    values = Settings()
+    values.setmodule(project_settings)
+    values.set("RAVEL_RECHECK", value)
+    assert settings_problem(values) is None
+
+
+def test_recheck_refuses_anything_else_in_one_line() -> None:
+    values = Settings()
+    values.setmodule(project_settings)
+    values.set("RAVEL_RECHECK", "fast")
+    assert settings_problem(values) == (
+        "setting RAVEL_RECHECK='fast' is not valid: expected 'quick' or 'full'"
+    )
