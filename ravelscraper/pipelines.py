@@ -15,7 +15,14 @@ archive.org's size and checksum: its sha1 where listed, else its md5 (``ravelscr
 * A name the filesystem refuses (a directory in the way, a path too long) fails that file
   only; a full or broken store stops the crawl (``ravelscraper.stop``).
 * On the local store, a file's body is streamed to a part file as it arrives (``PartFiles``,
-  ``ravelscraper.streaming``), then verified and renamed into place.
+  ``ravelscraper.streaming``), then verified, given its verification record
+  (``ravelscraper.records``) and renamed into place. With ``RAVEL_RECHECK=quick`` (the
+  default) a stored file whose record still matches its size and mtime is up to date without
+  being read; ``full`` hashes every stored file.
+* When every chosen file of an item (``item_files``) ended verified in this crawl, the item is
+  recorded complete (``ItemRecords.complete``) for the next run's ``unchanged``.
+* In a dry run (``RAVEL_DRY_RUN``) nothing is downloaded or written: a file is ``uptodate``
+  or ``planned`` (``ravelscraper.plan`` sums them up).
 
 The pipeline owns the order of one file's life and what reaches the item and the manifest
 (``files``, ``error``). The names it gets were judged by the spider (``ravelscraper.names``);
@@ -24,6 +31,8 @@ the per-file lines and stats are ``TransferLog``'s (``ravelscraper.progress``).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from functools import partial
 from io import BytesIO
 from typing import Any
@@ -43,6 +52,7 @@ from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.names import UnsafeName
 from ravelscraper.progress import TransferLog
+from ravelscraper.records import NO_XATTR_MESSAGE, ItemRecords, xattrs_supported
 from ravelscraper.stop import fatal, stop_crawl
 from ravelscraper.stores import (
     AtomicFSFilesStore,
@@ -56,6 +66,9 @@ from ravelscraper.stores import (
 )
 from ravelscraper.streaming import STREAM_META, PartFiles, StoreWriteError
 from ravelscraper.verify import expected_checksum, up_to_date, verified_body
+
+logger = logging.getLogger(__name__)
+VERIFIED = frozenset({"downloaded", "uptodate", "unverified"})  # a file's ends that count
 
 
 def describe(failure: Failure) -> str:
@@ -103,12 +116,22 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.part_files = PartFiles()
         self.store_error: str | None = None
         self.failures: dict[tuple[str, str], str] = {}  # (identifier, name) -> reason
+        self.dry_run = crawler.settings.getbool("RAVEL_DRY_RUN")
+        self.item_records = ItemRecords.from_settings(crawler.settings)
+        self.verified_files: dict[str, set[str]] = {}  # identifier -> names verified here
+        if isinstance(self.store, AtomicFSFilesStore):
+            self.store.quick = crawler.settings["RAVEL_RECHECK"] == "quick"
+            self.store.keep_records = not self.dry_run
 
     def open_spider(self) -> None:
         super().open_spider()
         problem = self.store_problem or store_check_problem(self.store)
         if problem is not None:
             raise fatal(self.crawler, "files_store_unusable", problem)
+        store = self.store
+        if isinstance(store, AtomicFSFilesStore) and not xattrs_supported(store.basedir):
+            logger.info(NO_XATTR_MESSAGE)
+            store.keep_records = False
 
     def close_spider(self) -> None:
         self.part_files.discard_all()  # the crawl stopped before their files were verified
@@ -118,7 +141,25 @@ class VerifiedFilesPipeline(FilesPipeline):
         if item.error:  # the spider could not list it as a file to fetch (or store)
             self.file_failed(item.name, item.error, item)
             return item
-        return await super().process_item(item)
+        item = await super().process_item(item)
+        await self.note_verified(item)
+        return item
+
+    async def note_verified(self, item: AudioFile) -> None:
+        """Count the file toward its item; the item's last verified file records it."""
+        fingerprint: str | None = getattr(item, "item_fingerprint", None)
+        wanted: int = getattr(item, "item_files", 0)
+        if not fingerprint or wanted <= 0 or self.dry_run:
+            return
+        if not any(f.get("status") in VERIFIED for f in item.files):
+            return
+        names = self.verified_files.setdefault(item.identifier, set())
+        names.add(item.name)
+        if len(names) == wanted:
+            selection: str = getattr(item, "selection", "")
+            del self.verified_files[item.identifier]
+            complete = partial(self.item_records.complete, item.identifier, fingerprint, selection)
+            await asyncio.to_thread(complete, files=sorted(names))
 
     def get_media_requests(self, item: AudioFile, info: MediaPipeline.SpiderInfo) -> list[Request]:
         meta = {"ravel_name": item.name, "ravel_identifier": item.identifier}
@@ -160,17 +201,29 @@ class VerifiedFilesPipeline(FilesPipeline):
         path = self.file_path(request, info=info, item=item)
         if isinstance(self.store, AtomicFSFilesStore):
             algorithm, expected = expected_checksum(item)
-            stat = partial(self.store.stat_file, path, info, algorithm)
+            stat = partial(self.store.stat_file, path, info, algorithm, expected, item.size)
         else:  # S3's ETag and the FTP store's checksum are md5s
             algorithm, expected = "md5", item.md5
             stat = partial(self.store.stat_file, path, info)
-        stored = await up_to_date(item, partial(call_store, self.store, stat), algorithm, expected)
+        stored = await up_to_date(item, partial(self.stat_stored, stat), algorithm, expected)
         if stored is None:
-            return None
+            if not self.dry_run:
+                return None
+            self.stats.inc_value("ravel/files_planned")  # a dry run would download it
+            self.stats.inc_value("ravel/bytes_planned", item.size or 0)
+            return file_info(request, path, expected, algorithm, "planned")
         self.transfers.uptodate(item)
         self.inc_stats("uptodate")
         checksum = stored.get("checksum")
         return file_info(request, path, checksum, algorithm, "uptodate")
+
+    async def stat_stored(self, stat: partial[Any]) -> dict:
+        """The store's ``stat_file`` answer, counted: trusted on its record, or hashed."""
+        stored = await call_store(self.store, stat)
+        if stored and "quick" in stored:
+            key = "ravel/files_quick_checked" if stored["quick"] else "ravel/files_rehashed"
+            self.stats.inc_value(key)
+        return stored
 
     async def media_downloaded(
         self,
@@ -213,16 +266,21 @@ class VerifiedFilesPipeline(FilesPipeline):
         self, body: ReceivedBody, request: Request, info: MediaPipeline.SpiderInfo, item: AudioFile
     ) -> FileInfo:
         path = self.file_path(request, item=item)
+        algorithm, expected = expected_checksum(item)
+        verified = expected is not None and body.checksum == expected
+        record = (algorithm, body.checksum) if verified else None  # only a verified body's
         if body.streamed is not None:
-            store = partial(self.store.commit_part, body.streamed.fd, body.streamed.path, path)
+            streamed = body.streamed
+            store = partial(self.store.commit_part, streamed.fd, streamed.path, path, record=record)
+        elif isinstance(self.store, AtomicFSFilesStore):
+            data = BytesIO(body.data or b"")
+            store = partial(self.store.persist_file, path, data, info, record=record)
         else:
             store = partial(self.store.persist_file, path, BytesIO(body.data or b""), info)
         try:
             await call_store(self.store, store)
         except OSError as exc:
             raise self.write_failed(exc) from None
-        algorithm, expected = expected_checksum(item)
-        verified = expected is not None and body.checksum == expected
         self.transfers.stored(item, body.size, verified)
         self.inc_stats("downloaded")
         status = "downloaded" if verified else "unverified"

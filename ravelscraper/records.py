@@ -89,14 +89,23 @@ def local_root(files_store: str) -> Path | None:
     return Path(rest) if scheme.lower() == "file" and rest else None
 
 
-def write_record(fd: int, algorithm: str, digest: str) -> bool:
+def write_record(
+    fd: int, algorithm: str, digest: str, before: os.stat_result | None = None
+) -> bool:
     """Record, on the open file ``fd`` (complete: no write follows), that it holds ``digest``.
 
-    The size and mtime are the file's now. False if the filesystem keeps no extended
-    attributes (or refuses this one): the file is then simply hashed on the next run.
+    The size and mtime are the file's now; ``before`` is its stat when its digest was
+    computed: if the file changed since, nothing is recorded. False when nothing was
+    recorded, e.g. on a filesystem without extended attributes: the file is then hashed on
+    the next run.
     """
     try:
         found = os.fstat(fd)
+        if before is not None and (found.st_size, found.st_mtime_ns) != (
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            return False
         record = FileRecord(algorithm, digest, found.st_size, found.st_mtime_ns)
         os.setxattr(fd, XATTR, record.encode())
     except OSError:

@@ -31,6 +31,7 @@ from scrapy.utils.ftp import ftp_makedirs_cwd
 from twisted.internet.defer import Deferred
 
 from ravelscraper.names import UnsafeName
+from ravelscraper.records import quick_match, read_record, write_record
 from ravelscraper.redact import redact_url
 
 PARTIAL_PREFIX = ".ravel-"
@@ -133,11 +134,17 @@ class AtomicFSFilesStore:
     file under the real name. The folder is created by :meth:`ensure_writable` when the
     crawl opens, so that an unwritable store is reported before anything is downloaded.
     Nothing is read or written outside the folder (:meth:`filesystem_path`).
+
+    Each verified file gets its verification record (``ravelscraper.records``) before its
+    rename, unless ``keep_records`` is off (a dry run, or a filesystem without extended
+    attributes); with ``quick`` on, :meth:`stat_file` trusts a file its record vouches for.
     """
 
     def __init__(self, basedir: str | os.PathLike[str]):
         basedir = str(basedir)
         self.basedir = basedir.split("://", 1)[1] if "://" in basedir else basedir
+        self.quick = True  # RAVEL_RECHECK=quick
+        self.keep_records = True
 
     def ensure_writable(self) -> None:
         """Create the store and write a probe file there; raises OSError if that fails."""
@@ -160,9 +167,13 @@ class AtomicFSFilesStore:
         path: str | os.PathLike[str],
         info: MediaPipeline.SpiderInfo,
         algorithm: str = "md5",
+        expected: str | None = None,
+        size: int | None = None,
     ) -> dict:
         """The stored file's checksum (``algorithm``), mtime and size; {} if no regular file
-        is there."""
+        is there. ``quick`` is True when its record vouched for it (``expected`` and ``size``
+        are what archive.org lists now), False when it was read and hashed; a hash equal to
+        ``expected`` (re)records it, so an older store becomes quick after one run."""
         target = self.filesystem_path(path)
         try:
             found = target.stat()
@@ -170,9 +181,26 @@ class AtomicFSFilesStore:
             return {}
         if not stat.S_ISREG(found.st_mode):
             return {}  # a directory in the way: storing the file will fail with the reason
+        if self.quick and quick_match(read_record(target), found, algorithm, expected, size):
+            assert expected is not None
+            return {
+                "last_modified": found.st_mtime,
+                "checksum": expected.lower(),
+                "size": found.st_size,
+                "quick": True,
+            }
         with target.open("rb") as stored:
+            before = os.fstat(stored.fileno())
             checksum = hashlib.file_digest(stored, algorithm).hexdigest()
-        return {"last_modified": found.st_mtime, "checksum": checksum, "size": found.st_size}
+            matches = checksum == expected and size in (None, before.st_size)
+            if matches and self.keep_records:
+                write_record(stored.fileno(), algorithm, checksum, before)
+        return {
+            "last_modified": before.st_mtime,
+            "checksum": checksum,
+            "size": before.st_size,
+            "quick": False,
+        }
 
     def persist_file(
         self,
@@ -181,7 +209,10 @@ class AtomicFSFilesStore:
         info: MediaPipeline.SpiderInfo,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        record: tuple[str, str] | None = None,
     ) -> None:
+        """Store ``buf`` at ``path``; ``record`` is (algorithm, digest) of a verified body."""
         target = self.filesystem_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(
@@ -191,32 +222,48 @@ class AtomicFSFilesStore:
             os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600
             with os.fdopen(fd, "wb") as out:
                 out.write(buf.getvalue())  # no copy: getbuffer() would copy a shared buffer
+                out.flush()
+                self.record(out.fileno(), record)
             os.replace(partial, target)
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
 
+    def record(self, fd: int, record: tuple[str, str] | None) -> None:
+        """Give the complete file ``fd`` its verification record (if it has one to get)."""
+        if record is not None and self.keep_records:
+            write_record(fd, *record)
+
     def commit_part(
-        self, fd: int, part: str | os.PathLike[str] | None, path: str | os.PathLike[str]
+        self,
+        fd: int,
+        part: str | os.PathLike[str] | None,
+        path: str | os.PathLike[str],
+        *,
+        record: tuple[str, str] | None = None,
     ) -> None:
         """Move a complete part file, made in the target's folder, into place.
 
         ``part`` is its name, or None for an unnamed (``O_TMPFILE``) file open as ``fd``:
         that one is linked under a temporary name (copied if linking fails), then renamed.
+        ``record`` (algorithm, digest of a verified body) is set on the file before its
+        rename: the name and the record appear together.
         """
         target = self.filesystem_path(path)
         if part is not None:
             if Path(part).parent != target.parent:
                 raise UnsafeName(f"{str(part)!r} is not in the folder of {str(path)!r}")
+            self.record(fd, record)
             os.replace(part, target)
             return
         name = f"{PARTIAL_PREFIX}{secrets.token_hex(8)}{PARTIAL_SUFFIX}"
         folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             try:
+                self.record(fd, record)
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
             except OSError:  # no /proc, or a filesystem that refuses: copy it
-                self.copy_part(fd, target.parent / name)
+                self.copy_part(fd, target.parent / name, record if self.keep_records else None)
             try:
                 os.replace(name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
             except BaseException:
@@ -227,14 +274,17 @@ class AtomicFSFilesStore:
             os.close(folder)
 
     @staticmethod
-    def copy_part(fd: int, partial: Path) -> None:
-        """Copy the open file ``fd`` to the new file ``partial`` (deleted if that fails)."""
+    def copy_part(fd: int, partial: Path, record: tuple[str, str] | None = None) -> None:
+        """Copy the open file ``fd`` to the new file ``partial`` (deleted if that fails);
+        ``record`` (algorithm, digest) is set on the copy once it is complete."""
         out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             offset = 0
             while chunk := os.pread(fd, 1 << 20, offset):
                 write_all(out, chunk)
                 offset += len(chunk)
+            if record is not None:
+                write_record(out, *record)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
