@@ -66,6 +66,7 @@ DOWNLOAD_HANDLERS = {
 EXTENSIONS = {
     "ravelscraper.redact.RedactSecrets": 0,
     "ravelscraper.progress.Progress": 500,
+    "ravelscraper.plan.DryRunPlan": 510,  # on only with RAVEL_DRY_RUN
     "ravelscraper.startup.FreezeStartupObjects": 1000,  # gc.freeze() once started
 }
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines

@@ -26,6 +26,8 @@ from ravelscraper.records import (
     write_record,
     xattrs_supported,
 )
+from tests.fakearchive import file_bytes, sha1_of
+from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
 
 BODY = b"a verified body\n"
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -228,3 +230,103 @@ def test_recheck_refuses_anything_else_in_one_line() -> None:
     assert settings_problem(values) == (
         "setting RAVEL_RECHECK='fast' is not valid: expected 'quick' or 'full'"
     )
+
+
+# --- end to end: the quick check in real crawls -------------------------------------------
+
+
+def storage_gets(archive) -> list[str]:
+    return [
+        e["path"]
+        for e in archive.stats()["log"]
+        if e["host"] == FAKE_STORAGE_HOST
+        and e["method"] == "GET"
+        and not e["path"].endswith("robots.txt")
+    ]
+
+
+@pytest.mark.slow
+def test_a_rerun_trusts_recorded_files_and_rehashes_only_what_changed(archive, tmp_path):
+    store = tmp_path / "store"
+    url = f"url={archive.details_url(RAVEL)}"
+    first = scrapy_crawl("-a", url, store=store)
+    assert first.returncode == 0, first.log
+    for name in RAVEL_MP3S:  # each stored file carries its record: the listed sha1
+        record = read_record(store / RAVEL / name)
+        assert record is not None and record.algorithm == "sha1"
+        assert record.digest == sha1_of(RAVEL, name)
+
+    archive.reset()
+    again = scrapy_crawl("-a", url, store=store)
+    assert again.returncode == 0, again.log
+    assert again.stat("ravel/files_quick_checked") == len(RAVEL_MP3S)
+    assert again.stat("ravel/files_rehashed") == 0  # no stored byte was read
+    assert storage_gets(archive) == []
+
+    archive.reset()
+    full = scrapy_crawl("-a", url, store=store, RAVEL_RECHECK="full")
+    assert full.returncode == 0, full.log
+    assert full.stat("ravel/files_rehashed") == len(RAVEL_MP3S)
+    assert full.stat("ravel/files_quick_checked") == 0
+    assert storage_gets(archive) == []
+
+    # Rewritten in place with the same size: its mtime moved, so it is hashed and replaced.
+    altered = store / RAVEL / RAVEL_MP3S[1]
+    altered.write_bytes(b"\0" * altered.stat().st_size)
+    archive.reset()
+    repaired = scrapy_crawl("-a", url, store=store)
+    assert repaired.returncode == 0, repaired.log
+    assert repaired.stat("ravel/files_quick_checked") == len(RAVEL_MP3S) - 1
+    assert repaired.stat("ravel/files_rehashed") == 1
+    assert repaired.stat("ravel/files_downloaded") == 1
+    assert altered.read_bytes() == file_bytes(RAVEL, RAVEL_MP3S[1])
+    assert read_record(altered) == FileRecord(
+        "sha1", sha1_of(RAVEL, RAVEL_MP3S[1]), altered.stat().st_size, altered.stat().st_mtime_ns
+    )
+
+
+@pytest.mark.slow
+def test_a_file_corrupted_with_its_mtime_restored_is_caught_only_by_a_full_recheck(
+    archive, tmp_path
+):
+    """rsync's limit, documented: the quick check trusts size and mtime."""
+    store = tmp_path / "store"
+    url = f"url={archive.details_url(RAVEL)}"
+    assert scrapy_crawl("-a", url, store=store).returncode == 0
+    forged = store / RAVEL / RAVEL_MP3S[0]
+    before = forged.stat()
+    forged.write_bytes(b"\0" * before.st_size)
+    os.utime(forged, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    archive.reset()
+    quick = scrapy_crawl("-a", url, store=store)
+    assert quick.returncode == 0, quick.log
+    assert storage_gets(archive) == [] and forged.read_bytes() == b"\0" * before.st_size
+
+    full = scrapy_crawl("-a", url, store=store, RAVEL_RECHECK="full")
+    assert full.returncode == 0, full.log
+    assert full.stat("ravel/files_downloaded") == 1
+    assert forged.read_bytes() == file_bytes(RAVEL, RAVEL_MP3S[0])
+
+
+@pytest.mark.slow
+def test_a_store_made_before_records_becomes_quick_after_one_run(archive, tmp_path):
+    store = tmp_path / "store"
+    url = f"url={archive.details_url(RAVEL)}"
+    assert scrapy_crawl("-a", url, store=store).returncode == 0
+    for name in RAVEL_MP3S:
+        os.removexattr(store / RAVEL / name, XATTR)
+    rehashed = scrapy_crawl("-a", url, store=store)
+    assert rehashed.stat("ravel/files_rehashed") == len(RAVEL_MP3S), rehashed.log
+    quick = scrapy_crawl("-a", url, store=store)
+    assert quick.stat("ravel/files_quick_checked") == len(RAVEL_MP3S), quick.log
+
+
+def test_a_bad_recheck_value_stops_the_crawl_in_one_line(tmp_path):
+    crawl = scrapy_crawl("-a", "item=x", store=tmp_path / "store", RAVEL_RECHECK="fast")
+    assert crawl.returncode == 1
+    assert len(crawl.errors) == 1 and "Traceback" not in crawl.log
+    assert crawl.errors[0].endswith(
+        "setting RAVEL_RECHECK='fast' is not valid: expected 'quick' or 'full'"
+    )
+    assert not (tmp_path / "store").exists()

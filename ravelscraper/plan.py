@@ -1,0 +1,105 @@
+"""The dry run's summary (``-s RAVEL_DRY_RUN=1``): what a real run would download.
+
+Owns :class:`DryRunPlan`, an extension that is on only in a dry run. It reads each file as
+the files pipeline leaves it (status ``planned`` or ``uptodate`` in its ``files``, or an
+``error``) and logs, when the crawl closes, one ``[dry run]`` line per item with something to
+download (the first ``SHOWN_ITEMS``, then "and K more items") and a total: files, bytes and
+items to download, files up to date, and that nothing was downloaded. The pipeline decides
+each file's status; this extension only sums them up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Self
+
+from scrapy import Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+
+from ravelscraper.items import AudioFile
+from ravelscraper.names import shown
+
+logger = logging.getLogger(__name__)
+
+SHOWN_ITEMS = 20  # items listed one per line; the others are counted
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+@dataclass
+class ItemPlan:
+    """What a real run would do with one item's files."""
+
+    files: int = 0  # to download
+    size: int = 0  # bytes to download (as listed)
+    uptodate: int = 0
+    failed: int = 0
+
+
+class DryRunPlan:
+    """Sums up a dry run per item and in total (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, ItemPlan] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not crawler.settings.getbool("RAVEL_DRY_RUN"):
+            raise NotConfigured("not a dry run")
+        plan = cls()
+        crawler.signals.connect(plan.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(plan.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(plan.spider_closed, signal=signals.spider_closed)
+        return plan
+
+    def spider_opened(self, spider: Spider) -> None:
+        logger.info("[dry run] listing only: nothing will be downloaded or stored")
+
+    def item_scraped(self, item: Any, **kwargs: Any) -> None:
+        if not isinstance(item, AudioFile):
+            return
+        self.add(item)
+
+    def add(self, item: AudioFile) -> None:
+        plan = self.items.setdefault(item.identifier, ItemPlan())
+        statuses = {f.get("status") for f in item.files}
+        if "planned" in statuses:
+            plan.files += 1
+            plan.size += item.size or 0
+        elif "uptodate" in statuses:
+            plan.uptodate += 1
+        else:
+            plan.failed += 1
+
+    def lines(self) -> list[str]:
+        """The summary, one string per log line."""
+        lines = []
+        to_fetch = [(i, p) for i, p in self.items.items() if p.files]
+        for identifier, plan in to_fetch[:SHOWN_ITEMS]:
+            lines.append(
+                f"[dry run] {shown(identifier)}: {plan.files} files to download "
+                f"({size_text(plan.size)}), {plan.uptodate} up to date"
+                + (f", {plan.failed} failed" if plan.failed else "")
+            )
+        if len(to_fetch) > SHOWN_ITEMS:
+            lines.append(f"[dry run] and {len(to_fetch) - SHOWN_ITEMS} more items to download")
+        plans = self.items.values()
+        files = sum(p.files for p in plans)
+        size = sum(p.size for p in plans)
+        uptodate = sum(p.uptodate for p in plans)
+        failed = sum(p.failed for p in plans)
+        lines.append(
+            f"[dry run] total: {files} files to download ({size_text(size)}) from "
+            f"{len(to_fetch)} of {len(self.items)} items, {uptodate} files up to date"
+            + (f", {failed} failed" if failed else "")
+        )
+        lines.append("[dry run] nothing was downloaded")
+        return lines
+
+    def spider_closed(self, spider: Spider, reason: str) -> None:
+        for line in self.lines():
+            logger.info(line)
