@@ -1,0 +1,118 @@
+"""The dry run (``-s RAVEL_DRY_RUN=1``): the listing as usual, no download, no write, and a
+summary per item and in total (ravelscraper.plan)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ravelscraper.items import AudioFile
+from ravelscraper.plan import SHOWN_ITEMS, DryRunPlan
+from ravelscraper.records import XATTR, read_record
+from tests.fakearchive import get_item
+from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
+
+
+def file_requests(archive) -> list[str]:
+    """Every request for a file: the /download 302s and the storage node's bodies."""
+    return [
+        e["path"]
+        for e in archive.stats()["log"]
+        if e["path"].startswith("/download/")
+        or (e["host"] == FAKE_STORAGE_HOST and not e["path"].endswith("robots.txt"))
+    ]
+
+
+def listed_size(name: str) -> int:
+    item = get_item(RAVEL)
+    assert item is not None
+    size = next(f.size for f in item.files if f.name == name)
+    assert size is not None
+    return size
+
+
+def audio_file(identifier: str, name: str, status: str | None, size: int = 1000) -> AudioFile:
+    item = AudioFile(identifier=identifier, name=name, url=f"http://x/{name}", size=size)
+    if status is not None:
+        item.files = [{"status": status}]
+    else:
+        item.error = "failed"
+    return item
+
+
+def test_the_summary_lists_items_to_fetch_then_counts_the_rest() -> None:
+    plan = DryRunPlan()
+    for n in range(SHOWN_ITEMS + 3):
+        plan.add(audio_file(f"item{n:03}", "a.mp3", "planned"))
+        plan.add(audio_file(f"item{n:03}", "b.mp3", "uptodate"))
+    plan.add(audio_file("done", "a.mp3", "uptodate"))
+    plan.add(audio_file("broken", "a.mp3", None))
+    lines = plan.lines()
+    assert lines[0] == "[dry run] item000: 1 files to download (0.0 MB), 1 up to date"
+    assert len(lines) == SHOWN_ITEMS + 3
+    assert lines[SHOWN_ITEMS] == "[dry run] and 3 more items to download"
+    total = SHOWN_ITEMS + 3
+    assert lines[-2] == (
+        f"[dry run] total: {total} files to download ({total * 1000 / 1e6:.1f} MB) from "
+        f"{total} of {total + 2} items, {total + 1} files up to date, 1 failed"
+    )
+    assert lines[-1] == "[dry run] nothing was downloaded"
+
+
+@pytest.mark.slow
+def test_a_dry_run_downloads_and_writes_nothing_and_says_what_it_would_fetch(
+    archive, tmp_path
+) -> None:
+    store, manifest = tmp_path / "store", tmp_path / "plan.jsonl"
+    url = f"url={archive.details_url(RAVEL)}"
+    crawl = scrapy_crawl("-a", url, "-O", str(manifest), store=store, RAVEL_DRY_RUN=1)
+
+    assert crawl.returncode == 0, crawl.log
+    assert file_requests(archive) == []
+    assert stored_files(store) == {}
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(r["name"] for r in rows) == RAVEL_MP3S
+    assert all([f["status"] for f in r["files"]] == ["planned"] for r in rows)
+    total = sum(listed_size(name) for name in RAVEL_MP3S)
+    assert crawl.stat("ravel/files_planned") == len(RAVEL_MP3S)
+    assert crawl.stat("ravel/bytes_planned") == total
+    assert crawl.stat("ravel/files_downloaded") == 0
+    assert f"[dry run] {RAVEL}: 5 files to download ({total / 1e6:.1f} MB), 0 up to date" in (
+        crawl.log
+    )
+    assert f"[dry run] total: 5 files to download ({total / 1e6:.1f} MB) from 1 of 1 items" in (
+        crawl.log
+    )
+    assert "[dry run] nothing was downloaded" in crawl.log
+    assert not crawl.errors
+
+
+@pytest.mark.slow
+def test_a_dry_run_over_a_partial_mirror_plans_only_the_missing_files(archive, tmp_path) -> None:
+    store, manifest = tmp_path / "store", tmp_path / "plan.jsonl"
+    url = f"url={archive.details_url(RAVEL)}"
+    assert scrapy_crawl("-a", url, store=store).returncode == 0
+    (store / RAVEL / RAVEL_MP3S[0]).unlink()
+    unrecorded = store / RAVEL / RAVEL_MP3S[1]
+    os.removexattr(unrecorded, XATTR)  # as if stored before records existed
+    archive.reset()
+
+    crawl = scrapy_crawl("-a", url, "-O", str(manifest), store=store, RAVEL_DRY_RUN=1)
+    assert crawl.returncode == 0, crawl.log
+    assert file_requests(archive) == []
+    assert not (store / RAVEL / RAVEL_MP3S[0]).exists()
+    assert read_record(unrecorded) is None  # checked (hashed), but not recorded: no write
+    statuses = {
+        r["name"]: r["files"][0]["status"]
+        for r in map(json.loads, manifest.read_text().splitlines())
+    }
+    assert statuses == {n: "planned" if n == RAVEL_MP3S[0] else "uptodate" for n in RAVEL_MP3S}
+    size = listed_size(RAVEL_MP3S[0])
+    assert crawl.stat("ravel/files_planned") == 1
+    assert crawl.stat("ravel/bytes_planned") == size
+    assert f"[dry run] {RAVEL}: 1 files to download ({size / 1e6:.1f} MB), 4 up to date" in (
+        crawl.log
+    )
+    assert "[dry run] nothing was downloaded" in crawl.log
