@@ -49,7 +49,7 @@ def number(raw: object) -> float | None:
 
 def settings_problem(settings: BaseSettings) -> str | None:
     """The first setting out of its range, as one sentence; None if all are fine."""
-    if settings["RAVEL_RECHECK"] not in RECHECK_MODES:
+    if "RAVEL_RECHECK" in settings and settings["RAVEL_RECHECK"] not in RECHECK_MODES:
         value = settings["RAVEL_RECHECK"]
         return f"setting RAVEL_RECHECK={value!r} is not valid: expected 'quick' or 'full'"
     for name, (low, high, whole) in NUMERIC_RANGES.items():

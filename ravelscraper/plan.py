@@ -49,7 +49,7 @@ class DryRunPlan:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         if not crawler.settings.getbool("RAVEL_DRY_RUN"):
-            raise NotConfigured("not a dry run")
+            raise NotConfigured  # silently: with a message, Scrapy logs a WARNING
         plan = cls()
         crawler.signals.connect(plan.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(plan.spider_opened, signal=signals.spider_opened)
