@@ -3,9 +3,12 @@ set before the rename) and the item record (a JSON file written with a rename)."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
+from io import BytesIO
 from pathlib import Path
 from unittest import mock
 
@@ -13,9 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
 
 from ravelscraper import settings as project_settings
 from ravelscraper.checks import settings_problem
+from ravelscraper.items import AudioFile
+from ravelscraper.pipelines import VerifiedFilesPipeline
 from ravelscraper.records import (
     XATTR,
     FileRecord,
@@ -26,6 +32,8 @@ from ravelscraper.records import (
     write_record,
     xattrs_supported,
 )
+from ravelscraper.spiders.ravel import RavelSpider
+from ravelscraper.stores import AtomicFSFilesStore
 from tests.fakearchive import file_bytes, sha1_of
 from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
 
@@ -330,3 +338,93 @@ def test_a_bad_recheck_value_stops_the_crawl_in_one_line(tmp_path):
         "setting RAVEL_RECHECK='fast' is not valid: expected 'quick' or 'full'"
     )
     assert not (tmp_path / "store").exists()
+
+
+# --- the local store writes and reads the records ------------------------------------------
+
+
+def test_every_way_the_store_writes_a_verified_file_records_it(tmp_path: Path) -> None:
+    store = AtomicFSFilesStore(str(tmp_path))
+    store.persist_file("item/mem.mp3", BytesIO(BODY), info=None, record=("md5", MD5))
+    store.persist_file("item/unverified.mp3", BytesIO(BODY), info=None)
+    (tmp_path / "item" / "named.part").write_bytes(BODY)
+    fd = os.open(tmp_path / "item" / "named.part", os.O_RDWR)
+    try:
+        store.commit_part(
+            fd, tmp_path / "item" / "named.part", "item/named.mp3", record=("md5", MD5)
+        )
+    finally:
+        os.close(fd)
+    for linked in (True, False):  # unnamed (O_TMPFILE): linked, or copied where link fails
+        fd = os.open(tmp_path / "item", os.O_TMPFILE | os.O_RDWR, 0o644)
+        try:
+            os.write(fd, BODY)
+            refuse = mock.patch("os.link", side_effect=OSError(18, "EXDEV"))
+            with contextlib.nullcontext() if linked else refuse:
+                store.commit_part(fd, None, f"item/tmp{linked}.mp3", record=("md5", MD5))
+        finally:
+            os.close(fd)
+    for name in ("mem.mp3", "named.mp3", "tmpTrue.mp3", "tmpFalse.mp3"):
+        target = tmp_path / "item" / name
+        assert quick_match(read_record(target), target.stat(), "md5", MD5, len(BODY)), name
+    assert read_record(tmp_path / "item" / "unverified.mp3") is None
+
+
+def test_stat_file_trusts_a_recorded_file_without_opening_it(tmp_path: Path) -> None:
+    store = AtomicFSFilesStore(str(tmp_path))
+    store.persist_file("item/a.mp3", BytesIO(BODY), info=None, record=("md5", MD5))
+    with mock.patch.object(Path, "open", side_effect=AssertionError("read")):
+        found = store.stat_file("item/a.mp3", None, "md5", MD5, len(BODY))
+    assert found["quick"] is True and found["checksum"] == MD5
+    store.quick = False  # RAVEL_RECHECK=full
+    assert store.stat_file("item/a.mp3", None, "md5", MD5, len(BODY))["quick"] is False
+
+
+def test_a_full_hash_that_matches_records_the_file_unless_records_are_off(tmp_path: Path) -> None:
+    store = AtomicFSFilesStore(str(tmp_path))
+    store.persist_file("item/a.mp3", BytesIO(BODY), info=None)
+    store.keep_records = False  # a dry run
+    assert store.stat_file("item/a.mp3", None, "md5", MD5, len(BODY))["quick"] is False
+    assert read_record(tmp_path / "item" / "a.mp3") is None
+    store.stat_file("item/a.mp3", None, "md5", "f" * 32, len(BODY))  # another digest listed
+    assert read_record(tmp_path / "item" / "a.mp3") is None
+    store.keep_records = True
+    store.stat_file("item/a.mp3", None, "md5", "f" * 32, len(BODY))
+    assert read_record(tmp_path / "item" / "a.mp3") is None  # never vouches for a mismatch
+    store.stat_file("item/a.mp3", None, "md5", MD5, len(BODY))
+    assert read_record(tmp_path / "item" / "a.mp3") is not None
+    assert store.stat_file("item/a.mp3", None, "md5", MD5, len(BODY))["quick"] is True
+
+
+def test_a_record_is_not_written_for_a_file_that_changed_while_it_was_hashed(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "a.mp3"
+    target.write_bytes(BODY)
+    with target.open("rb") as stored:
+        before = os.fstat(stored.fileno())
+        os.utime(target, ns=(0, before.st_mtime_ns + 1))
+        assert not write_record(stored.fileno(), "md5", MD5, before)
+    assert read_record(target) is None
+
+
+def test_an_item_is_recorded_once_all_its_files_ended_verified(tmp_path: Path) -> None:
+    crawler = get_crawler(RavelSpider, {"FILES_STORE": str(tmp_path), "RAVEL_RECHECK": "quick"})
+    crawler.spider = crawler._create_spider()
+    pipe = VerifiedFilesPipeline.from_crawler(crawler)
+    (tmp_path / "item").mkdir()
+    files = []
+    for name, status in (("a.mp3", "downloaded"), ("b.mp3", "uptodate"), ("c.mp3", "failed")):
+        (tmp_path / "item" / name).write_bytes(BODY)
+        file = AudioFile(identifier="item", name=name, url=f"http://x/{name}")
+        # The fields coll adds to AudioFile (set this way until they are merged).
+        for field, value in (("item_fingerprint", "fp"), ("item_files", 2), ("selection", "mp3")):
+            setattr(file, field, value)
+        file.files = [] if status == "failed" else [{"status": status}]
+        files.append(file)
+    records = ItemRecords.from_settings(crawler.settings)
+    asyncio.run(pipe.note_verified(files[2]))  # a failed file counts for nothing
+    asyncio.run(pipe.note_verified(files[0]))
+    assert not records.unchanged("item", "fp", "mp3")
+    asyncio.run(pipe.note_verified(files[1]))
+    assert records.unchanged("item", "fp", "mp3")
