@@ -1,7 +1,9 @@
-"""The spider's ``-a`` arguments: which item to list, and which of its files to take.
+"""The spider's ``-a`` arguments: which items to list, and which of their files to take.
 
-They are checked when the crawl starts, not when the spider is made, so that a bad argument
-is one ERROR line (the spider's ``fail``), not a traceback from Scrapy's spider loader.
+One item (``url`` or ``item``), or many (``collection``, ``search`` or ``items``: one of
+them); ``formats`` and ``glob`` choose the files of every item. They are checked when the
+crawl starts, not when the spider is made, so that a bad argument is one ERROR line (the
+spider's ``fail``), not a traceback from Scrapy's spider loader.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ravelscraper.archive import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
+from ravelscraper.search import collection_query
 
-ARGUMENTS = ("url", "item", "formats", "glob")
+ARGUMENTS = ("url", "item", "formats", "glob", "collection", "search", "items")
+MANY = ("collection", "search", "items")  # the arguments that list many items
 SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
 
 
@@ -30,6 +34,9 @@ class SpiderArguments:
     selection: Selection = field(default_factory=Selection)
     unknown: tuple[str, ...] = ()  # names the spider does not know (scrapyd's left out)
     empty: tuple[str, ...] = ()  # known names given an empty value
+    collection: str | None = None
+    search: str | None = None
+    items: str | None = None  # the path of an item list, "-" for standard input
 
     @classmethod
     def given(
@@ -39,8 +46,11 @@ class SpiderArguments:
         formats: str | None,
         glob: str | None,
         others: Iterable[str] = (),
+        collection: str | None = None,
+        search: str | None = None,
+        items: str | None = None,
     ) -> SpiderArguments:
-        values = (url, item, formats, glob)
+        values = (url, item, formats, glob, collection, search, items)
         return cls(
             url=url,
             item=item,
@@ -51,10 +61,13 @@ class SpiderArguments:
                 for name, value in zip(ARGUMENTS, values, strict=True)
                 if value is not None and not value.strip()
             ),
+            collection=collection,
+            search=search,
+            items=items,
         )
 
     def check(self) -> None:
-        """Raises BadInput for an unknown or an empty argument."""
+        """Raises BadInput for an unknown, an empty argument, or arguments that conflict."""
         known = ", ".join(f"{name}=" for name in ARGUMENTS)
         if self.unknown:
             unknown = ", ".join(f"-a {name}=" for name in self.unknown)
@@ -62,6 +75,26 @@ class SpiderArguments:
         if self.empty:
             empty = ", ".join(f"-a {name}=" for name in self.empty)
             raise BadInput(f"empty argument {empty}: give it a value or leave it out")
+        given = [name for name in ("url", "item", *MANY) if getattr(self, name) is not None]
+        if len(given) > 1 and set(given) & set(MANY):
+            names = " and ".join(f"-a {name}=" for name in given)
+            raise BadInput(
+                f"{names} can't be combined: give one of -a url=, -a item=, -a collection=, "
+                "-a search=, -a items= (-a formats= and -a glob= combine with each)"
+            )
+
+    @property
+    def many(self) -> bool:
+        """Whether the crawl lists many items (a collection, a search, an item list)."""
+        return any(getattr(self, name) is not None for name in MANY)
+
+    def query(self) -> str | None:
+        """The archive.org search to page through (None for an item list or one item);
+        raises BadInput for a bad collection identifier."""
+        self.check()
+        if self.collection is not None:
+            return collection_query(self.collection.strip())
+        return self.search.strip() if self.search is not None else None
 
     def location(self, origin: str) -> ItemLocation:
         """The item to list (``item`` is looked up on ``origin``); raises BadInput."""

@@ -27,6 +27,7 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_IDLE_QUIET": (0, None, False),
     "RAVEL_REDIS_GRACE": (0, None, False),
     "RAVEL_LISTING_DELAY": (0, None, False),
+    "RAVEL_SEARCH_PAGE_SIZE": (100, 10000, True),  # archive.org's scrape API limits
     "RAVEL_HEARTBEAT": (0.2, None, False),  # each one is a few Redis calls
     "RAVEL_MAX_ATTEMPTS": (1, None, True),
     "RAVEL_NODE_MAX_LEASES": (0, None, True),

@@ -30,6 +30,12 @@ class AudioFile:
     # Set by the spider when the file can't be fetched as listed (e.g. conflicting md5s):
     # the pipeline then fails it with this reason instead of downloading it.
     error: str = ""
+    # Set by the spider on each file of an item. What the search answer said of the item's
+    # state (ravelscraper.search.fingerprint; None when no search found the item), how many
+    # files the crawl takes from the item, and the selection that chose them.
+    item_fingerprint: str | None = None
+    item_files: int = 0
+    selection: str = ""
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
 

@@ -3,7 +3,12 @@
 Owns the per-file lines and ``ravel/*`` file stats of the files pipeline (:class:`TransferLog`:
 ``[download start]``, ``[download finished]``, ``[download failed]``, the ``[unverified]``
 summary) and the crawl's own lines (:class:`Progress`: ``[main start]``, ``[progress]``
-every few seconds, ``[main finished]``).
+every few seconds, ``[main finished]``, and the ``[failed items]``/``[failed files]``
+summary: the first few and the count; the ``-O`` manifest has every file).
+
+With many items (``ravel/items_total`` set by the spider), ``[progress]`` starts with the
+items: done (every file of the item ended: stored, up to date or failed), unchanged
+(skipped), failed (not listed), out of the total archive.org or the item list gave.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ravelscraper.items import AudioFile
 from ravelscraper.names import shown
 
 logger = logging.getLogger(__name__)
+NAMED_FAILURES = 5  # failed items and files named in the summary
 
 
 def mb(size: float) -> str:
@@ -121,13 +127,34 @@ class Progress:
         self.interval = interval
         self.started = monotonic()
         self.loop = None
+        self.pending: dict[str, int] = {}  # identifier -> files ended, until all have
+        self.failed_files: list[str] = []  # the first few, as <identifier>/<name>
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL"))
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(extension.file_ended, signal=signals.item_scraped)
+        crawler.signals.connect(extension.file_ended, signal=signals.item_dropped)
+        crawler.signals.connect(extension.file_ended, signal=signals.item_error)
         return extension
+
+    def file_ended(self, item: Any, **kwargs: Any) -> None:
+        """A file out of the pipeline: its item is done once all its files are."""
+        if not isinstance(item, AudioFile):
+            return
+        # item_dropped passes ``exception``, item_error ``failure``: the file did not end well.
+        failed = bool(item.error) or "exception" in kwargs or "failure" in kwargs
+        if failed and len(self.failed_files) < NAMED_FAILURES:
+            self.failed_files.append(shown(f"{item.identifier}/{item.name}"))
+        if item.item_files <= 0:
+            return
+        ended = self.pending.pop(item.identifier, 0) + 1
+        if ended >= item.item_files:
+            self.stats.inc_value("ravel/items_done")
+        else:
+            self.pending[item.identifier] = ended
 
     def stat(self, key: str) -> int:
         return self.stats.get_value(f"ravel/{key}", 0)
@@ -158,9 +185,22 @@ class Progress:
         bytes_done = downloaded + self.stat("bytes_uptodate")
         speed = rate(downloaded, monotonic() - self.started)
         logger.info(
-            f"[progress] {done}/{total} files, {mb(bytes_done)}/{mb(bytes_total)} MB, "
+            f"[progress] {self.items_text()}{done}/{total} files, "
+            f"{mb(bytes_done)}/{mb(bytes_total)} MB, "
             f"{speed / 1_000_000:.2f} MB/s, ETA {eta(bytes_total - bytes_done, speed)}"
         )
+
+    def items_text(self) -> str:
+        """``"items 12/2000 (1 failed, 3 unchanged), "`` with many items, else ``""``."""
+        total = self.stats.get_value("ravel/items_total")
+        if total is None:
+            return ""
+        failed, unchanged = self.stat("items_failed"), self.stat("items_unchanged")
+        done = self.stat("items_done") + failed + unchanged + self.stat("collections_skipped")
+        notes = [f"{failed} failed" if failed else ""]
+        notes.append(f"{unchanged} unchanged" if unchanged else "")
+        note = ", ".join(n for n in notes if n)
+        return f"items {done}/{total}" + (f" ({note})" if note else "") + ", "
 
     def own_files_done(self) -> int:
         return (
@@ -206,3 +246,20 @@ class Progress:
             + (f", {cancelled} not started" if (cancelled := self.stat("files_cancelled")) else "")
             + ("" if reason == "finished" else f"; stopped: {reason}"),
         )
+        self.log_failures(spider)
+
+    def log_failures(self, spider: Spider) -> None:
+        """The summary of what failed: the first few items and files, and how many."""
+        items = self.stat("items_failed")
+        if items:
+            named = getattr(spider, "failed_items", [])[:NAMED_FAILURES]
+            logger.error(f"[failed items] {items}: {names_text(named, items)}")
+        files = self.stat("files_failed")
+        if files:
+            logger.error(f"[failed files] {files}: {names_text(self.failed_files, files)}")
+
+
+def names_text(names: list[str], count: int) -> str:
+    """``"a, b and 3 more"``: the names kept, and how many others failed."""
+    more = count - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "") + " (see the log)"

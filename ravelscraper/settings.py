@@ -14,6 +14,8 @@ COMMANDS_MODULE = "ravelscraper.commands"
 # --- Source -------------------------------------------------------------------
 # Where `-a item=<identifier>` (and the default item) is looked up; a mirror can stand in.
 RAVEL_ORIGIN = "https://archive.org"
+# Items per page of an archive.org search (-a collection=, -a search=): 100 to 10000.
+RAVEL_SEARCH_PAGE_SIZE = 1000
 
 # --- Identity and politeness ------------------------------------------------
 # archive.org asks bulk downloaders to identify themselves: add a contact.

@@ -10,13 +10,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 
 from ravelscraper.archive import ItemLocation, Metadata, Selection, page_file_names
-from tests.fakearchive import FakeArchive, file_bytes, get_item, max_simultaneous, md5_of
-from tests.fakearchive.catalog import HOSTILE_NAMES
+from tests.fakearchive import CATALOG, FakeArchive, file_bytes, get_item, max_simultaneous, md5_of
+from tests.fakearchive.catalog import HOSTILE_NAMES, RAVEL_ID
 from tests.fakearchive.save_fixtures import FIXTURES, ORIGIN, fixtures
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
@@ -197,3 +197,74 @@ def test_saved_details_pages_link_the_files_their_metadata_lists(identifier: str
     listed = {f.name for f in metadata.files}
     assert linked and set(linked) <= listed
     assert {f.name for f in Selection().choose(metadata.files)} <= set(linked)
+
+
+# --- the scrape API and generated collections (collections.py) ---------------------------
+
+
+def test_scrape_pages_a_generated_collection_by_its_cursor_lazily() -> None:
+    from tests.fakearchive.collections import Catalog, decode_cursor, scrape
+
+    catalog = Catalog(CATALOG, {"collections": {"g": {"items": 10_000}}})
+    first = scrape(catalog, {"q": ["collection:g"], "count": ["1000"], "fields": ["item_size"]})
+    assert first["count"] == 1000 and first["total"] == 10_000 and "previous" not in first
+    assert first["items"][0] == {
+        "identifier": "g-00001",
+        "item_size": catalog.get("g-00001").item_size,
+    }
+    assert decode_cursor(first["cursor"]) == "g-01000"
+    last = scrape(catalog, {"q": ["collection:g"], "count": ["10000"], "cursor": [first["cursor"]]})
+    assert last["count"] == 9000 and "cursor" not in last and last["previous"] == first["cursor"]
+    assert catalog.get("g-10001") is None and catalog.get("g-1") is None
+
+
+def test_scrape_refuses_what_archive_org_would_with_an_error_envelope() -> None:
+    from tests.fakearchive.collections import Catalog, scrape
+
+    catalog = Catalog(CATALOG, {})
+    for params in (
+        {"q": ["collection:x"], "count": ["99"]},
+        {"q": ["collection:x"], "count": ["10001"]},
+        {"q": ["creator Ravel"], "count": ["100"]},
+        {"q": ["a:1 OR b:2"], "count": ["100"]},
+        {"q": ["collection:x"], "count": ["100"], "cursor": ["not-base64!"]},
+    ):
+        assert set(scrape(catalog, params)) == {"error"}, params
+    assert scrape(catalog, {"q": ["collection:none"], "count": ["100"]}) == {
+        "items": [],
+        "count": 0,
+        "total": None,
+    }
+
+
+def test_a_changed_item_has_new_bytes_checksums_and_search_fields() -> None:
+    from tests.fakearchive.collections import Catalog
+    from tests.fakearchive.render import metadata
+
+    before = Catalog(CATALOG, {"collections": {"g": {"items": 200}}})
+    after = Catalog(
+        CATALOG, {"collections": {"g": {"items": 201, "change_every": 100, "revision": 1}}}
+    )
+    old, new = before.get("g-00100"), after.get("g-00100")
+    assert old is not None and new is not None
+    old_doc, new_doc = metadata(old, "s"), metadata(new, "s")
+    assert new_doc["item_last_updated"] > old_doc["item_last_updated"]
+    assert old_doc["files"] != new_doc["files"]  # the rewritten file's md5, sha1, mtime
+    assert before.search_fields(old)["oai_updatedate"] != after.search_fields(new)["oai_updatedate"]
+    assert before.search_fields(before.get("g-00099")) == after.search_fields(after.get("g-00099"))
+    assert before.get("g-00201") is None and after.get("g-00201") is not None  # an item added
+
+
+def test_search_terms_and_route_counters(fake: FakeArchive) -> None:
+    fake.configure(collections={"mix": {"members": [RAVEL_ID, "bulk-40"]}})
+    try:
+        fake.reset()
+        query = 'collection:mix AND creator:"ravel"'
+        url = f"{fake.archive}/services/search/v1/scrape?" + urlencode({"q": query, "count": 100})
+        answer = json.loads(OPENER.open(url, timeout=10).read())
+        assert [i["identifier"] for i in answer["items"]] == [RAVEL_ID]
+        OPENER.open(fake.metadata_url("bulk-40"), timeout=10).read()
+        OPENER.open(fake.metadata_url("bulk-40") + "/item_last_updated", timeout=10).read()
+        assert fake.routes() == {"scrape": 1, "metadata": 1, "metadata_subkey": 1}
+    finally:
+        fake.configure(collections=None)

@@ -1,8 +1,8 @@
 """``scrapy crawl`` with an exit status scripts and service managers can trust.
 
 Scrapy exits 0 whenever the crawl ran, even if every file failed. This command exits 1
-unless the crawl finished, no file failed and no fatal error was reported (``ravel/error``),
-so cron jobs can tell the difference.
+unless the crawl finished, no file or item failed and no fatal error was reported
+(``ravel/error``), so cron jobs can tell the difference.
 
 A fleet node (``REDIS_URL``) also exits 1 when it closed a run with failed files or jobs, or
 when the fleet's data in Redis was lost; a waiting node (``RAVEL_WAIT_FOR_WORK``) stopped
@@ -81,7 +81,12 @@ class Command(ScrapyCrawl):
         stats = crawler.stats
         failed = any(
             stats.get_value(key, 0)
-            for key in ("ravel/files_failed", "ravel/jobs_failed", "ravel/fleet_failed")
+            for key in (
+                "ravel/files_failed",
+                "ravel/items_failed",
+                "ravel/jobs_failed",
+                "ravel/fleet_failed",
+            )
         )
         finished = stats.get_value("finish_reason") == "finished" or bool(
             stats.get_value("ravel/fleet_clean_stop")

@@ -30,6 +30,7 @@ from .catalog import (
     md5_of,
     sha1_of,
 )
+from .collections import Catalog
 from .render import url_name
 
 __all__ = [
@@ -57,7 +58,7 @@ class FakeArchive:
         self, config: Mapping[str, Any] | None = None, startup_timeout: float = 10.0
     ) -> None:
         self.config: dict[str, Any] = dict(config or {})
-        self._catalog: dict[str, Item] | None = None
+        self._catalog: Catalog | None = None
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.archive = ""
@@ -128,6 +129,11 @@ class FakeArchive:
         with _OPENER.open(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def routes(self) -> dict[str, int]:
+        """Requests per route since the start or the last reset: ``scrape``, ``metadata``,
+        ``metadata_subkey``, ``details``, ``download``, ``storage``, ``other``."""
+        return dict(self.stats()["routes"])
+
     def stats(self) -> dict[str, Any]:
         """Counters per host and combined, the request ``log`` and ``faults_fired``."""
         return self._control("GET", "stats")
@@ -151,7 +157,7 @@ class FakeArchive:
     def item(self, identifier: str) -> Item | None:
         """The item as this server serves it (its ``items``/``sizes`` knobs applied)."""
         if self._catalog is None:  # built once per configuration: items may be large
-            self._catalog = build_catalog(self.config)
+            self._catalog = Catalog(build_catalog(self.config), self.config)
         return self._catalog.get(identifier)
 
     def file_entry(self, identifier: str, name: str) -> FileEntry:
@@ -162,10 +168,12 @@ class FakeArchive:
         return entry
 
     def file_bytes(self, identifier: str, name: str) -> bytes:
-        return file_bytes(identifier, name, self.file_entry(identifier, name).size)
+        entry = self.file_entry(identifier, name)
+        return file_bytes(identifier, entry.content_key, entry.size)
 
     def md5_of(self, identifier: str, name: str) -> str:
-        return md5_of(identifier, name, self.file_entry(identifier, name).size)
+        entry = self.file_entry(identifier, name)
+        return md5_of(identifier, entry.content_key, entry.size)
 
 
 def max_simultaneous(log: Iterable[Mapping[str, Any]], host: str | None = None) -> int:

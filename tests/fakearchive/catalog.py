@@ -131,6 +131,13 @@ class FileEntry:
     # An md5 listed that does not match the bytes served (a file rewritten after listing).
     stale_md5: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    # A rewritten file (the fake's ``revisions`` knobs): revision N serves other bytes.
+    revision: int = 0
+
+    @property
+    def content_key(self) -> str:
+        """What its bytes derive from: the name, and the revision once rewritten."""
+        return self.name if not self.revision else f"{self.name}\0r{self.revision}"
 
     @property
     def is_audio(self) -> bool:

@@ -59,7 +59,7 @@ def file_record(item: Item, entry: FileEntry) -> dict[str, str]:
     if entry.bare:
         record["md5"] = stale_md5(item, entry)
     else:
-        sums = checksums_of(item.identifier, entry.name, entry.size)
+        sums = checksums_of(item.identifier, entry.content_key, entry.size)
         record.update(mtime=str(entry.mtime), size=str(entry.size))
         if entry.stale_md5:  # rewritten after listing: every checksum is the earlier version's
             earlier = f"earlier {item.identifier}/{entry.name}".encode()

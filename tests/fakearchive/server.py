@@ -25,6 +25,12 @@ Listing faults: the fault kind ``redirect_refused`` answers a 302 to a closed po
 storage host (a storage node refusing connections). The knob ``hostile`` (``{"<id>":
 ["<kind>", ...]}``) serves that item's details page or /metadata malformed (wrong content
 type, bad JSON, odd names...): the kinds are in ``hostile.py``.
+
+Collections: ``GET|POST /services/search/v1/scrape`` is archive.org's scrape API over the
+catalogue and the generated collections of the knobs ``collections`` and ``revisions``
+(``collections.py`` says what it answers). ``/_fake/stats`` has ``routes``: requests per
+route (``scrape``, ``metadata``, ``metadata_subkey``, ``details``, ``download``,
+``storage``, ``other``), so a test can assert "no /metadata for unchanged items".
 """
 
 from __future__ import annotations
@@ -47,15 +53,18 @@ from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import hostile, render
 from .catalog import FileEntry, Item, build_catalog, iter_file_chunks
+from .collections import Catalog, scrape
 
 ARCHIVE_IP = "127.0.0.1"
 STORAGE_IP = "127.0.0.2"
 ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
 KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes", "hostile"})
+KNOBS |= {"collections", "revisions"}  # generated collections, rewritten files: collections.py
+SCRAPE_PATH = "/services/search/v1/scrape"
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
 REDIRECT_KINDS = frozenset({"redirect_loop", "redirect_404", "redirect_foreign"})
@@ -138,7 +147,8 @@ class State:
     """Config, catalogue and statistics shared by the handler threads (under ``lock``)."""
 
     config: dict[str, Any] = field(default_factory=dict)
-    catalog: dict[str, Item] = field(default_factory=dict)
+    catalog: Catalog = field(default_factory=lambda: Catalog({}, {}))
+    routes: dict[str, int] = field(default_factory=dict)  # requests per route (see route_of)
     rules: list[FaultRule] = field(default_factory=list)
     hosts: dict[str, HostStats] = field(default_factory=lambda: {ip: HostStats() for ip in ROLES})
     combined: HostStats = field(default_factory=HostStats)
@@ -155,7 +165,7 @@ class State:
         config = {**self.config, **update}
         rules = [FaultRule.parse(r) for r in config.get("faults") or []]
         hostile.check(config.get("hostile") or {})
-        catalog = build_catalog(config)
+        catalog = Catalog(build_catalog(config), config)
         with self.lock:
             self.config, self.rules, self.catalog = config, rules, catalog
 
@@ -173,6 +183,10 @@ class State:
                     self.faults_fired.append({"kind": rule.kind, "path": path, "t": time.time()})
                     return rule
         return None
+
+    def count_route(self, route: str) -> None:
+        with self.lock:
+            self.routes[route] = self.routes.get(route, 0) + 1
 
     def enter(self, ip: str) -> None:
         with self.lock:
@@ -195,6 +209,7 @@ class State:
             for counter in (*self.hosts.values(), self.combined):
                 counter.max_active = counter.active
                 counter.requests = 0
+            self.routes.clear()
             self.log.clear()
             self.faults_fired.clear()
 
@@ -205,6 +220,7 @@ class State:
                 "active": self.combined.active,
                 "max_active": self.combined.max_active,
             }
+            stats["routes"] = dict(self.routes)
             stats["log"] = list(self.log)
             stats["faults_fired"] = list(self.faults_fired)
         return stats
@@ -276,6 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         }
         if self.counted:
             self.state.enter(self.server.ip)
+            self.state.count_route(self._route_name())
         try:
             latency = float(self.state.knob("latency", 0))
             if latency > 0:
@@ -383,8 +400,26 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- routes --------------------------------------------------------------------------
 
+    def _route_name(self) -> str:
+        """The counter a request goes to: scrape, metadata, metadata_subkey, details,
+        download, storage or other."""
+        if self.server.role == "storage":
+            return "storage"
+        parts = self.raw_path.split("/")
+        if self.raw_path == SCRAPE_PATH:
+            return "scrape"
+        if len(parts) > 2 and parts[1] == "metadata":
+            return "metadata_subkey" if len(parts) > 3 and parts[3] else "metadata"
+        if len(parts) > 2 and parts[1] in ("details", "download"):
+            return parts[1]
+        return "other"
+
     def _route(self) -> None:
         path = self.raw_path
+        if path == SCRAPE_PATH and self.server.role == "archive":
+            if not self._status_fault("", None):
+                self._scrape()
+            return
         if self.command == "POST":
             self._send(405, b"Method Not Allowed\n", "text/plain", [("Allow", "GET, HEAD")])
             return
@@ -451,6 +486,16 @@ class Handler(BaseHTTPRequestHandler):
             body = f"<html><body><h1>{rule.status}</h1></body></html>\n".encode()
             self._send(rule.status, body, headers=headers)
         return True
+
+    def _scrape(self) -> None:
+        """The scrape API (GET, or POST with the parameters in the query, as the official
+        client sends them): see collections.py."""
+        if self.command == "POST":
+            self._read_body()
+        params = parse_qs(self.query, keep_blank_values=True)
+        with self.state.lock:
+            catalog = self.state.catalog
+        self._send(200, render.dumps(scrape(catalog, params)), "application/json")
 
     def _host(self) -> str:
         return self.headers.get("Host") or f"{self.server.ip}:{self.server.server_port}"
@@ -542,7 +587,7 @@ class Handler(BaseHTTPRequestHandler):
         if framing and with_body:
             self.fault_kind = framing.kind
             chunks = iter_file_chunks(
-                item.identifier, entry.name, first, last + 1, 65536, size=size
+                item.identifier, entry.content_key, first, last + 1, 65536, size=size
             )
             self._unframed_body(framing.kind, headers, status, chunks, length)
             return
@@ -551,7 +596,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         bandwidth = self.state.knob("bandwidth")
         chunk = max(1024, min(16384, int(bandwidth) // 20)) if bandwidth else 256 * 1024
-        chunks = iter_file_chunks(item.identifier, entry.name, first, last + 1, chunk, size=size)
+        key = entry.content_key
+        chunks = iter_file_chunks(item.identifier, key, first, last + 1, chunk, size=size)
         self._write_body(chunks, length, entry.name, float(bandwidth) if bandwidth else None)
 
     def _unframed_body(
