@@ -253,10 +253,10 @@ class Progress:
         items = self.stat("items_failed")
         if items:
             named = getattr(spider, "failed_items", [])[:NAMED_FAILURES]
-            logger.error(f"[failed items] {items}: {names_text(named, items)}")
+            logger.warning(f"[failed items] {items}: {names_text(named, items)}")
         files = self.stat("files_failed")
         if files:
-            logger.error(f"[failed files] {files}: {names_text(self.failed_files, files)}")
+            logger.warning(f"[failed files] {files}: {names_text(self.failed_files, files)}")
 
 
 def names_text(names: list[str], count: int) -> str:

@@ -193,7 +193,7 @@ def test_formats_and_globs_choose_other_files(archive, tmp_path):
         (["-a", "item=../etc"], "not an archive.org identifier"),
         (["-a", "url="], "empty argument -a url=: give it a value or leave it out"),
         (["-a", "formts=Flac"], "unknown argument -a formts=; the known arguments are -a url="),
-        (["-a", "collection=X"], "unknown argument -a collection=; the known arguments are"),
+        (["-a", "colour=X"], "unknown argument -a colour=; the known arguments are"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_failing_status(archive, tmp_path, args, message):

@@ -37,6 +37,7 @@ from ravelscraper.distributed.entries import file_entry_items
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.names import NameClaims, refused_name, shown
+from ravelscraper.records import ItemRecords
 from ravelscraper.retry import HostUnreachable
 from ravelscraper.search import (
     FoundItem,
@@ -136,7 +137,7 @@ class RavelSpider(scrapy.Spider):
         BadInput for bad arguments or an unreadable item list."""
         query = self.arguments.query()
         if query is not None:
-            self.records = item_records(self.settings)
+            self.records = ItemRecords.from_settings(self.settings)
             return [self.search_request(query, None)]
         assert self.arguments.items is not None
         items = self.item_list(self.arguments.items)
@@ -427,13 +428,3 @@ class RavelSpider(scrapy.Spider):
     def fail(self, reason: str, message: str) -> NoReturn:
         """Stop the crawl on input the user must fix: one ERROR line, a non-zero exit."""
         raise fatal(self.crawler, reason, message)
-
-
-def item_records(settings: Any) -> Any:
-    """The item records of ``FILES_STORE`` (``ravelscraper.records``), or None where that
-    module is not there yet (it is written on its own branch): then no item is skipped."""
-    try:
-        from ravelscraper.records import ItemRecords
-    except ImportError:
-        return None
-    return ItemRecords.from_settings(settings)

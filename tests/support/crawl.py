@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ravelscraper.records import ITEM_RECORDS
+
 ROOT = Path(__file__).resolve().parents[2]
 # The mission's item, as the fake archive.org serves it, and the files a default crawl takes.
 RAVEL = "ThePianoMusicOfMauriceRavel"
@@ -105,8 +107,11 @@ def scrapy_crawl(
 
 
 def stored_files(store: Path) -> dict[str, bytes]:
+    """The mirrored files under ``store`` (not the item records under ``.ravel/``)."""
     return {
-        str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.relative_to(store).parts[0] != ITEM_RECORDS[0]
     }
 
 
