@@ -19,9 +19,10 @@ import secrets
 import stat
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from scrapy.pipelines.files import FTPFilesStore, S3FilesStore
@@ -33,6 +34,9 @@ from twisted.internet.defer import Deferred
 from ravelscraper.names import UnsafeName
 from ravelscraper.records import quick_match, read_record, write_record
 from ravelscraper.redact import redact_url
+
+if TYPE_CHECKING:
+    from ravelscraper.bodies import ReceivedBody
 
 PARTIAL_PREFIX = ".ravel-"
 PARTIAL_SUFFIX = ".part"
@@ -300,6 +304,14 @@ class AtomicFSFilesStore:
             raise UnsafeName(f"{path!r} resolves outside the store")
         return target
 
+    def folder_of(self, path: str) -> Path | None:
+        """The folder ``path`` will be stored in (where its part file streams to), or None
+        when its path is refused (storing it then fails with the reason)."""
+        try:
+            return self.filesystem_path(path).parent
+        except (UnsafeName, OSError):
+            return None
+
 
 async def call_store(store: Any, call: Callable[[], Any]) -> Any:
     """``call()`` on ``store``: in a thread for the local store (its disk I/O and hashing),
@@ -307,6 +319,39 @@ async def call_store(store: Any, call: Callable[[], Any]) -> Any:
     if isinstance(store, AtomicFSFilesStore):
         return await asyncio.to_thread(call)
     return await ensure_awaitable(call())
+
+
+def stat_call(
+    store: Any,
+    path: str,
+    info: MediaPipeline.SpiderInfo,
+    algorithm: str,
+    expected: str | None,
+    size: int | None,
+) -> Callable[[], Any]:
+    """The store's ``stat_file`` call: the local store hashes with ``algorithm`` and may trust
+    its record of ``expected`` and ``size`` (the quick check); the others give md5s."""
+    if isinstance(store, AtomicFSFilesStore):
+        return partial(store.stat_file, path, info, algorithm, expected, size)
+    return partial(store.stat_file, path, info)
+
+
+def persist_call(
+    store: Any,
+    path: str,
+    info: MediaPipeline.SpiderInfo,
+    body: ReceivedBody,
+    record: tuple[str, str] | None,
+) -> Callable[[], Any]:
+    """The call that stores a received body: its part file renamed into place, or its bytes
+    written; on the local store with ``record`` (a verified body's algorithm and digest)."""
+    if body.streamed is not None:
+        fd, partial_path = body.streamed.fd, body.streamed.path
+        return partial(store.commit_part, fd, partial_path, path, record=record)
+    data = BytesIO(body.data or b"")
+    if isinstance(store, AtomicFSFilesStore):
+        return partial(store.persist_file, path, data, info, record=record)
+    return partial(store.persist_file, path, data, info)
 
 
 class S3Store(S3FilesStore):

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import scrapy
 from scrapy.http import Response
 from scrapy.statscollectors import StatsCollector
+from twisted.python.failure import Failure
 
 from ravelscraper.archive import BadInput, ItemLocation
 from ravelscraper.choice import ListingRefused
@@ -132,6 +133,14 @@ class ManyItems:
             self.spider.logger.info(
                 f"[search] {query!r}: every page read ({found_count} items found)"
             )
+
+    def search_page_failed(self, failure: Failure) -> NoReturn:
+        """A search page that could not be fetched stops the crawl: the walk can't go on."""
+        query = failure.request.cb_kwargs["query"]
+        self.spider.fail(
+            "search_failed",
+            f"search {query!r}: {failure.request.url} failed ({failure.getErrorMessage()!r})",
+        )
 
     def check_page(
         self,

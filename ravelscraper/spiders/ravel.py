@@ -123,13 +123,8 @@ class RavelSpider(scrapy.Spider):
         yield from self.many.search_page(response, query, collection)
 
     def search_page_failed(self, failure: Failure) -> None:
-        if stopping(failure):
-            return
-        query = failure.request.cb_kwargs["query"]
-        self.fail(
-            "search_failed",
-            f"search {query!r}: {failure.request.url} failed ({failure.getErrorMessage()!r})",
-        )
+        if not stopping(failure):
+            self.many.search_page_failed(failure)
 
     # --- one item ------------------------------------------------------------------------
 
