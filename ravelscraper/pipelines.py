@@ -120,7 +120,7 @@ class VerifiedFilesPipeline(FilesPipeline):
 
     def open_spider(self) -> None:
         super().open_spider()
-        problem = self.store_problem or store_check_problem(self.store)
+        problem = self.store_problem or store_check_problem(self.store, self.book.dry_run)
         if problem is not None:
             raise fatal(self.crawler, "files_store_unusable", problem)
         self.book.store_opened()
