@@ -26,15 +26,15 @@ archive.org's size and checksum: its sha1 where listed, else its md5 (``ravelscr
 
 The pipeline owns the order of one file's life and what reaches the item and the manifest
 (``files``, ``error``). The names it gets were judged by the spider (``ravelscraper.names``);
-the per-file lines and stats are ``TransferLog``'s (``ravelscraper.progress``).
+the per-file lines and stats are ``TransferLog``'s (``ravelscraper.progress``); the records,
+the dry run's plan and the items' completion are ``Bookkeeping``'s
+(``ravelscraper.bookkeeping``); how each store kind is asked is ``ravelscraper.stores``'.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import partial
-from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,11 +48,10 @@ from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, Med
 from twisted.python.failure import Failure
 
 from ravelscraper.bodies import ReceivedBody, received_body
+from ravelscraper.bookkeeping import Bookkeeping
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
-from ravelscraper.names import UnsafeName
 from ravelscraper.progress import TransferLog
-from ravelscraper.records import NO_XATTR_MESSAGE, ItemRecords, xattrs_supported
 from ravelscraper.stop import fatal, stop_crawl
 from ravelscraper.stores import (
     AtomicFSFilesStore,
@@ -61,6 +60,8 @@ from ravelscraper.stores import (
     StoreProblem,
     call_store,
     is_name_problem,
+    persist_call,
+    stat_call,
     store_check_problem,
     store_uri_problem,
 )
@@ -68,7 +69,6 @@ from ravelscraper.streaming import STREAM_META, PartFiles, StoreWriteError
 from ravelscraper.verify import expected_checksum, up_to_date, verified_body
 
 logger = logging.getLogger(__name__)
-VERIFIED = frozenset({"downloaded", "uptodate", "unverified"})  # a file's ends that count
 
 
 def describe(failure: Failure) -> str:
@@ -116,22 +116,14 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.part_files = PartFiles()
         self.store_error: str | None = None
         self.failures: dict[tuple[str, str], str] = {}  # (identifier, name) -> reason
-        self.dry_run = crawler.settings.getbool("RAVEL_DRY_RUN")
-        self.item_records = ItemRecords.from_settings(crawler.settings)
-        self.verified_files: dict[str, set[str]] = {}  # identifier -> names verified here
-        if isinstance(self.store, AtomicFSFilesStore):
-            self.store.quick = crawler.settings["RAVEL_RECHECK"] == "quick"
-            self.store.keep_records = not self.dry_run
+        self.book = Bookkeeping(crawler, self.store)  # records, the dry run, items
 
     def open_spider(self) -> None:
         super().open_spider()
-        problem = self.store_problem or store_check_problem(self.store)
+        problem = self.store_problem or store_check_problem(self.store, self.book.dry_run)
         if problem is not None:
             raise fatal(self.crawler, "files_store_unusable", problem)
-        store = self.store
-        if isinstance(store, AtomicFSFilesStore) and not xattrs_supported(store.basedir):
-            logger.info(NO_XATTR_MESSAGE)
-            store.keep_records = False
+        self.book.store_opened()
 
     def close_spider(self) -> None:
         self.part_files.discard_all()  # the crawl stopped before their files were verified
@@ -142,24 +134,8 @@ class VerifiedFilesPipeline(FilesPipeline):
             self.file_failed(item.name, item.error, item)
             return item
         item = await super().process_item(item)
-        await self.note_verified(item)
+        await self.book.file_ended(item)
         return item
-
-    async def note_verified(self, item: AudioFile) -> None:
-        """Count the file toward its item; the item's last verified file records it."""
-        fingerprint: str | None = getattr(item, "item_fingerprint", None)
-        wanted: int = getattr(item, "item_files", 0)
-        if not fingerprint or wanted <= 0 or self.dry_run:
-            return
-        if not any(f.get("status") in VERIFIED for f in item.files):
-            return
-        names = self.verified_files.setdefault(item.identifier, set())
-        names.add(item.name)
-        if len(names) == wanted:
-            selection: str = getattr(item, "selection", "")
-            del self.verified_files[item.identifier]
-            complete = partial(self.item_records.complete, item.identifier, fingerprint, selection)
-            await asyncio.to_thread(complete, files=sorted(names))
 
     def get_media_requests(self, item: AudioFile, info: MediaPipeline.SpiderInfo) -> list[Request]:
         meta = {"ravel_name": item.name, "ravel_identifier": item.identifier}
@@ -177,11 +153,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         """On the local store, the meta that streams the body to the target's folder."""
         if not isinstance(self.store, AtomicFSFilesStore):
             return {}
-        try:
-            directory = self.store.filesystem_path(f"{item.identifier}/{item.name}").parent
-        except (UnsafeName, OSError):
-            return {}  # the in-memory path refuses it when it stores the file
-        return self.part_files.meta(directory, expected_checksum(item)[0])
+        folder = self.store.folder_of(f"{item.identifier}/{item.name}")
+        return {} if folder is None else self.part_files.meta(folder, expected_checksum(item)[0])
 
     def file_path(
         self,
@@ -199,31 +172,20 @@ class VerifiedFilesPipeline(FilesPipeline):
     ) -> FileInfo | None:
         assert item is not None
         path = self.file_path(request, info=info, item=item)
-        if isinstance(self.store, AtomicFSFilesStore):
-            algorithm, expected = expected_checksum(item)
-            stat = partial(self.store.stat_file, path, info, algorithm, expected, item.size)
-        else:  # S3's ETag and the FTP store's checksum are md5s
+        algorithm, expected = expected_checksum(item)
+        if not isinstance(self.store, AtomicFSFilesStore):  # S3's ETag, FTP's checksum: md5s
             algorithm, expected = "md5", item.md5
-            stat = partial(self.store.stat_file, path, info)
-        stored = await up_to_date(item, partial(self.stat_stored, stat), algorithm, expected)
+        stat = stat_call(self.store, path, info, algorithm, expected, item.size)
+        stored = await up_to_date(item, partial(self.book.stat, stat), algorithm, expected)
         if stored is None:
-            if not self.dry_run:
+            if not self.book.dry_run:
                 return None
-            self.stats.inc_value("ravel/files_planned")  # a dry run would download it
-            self.stats.inc_value("ravel/bytes_planned", item.size or 0)
+            self.book.planned(item)
             return file_info(request, path, expected, algorithm, "planned")
         self.transfers.uptodate(item)
         self.inc_stats("uptodate")
         checksum = stored.get("checksum")
         return file_info(request, path, checksum, algorithm, "uptodate")
-
-    async def stat_stored(self, stat: partial[Any]) -> dict:
-        """The store's ``stat_file`` answer, counted: trusted on its record, or hashed."""
-        stored = await call_store(self.store, stat)
-        if stored and "quick" in stored:
-            key = "ravel/files_quick_checked" if stored["quick"] else "ravel/files_rehashed"
-            self.stats.inc_value(key)
-        return stored
 
     async def media_downloaded(
         self,
@@ -269,16 +231,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         algorithm, expected = expected_checksum(item)
         verified = expected is not None and body.checksum == expected
         record = (algorithm, body.checksum) if verified else None  # only a verified body's
-        if body.streamed is not None:
-            streamed = body.streamed
-            store = partial(self.store.commit_part, streamed.fd, streamed.path, path, record=record)
-        elif isinstance(self.store, AtomicFSFilesStore):
-            data = BytesIO(body.data or b"")
-            store = partial(self.store.persist_file, path, data, info, record=record)
-        else:
-            store = partial(self.store.persist_file, path, BytesIO(body.data or b""), info)
         try:
-            await call_store(self.store, store)
+            await call_store(self.store, persist_call(self.store, path, info, body, record))
         except OSError as exc:
             raise self.write_failed(exc) from None
         self.transfers.stored(item, body.size, verified)

@@ -14,14 +14,16 @@ import contextlib
 import errno
 import ftplib
 import hashlib
+import logging
 import os
 import secrets
 import stat
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from scrapy.pipelines.files import FTPFilesStore, S3FilesStore
@@ -33,6 +35,11 @@ from twisted.internet.defer import Deferred
 from ravelscraper.names import UnsafeName
 from ravelscraper.records import quick_match, read_record, write_record
 from ravelscraper.redact import redact_url
+
+if TYPE_CHECKING:
+    from ravelscraper.bodies import ReceivedBody
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".ravel-"
 PARTIAL_SUFFIX = ".part"
@@ -100,15 +107,35 @@ def store_uri_problem(uri: str) -> str | None:
     return f"FILES_STORE {shown_uri} has an unknown scheme {scheme!r}: give {STORE_KINDS}"
 
 
-def store_check_problem(store: Any) -> str | None:
-    """What the store's start-up check (its ``check()``, if it has one) found wrong, or None."""
+def store_check_problem(store: Any, dry_run: bool = False) -> str | None:
+    """What the store's start-up check (its ``check()``, if it has one) found wrong, or None.
+    In a dry run, its ``check(write=False)``: a check that writes nothing."""
     check = getattr(store, "check", None)
+    if check is not None and dry_run:
+        check = partial(check, write=False)
     try:
         if check is not None:
             check()
     except StoreProblem as exc:
         return str(exc)
     return None
+
+
+def check_readable(basedir: str) -> None:
+    """Raises StoreProblem unless the local store's folder is missing or readable; writes
+    nothing (the dry run's start-up check)."""
+    try:
+        found = os.stat(basedir)
+    except FileNotFoundError:
+        logger.info(f"FILES_STORE {basedir!r} does not exist: it would be created")
+        return
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise StoreProblem(f"FILES_STORE {basedir!r} is not readable: {why}") from None
+    if not stat.S_ISDIR(found.st_mode):
+        raise StoreProblem(f"FILES_STORE {basedir!r} is not a folder")
+    if not os.access(basedir, os.R_OK | os.X_OK):
+        raise StoreProblem(f"FILES_STORE {basedir!r} is not readable: permission denied")
 
 
 def s3_bucket_and_prefix(uri: str) -> tuple[str, str]:
@@ -153,8 +180,13 @@ class AtomicFSFilesStore:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-probe-"):
             pass
 
-    def check(self) -> None:
-        """The start-up check: raises StoreProblem if the folder can't be written."""
+    def check(self, write: bool = True) -> None:
+        """The start-up check: raises StoreProblem if the folder can't be written. Without
+        ``write`` (a dry run), nothing is written: an existing folder must be readable, and
+        a missing one is said to be created by a run that downloads."""
+        if not write:
+            check_readable(self.basedir)
+            return
         try:
             self.ensure_writable()
         except OSError as exc:
@@ -300,6 +332,14 @@ class AtomicFSFilesStore:
             raise UnsafeName(f"{path!r} resolves outside the store")
         return target
 
+    def folder_of(self, path: str) -> Path | None:
+        """The folder ``path`` will be stored in (where its part file streams to), or None
+        when its path is refused (storing it then fails with the reason)."""
+        try:
+            return self.filesystem_path(path).parent
+        except (UnsafeName, OSError):
+            return None
+
 
 async def call_store(store: Any, call: Callable[[], Any]) -> Any:
     """``call()`` on ``store``: in a thread for the local store (its disk I/O and hashing),
@@ -307,6 +347,39 @@ async def call_store(store: Any, call: Callable[[], Any]) -> Any:
     if isinstance(store, AtomicFSFilesStore):
         return await asyncio.to_thread(call)
     return await ensure_awaitable(call())
+
+
+def stat_call(
+    store: Any,
+    path: str,
+    info: MediaPipeline.SpiderInfo,
+    algorithm: str,
+    expected: str | None,
+    size: int | None,
+) -> Callable[[], Any]:
+    """The store's ``stat_file`` call: the local store hashes with ``algorithm`` and may trust
+    its record of ``expected`` and ``size`` (the quick check); the others give md5s."""
+    if isinstance(store, AtomicFSFilesStore):
+        return partial(store.stat_file, path, info, algorithm, expected, size)
+    return partial(store.stat_file, path, info)
+
+
+def persist_call(
+    store: Any,
+    path: str,
+    info: MediaPipeline.SpiderInfo,
+    body: ReceivedBody,
+    record: tuple[str, str] | None,
+) -> Callable[[], Any]:
+    """The call that stores a received body: its part file renamed into place, or its bytes
+    written; on the local store with ``record`` (a verified body's algorithm and digest)."""
+    if body.streamed is not None:
+        fd, partial_path = body.streamed.fd, body.streamed.path
+        return partial(store.commit_part, fd, partial_path, path, record=record)
+    data = BytesIO(body.data or b"")
+    if isinstance(store, AtomicFSFilesStore):
+        return partial(store.persist_file, path, data, info, record=record)
+    return partial(store.persist_file, path, data, info)
 
 
 class S3Store(S3FilesStore):
@@ -365,8 +438,9 @@ class S3Store(S3FilesStore):
             "size": found.get("ContentLength"),
         }
 
-    def check(self) -> None:
-        """Raises StoreProblem unless the bucket exists and a probe object can be written."""
+    def check(self, write: bool = True) -> None:
+        """Raises StoreProblem unless the bucket exists and a probe object can be written
+        (without ``write``, a dry run: only that the bucket exists and can be reached)."""
         import botocore.exceptions as boto
 
         where = f"s3://{self.bucket}/{self.prefix}"
@@ -374,6 +448,8 @@ class S3Store(S3FilesStore):
         probe = f"{self.prefix}{PARTIAL_PREFIX}write-probe-{secrets.token_hex(8)}"
         try:
             client.head_bucket(Bucket=self.bucket)
+            if not write:
+                return
             # The same ACL as every upload: a bucket that refuses it fails here, not later.
             client.put_object(Bucket=self.bucket, Key=probe, Body=b"", ACL=self.POLICY)
             client.delete_object(Bucket=self.bucket, Key=probe)
@@ -442,8 +518,9 @@ class FTPStore(FTPFilesStore):
                 super().persist_file(path, BytesIO(data), info, meta, headers)
             )
 
-    def check(self) -> None:
-        """Raises StoreProblem unless we can log in and write (then delete) a probe file."""
+    def check(self, write: bool = True) -> None:
+        """Raises StoreProblem unless we can log in and write (then delete) a probe file
+        (without ``write``, a dry run: only that we can log in)."""
         where = f"ftp://{self.host}:{self.port}{self.basedir}"
         probe = f"{PARTIAL_PREFIX}write-probe-{secrets.token_hex(8)}"
         try:
@@ -452,6 +529,8 @@ class FTPStore(FTPFilesStore):
                 ftp.login(self.username, self.password)
                 if self.USE_ACTIVE_MODE:
                     ftp.set_pasv(False)
+                if not write:
+                    return
                 if self.basedir:
                     ftp_makedirs_cwd(ftp, self.basedir)
                 ftp.storbinary(f"STOR {probe}", BytesIO(b""))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from ravelscraper.items import AudioFile
 from ravelscraper.plan import SHOWN_ITEMS, DryRunPlan
 from ravelscraper.records import XATTR, read_record
+from ravelscraper.stores import AtomicFSFilesStore, store_check_problem
 from tests.fakearchive import get_item
 from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 
@@ -23,6 +25,13 @@ def file_requests(archive) -> list[str]:
         if e["path"].startswith("/download/")
         or (e["host"] == FAKE_STORAGE_HOST and not e["path"].endswith("robots.txt"))
     ]
+
+
+def tree(store: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``store`` (the store itself included), with its size and mtime: a
+    probe file written then deleted still changes its folder's mtime."""
+    paths = [store, *store.rglob("*")]
+    return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in paths}
 
 
 def listed_size(name: str) -> int:
@@ -72,6 +81,8 @@ def test_a_dry_run_downloads_and_writes_nothing_and_says_what_it_would_fetch(
     assert crawl.returncode == 0, crawl.log
     assert file_requests(archive) == []
     assert stored_files(store) == {}
+    assert not store.exists()  # not even the store's folder: it is said, not created
+    assert f"FILES_STORE {str(store)!r} does not exist: it would be created" in crawl.log
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert sorted(r["name"] for r in rows) == RAVEL_MP3S
     assert all([f["status"] for f in r["files"]] == ["planned"] for r in rows)
@@ -98,9 +109,11 @@ def test_a_dry_run_over_a_partial_mirror_plans_only_the_missing_files(archive, t
     unrecorded = store / RAVEL / RAVEL_MP3S[1]
     os.removexattr(unrecorded, XATTR)  # as if stored before records existed
     archive.reset()
+    before = tree(store)
 
     crawl = scrapy_crawl("-a", url, "-O", str(manifest), store=store, RAVEL_DRY_RUN=1)
     assert crawl.returncode == 0, crawl.log
+    assert tree(store) == before  # nothing written: no probe, no record, no part file
     assert file_requests(archive) == []
     assert not (store / RAVEL / RAVEL_MP3S[0]).exists()
     assert read_record(unrecorded) is None  # checked (hashed), but not recorded: no write
@@ -116,3 +129,35 @@ def test_a_dry_run_over_a_partial_mirror_plans_only_the_missing_files(archive, t
         crawl.log
     )
     assert "[dry run] nothing was downloaded" in crawl.log
+
+
+def test_the_dry_run_checks_the_store_without_writing(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "store"
+    assert store_check_problem(AtomicFSFilesStore(missing), dry_run=True) is None
+    assert not (tmp_path / "missing").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    mtime = existing.stat().st_mtime_ns
+    assert store_check_problem(AtomicFSFilesStore(existing), dry_run=True) is None
+    assert list(existing.iterdir()) == [] and existing.stat().st_mtime_ns == mtime
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"")
+    problem = store_check_problem(AtomicFSFilesStore(a_file), dry_run=True)
+    assert problem == f"FILES_STORE {str(a_file)!r} is not a folder"
+    beneath = store_check_problem(AtomicFSFilesStore(a_file / "store"), dry_run=True)
+    assert beneath is not None and "is not readable" in beneath
+    # A real run's check creates the folder (and writes, then deletes, a probe).
+    assert store_check_problem(AtomicFSFilesStore(missing)) is None
+    assert missing.is_dir()
+
+
+def test_the_dry_run_refuses_an_unreadable_store(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o300)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user who reads every folder (root)")
+        problem = store_check_problem(AtomicFSFilesStore(locked), dry_run=True)
+        assert problem == f"FILES_STORE {str(locked)!r} is not readable: permission denied"
+    finally:
+        locked.chmod(0o700)

@@ -423,8 +423,8 @@ def test_an_item_is_recorded_once_all_its_files_ended_verified(tmp_path: Path) -
         file.files = [] if status == "failed" else [{"status": status}]
         files.append(file)
     records = ItemRecords.from_settings(crawler.settings)
-    asyncio.run(pipe.note_verified(files[2]))  # a failed file counts for nothing
-    asyncio.run(pipe.note_verified(files[0]))
+    asyncio.run(pipe.book.file_ended(files[2]))  # a failed file counts for nothing
+    asyncio.run(pipe.book.file_ended(files[0]))
     assert not records.unchanged("item", "fp", "mp3")
-    asyncio.run(pipe.note_verified(files[1]))
+    asyncio.run(pipe.book.file_ended(files[1]))
     assert records.unchanged("item", "fp", "mp3")

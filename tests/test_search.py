@@ -278,7 +278,7 @@ def spider(**arguments: str) -> RavelSpider:
 
 
 def search_response(spider: RavelSpider, body: bytes, cursor: str | None = None) -> TextResponse:
-    request = spider.search_request(spider.arguments.query() or "", cursor)
+    request = spider.many.search_request(spider.arguments.query() or "", cursor)
     return TextResponse(request.url, body=body, request=request, encoding="utf-8")
 
 
@@ -287,7 +287,7 @@ DATES = {"oai_updatedate": ["2020-01-01T00:00:00Z"], "item_size": 3}
 
 def test_a_search_page_yields_changed_items_metadata_then_the_next_page() -> None:
     crawler_spider = spider(collection="c")
-    crawler_spider.records = Records({"same"})
+    crawler_spider.many.records = Records({"same"})
     body = page(
         {"identifier": "new", "collection": ["c"], **DATES},
         {"identifier": "same", "collection": ["c"], **DATES},
@@ -307,8 +307,8 @@ def test_a_search_page_yields_changed_items_metadata_then_the_next_page() -> Non
         "fingerprint": fingerprint(DATES["oai_updatedate"], 3),
     }
     assert requests[1].cb_kwargs["fingerprint"] == ""  # listed, never skipped
-    assert [a[0] for a in crawler_spider.records.asked] == ["new", "same"]
-    assert crawler_spider.records.asked[0][2] == "mp3 (one per recording)"
+    assert [a[0] for a in crawler_spider.many.records.asked] == ["new", "same"]
+    assert crawler_spider.many.records.asked[0][2] == "mp3 (one per recording)"
     stats = crawler_spider.crawler.stats
     assert stats.get_value("ravel/items_total") == 9
     assert stats.get_value("ravel/items_unchanged") == 1
@@ -340,7 +340,7 @@ def test_a_search_page_the_crawl_cannot_go_on_from_stops_it_with_one_line(
 def test_an_item_of_many_that_cannot_be_listed_fails_alone() -> None:
     crawler_spider = spider(items="-")
     item = ItemLocation(ORIGIN, "gone")
-    request = crawler_spider.listed_item_request(item, "")
+    request = crawler_spider.many.listed_item_request(item, "")
     response = TextResponse(request.url, body=b"{}", request=request, encoding="utf-8")
     assert list(crawler_spider.parse_metadata(response, **request.cb_kwargs)) == []
     stats = crawler_spider.crawler.stats
