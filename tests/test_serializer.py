@@ -31,7 +31,7 @@ from ravelscraper.distributed.entries import (
 from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import BadEntry, decode, dumps
-from ravelscraper.distributed.starturls import BadStartUrl, start_location
+from ravelscraper.distributed.starturls import BadStartUrl, start_location, start_requests
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.support.crawl import ROOT
@@ -491,19 +491,43 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
 @given(
     raw=st.binary(max_size=200)
     | JSON.map(lambda v: json.dumps(v).encode())
-    | st.dictionaries(st.sampled_from(["url", "item"]), JSON, max_size=2).map(
-        lambda v: json.dumps(v).encode()
+    | st.dictionaries(
+        st.sampled_from(["url", "item", "collection", "search"]), JSON, max_size=2
+    ).map(lambda v: json.dumps(v).encode())
+    | st.tuples(st.sampled_from(["item", "collection", "search"]), st.text(max_size=60)).map(
+        lambda kv: json.dumps(dict([kv])).encode()
     )
-    | st.text(max_size=60).map(lambda t: json.dumps({"item": t}).encode())
 )
 def test_any_start_url_is_requests_or_one_refusal(raw):
     spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
     try:
-        requests = spider.item_requests(start_location(raw, spider, ORIGINS))
+        requests = start_requests(raw, spider, ORIGINS)
     except BadStartUrl as exc:
         assert_one_line(exc)
         return
     assert requests and all(r.url in ORIGINS for r in requests)
+    for request in requests:  # what a node queues, it takes back
+        assert decode(encoded(request, spider), spider, ORIGINS).url == request.url
+
+
+def test_a_pushed_collection_or_search_starts_at_its_first_page(spider):
+    (page,) = start_requests(b'{"collection": "gen"}', spider, ORIGINS)
+    assert page.callback == spider.parse_search_page
+    assert page.cb_kwargs == {"query": "collection:gen", "collection": "gen"}
+    (page,) = start_requests(b'{"search": " creator:Ravel "}', spider, ORIGINS)
+    assert page.cb_kwargs == {"query": "creator:Ravel", "collection": ""}
+    for raw, reason in (
+        (b'{"collection": "a b"}', "not an archive.org identifier"),
+        (b'{"search": "  "}', "an empty search"),
+        (json.dumps({"search": "x" * 5000}).encode(), "at most 4096 bytes"),
+        (b'{"search": "a", "item": "b"}', "expected"),
+        (b'{"collection": "gen"}', "a collection or a search, not an item"),
+    ):
+        with pytest.raises(BadStartUrl, match=reason):
+            if reason.startswith("a collection or"):
+                start_location(raw, spider, ORIGINS)
+            else:
+                start_requests(raw, spider, ORIGINS)
 
 
 @pytest.mark.slow
