@@ -142,7 +142,7 @@ def test_a_waiting_fleet_serves_on_after_a_bad_job_and_stops_cleanly(archive, fl
     assert verified(store, archive, "wait-8") == 8
     wait_for(second, "run 1 closed")
     closing = second.lines("run 1 closed")[0]
-    assert "[ERROR]" in closing and "1 jobs failed: 'NoSuchItemAtAll'" in closing
+    assert "[ERROR]" in closing and "1 items or jobs failed: 'NoSuchItemAtAll'" in closing
     assert stop(second) == 1  # it closed a run with a failed job
 
     idle = fleet.start(store=store, **WAITING, **origin)

@@ -13,6 +13,7 @@ import redis
 
 from ravelscraper.distributed.schema import (
     BadPrefix,
+    ItemRecord,
     JobData,
     JobKeys,
     TransferPlaces,
@@ -259,3 +260,44 @@ def test_transfer_places_are_capped_served_in_order_and_expire(client, keys):
     assert client.zcard(keys.fleetcap) == 3
     assert places.acquire("e", 3, 60_000, 5000)  # the 1 ms place has expired
     assert not client.zscore(keys.fleetcap, "short")
+
+
+def test_an_item_is_listed_once_and_done_when_its_last_file_settles(client, keys):
+    data = node(client, keys)
+    record = ItemRecord("a", "0123456789abcdef", "formats=mp3", ("x.mp3", "y.mp3")).encode()
+    files = [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)]
+    data.ledger.list_files("a", files, record=record)
+    data.ledger.list_files("a", files, record=record)  # listed again (a page handed back)
+    data.ledger.list_files("b", [("b/z.mp3", "b/z.mp3", 1)])  # no fingerprint: no record
+    assert data.snapshot()["items_listed"] == 2 and data.snapshot()["items_done"] == 0
+    assert data.ledger.settle_file("", "a/x.mp3", "verified", size=10) == (False, None)
+    _acked, done = data.ledger.settle_file("", "a/y.mp3", "verified", size=5)
+    assert done == ItemRecord("a", "0123456789abcdef", "formats=mp3", ("x.mp3", "y.mp3"))
+    assert data.ledger.settle_file("", "a/y.mp3", "verified", size=5) == (False, None)  # once
+    assert data.ledger.settle_file("", "b/z.mp3", "verified", size=1) == (False, None)
+    state = data.snapshot()
+    assert (state["items_listed"], state["items_done"]) == (2, 2)
+    assert data.strings(keys.items) == {"a": "done", "b": "done"}
+    assert not client.exists(keys.item_records)  # dropped once done
+
+
+def test_an_item_with_a_failed_file_is_done_but_never_recorded(client, keys):
+    data = node(client, keys)
+    record = ItemRecord("a", "0123456789abcdef", "", ("x.mp3", "y.mp3")).encode()
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1), ("a/y.mp3", "a/y.mp3", 1)], record)
+    assert data.ledger.settle_file("", "a/x.mp3", "failed", "bad md5") == (False, None)
+    assert data.ledger.settle_file("", "a/y.mp3", "verified") == (False, None)
+    assert data.snapshot()["items_done"] == 1 and not client.exists(keys.item_records)
+    # A record that is not what a node writes is never handed to a node.
+    data.ledger.list_files("c", [("c/x.mp3", "c/x.mp3", 1)], '["", 3, "x"]')
+    assert data.ledger.settle_file("", "c/x.mp3", "verified") == (False, None)
+
+
+def test_a_failed_item_or_search_given_up_is_a_failed_job(client, keys):
+    alive, dead = node(client, keys, "alive"), node(client, keys, "dead")
+    alive.heartbeat(60_000)
+    dead.push(b"page", 0, "", "search:collection:gen")
+    dead.pop(1000)
+    assert alive.reclaim(max_attempts=1) == (0, 1)
+    assert alive.strings(keys.items)["search:collection:gen"].startswith("failed: given up")
+    assert alive.snapshot()["jobs_failed"] == 1

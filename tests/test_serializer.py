@@ -31,7 +31,7 @@ from ravelscraper.distributed.entries import (
 from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import BadEntry, decode, dumps
-from ravelscraper.distributed.starturls import BadStartUrl, start_location
+from ravelscraper.distributed.starturls import BadStartUrl, start_location, start_requests
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.support.crawl import ROOT
@@ -85,6 +85,85 @@ def test_a_file_entry_round_trips_to_the_same_item(spider):
     assert request.meta["download_slot"] == serializer.ENTRY_SLOT
     body = base64.b64decode(request.url.split(",", 1)[1])
     assert item_from_record(body, ORIGINS) == item
+
+
+def found_item_request(spider: RavelSpider, fingerprint: str = "0123abcd0123abcd") -> Request:
+    return spider.listed_item_request(ItemLocation.on(ORIGIN, "gen-00001"), fingerprint)
+
+
+def search_page(spider: RavelSpider, collection: str = "gen", cursor: str | None = None) -> Request:
+    request = spider.search_request(f"collection:{collection}", cursor)
+    request.cb_kwargs["collection"] = collection
+    return request
+
+
+def test_collection_requests_round_trip_as_json(spider):
+    page = search_page(spider, cursor="W3siaWRlbnRpZmllciI6ICJnZW4tMDAxMDAifV0=")
+    request = decode(encoded(page, spider), spider, ORIGINS)
+    assert request.url == page.url and request.callback == spider.parse_search_page
+    assert request.errback == spider.search_page_failed
+    assert request.cb_kwargs == {"query": "collection:gen", "collection": "gen"}
+    for fingerprint in ("0123abcd0123abcd", ""):
+        found = decode(encoded(found_item_request(spider, fingerprint), spider), spider, ORIGINS)
+        assert found.callback == spider.parse_metadata
+        assert found.cb_kwargs == {
+            "item": ItemLocation.on(ORIGIN, "gen-00001"),
+            "fingerprint": fingerprint,
+        }
+
+
+def changed(request: Request, spider: RavelSpider, **changes) -> bytes:
+    entry = json.loads(encoded(request, spider))
+    for name, value in changes.items():
+        if name in ("query", "collection", "fingerprint", "item"):
+            entry["cb_kwargs"][name] = value
+        else:
+            entry[name] = value
+    return json.dumps(entry).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda s: changed(found_item_request(s), s, fingerprint="g" * 16), "bad 'fingerprint'"),
+        (lambda s: changed(found_item_request(s), s, fingerprint="a" * 17), "bad 'fingerprint'"),
+        (lambda s: changed(found_item_request(s), s, fingerprint=None), "bad 'fingerprint'"),
+        (lambda s: changed(found_item_request(s), s, query="x"), "cb_kwargs must be"),
+        (lambda s: changed(search_page(s), s, query="q" * 5000), "at most 4096 bytes"),
+        (lambda s: changed(search_page(s), s, query="é" * 2049), "at most 4096 bytes"),
+        (lambda s: changed(search_page(s), s, query=" "), "bad 'query'"),
+        (lambda s: changed(search_page(s), s, query=["collection:gen"]), "bad 'query'"),
+        (lambda s: changed(search_page(s), s, collection="../etc"), "bad 'collection'"),
+        (lambda s: changed(search_page(s), s, collection=3), "bad 'collection'"),
+        (lambda s: changed(search_page(s), s, query="collection:other"), "does not ask for"),
+        (
+            lambda s: changed(search_page(s, "other"), s, collection="gen"),
+            "is not the search of collection 'gen'",
+        ),
+        (
+            lambda s: changed(search_page(s), s, url=f"{ORIGIN}/metadata/gen-00001"),
+            "a search page must be",
+        ),
+        (
+            lambda s: changed(
+                search_page(s), s, url=search_page(s).url.replace(ORIGIN, "http://e")
+            ),
+            "is not allowed",
+        ),
+        (
+            lambda s: changed(search_page(s), s, meta={"redirect_urls": [f"{ORIGIN}/x"]}),
+            "cannot be a redirect",
+        ),
+        (
+            lambda s: changed(search_page(s), s, errback="metadata_failed"),
+            "errback 'metadata_failed' is not allowed",
+        ),
+    ],
+)
+def test_hostile_collection_entries_are_refused_with_a_reason(spider, make, reason):
+    with pytest.raises(BadEntry, match=reason.replace("(", r"\(")) as refused:
+        decode(make(spider), spider, ORIGINS)
+    assert_one_line(refused.value)
 
 
 def hostile(spider, **changes) -> bytes:
@@ -355,10 +434,28 @@ JSON = st.recursive(
 
 
 def near_entry(spider: RavelSpider) -> st.SearchStrategy[bytes]:
-    """Entries close to valid ones: a real entry with some fields replaced by anything."""
-    base = json.loads(encoded(spider.metadata_request(ItemLocation.on(ORIGIN, "x")), spider))
-    changes = st.dictionaries(st.sampled_from(sorted(base)), JSON, max_size=3)
-    return changes.map(lambda c: json.dumps({**base, **c}).encode())
+    """Entries close to valid ones: a real entry (an item's /metadata, a found item's, a
+    search page) with some fields, or some cb_kwargs, replaced by anything."""
+    bases = [
+        json.loads(encoded(request, spider))
+        for request in (
+            spider.metadata_request(ItemLocation.on(ORIGIN, "x")),
+            found_item_request(spider),
+            search_page(spider),
+        )
+    ]
+    kwargs = st.text(max_size=40) | JSON | st.from_regex(r"[0-9a-f]{0,20}", fullmatch=True)
+    cb_names = st.sampled_from(["item", "fingerprint", "query", "collection", "other"])
+
+    def entry(base: dict, fields: dict, cb_kwargs: dict) -> bytes:
+        return json.dumps({**base, **fields, "cb_kwargs": {**base["cb_kwargs"], **cb_kwargs}})
+
+    return st.builds(
+        lambda base, fields, cb: entry(base, fields, cb).encode(),
+        st.sampled_from(bases),
+        st.dictionaries(st.sampled_from(sorted(bases[0])), JSON, max_size=2),
+        st.dictionaries(cb_names, kwargs, max_size=2),
+    )
 
 
 def assert_one_line(exc: Exception) -> None:
@@ -381,6 +478,12 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
         return
     assert isinstance(request, Request)
     assert request.url.startswith(serializer.DATA_PREFIX) or request.url in ORIGINS
+    fingerprint = request.cb_kwargs.get("fingerprint", "")
+    assert isinstance(fingerprint, str) and len(fingerprint) <= 16
+    if request.callback == spider.parse_search_page:
+        query, collection = request.cb_kwargs["query"], request.cb_kwargs["collection"]
+        assert len(query.encode()) <= serializer.MAX_QUERY
+        assert collection == "" or query == f"collection:{collection}"
 
 
 @pytest.mark.slow
@@ -388,19 +491,43 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
 @given(
     raw=st.binary(max_size=200)
     | JSON.map(lambda v: json.dumps(v).encode())
-    | st.dictionaries(st.sampled_from(["url", "item"]), JSON, max_size=2).map(
-        lambda v: json.dumps(v).encode()
+    | st.dictionaries(
+        st.sampled_from(["url", "item", "collection", "search"]), JSON, max_size=2
+    ).map(lambda v: json.dumps(v).encode())
+    | st.tuples(st.sampled_from(["item", "collection", "search"]), st.text(max_size=60)).map(
+        lambda kv: json.dumps(dict([kv])).encode()
     )
-    | st.text(max_size=60).map(lambda t: json.dumps({"item": t}).encode())
 )
 def test_any_start_url_is_requests_or_one_refusal(raw):
     spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
     try:
-        requests = spider.item_requests(start_location(raw, spider, ORIGINS))
+        requests = start_requests(raw, spider, ORIGINS)
     except BadStartUrl as exc:
         assert_one_line(exc)
         return
     assert requests and all(r.url in ORIGINS for r in requests)
+    for request in requests:  # what a node queues, it takes back
+        assert decode(encoded(request, spider), spider, ORIGINS).url == request.url
+
+
+def test_a_pushed_collection_or_search_starts_at_its_first_page(spider):
+    (page,) = start_requests(b'{"collection": "gen"}', spider, ORIGINS)
+    assert page.callback == spider.parse_search_page
+    assert page.cb_kwargs == {"query": "collection:gen", "collection": "gen"}
+    (page,) = start_requests(b'{"search": " creator:Ravel "}', spider, ORIGINS)
+    assert page.cb_kwargs == {"query": "creator:Ravel", "collection": ""}
+    for raw, reason in (
+        (b'{"collection": "a b"}', "not an archive.org identifier"),
+        (b'{"search": "  "}', "an empty search"),
+        (json.dumps({"search": "x" * 5000}).encode(), "at most 4096 bytes"),
+        (b'{"search": "a", "item": "b"}', "expected"),
+        (b'{"collection": "gen"}', "a collection or a search, not an item"),
+    ):
+        with pytest.raises(BadStartUrl, match=reason):
+            if reason.startswith("a collection or"):
+                start_location(raw, spider, ORIGINS)
+            else:
+                start_requests(raw, spider, ORIGINS)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_pre
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset")
+MAX_ITEM_ROWS = 50  # items shown by `status` (unfinished and failed ones first)
 
 
 class FleetError(Exception):
@@ -32,37 +33,61 @@ class Command(ScrapyCommand):
     default_settings = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
-        return "status [--json] | push <identifier or details URL>... | reset [--force]"
+        return (
+            "status [--json] | push [<identifier or details URL>...] [--collection <identifier>]"
+            ' [--search "<query>"] | reset [--force]'
+        )
 
     def short_desc(self) -> str:
         return "Watch, feed or reset the fleet's job in Redis (REDIS_URL)"
 
     def long_desc(self) -> str:
         return (
-            "status: files listed, verified, failed and pending per item in the current run, "
-            "the queue and the live nodes. push: validate items (identifiers on RAVEL_ORIGIN, "
-            "or details URLs on RAVEL_ORIGIN / RAVEL_ALLOWED_ORIGINS) and queue them for a "
-            "waiting fleet. reset: delete the job's keys (refused while nodes run)."
+            "status: items and files listed, done, failed and pending in the current run, per "
+            "item, the queue and the live nodes. push: validate items (identifiers on "
+            "RAVEL_ORIGIN, or details URLs on RAVEL_ORIGIN / RAVEL_ALLOWED_ORIGINS), "
+            "collections (--collection) and searches (--search) and queue them for a waiting "
+            "fleet. reset: delete the job's keys (refused while nodes run)."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--json", action="store_true", help="status: one JSON object")
         parser.add_argument("--force", action="store_true", help="reset: even with live nodes")
+        parser.add_argument(
+            "--collection",
+            action="append",
+            default=[],
+            metavar="IDENTIFIER",
+            help="push: every item of this collection (repeatable)",
+        )
+        parser.add_argument(
+            "--search",
+            action="append",
+            default=[],
+            metavar="QUERY",
+            help="push: every item this archive.org search returns (repeatable)",
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if not args or args[0] not in ACTIONS:
             raise UsageError(f"give one of {', '.join(ACTIONS)}")
         action, rest = args[0], args[1:]
-        if action == "push" and not rest:
-            raise UsageError("push needs at least one identifier or details URL")
-        if action != "push" and rest:
+        searches = [("collection", c) for c in opts.collection] + [
+            ("search", q) for q in opts.search
+        ]
+        if action == "push" and not rest and not searches:
+            raise UsageError(
+                "push needs at least one identifier or details URL, --collection or --search"
+            )
+        if action != "push" and (rest or searches):
             raise UsageError(f"{action} takes no arguments")
         from redis import RedisError  # here: `scrapy crawl` imports this module too
 
         try:
             if action == "push":
                 entries = push_entries(self.settings, rest)  # checked before connecting
+                entries += search_entries(searches)
             data, where = self.connect()
             try:
                 if action == "status":
@@ -133,6 +158,20 @@ def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
     return entries
 
 
+def search_entries(searches: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The start-URL entries of ``--collection``/``--search``; FleetError for a bad one."""
+    from ravelscraper.distributed.starturls import search_job
+
+    entries = []
+    for kind, value in searches:
+        try:
+            job = search_job({kind: value})
+        except BadInput as exc:
+            raise FleetError(f"--{kind} {value[:200]!r} not pushed: {exc}") from None
+        entries.append({"collection": job.collection} if job.collection else {"search": job.query})
+    return entries
+
+
 def push(data: JobData, where: str, entries: list[dict[str, str]]) -> None:
     for entry in entries:
         line = json.dumps(entry)
@@ -157,7 +196,13 @@ def status_data(data: JobData) -> dict[str, Any]:
         return int(value) if value.isascii() and value.isdigit() else 0
 
     items = {}
-    for identifier in sorted(set(item_states) | {f.split(":", 1)[1] for f in tally if ":" in f}):
+    searches = {
+        job.removeprefix("search:"): failure(state)
+        for job, state in item_states.items()
+        if job.startswith("search:")
+    }
+    names = set(item_states) | {f.split(":", 1)[1] for f in tally if ":" in f}
+    for identifier in sorted(n for n in names if not n.startswith("search:")):
         listed, verified = count(f"listed:{identifier}"), count(f"verified:{identifier}")
         failed = count(f"failed:{identifier}")
         job = item_states.get(identifier, "listed")
@@ -166,8 +211,10 @@ def status_data(data: JobData) -> dict[str, Any]:
             "verified": verified,
             "failed": failed,
             "pending": max(0, listed - verified - failed),
-            "error": job.removeprefix("failed: ") if job.startswith("failed") else "",
+            "error": failure(job),
         }
+    failed_items = sum(1 for row in items.values() if row["error"])
+    listed_items, done_items = count("items_listed"), count("items_done")
     opened, closed = count("opened", run), count("closed", run)
     return {
         "run": state["run"],
@@ -175,6 +222,15 @@ def status_data(data: JobData) -> dict[str, Any]:
         "run_opened_s_ago": round((now - opened) / 1000, 1) if opened else None,
         "run_closed_s_ago": round((now - closed) / 1000, 1) if closed else None,
         "files": {k: state[k] for k in ("listed", "verified", "failed", "pending")},
+        # items: listed (their files are in the ledger), done (every file verified or
+        # failed), failed (could not be listed), pending (listed, files still pending)
+        "item_counts": {
+            "listed": listed_items,
+            "done": done_items,
+            "failed": failed_items,
+            "pending": max(0, listed_items - done_items),
+        },
+        "searches": searches,  # query -> "" or why it failed
         "bytes": {"listed": state["bytes_listed"], "verified": state["bytes_verified"]},
         "items": items,
         "failed_files": dict(sorted(failures.items())),
@@ -193,6 +249,11 @@ def status_data(data: JobData) -> dict[str, Any]:
     }
 
 
+def failure(state: str) -> str:
+    """Why a job failed, from its state in the ledger ("" if it did not)."""
+    return state.removeprefix("failed: ") if state.startswith("failed") else ""
+
+
 def show_status(job: JobData, where: str, as_json: bool) -> None:
     keys = job.keys
     data = status_data(job)
@@ -205,12 +266,24 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
         "closed": f"closed {data['run_closed_s_ago']} s ago",
     }.get(run, "no run yet")
     print(f"job {keys.prefix} on {where}: run {data['run']} ({when})")
+    counts = data["item_counts"]
+    print(
+        f"  items: {counts['listed']} listed, {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['pending']} pending"
+    )
+    for query, error in data["searches"].items():
+        print(f"  search {query[:200]!r}" + (f": failed: {error!r}" if error else ""))
     print(f"  {'item':<40}{'listed':>8}{'verified':>10}{'failed':>8}{'pending':>9}")
-    for identifier, row in data["items"].items():
+    rows = list(data["items"].items())
+    # The unfinished and failed items first; a collection's thousands are not all shown.
+    rows.sort(key=lambda pair: (not (pair[1]["pending"] or pair[1]["error"]), pair[0]))
+    for identifier, row in rows[:MAX_ITEM_ROWS]:
         print(
             f"  {identifier[:40]:<40}{row['listed']:>8}{row['verified']:>10}{row['failed']:>8}"
             f"{row['pending']:>9}" + (f"  job failed: {row['error']!r}" if row["error"] else "")
         )
+    if len(rows) > MAX_ITEM_ROWS:
+        print(f"  ... and {len(rows) - MAX_ITEM_ROWS} more items (--json lists them all)")
     files = data["files"]
     print(
         f"  {'all items':<40}{files['listed']:>8}{files['verified']:>10}{files['failed']:>8}"

@@ -181,6 +181,8 @@ class FleetCoordinator:
         """This node closed the run: say how it ended; failures make this node exit 1."""
         listed, verified, failed = state["listed"], state["verified"], state["failed"]
         run = f"[fleet] run {state['run']} closed: {verified} of {listed} files verified"
+        if state["items_listed"] > 1 or state["jobs_failed"]:
+            run += f", {state['items_done']} of {state['items_listed']} items done"
         if not failed and not state["jobs_failed"]:
             logger.info(f"{run}; a re-run lists its items again")
             return
@@ -194,7 +196,7 @@ class FleetCoordinator:
             jobs, count = self.data.ledger.failed_items()
             named = "; ".join(f"{ident!r} ({reason})" for ident, reason in jobs)
             more = f" and {count - len(jobs)} more" if count > len(jobs) else ""
-            parts.append(f"{state['jobs_failed']} jobs failed: {named}{more}")
+            parts.append(f"{state['jobs_failed']} items or jobs failed: {named}{more}")
         message = f"{run}, " + ", ".join(parts)
         logger.error(message[:2000])
         self.crawler.stats.set_value("ravel/fleet_failed", failed + state["jobs_failed"])

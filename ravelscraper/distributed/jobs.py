@@ -1,7 +1,13 @@
 """A job's side of the fleet's ledger: the files of a listed item enter the ledger and become
-queue entries (:mod:`.entries`); a job that fails while listed (an unknown item...) fails in the
-ledger, not the node. Names a single node refuses (the spider's verdict, and case-only
-duplicates fleet-wide) fail here, in the ledger, and are never queued.
+queue entries (:mod:`.entries`); a job that fails while listed (an unknown item, a search that
+archive.org refuses...) fails in the ledger, not the node; so does one item of a collection
+that fails (the spider's ``item_failed``, see :meth:`JobListing.watch_items`). Names a single
+node refuses (the spider's verdict, and case-only duplicates fleet-wide) fail here, in the
+ledger, and are never queued.
+
+A collection (or a search) is one job: its search pages are queue entries, each page's answer
+queues the next page (so one node at a time pages it) and its items' ``/metadata`` entries,
+which any node takes at once. Its owner in the ledger is ``search:<query>``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from ravelscraper.distributed.entries import entry_request
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
-from ravelscraper.distributed.schema import RunLedger
+from ravelscraper.distributed.schema import ItemRecord, RunLedger
 from ravelscraper.items import AudioFile
 from ravelscraper.names import DIFFERS_IN_CASE, NAME_REFUSED, UnsafeName, safe_relative_path
 
@@ -28,12 +34,31 @@ OWNER_META = "ravel_owner"  # "file:<path>" of a file entry, set where it is lis
 
 
 def owner_of(request: Request) -> str:
-    """What the ledger fails if this entry is ever given up: its file, or its item."""
+    """What the ledger fails if this entry is ever given up: its file, its item, or its
+    search (a search page entry)."""
     owner = request.meta.get(OWNER_META)
     if isinstance(owner, str):
         return owner
     location = request.cb_kwargs.get("item")
-    return f"item:{location.identifier}" if isinstance(location, ItemLocation) else ""
+    if isinstance(location, ItemLocation):
+        return f"item:{location.identifier}"
+    query = request.cb_kwargs.get("query")
+    return search_job(query) if isinstance(query, str) else ""
+
+
+def search_job(query: str) -> str:
+    """A search's name in the ledger (``items``): ``search:<query>``."""
+    return f"search:{query}"[:1000]
+
+
+def item_record(files: list[AudioFile]) -> str:
+    """What the node that settles the item's last file needs to record the item as complete
+    (``ravelscraper.records``), or "" when it has no fingerprint (nothing to record)."""
+    first = files[0]
+    if not first.item_fingerprint:
+        return ""
+    names = tuple(f.name for f in files)
+    return ItemRecord(first.identifier, first.item_fingerprint, first.selection, names).encode()
 
 
 def name_refused(item: AudioFile) -> str:
@@ -60,6 +85,7 @@ class JobListing:
         self.stats = crawler.stats
         self.fleet = fleet
         self.leases = leases
+        self.watching = False  # the spider's item_failed reports to the ledger
 
     @property
     def ledger(self) -> RunLedger:
@@ -84,7 +110,9 @@ class JobListing:
                 listed = [(f"{f.identifier}/{f.name}", f) for f in group]
                 refused = dict(
                     self.ledger.list_files(
-                        identifier, [(p, p.casefold(), f.size or 0) for p, f in listed]
+                        identifier,
+                        [(p, p.casefold(), f.size or 0) for p, f in listed],
+                        record=item_record(group),
                     )
                 )
                 for path, item in listed:
@@ -124,18 +152,18 @@ class JobListing:
         or crashed: record the job as failed in the ledger and keep the node serving.
         False if this is no fleet job."""
         lease = self.leases.lease_for(request)
-        location = request.cb_kwargs.get("item")
-        if lease is None or not isinstance(location, ItemLocation):
+        job = owner_of(request).removeprefix("item:")
+        if lease is None or not job or job.startswith("file:"):
             return False
         if isinstance(exc, CloseSpider):
             message = str(self.stats.get_value("ravel/error") or exc.reason or "failed")
             code = exc.reason
         else:  # a bug or a malformed answer: one line, not a traceback
-            message = f"cannot list {location.identifier!r}: {describe(exc)}"
+            message = f"cannot list {job!r}: {describe(exc)}"
             code = type(exc).__name__
             logger.error(f"[fleet] {message}")
         try:
-            self.ledger.item_failed(location.identifier, message)
+            self.ledger.item_failed(job, message)
         except RedisError as error:
             self.fleet.redis_failed(error)
             lease.unfinished = True
@@ -143,7 +171,29 @@ class JobListing:
         lease.completed = True
         self.stats.inc_value("ravel/jobs_failed")
         logger.info(
-            f"[fleet] job {location.identifier!r} failed ({code}): recorded in "
+            f"[fleet] job {job[:200]!r} failed ({code}): recorded in "
             f"{self.fleet.keys.items if self.fleet.keys else 'the ledger'}; this node carries on"
         )
         return True
+
+    def watch_items(self, spider: object) -> None:
+        """Record in the ledger each item of a collection that the spider fails (its
+        ``item_failed(item, reason)``: one ERROR line there, the crawl goes on): the run then
+        ends with it named, and the closing node exits 1."""
+        original = getattr(spider, "item_failed", None)
+        if original is None or self.watching:
+            return
+        self.watching = True
+
+        def item_failed(item: ItemLocation, reason: str) -> None:
+            original(item, reason)
+            self.item_failed(item.identifier, reason)
+
+        setattr(spider, "item_failed", item_failed)  # noqa: B010 - this instance only
+
+    def item_failed(self, identifier: str, reason: str) -> None:
+        try:
+            self.ledger.item_failed(identifier, reason)
+        except RedisError as exc:
+            # Not recorded: the item is listed again by the next run, as unknown to this one.
+            self.fleet.redis_failed(exc)

@@ -14,11 +14,13 @@ from typing import Any
 
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
+from twisted.internet.threads import deferToThread
 
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.queue import describe
-from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.schema import ItemRecord, JobData
 from ravelscraper.items import AudioFile
+from ravelscraper.records import ItemRecords
 from ravelscraper.scrapy_compat import engine_closing, in_progress
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class Leases:
         self.fleet = fleet
         self.by_entry: dict[str, Lease] = {}
         self.by_request: dict[Request, Lease] = {}
+        self.item_records: ItemRecords | None = None  # once an item is recorded
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.item_not_stored, signal=signals.item_error)
         crawler.signals.connect(self.item_not_stored, signal=signals.item_dropped)
@@ -153,7 +156,9 @@ class Leases:
                 acked = True
             elif lease.outcome is not None:
                 path, outcome, reason, size = lease.outcome
-                acked = self.data.ledger.complete(entry_id, path, outcome, reason, size)
+                acked, done = self.data.ledger.settle_file(entry_id, path, outcome, reason, size)
+                if done is not None:
+                    self.record_item(done)
             elif lease.is_file:
                 if stopping:
                     continue  # cut short: handed back by hand_back()
@@ -171,6 +176,21 @@ class Leases:
                     f"[fleet] lease of {lease.request.url[:100]!r} was lost (this node missed "
                     "heartbeats for RAVEL_NODE_TTL); another node may process it again"
                 )
+
+    def record_item(self, done: ItemRecord) -> None:
+        """This node verified the last file of an item whose every file was verified, by
+        whichever node: record the item (``ravelscraper.records``), so that a re-run skips
+        it while archive.org reports it unchanged. On a store the nodes share, the record
+        reads every file's size and mtime; where a file is not in this node's store (per-node
+        folders) no record is written and the item is listed again next time."""
+        if self.item_records is None:
+            self.item_records = ItemRecords.from_settings(self.crawler.settings)
+        records = self.item_records
+        # Off the reactor thread, like the pipeline's: it stats files and fsyncs a record.
+        deferToThread(
+            records.complete, done.identifier, done.fingerprint, done.selection, done.names
+        ).addErrback(lambda failure: logger.warning(f"[fleet] {failure.getErrorMessage()}"))
+        self.crawler.stats.inc_value("ravel/fleet_items_recorded")
 
     def hand_back(self) -> int:
         """The node stops: every lease left (except rejected entries) goes back to the queue;

@@ -12,6 +12,7 @@ the scripts are tested against a real ``redis-server`` in ``tests/test_redis_sch
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
 from typing import Any
@@ -49,8 +50,11 @@ class JobKeys:
     files: str  # HASH "<identifier>/<name>" -> pending | verified | failed
     names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide
     failures: str  # HASH path -> why the file failed
-    items: str  # HASH identifier -> "listed" or "failed: <reason>" (a bad job)
-    tally: str  # HASH listed, verified, failed, bytes_listed, bytes_verified (+ ":<id>")
+    items: str  # HASH identifier -> listed | done | "failed: <reason>" (a job that failed);
+    # a search's job is "search:<query>"
+    tally: str  # HASH listed, verified, failed, bytes_listed, bytes_verified (+ ":<id>"),
+    # items_listed, items_done, jobs_failed
+    item_records: str  # HASH identifier -> JSON [fingerprint, selection, [names]] until done
     owners: str  # HASH entry id -> "file:<path>" or "item:<identifier>"
 
     @classmethod
@@ -122,6 +126,24 @@ end
 # Every number read back from Redis goes through num(): a malformed value counts as 0.
 NUM = "local function num(v) return tonumber(v) or 0 end "
 
+# An item whose last listed file just got its outcome is done (once): 1 if every one of its
+# files was verified, 2 if some failed, 0 if it is not done now. Its item record's data is
+# dropped from item_records either way (returned for 1). Needs NOW_MS's hincr.
+SETTLE = """
+local function settle(tally, items, records, ident)
+  local t = function(f) return tonumber(redis.call('HGET', tally, f .. ':' .. ident)) or 0 end
+  local listed = t('listed')
+  if listed == 0 or t('verified') + t('failed') < listed then return 0, false end
+  if redis.call('HGET', items, ident) ~= 'listed' then return 0, false end
+  redis.call('HSET', items, ident, 'done')
+  hincr(tally, 'items_done', 1)
+  local record = redis.call('HGET', records, ident)
+  redis.call('HDEL', records, ident)
+  if t('failed') == 0 then return 1, record end
+  return 2, false
+end
+"""
+
 # KEYS dupefilter requests payloads seq activity owners
 # ARGV fingerprint ('' = dont_filter) json score owner ('' = none)
 PUSH = (
@@ -172,13 +194,16 @@ end
 ACK = NOW_MS + FORGET + "return acked"
 
 # A file's outcome, recorded once (pending -> verified | failed), and its entry acknowledged.
-# The outcome is recorded even if the lease was lost: it is still true.
-# KEYS inflight payloads attempts activity counters owners files failures tally
-# ARGV node id path outcome reason size identifier
+# The outcome is recorded even if the lease was lost: it is still true. The item's last file
+# settles the item. KEYS inflight payloads attempts activity counters owners files failures
+# tally items item_records / ARGV node id path outcome reason size identifier
+# -> {acked, settled (see SETTLE), the item record's data or false}
 COMPLETE = (
     NOW_MS
+    + SETTLE
     + FORGET
     + """
+local settled, record = 0, false
 if redis.call('HGET', KEYS[7], ARGV[3]) == 'pending' then
   redis.call('HSET', KEYS[7], ARGV[3], ARGV[4])
   hincr(KEYS[9], ARGV[4], 1)
@@ -189,23 +214,30 @@ if redis.call('HGET', KEYS[7], ARGV[3]) == 'pending' then
     redis.call('HSET', KEYS[8], ARGV[3], ARGV[5])
   end
   redis.call('SET', KEYS[4], now)
+  settled, record = settle(KEYS[9], KEYS[10], KEYS[11], ARGV[7])
 end
-return acked
+return {acked, settled, record}
 """
 )
 
-# The files of one item enter the ledger as pending; one spelling per case-folded path.
-# KEYS files names tally items activity failures / ARGV identifier (path fold size)...
+# The files of one item enter the ledger as pending; one spelling per case-folded path. The
+# item is listed once per run (items_listed); ARGV[2], unless '', is kept in item_records for
+# the node that settles its last file. An item whose files all failed here is done at once.
+# KEYS files names tally items activity failures item_records
+# ARGV identifier record (path fold size)...
 # -> {path, other spelling, ...} for the names refused (recorded as failed)
 LIST = (
     NOW_MS
+    + SETTLE
     + """
 local refused = {}
 local ident = ARGV[1]
-if string.sub(redis.call('HGET', KEYS[4], ident) or '', 1, 6) ~= 'failed' then
+if not redis.call('HGET', KEYS[4], ident) then
   redis.call('HSET', KEYS[4], ident, 'listed')
+  hincr(KEYS[3], 'items_listed', 1)
+  if ARGV[2] ~= '' then redis.call('HSET', KEYS[7], ident, ARGV[2]) end
 end
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local path, fold, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]) or 0
   local other = redis.call('HGET', KEYS[2], fold)
   local new = not redis.call('HGET', KEYS[1], path)
@@ -230,12 +262,14 @@ for i = 2, #ARGV, 3 do
     end
   end
 end
+settle(KEYS[3], KEYS[4], KEYS[7], ident)
 redis.call('SET', KEYS[5], now)
 return refused
 """
 )
 
-# A job (an item) that could not be listed. KEYS items tally activity / ARGV identifier reason
+# A job (an item, or a search "search:<query>") that could not be listed, or an item of a
+# collection that failed. KEYS items tally activity / ARGV identifier reason
 ITEM_FAILED = (
     NOW_MS
     + """
@@ -274,9 +308,10 @@ return 1
 # dead nodes is given up, and its file (or item) is failed in the ledger. A malformed lease
 # (no "<node>|<score>") belongs to no live node: it is requeued like a dead node's.
 # KEYS nodes inflight requests attempts dead activity counters owners files failures tally
-#      items / ARGV max_attempts
+#      items item_records / ARGV max_attempts
 RECLAIM = (
     NOW_MS
+    + SETTLE
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local leases = redis.call('HGETALL', KEYS[2])
@@ -305,9 +340,10 @@ for i = 1, #leases, 2 do
           redis.call('HSET', KEYS[10], path, why)
           hincr(KEYS[11], 'failed', 1)
           hincr(KEYS[11], 'failed:' .. ident, 1)
+          settle(KEYS[11], KEYS[12], KEYS[13], ident)
         end
-      elseif string.sub(owner, 1, 5) == 'item:' then
-        local ident = string.sub(owner, 6)
+      elseif string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
+        local ident = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
         if string.sub(redis.call('HGET', KEYS[12], ident) or '', 1, 6) ~= 'failed' then
           redis.call('HSET', KEYS[12], ident, 'failed: ' .. why)
           hincr(KEYS[11], 'jobs_failed', 1)
@@ -343,12 +379,13 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2]), redis.call('L
         num(redis.call('HGET', KEYS[8], 'reclaimed')), tally('listed'), tally('verified'),
         tally('failed'), tally('bytes_listed'), tally('bytes_verified'), tally('jobs_failed'),
         num(redis.call('HGET', KEYS[10], 'id')),
-        redis.call('HGET', KEYS[10], 'state') == 'open' and 1 or 0, last}
+        redis.call('HGET', KEYS[10], 'state') == 'open' and 1 or 0, last,
+        tally('items_listed'), tally('items_done')}
 """
 )
 
 # Open a run unless one is open: the previous run's ledger is cleared. -> the run's id
-# KEYS run runs files names failures items tally owners activity / ARGV node
+# KEYS run runs files names failures items tally owners activity item_records / ARGV node
 OPEN_RUN = (
     NOW_MS
     + """
@@ -357,7 +394,7 @@ if redis.call('HGET', KEYS[1], 'state') == 'open' then
   return tonumber(redis.call('HGET', KEYS[1], 'id')) or 0
 end
 local id = incr(KEYS[2], 1)
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10])
 redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1])
 redis.call('HDEL', KEYS[1], 'closed', 'closed_by')
 return id
@@ -416,6 +453,8 @@ SNAPSHOT_FIELDS = (
     "run",
     "run_open",
     "last_activity_ms",
+    "items_listed",
+    "items_done",
 )
 
 # The start URL ARGV[1] (raw) is refused: removed, and recorded in rejected with ARGV[2] as the
@@ -573,6 +612,7 @@ class JobData:
                 k.failures,
                 k.tally,
                 k.items,
+                k.item_records,
             ],
             [max_attempts],
         )
@@ -656,22 +696,28 @@ class RunLedger:
                     k.tally,
                     k.owners,
                     k.activity,
+                    k.item_records,
                 ],
                 [self.node],
             )
         )
 
     def list_files(
-        self, identifier: str, files: list[tuple[str, str, int]]
+        self, identifier: str, files: list[tuple[str, str, int]], record: str = ""
     ) -> list[tuple[str, str]]:
         """Put an item's files ``(path, case-folded path, size)`` in the ledger as pending;
-        returns ``(path, other spelling)`` for the names refused as case-only duplicates."""
+        returns ``(path, other spelling)`` for the names refused as case-only duplicates.
+
+        ``record`` (:func:`item_record`), kept until the item is done, is handed to the node
+        that verifies its last file (:meth:`settle_file`), which records the item."""
         k = self.keys
-        args: list[str | int] = [identifier]
+        args: list[str | int] = [identifier, record]
         for path, folded, size in files:
             args += [path, folded, size]
         found = self.scripts(
-            "list", [k.files, k.names, k.tally, k.items, k.activity, k.failures], args
+            "list",
+            [k.files, k.names, k.tally, k.items, k.activity, k.failures, k.item_records],
+            args,
         )
         flat = [text(v) for v in found or []]
         return list(zip(flat[::2], flat[1::2], strict=True))
@@ -681,15 +727,23 @@ class RunLedger:
     ) -> bool:
         """Record a file's outcome (``verified`` or ``failed``) and acknowledge its entry
         (``entry_id`` "" for a file that never had one). False if the lease was lost."""
+        return self.settle_file(entry_id, path, outcome, reason, size)[0]
+
+    def settle_file(
+        self, entry_id: str, path: str, outcome: str, reason: str = "", size: int = 0
+    ) -> tuple[bool, ItemRecord | None]:
+        """:meth:`complete`, and the item's record data when this was the last file of an
+        item whose every file was verified (once per item and run, to one node)."""
         k = self.keys
         identifier = path.split("/", 1)[0]
-        return bool(
-            self.scripts(
-                "complete",
-                [*k.ack_keys(), k.files, k.failures, k.tally],
-                [self.node, entry_id, path, outcome, reason[:500], size, identifier],
-            )
+        found = self.scripts(
+            "complete",
+            [*k.ack_keys(), k.files, k.failures, k.tally, k.items, k.item_records],
+            [self.node, entry_id, path, outcome, reason[:500], size, identifier],
         )
+        acked, settled = bool(found[0]), int(found[1]) if len(found) > 1 else 0
+        raw = found[2] if len(found) > 2 and settled == 1 else None
+        return acked, ItemRecord.parse(identifier, raw) if raw else None
 
     def item_failed(self, identifier: str, reason: str) -> bool:
         """Record a job (an item) that could not be listed; True the first time."""
@@ -731,6 +785,33 @@ class RunLedger:
             if state.startswith("failed")
         )
         return failed[:limit], len(failed)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """What the node that verifies an item's last file needs to record the item
+    (``ravelscraper.records.ItemRecords.complete``); kept in ``item_records`` meanwhile."""
+
+    identifier: str
+    fingerprint: str
+    selection: str
+    names: tuple[str, ...]
+
+    def encode(self) -> str:
+        return json.dumps([self.fingerprint, self.selection, list(self.names)])
+
+    @classmethod
+    def parse(cls, identifier: str, raw: bytes | str) -> ItemRecord | None:
+        """None for anything but what :meth:`encode` writes (Redis is not trusted)."""
+        try:
+            fingerprint, selection, names = json.loads(raw)
+        except (ValueError, TypeError, RecursionError):
+            return None
+        if not isinstance(fingerprint, str) or not fingerprint or not isinstance(selection, str):
+            return None
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            return None
+        return cls(identifier, fingerprint, selection, tuple(names))
 
 
 class StartUrls:

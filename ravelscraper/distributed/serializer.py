@@ -12,25 +12,36 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from scrapy import Request, Spider
 
-from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.archive import BadInput, ItemLocation, check_identifier
 from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.origins import AllowedOrigins
+from ravelscraper.search import SCRAPE_PATH
 
 VERSION = 1
 MAX_ENTRY_BYTES = 2 * 1024 * 1024
 FIELDS = {"v", "url", "method", "callback", "errback", "headers", "body", "meta", "cb_kwargs"}
 FIELDS |= {"priority", "dont_filter"}
 FILE_ENTRY_CALLBACK = "parse_file_entry"
-# callback -> (errback, cb_kwargs names and whether they hold an ItemLocation)
-CALLBACKS: dict[str, tuple[str | None, dict[str, str]]] = {
-    "parse_details": ("details_failed", {"item": "location"}),
-    "parse_metadata": ("metadata_failed", {"item": "location"}),
-    "parse_page_links": ("page_links_failed", {"item": "location"}),
-    FILE_ENTRY_CALLBACK: (None, {}),
+SEARCH_CALLBACK = "parse_search_page"
+MAX_QUERY = 4096  # bytes of an archive.org query in a search page's cb_kwargs
+FINGERPRINT = re.compile(r"[0-9a-f]{0,16}")  # ravelscraper.search.fingerprint's, or ""
+# callback -> (errback, cb_kwargs it must have, cb_kwargs it may have); each cb_kwarg's kind:
+# "location" an ItemLocation, "query" a search, "collection" an identifier or "",
+# "fingerprint" what the search said of an item (<= 16 hex digits) or "".
+LOCATION = {"item": "location"}
+FOUND = {"fingerprint": "fingerprint"}
+CALLBACKS: dict[str, tuple[str | None, dict[str, str], dict[str, str]]] = {
+    "parse_details": ("details_failed", LOCATION, {}),
+    "parse_metadata": ("metadata_failed", LOCATION, FOUND),
+    "parse_page_links": ("page_links_failed", LOCATION, FOUND),
+    SEARCH_CALLBACK: ("search_page_failed", {"query": "query", "collection": "collection"}, {}),
+    FILE_ENTRY_CALLBACK: (None, {}, {}),
 }
 META_INT = {"depth", "retry_times", "redirect_times", "redirect_ttl"}
 META_LIST = {"redirect_urls", "redirect_reasons"}
@@ -102,7 +113,7 @@ def _loads(raw: bytes | str) -> dict[str, Any]:
     callback = entry["callback"]
     if not isinstance(callback, str) or callback not in CALLBACKS:
         raise BadEntry(f"callback {str(callback)[:100]!r} is not allowed")
-    errback, kwargs_spec = CALLBACKS[callback]
+    errback, required, optional = CALLBACKS[callback]
     if entry["errback"] != errback:
         raise BadEntry(f"errback {str(entry['errback'])[:100]!r} is not allowed with {callback}")
     if entry["method"] != "GET" or entry["body"] != "":
@@ -115,7 +126,7 @@ def _loads(raw: bytes | str) -> dict[str, Any]:
         raise BadEntry("bad dont_filter")
     entry["headers"] = _check_headers(entry["headers"])
     entry["meta"] = _check_meta(entry["meta"])
-    entry["cb_kwargs"] = _check_cb_kwargs(entry["cb_kwargs"], kwargs_spec)
+    entry["cb_kwargs"] = _check_cb_kwargs(entry["cb_kwargs"], required, optional)
     return entry
 
 
@@ -128,6 +139,8 @@ def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -
     elif url not in origins:
         raise BadEntry(f"host of {url[:200]!r} is not allowed (allowed: {origins.describe()})")
     cb_kwargs = dict(entry["cb_kwargs"])
+    if callback == SEARCH_CALLBACK:
+        _check_search_url(url, cb_kwargs["query"], cb_kwargs["collection"], entry["meta"])
     if "item" in cb_kwargs:
         location = cb_kwargs["item"]
         if location.origin not in origins:
@@ -219,12 +232,38 @@ def _check_meta(meta: Any) -> dict[str, Any]:
     return meta
 
 
-def _check_cb_kwargs(cb_kwargs: Any, spec: dict[str, str]) -> dict[str, Any]:
-    if not isinstance(cb_kwargs, dict) or set(cb_kwargs) != set(spec):
-        raise BadEntry(f"cb_kwargs must be exactly {sorted(spec)}")
+def _check_search_url(url: str, query: str, collection: str, meta: dict[str, Any]) -> None:
+    """A search page's URL is a scrape URL of exactly its query, never redirected (the
+    spider pages a collection by cursor; a redirect could lead to another query's items)."""
+    if meta.get("redirect_urls"):
+        raise BadEntry("a search page entry cannot be a redirect")
+    parts = urlsplit(url)
+    if parts.path != SCRAPE_PATH or parts.fragment:
+        raise BadEntry(f"a search page must be {SCRAPE_PATH}?..., not {url[:200]!r}")
+    try:
+        params = parse_qs(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise BadEntry(f"unreadable search page query {parts.query[:200]!r}") from None
+    if params.get("q") != [query]:
+        raise BadEntry(f"search page url {url[:200]!r} does not ask for its query")
+    if collection and query != f"collection:{collection}":
+        raise BadEntry(f"query {query[:200]!r} is not the search of collection {collection!r}")
+
+
+def _check_cb_kwargs(
+    cb_kwargs: Any, required: dict[str, str], optional: dict[str, str]
+) -> dict[str, Any]:
+    if (
+        not isinstance(cb_kwargs, dict)
+        or not set(required) <= set(cb_kwargs)
+        or not set(cb_kwargs) <= set(required) | set(optional)
+    ):
+        names = sorted(required) + [f"optionally {name}" for name in sorted(optional)]
+        raise BadEntry(f"cb_kwargs must be exactly {names}")
     checked: dict[str, Any] = {}
-    for name, kind in spec.items():
-        value = cb_kwargs[name]
+    spec = required | optional
+    for name, value in cb_kwargs.items():
+        kind = spec[name]
         if kind == "location":
             if not isinstance(value, dict) or set(value) != {"origin", "identifier"}:
                 raise BadEntry(f"bad {name!r} in cb_kwargs")
@@ -234,10 +273,28 @@ def _check_cb_kwargs(cb_kwargs: Any, spec: dict[str, str]) -> dict[str, Any]:
                 raise BadEntry(f"bad {name!r} in cb_kwargs: {exc}") from None
             if checked[name].origin != value["origin"]:
                 raise BadEntry(f"bad origin {str(value['origin'])[:200]!r} in cb_kwargs")
-        else:
-            if not isinstance(value, list) or not all(
-                isinstance(v, str) and len(v) < 4096 for v in value
+        elif kind == "query":
+            if (
+                not isinstance(value, str)
+                or not value.strip()
+                or len(value.encode(errors="surrogatepass")) > MAX_QUERY
+                or not value.isprintable()
             ):
-                raise BadEntry(f"bad {name!r} in cb_kwargs")
+                raise BadEntry(f"bad {name!r} in cb_kwargs (a query of at most {MAX_QUERY} bytes)")
             checked[name] = value
+        elif kind == "collection":
+            if not isinstance(value, str):
+                raise BadEntry(f"bad {name!r} in cb_kwargs")
+            if value:
+                try:
+                    check_identifier(value)
+                except BadInput as exc:
+                    raise BadEntry(f"bad {name!r} in cb_kwargs: {str(exc)[:200]}") from None
+            checked[name] = value
+        elif kind == "fingerprint":
+            if not isinstance(value, str) or not FINGERPRINT.fullmatch(value):
+                raise BadEntry(f"bad {name!r} in cb_kwargs (at most 16 hex digits, or empty)")
+            checked[name] = value
+        else:  # pragma: no cover - a kind above is missing
+            raise BadEntry(f"cb_kwargs {name!r} has no check")
     return checked

@@ -1,6 +1,8 @@
 """Start URLs from Redis: users push ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
-onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``); a node checks
-each one and queues the spider's own requests for it. An entry is removed only once its
+onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``), or a whole
+collection or search, ``{"collection": "<identifier>"}`` or ``{"search": "<query>"}``; a node
+checks each one and queues the spider's own requests for it (an item's listing requests, or
+a search's first page). An entry is removed only once its
 requests are queued, so a node that dies meanwhile loses nothing; a refused one is removed
 and recorded in ``<prefix>:rejected`` by whichever node removes it first.
 """
@@ -9,13 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
-from scrapy import Spider
+from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 
-from ravelscraper.archive import BadInput, ItemLocation
+from ravelscraper.archive import BadInput, ItemLocation, check_identifier
 from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
+from ravelscraper.distributed.serializer import MAX_QUERY
+from ravelscraper.records import ItemRecords
+from ravelscraper.search import collection_query
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +33,69 @@ class BadStartUrl(ValueError):
     """A start URL refused; the message says why, in one line."""
 
 
+@dataclass(frozen=True)
+class SearchJob:
+    """A collection (``collection`` its identifier) or a search (``collection`` "")."""
+
+    query: str
+    collection: str = ""
+
+
+START_KEYS = {"url", "item", "collection", "search"}
+EXPECTED = (
+    'expected {"url": "<details page>"}, {"item": "<identifier>"}, '
+    '{"collection": "<identifier>"} or {"search": "<query>"}'
+)
+
+
+def check_query(query: str) -> str:
+    """An archive.org query as a fleet job takes it; raises BadInput."""
+    query = query.strip()
+    if not query:
+        raise BadInput("an empty search")
+    if len(query.encode(errors="surrogatepass")) > MAX_QUERY or not query.isprintable():
+        raise BadInput(f"a search must be one line of at most {MAX_QUERY} bytes")
+    return query
+
+
+def search_job(entry: dict[str, str]) -> SearchJob:
+    """The job of a ``collection`` or ``search`` entry; raises BadInput."""
+    if "collection" in entry:
+        identifier = check_identifier(entry["collection"])
+        return SearchJob(collection_query(identifier), identifier)
+    return SearchJob(check_query(entry["search"]))
+
+
+def start_requests(raw: bytes, spider: FleetSpider, origins: AllowedOrigins) -> list[Request]:
+    """The requests of a start URL: an item's listing requests or a search's first page.
+    Raises BadStartUrl, and nothing else."""
+    try:
+        job = start_job(raw, spider, origins)
+        if isinstance(job, ItemLocation):
+            return spider.item_requests(job)
+        request = spider.search_request(job.query, None)
+        request.cb_kwargs["collection"] = job.collection
+        return [request]
+    except BadStartUrl:
+        raise
+    except Exception as exc:
+        raise BadStartUrl(f"unusable entry ({type(exc).__name__})") from None
+
+
 def start_location(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation:
     """The item a start URL names, ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
     (scrapy-redis's JSON start URLs, ``url`` key, plus ``item``); the spider's own
     ``item_requests`` lists it. Raises BadStartUrl, and nothing else, whatever ``raw`` holds.
     """
+    job = start_job(raw, spider, origins)
+    if not isinstance(job, ItemLocation):
+        raise BadStartUrl("a collection or a search, not an item")
+    return job
+
+
+def start_job(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation | SearchJob:
+    """The item, or the collection or search, a start URL names; raises BadStartUrl, and
+    nothing else, whatever ``raw`` holds."""
     try:
         return read_start_url(raw, spider, origins)
     except BadStartUrl:
@@ -39,7 +104,7 @@ def start_location(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemL
         raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
 
 
-def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation:
+def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation | SearchJob:
     try:
         entry = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -49,11 +114,13 @@ def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemL
     if (
         not isinstance(entry, dict)
         or len(entry) != 1
-        or not ({"url", "item"} & set(entry))
+        or not set(entry) <= START_KEYS
         or not all(isinstance(v, str) for v in entry.values())
     ):
-        raise BadStartUrl('expected {"url": "<details page>"} or {"item": "<identifier>"}')
+        raise BadStartUrl(EXPECTED)
     try:
+        if {"collection", "search"} & set(entry):
+            return search_job(entry)
         if "url" in entry:
             location = ItemLocation.from_details_url(entry["url"])
         else:
@@ -98,15 +165,17 @@ class StartUrlFeed:
                 continue
             assert isinstance(raw, bytes)
             try:
-                location = start_location(raw, spider, origins)
-                requests = self.fleet.spider.item_requests(location)
+                requests = start_requests(raw, self.fleet.spider, origins)
             except BadStartUrl as exc:
                 # Several nodes may read the same entry: the one that removes it reports it.
                 if data.start_urls.reject(raw, str(exc)):
                     logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
                     self.crawler.stats.inc_value("ravel/entries_rejected")
                 continue
-            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url!r}")
+            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url[:300]!r}")
+            if "query" in requests[0].cb_kwargs and getattr(spider, "records", 0) is None:
+                # A waiting node's spider was given no search: let it skip unchanged items.
+                spider.records = ItemRecords.from_settings(self.crawler.settings)  # type: ignore[attr-defined]
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
             for request in requests:

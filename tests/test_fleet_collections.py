@@ -1,0 +1,160 @@
+"""Collections in a fleet, end to end: real ``scrapy crawl ravel`` nodes on a real Redis,
+against the fake archive.org's scrape API. Figures are printed (``pytest -s``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fakearchive import FakeArchive, max_simultaneous
+from tests.support.crawl import RAVEL, RAVEL_MP3S, stored_files
+from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets
+from tests.support.redisserver import RedisServer
+
+pytestmark = pytest.mark.slow
+
+ITEMS = 210  # three search pages of 100
+SAMPLES_ONLY = "samples-only-cd"  # every recording access-restricted: fails as an item
+CONFIG = {
+    "collections": {
+        "fleetgen": {"items": ITEMS, "files": 1, "size": 1500},
+        "mix": {"members": [RAVEL, SAMPLES_ONLY]},
+    }
+}
+FAST = {"RAVEL_LISTING_DELAY": 0, "RAVEL_SEARCH_PAGE_SIZE": 100, "RAVEL_PROGRESS_INTERVAL": 0}
+
+
+@pytest.fixture(scope="module")
+def fake() -> FakeArchive:
+    with FakeArchive(CONFIG) as server:
+        yield server
+
+
+@pytest.fixture
+def routes(fake: FakeArchive) -> FakeArchive:
+    fake.reset()
+    return fake
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(redis_server, tmp_path):
+    with NodeGroup.on(redis_server, tmp_path) as group:
+        yield group
+
+
+def assert_clean(node: Node) -> None:
+    assert node.returncode == 0, node.log[-3000:]
+    assert "Traceback" not in node.log and node.lines("[ERROR]") == []
+
+
+def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_once(
+    routes, fleet, tmp_path
+):
+    store = tmp_path / "store"  # one store for both nodes, as on a shared disk
+    settings = {**FAST, "CONCURRENT_REQUESTS_PER_DOMAIN": 4, "RAVEL_FLEET_MAX_TRANSFERS": 2}
+    started = time.monotonic()
+    first = fleet.start(
+        "-a", "collection=fleetgen", store=store, **routes_origin(routes), **settings
+    )
+    time.sleep(1.5)  # nodes start in any order, seconds apart
+    second = fleet.start(
+        "-a", "collection=fleetgen", store=store, **routes_origin(routes), **settings
+    )
+    fleet.wait(timeout=240)
+    took = time.monotonic() - started
+
+    gets = storage_gets(routes)
+    counts = routes.routes()
+    stats = routes.stats()
+    split = (first.downloaded, second.downloaded)
+    listed = (len(first.lines("[item] ")), len(second.lines("[item] ")))
+    peak = max_simultaneous(stats["log"])
+    print(
+        f"\n[fleet collection] {ITEMS} items over 2 nodes in {took:.1f} s: files {split}, "
+        f"items listed {listed}, scrape pages {counts.get('scrape')}, /metadata "
+        f"{counts.get('metadata')}, server peak {peak} (cap 2)"
+    )
+    for node in fleet.nodes:
+        assert_clean(node)
+    assert len(gets) == ITEMS and len({e["path"] for e in gets}) == ITEMS  # each file once
+    assert counts["metadata"] == ITEMS and sum(listed) == ITEMS  # no item listed twice
+    assert counts["scrape"] == 3  # each search page once, by whichever node held it
+    assert min(split) >= ITEMS // 10 and min(listed) >= 1  # both nodes worked
+    assert peak <= 2  # the fleet-wide cap holds search pages and /metadata too
+    assert len(stored_files(store)) == ITEMS
+    assert second.lines("already queued or done by the fleet")  # joined, did not re-page
+    closing = [line for n in fleet.nodes for line in n.lines("[fleet] run 1 closed")]
+    assert closing == [
+        f"{closing[0].split('[fleet]')[0]}[fleet] run 1 closed: {ITEMS} of {ITEMS} files "
+        f"verified, {ITEMS} of {ITEMS} items done; a re-run lists its items again"
+    ]
+    state = fleet.queue_state()
+    assert state["item_counts"] == {"listed": ITEMS, "done": ITEMS, "failed": 0, "pending": 0}
+    assert state["files"] == {"listed": ITEMS, "verified": ITEMS, "failed": 0, "pending": 0}
+    assert state["searches"] == {}  # a search is named there only once it failed
+    shown = scrapy_fleet(fleet.url, "status")
+    assert f"items: {ITEMS} listed, {ITEMS} done, 0 failed, 0 pending" in shown.stdout
+    # Every item was recorded complete by the node that verified its last file, whichever
+    # node stored its other files: the nightly re-run asks for the search pages only.
+    records = sorted(p.stem for p in (store / ".ravel" / "items").glob("*.json"))
+    assert len(records) == ITEMS and records[0] == "fleetgen-00001"
+
+    routes.reset()
+    again = fleet.start("-a", "collection=fleetgen", store=store, **routes_origin(routes), **FAST)
+    fleet.wait(timeout=120)
+    assert_clean(again)
+    assert routes.routes().get("metadata", 0) == 0 and routes.routes()["scrape"] == 3
+    assert storage_gets(routes) == []
+    assert len(again.lines("[item unchanged]")) == ITEMS
+
+
+def test_an_item_that_fails_inside_a_pushed_collection_fails_alone(routes, fleet, tmp_path):
+    store = tmp_path / "store"
+    waiting = {**FAST, "RAVEL_WAIT_FOR_WORK": 4}
+    nodes = [
+        fleet.start(store=store, **routes_origin(routes), **waiting),
+        fleet.start(store=store, **routes_origin(routes), **waiting),
+    ]
+    pushed = scrapy_fleet(fleet.url, "push", "--collection", "mix")
+    assert pushed.returncode == 0, pushed.stderr
+    assert '{"collection": "mix"}' in pushed.stdout
+    fleet.wait(timeout=120)
+
+    assert sorted(stored_files(store)) == sorted(f"{RAVEL}/{name}" for name in RAVEL_MP3S)
+    failed = [line for n in nodes for line in n.lines("[item failed]")]
+    assert len(failed) == 1 and failed[0].startswith("[ERROR]") and SAMPLES_ONLY in failed[0]
+    closing = [n for n in nodes if n.lines("[fleet] run 1 closed")]
+    assert len(closing) == 1 and closing[0].returncode == 1
+    (summary,) = closing[0].lines("[fleet] run 1 closed")
+    assert "[ERROR]" in summary and f"1 items or jobs failed: '{SAMPLES_ONLY}'" in summary
+    for node in nodes:
+        assert "Traceback" not in node.log
+        # a node exits 1 only for a failure it saw or a run it closed with failures
+        assert node.returncode == (1 if node.lines("[item failed]") or node is closing[0] else 0)
+    state = fleet.queue_state()
+    assert state["item_counts"] == {"listed": 1, "done": 1, "failed": 1, "pending": 0}
+    assert state["items"][SAMPLES_ONLY]["error"].startswith("the recordings")
+    assert routes.routes()["scrape"] == 1 and routes.routes()["metadata"] == 2
+
+
+def test_bad_collection_pushes_are_one_line_and_never_reach_redis(fleet):
+    for args, reason in (
+        (("--collection", "not an id!"), "not an archive.org identifier"),
+        (("--search", "   "), "an empty search"),
+        (("--search", "x" * 5000), "at most 4096 bytes"),
+    ):
+        done = scrapy_fleet(fleet.url, "push", *args)
+        assert done.returncode == 1 and reason in done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert fleet.queue_state()["start_urls"] == 0
+
+
+def routes_origin(fake: FakeArchive) -> dict[str, str]:
+    return {"RAVEL_ORIGIN": fake.archive}
