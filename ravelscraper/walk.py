@@ -14,7 +14,7 @@ here; every request this module builds is the spider's, with the spider's callba
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import scrapy
@@ -48,7 +48,9 @@ class ManyItems:
     def __init__(self, spider: RavelSpider) -> None:
         self.spider = spider
         self.failed_items: list[str] = []  # the first few, for the summary
-        self.records: Any = None  # ravelscraper.records.ItemRecords, for a search
+        self.records: Any = None  # ravelscraper.records.ItemRecords, made at the first search page
+        # Told of each item that fails alone (identifier, reason): the fleet's ledger.
+        self.on_item_failed: Callable[[str, str], None] | None = None
 
     @property
     def stats(self) -> StatsCollector:
@@ -65,8 +67,7 @@ class ManyItems:
         arguments = self.spider.arguments
         query = arguments.query()
         if query is not None:
-            self.records = ItemRecords.from_settings(self.spider.settings)
-            return [self.search_request(query, None)]
+            return [self.search_request(query, None, arguments.collection or "")]
         assert arguments.items is not None
         items = self.item_list(arguments.items)
         self.stats.set_value("ravel/items_total", len(items))
@@ -93,14 +94,15 @@ class ManyItems:
 
     # --- the search, one page at a time ----------------------------------------------------
 
-    def search_request(self, query: str, cursor: str | None) -> scrapy.Request:
-        """One page of the search: each page's answer yields the next (one at a time)."""
+    def search_request(self, query: str, cursor: str | None, collection: str) -> scrapy.Request:
+        """One page of the search (``collection``: the identifier of ``-a collection=``, else
+        ""): each page's answer yields the next (one at a time)."""
         size = self.spider.settings.getint("RAVEL_SEARCH_PAGE_SIZE")
         return scrapy.Request(
             scrape_url(self.origin(), query, size, cursor),
             callback=self.spider.parse_search_page,
             errback=self.spider.search_page_failed,
-            cb_kwargs={"query": query, "collection": self.spider.arguments.collection or ""},
+            cb_kwargs={"query": query, "collection": collection.strip()},
         )
 
     def search_page(
@@ -127,7 +129,7 @@ class ManyItems:
             if request is not None:
                 yield request
         if page.cursor is not None:
-            yield self.search_request(query, page.cursor)
+            yield self.search_request(query, page.cursor, collection)
         else:
             found_count = self.stats.get_value("ravel/items_found", 0)
             self.spider.logger.info(
@@ -177,8 +179,10 @@ class ManyItems:
             return None
         selection = self.spider.selection.describe()
         fingerprint = found.fingerprint
+        if self.records is None:  # on a fleet node too, whoever started the search
+            self.records = ItemRecords.from_settings(self.spider.settings)
         records = self.records
-        if fingerprint and records and records.unchanged(found.identifier, fingerprint, selection):
+        if fingerprint and records.unchanged(found.identifier, fingerprint, selection):
             stats.inc_value("ravel/items_unchanged")
             logger.info(
                 f"[item unchanged] {found.identifier}: archive.org reports no change "
@@ -202,6 +206,8 @@ class ManyItems:
         if len(self.failed_items) < FAILED_ITEMS_KEPT:
             self.failed_items.append(item.identifier)
         self.spider.logger.error(f"[item failed] {item.identifier}: {shown(reason)}")
+        if self.on_item_failed is not None:
+            self.on_item_failed(item.identifier, reason)
 
     def refused(self, item: ItemLocation, fingerprint: str | None, exc: ListingRefused) -> None:
         """A listing refused: the crawl's end for its one item (a request without

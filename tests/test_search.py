@@ -278,7 +278,8 @@ def spider(**arguments: str) -> RavelSpider:
 
 
 def search_response(spider: RavelSpider, body: bytes, cursor: str | None = None) -> TextResponse:
-    request = spider.many.search_request(spider.arguments.query() or "", cursor)
+    query = spider.arguments.query() or ""
+    request = spider.many.search_request(query, cursor, spider.arguments.collection or "")
     return TextResponse(request.url, body=body, request=request, encoding="utf-8")
 
 

@@ -88,13 +88,11 @@ def test_a_file_entry_round_trips_to_the_same_item(spider):
 
 
 def found_item_request(spider: RavelSpider, fingerprint: str = "0123abcd0123abcd") -> Request:
-    return spider.listed_item_request(ItemLocation.on(ORIGIN, "gen-00001"), fingerprint)
+    return spider.many.listed_item_request(ItemLocation.on(ORIGIN, "gen-00001"), fingerprint)
 
 
 def search_page(spider: RavelSpider, collection: str = "gen", cursor: str | None = None) -> Request:
-    request = spider.search_request(f"collection:{collection}", cursor)
-    request.cb_kwargs["collection"] = collection
-    return request
+    return spider.many.search_request(f"collection:{collection}", cursor, collection)
 
 
 def test_collection_requests_round_trip_as_json(spider):

@@ -15,6 +15,7 @@ from scrapy.http import Response
 
 from ravelscraper.archive import ItemLocation
 from ravelscraper.items import AudioFile
+from ravelscraper.walk import ManyItems
 
 
 @runtime_checkable
@@ -25,8 +26,7 @@ class FleetSpider(Protocol):
     def item_requests(self, item: ItemLocation) -> list[Request]:
         """The requests that list one item's files (a start URL's job)."""
 
-    def search_request(self, query: str, cursor: str | None) -> Request:
-        """The request of one page of an archive.org search (a collection's job)."""
+    many: ManyItems  # a search's pages (a collection's job), and the items that fail alone
 
     def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
         """The callback of a file entry: the file's item, rebuilt and checked."""
@@ -39,7 +39,7 @@ def as_fleet_spider(spider: Spider | None) -> FleetSpider:
     """``spider``, checked to be a :class:`FleetSpider`; TypeError (one line) if it is not."""
     if not isinstance(spider, FleetSpider):
         raise TypeError(
-            f"the fleet needs a spider with check_arguments, item_requests, search_request, "
+            f"the fleet needs a spider with check_arguments, item_requests, many, "
             f"parse_file_entry and fail (like RavelSpider); {type(spider).__name__} has not all "
             "of them"
         )

@@ -22,6 +22,7 @@ from scrapy.exceptions import CloseSpider
 from ravelscraper.archive import ItemLocation
 from ravelscraper.distributed.entries import entry_request
 from ravelscraper.distributed.fleet import Fleet
+from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import ItemRecord, RunLedger
@@ -85,7 +86,6 @@ class JobListing:
         self.stats = crawler.stats
         self.fleet = fleet
         self.leases = leases
-        self.watching = False  # the spider's item_failed reports to the ledger
 
     @property
     def ledger(self) -> RunLedger:
@@ -176,20 +176,11 @@ class JobListing:
         )
         return True
 
-    def watch_items(self, spider: object) -> None:
-        """Record in the ledger each item of a collection that the spider fails (its
-        ``item_failed(item, reason)``: one ERROR line there, the crawl goes on): the run then
-        ends with it named, and the closing node exits 1."""
-        original = getattr(spider, "item_failed", None)
-        if original is None or self.watching:
-            return
-        self.watching = True
-
-        def item_failed(item: ItemLocation, reason: str) -> None:
-            original(item, reason)
-            self.item_failed(item.identifier, reason)
-
-        setattr(spider, "item_failed", item_failed)  # noqa: B010 - this instance only
+    def watch_items(self, spider: FleetSpider) -> None:
+        """Record in the ledger each item of a collection that the spider fails alone (one
+        ERROR line there, the crawl goes on): the run then ends with it named, and the
+        closing node exits 1."""
+        spider.many.on_item_failed = self.item_failed
 
     def item_failed(self, identifier: str, reason: str) -> None:
         try:

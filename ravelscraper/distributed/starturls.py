@@ -21,7 +21,6 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import MAX_QUERY
-from ravelscraper.records import ItemRecords
 from ravelscraper.search import collection_query
 
 logger = logging.getLogger(__name__)
@@ -73,9 +72,7 @@ def start_requests(raw: bytes, spider: FleetSpider, origins: AllowedOrigins) -> 
         job = start_job(raw, spider, origins)
         if isinstance(job, ItemLocation):
             return spider.item_requests(job)
-        request = spider.search_request(job.query, None)
-        request.cb_kwargs["collection"] = job.collection
-        return [request]
+        return [spider.many.search_request(job.query, None, job.collection)]
     except BadStartUrl:
         raise
     except Exception as exc:
@@ -173,9 +170,6 @@ class StartUrlFeed:
                     self.crawler.stats.inc_value("ravel/entries_rejected")
                 continue
             logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url[:300]!r}")
-            if "query" in requests[0].cb_kwargs and getattr(spider, "records", 0) is None:
-                # A waiting node's spider was given no search: let it skip unchanged items.
-                spider.records = ItemRecords.from_settings(self.crawler.settings)  # type: ignore[attr-defined]
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
             for request in requests:
