@@ -154,8 +154,11 @@ def scale_main(args: argparse.Namespace, chosen: set[str]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ravel-scale-") as tmp:
         results = run_scale(chosen, plan, Path(tmp), label)
+    saved = args.out / "scale.json"
+    if saved.exists():  # the scenarios not run this time keep their figures
+        results = {**json.loads(saved.read_text()), **results}
     path = args.out / "RESULTS.md"
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     path.write_text(splice(old, section(results)), encoding="utf-8")
-    (args.out / "scale.json").write_text(json.dumps(results, indent=1))
+    saved.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}", flush=True)
