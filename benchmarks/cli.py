@@ -85,6 +85,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="E2 at the issue's full size (100,000 files) instead of 10,000",
     )
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="with E1-E3: rewrite their part of RESULTS.md from scale.json, run nothing",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=HERE,
@@ -143,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {path}", flush=True)
 
 
+STANDARD = "standard sizes: E1/E3 up to 10,000 items, E2 10,000 files (--full: 100,000)"
+
+
 def scale_main(args: argparse.Namespace, chosen: set[str]) -> None:
     """E1-E3: their part of RESULTS.md replaced (the rest kept), their figures in scale.json."""
     if args.quick:
@@ -150,10 +158,12 @@ def scale_main(args: argparse.Namespace, chosen: set[str]) -> None:
     elif args.full:
         plan, label = ScalePlan.full(), "--full"
     else:
-        plan, label = ScalePlan.standard(), "E2 scaled to 10,000 files; --full for 100,000"
+        plan, label = ScalePlan.standard(), STANDARD
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ravel-scale-") as tmp:
-        results = run_scale(chosen, plan, Path(tmp), label)
+    results: dict[str, Any] = {}
+    if not args.report_only:
+        with tempfile.TemporaryDirectory(prefix="ravel-scale-") as tmp:
+            results = run_scale(chosen, plan, Path(tmp), label)
     saved = args.out / "scale.json"
     if saved.exists():  # the scenarios not run this time keep their figures
         results = {**json.loads(saved.read_text()), **results}

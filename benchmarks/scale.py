@@ -98,7 +98,7 @@ class Sampled:
         """RSS at 25, 50, 75 and 100 % of the run (the last sample before each)."""
         found = []
         for q in (0.25, 0.5, 0.75, 1.0):
-            before = [rss for t, rss in self.samples if t <= q * self.wall]
+            before = [rss for t, rss in self.samples if t <= q * self.wall and rss]
             found.append(before[-1] if before else 0)
         return found
 
@@ -535,7 +535,7 @@ def section(results: Mapping[str, Any]) -> str:
         ]
         for row in results["E1"]["figures"]:
             req = row["requests"]
-            quarters = "/".join(_mb(q) for q in row["quarters"])
+            quarters = "/".join(_mb(q) if q else "-" for q in row["quarters"])
             lines.append(
                 f"| {row['items']:,} | {row['files']:,} | {row['wall']:.1f} | "
                 f"{row['items_per_s']:.0f} | {row['cpu']:.1f} | {req['all']:,} "
@@ -608,7 +608,9 @@ def section(results: Mapping[str, Any]) -> str:
         lines.append("")
         if one and one["files"]:
             keys = ", ".join(
-                f"`{k}` {v / one['files']:.0f}" for k, v in one["redis_keys_end"].items()
+                f"`{k}` {v / one['files']:.0f}"
+                for k, v in one["redis_keys_end"].items()
+                if v >= one["files"]
             )
             lines += [
                 f"Left in Redis by the 1-node run, bytes per file (`MEMORY USAGE`): {keys}.",
@@ -624,8 +626,8 @@ def section(results: Mapping[str, Any]) -> str:
             _meta(results["E3"]["meta"]),
             "",
             "| run | wall (s) | requests | scrape | metadata | file (download + storage) | "
-            "items unchanged | files downloaded | load before | rc |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "items unchanged | files downloaded | peak RSS (MB) | load before | rc |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in results["E3"]["figures"]:
             req = row["requests"]
@@ -633,7 +635,8 @@ def section(results: Mapping[str, Any]) -> str:
                 f"| {row['run']} | {row['wall']:.1f} | {req['all']:,} | {req.get('scrape', 0)}"
                 f" | {req.get('metadata', 0):,} | {req.get('download', 0):,} + "
                 f"{req.get('storage', 0):,} | {row['items_unchanged']:,} | "
-                f"{row['files_downloaded']:,} | {row['load']} | {row['rc']} |"
+                f"{row['files_downloaded']:,} | {_mb(row['peak_rss'])} | {row['load']} | "
+                f"{row['rc']} |"
             )
         lines.append("")
     lines.append(END)
