@@ -516,7 +516,8 @@ def section(results: Mapping[str, Any]) -> str:
         "alone: the others' figures are kept from `scale.json`). The crawls run with "
         "`DOWNLOAD_DELAY=0`, "
         "`RAVEL_LISTING_DELAY=0` and 8 requests at a time against the fake archive.org on "
-        "loopback (its server shares the CPUs); requests are counted by the fake, by route.",
+        "loopback (its server shares the CPUs); requests are counted by the fake, by route "
+        "(robots.txt aside).",
         "",
     ]
     if "E1" in results:
