@@ -1,6 +1,10 @@
 """``python -m benchmarks``: scenarios A-E and the start-up profile, then RESULTS.md and plots.
 
     python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,E,S] [--out DIR]
+    python -m benchmarks --scenarios E1,E2,E3 [--full | --quick]
+
+E1-E3 (issue 10's scale scenarios, ``benchmarks/scale.py``) replace only their own part of
+RESULTS.md (and write scale.json); a run of A-E keeps that part.
 
 Competitors run in the same invocation, alternating (the order rotates every round), and
 the report gives medians and ratios. Every server (the fake archive.org, Redis) is started
@@ -24,6 +28,7 @@ from typing import Any
 from benchmarks.competitors import ensure_aria2
 from benchmarks.model import Plan, Results
 from benchmarks.report import write_report
+from benchmarks.scale import SCALE_KEYS, ScalePlan, run_scale, scale_part, section, splice
 from benchmarks.scenarios import (
     scenario_a,
     scenario_b,
@@ -71,7 +76,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default="A,B,C,D,E,S",
-        help="comma-separated subset of A,B,C,D,E,S (S: start-up profile)",
+        help="comma-separated subset of A,B,C,D,E,S,E1,E2,E3 (S: start-up profile; "
+        "E1-E3: the scale scenarios, run on their own)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="E2 at the issue's full size (100,000 files) instead of 10,000",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="with E1-E3: rewrite their part of RESULTS.md from scale.json, run nothing",
     )
     parser.add_argument(
         "--out",
@@ -86,6 +102,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     chosen = {s.strip().upper() for s in args.scenarios.split(",") if s.strip()}
+    unknown = chosen - {"A", "B", "C", "D", "E", "S"} - SCALE_KEYS
+    if unknown:
+        raise SystemExit(f"ERROR: unknown scenarios {sorted(unknown)}")
+    if chosen & SCALE_KEYS:
+        if chosen - SCALE_KEYS:
+            raise SystemExit("ERROR: run E1-E3 on their own (--scenarios E1,E2,E3)")
+        scale_main(args, chosen)
+        return
     rounds = max(1, args.rounds or (1 if args.quick else 3))
     plan = Plan.quick(rounds) if args.quick else Plan.full(rounds)
     aria2 = None
@@ -115,6 +139,36 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"[{key}] {(step.__doc__ or '').splitlines()[0]}", flush=True)
                 step(fake, results, work, *more)
     results.environment["duration"] = f"{time.monotonic() - begun:.0f} s"
+    previous = args.out / "RESULTS.md"
+    kept = scale_part(previous.read_text(encoding="utf-8")) if previous.exists() else ""
     path = write_report(results, args.out, chosen)
+    if kept:
+        path.write_text(path.read_text(encoding="utf-8").rstrip() + "\n\n" + kept, "utf-8")
     (args.out / "results.json").write_text(json.dumps(results.to_json(), indent=1))
+    print(f"wrote {path}", flush=True)
+
+
+STANDARD = "standard sizes: E1/E3 up to 10,000 items, E2 10,000 files (--full: 100,000)"
+
+
+def scale_main(args: argparse.Namespace, chosen: set[str]) -> None:
+    """E1-E3: their part of RESULTS.md replaced (the rest kept), their figures in scale.json."""
+    if args.quick:
+        plan, label = ScalePlan.quick(), "--quick"
+    elif args.full:
+        plan, label = ScalePlan.full(), "--full"
+    else:
+        plan, label = ScalePlan.standard(), STANDARD
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if not args.report_only:
+        with tempfile.TemporaryDirectory(prefix="ravel-scale-") as tmp:
+            results = run_scale(chosen, plan, Path(tmp), label)
+    saved = args.out / "scale.json"
+    if saved.exists():  # the scenarios not run this time keep their figures
+        results = {**json.loads(saved.read_text()), **results}
+    path = args.out / "RESULTS.md"
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    path.write_text(splice(old, section(results)), encoding="utf-8")
+    saved.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}", flush=True)

@@ -3,6 +3,7 @@ reading of the fake archive's log, plain."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 from benchmarks.harness import exit_after_last_byte, rotate, timing_from_log
 from benchmarks.model import MB, Dataset, Plan, Results, Run
+from benchmarks.scale import BEGIN, END, Sampled, ScalePlan, scale_part, splice, stat
 from tests.support.crawl import ROOT, crawl_env
 
 
@@ -72,3 +74,56 @@ def test_results_are_saved_without_their_plan_or_timelines() -> None:
     saved = results.to_json()
     assert saved["runs"][0]["tool"] == "project" and saved["notes"] == results.notes
     assert set(saved) == {"environment", "runs", "notes", "server_ceiling_mb_s", "startup_profile"}
+
+
+@pytest.mark.slow
+def test_a_quick_scale_run_lists_stores_and_skips_unchanged_items(tmp_path):
+    """E1-E3 at tiny sizes: their part of RESULTS.md is added, what was there is kept."""
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## A. kept\n")
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--scenarios", "E1,E2,E3"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=crawl_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert "## A. kept" in text and text.count(BEGIN) == 1 and END in text
+    assert "### E1. Listing" in text and "### E2. Coordination" in text and "### E3. Re-run" in text
+    figures = json.loads((tmp_path / "scale.json").read_text())
+    plan = ScalePlan.quick()
+    assert [row["items"] for row in figures["E1"]["figures"]] == list(plan.e1_items)
+    for row in figures["E1"]["figures"]:  # a dry run: one scrape page and one /metadata per item
+        assert row["ok"] and row["files"] == row["items"] * plan.files
+        assert row["requests"] == {"scrape": 1, "metadata": row["items"], "all": row["items"] + 1}
+    stored = [run for run in figures["E2"]["figures"]["runs"] if run["ok"]]
+    assert stored and all(run["files"] == plan.e2_total for run in stored)
+    assert all(run["redis_commands_per_file"] > 0 for run in stored)
+    first, unchanged, changed = figures["E3"]["figures"]
+    assert first["files_downloaded"] == plan.e3_items * plan.files
+    assert unchanged["requests"] == {"scrape": 1, "all": 1}  # no /metadata, no file
+    assert unchanged["items_unchanged"] == plan.e3_items
+    changed_items = plan.e3_items // plan.change_every
+    assert changed["requests"]["metadata"] == changed_items
+    assert changed["files_downloaded"] == changed_items  # only the rewritten first file
+
+
+def test_the_scale_part_of_results_is_replaced_and_the_rest_kept() -> None:
+    old = f"# Results\n\n## A\n\n{BEGIN}\nold figures\n{END}\n\n## On paper\n"
+    new = splice(old, f"{BEGIN}\nnew figures\n{END}")
+    assert new == f"# Results\n\n## A\n\n{BEGIN}\nnew figures\n{END}\n\n## On paper\n"
+    assert splice("# Results\n", f"{BEGIN}\nx\n{END}") == f"# Results\n\n{BEGIN}\nx\n{END}\n"
+    assert scale_part(new) == f"{BEGIN}\nnew figures\n{END}\n\n## On paper\n"
+    assert scale_part("# Results\n") == ""
+
+
+def test_rss_quarters_and_stats_come_from_the_samples_and_the_log() -> None:
+    run = Sampled(0, 4.0, 1.0, 90 * MB, [(0.5, 50), (1.0, 60), (2.5, 70), (3.9, 80)])
+    assert run.quarters() == [60, 60, 70, 80]
+    log = "{'ravel/files_planned': 300,\n 'ravel/files_total': 301}"
+    assert stat(log, "ravel/files_planned") == 300 and stat(log, "ravel/items_unchanged") == 0
+    assert ScalePlan.full().e2_total == 100_000 and ScalePlan.standard().e2_total == 10_000
