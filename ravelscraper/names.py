@@ -59,14 +59,26 @@ def safe_relative_path(identifier: str, name: str) -> str:
 
 class NameClaims:
     """The paths taken so far in one crawl: a second spelling of a taken path (a name that
-    differs only in case, which a case-insensitive store would write over) is refused."""
+    differs only in case, which a case-insensitive store would write over) is refused.
+
+    Held per item, so a crawl of many items keeps one entry per item folder (two identifiers
+    that differ only in case are one folder there) and only the names of the item being
+    listed: an item's files are claimed together, when it is listed.
+    """
 
     def __init__(self) -> None:
+        self.folders: dict[str, str] = {}  # case-folded identifier -> the identifier
+        self.item = ""  # the identifier whose names ``taken`` holds
         self.taken: dict[str, str] = {}  # case-folded path -> the name that took it
 
     def claim(self, identifier: str, name: str) -> str:
         """The file's path in the store; raises UnsafeName for a name that can't be one."""
         path = safe_relative_path(identifier, name)
+        folder = self.folders.setdefault(identifier.casefold(), identifier)
+        if folder != identifier:
+            raise UnsafeName(f"its item {identifier!r} differs only in case from {folder!r}")
+        if identifier != self.item:
+            self.item, self.taken = identifier, {}
         other = self.taken.setdefault(path.casefold(), name)
         if other != name:
             raise UnsafeName(DIFFERS_IN_CASE.format(other=other))

@@ -52,6 +52,7 @@ from ravelscraper.bookkeeping import Bookkeeping
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
 from ravelscraper.progress import TransferLog
+from ravelscraper.scrapy_compat import forget_media_results
 from ravelscraper.stop import fatal, stop_crawl
 from ravelscraper.stores import (
     AtomicFSFilesStore,
@@ -289,6 +290,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         item.files = [result for ok, result in results if ok and result]
         if not item.files and not item.error:  # the manifest says why it is missing
             item.error = self.failures.pop((item.identifier, item.name), "not stored")
+        forget_media_results(info, self.crawler, item.file_urls)  # memory flat in items
         return item
 
 

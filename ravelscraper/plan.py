@@ -32,19 +32,35 @@ def size_text(size: int) -> str:
 
 @dataclass
 class ItemPlan:
-    """What a real run would do with one item's files."""
+    """What a real run would do with one item's files (or, as ``total``, all items')."""
 
     files: int = 0  # to download
     size: int = 0  # bytes to download (as listed)
     uptodate: int = 0
     failed: int = 0
+    seen: int = 0  # files of the item through the pipeline
+
+    def fold(self, other: ItemPlan) -> None:
+        self.files += other.files
+        self.size += other.size
+        self.uptodate += other.uptodate
+        self.failed += other.failed
 
 
 class DryRunPlan:
-    """Sums up a dry run per item and in total (see the module's docstring)."""
+    """Sums up a dry run per item and in total (see the module's docstring).
+
+    Memory stays flat in the number of items: an item is kept only while its files come
+    through the pipeline, then folded into the totals (and kept for the summary if it is one
+    of the first ``SHOWN_ITEMS`` with something to download).
+    """
 
     def __init__(self) -> None:
-        self.items: dict[str, ItemPlan] = {}
+        self.open: dict[str, ItemPlan] = {}  # items whose files are still coming
+        self.shown: list[tuple[str, ItemPlan]] = []
+        self.total = ItemPlan()
+        self.items = 0
+        self.items_to_fetch = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -65,7 +81,7 @@ class DryRunPlan:
         self.add(item)
 
     def add(self, item: AudioFile) -> None:
-        plan = self.items.setdefault(item.identifier, ItemPlan())
+        plan = self.open.setdefault(item.identifier, ItemPlan())
         statuses = {f.get("status") for f in item.files}
         if "planned" in statuses:
             plan.files += 1
@@ -74,28 +90,38 @@ class DryRunPlan:
             plan.uptodate += 1
         else:
             plan.failed += 1
+        plan.seen += 1
+        if 0 < item.item_files <= plan.seen:  # all its files seen (0: not known)
+            self.close_item(item.identifier)
+
+    def close_item(self, identifier: str) -> None:
+        plan = self.open.pop(identifier)
+        self.total.fold(plan)
+        self.items += 1
+        if plan.files:
+            self.items_to_fetch += 1
+            if len(self.shown) < SHOWN_ITEMS:
+                self.shown.append((identifier, plan))
 
     def lines(self) -> list[str]:
         """The summary, one string per log line."""
-        lines = []
-        to_fetch = [(i, p) for i, p in self.items.items() if p.files]
-        for identifier, plan in to_fetch[:SHOWN_ITEMS]:
+        for identifier in list(self.open):  # items whose files did not all come through
+            self.close_item(identifier)
+        lines = [
+            f"[dry run] {shown(identifier)}: {plan.files} files to download "
+            f"({size_text(plan.size)}), {plan.uptodate} up to date"
+            + (f", {plan.failed} failed" if plan.failed else "")
+            for identifier, plan in self.shown
+        ]
+        if self.items_to_fetch > len(self.shown):
             lines.append(
-                f"[dry run] {shown(identifier)}: {plan.files} files to download "
-                f"({size_text(plan.size)}), {plan.uptodate} up to date"
-                + (f", {plan.failed} failed" if plan.failed else "")
+                f"[dry run] and {self.items_to_fetch - len(self.shown)} more items to download"
             )
-        if len(to_fetch) > SHOWN_ITEMS:
-            lines.append(f"[dry run] and {len(to_fetch) - SHOWN_ITEMS} more items to download")
-        plans = self.items.values()
-        files = sum(p.files for p in plans)
-        size = sum(p.size for p in plans)
-        uptodate = sum(p.uptodate for p in plans)
-        failed = sum(p.failed for p in plans)
+        total = self.total
         lines.append(
-            f"[dry run] total: {files} files to download ({size_text(size)}) from "
-            f"{len(to_fetch)} of {len(self.items)} items, {uptodate} files up to date"
-            + (f", {failed} failed" if failed else "")
+            f"[dry run] total: {total.files} files to download ({size_text(total.size)}) from "
+            f"{self.items_to_fetch} of {self.items} items, {total.uptodate} files up to date"
+            + (f", {total.failed} failed" if total.failed else "")
         )
         lines.append("[dry run] nothing was downloaded")
         return lines

@@ -255,6 +255,20 @@ class QueueDispatchDownloader(Downloader):
 _CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
 
 
+# --- the media pipeline's results -----------------------------------------------------------
+# ``MediaPipeline`` keeps every file's result for the whole crawl (``SpiderInfo.downloaded``,
+# set in its constructor), so that a request seen again is answered from it. A crawl of a
+# collection never asks twice, and a million kept results is memory that grows with the
+# collection: the pipeline forgets each file's once its item is done.
+
+
+def forget_media_results(info: Any, crawler: Any, urls: list[str]) -> None:
+    """Drop the cached results of ``urls`` from the pipeline's ``info``."""
+    fingerprint = crawler.request_fingerprinter.fingerprint
+    for url in urls:
+        info.downloaded.pop(fingerprint(Request(url)), None)
+
+
 # --- the stores' settings ----------------------------------------------------------------
 # ``FilesPipeline.from_crawler`` hands the stores their settings (AWS_*, FILES_STORE_S3_ACL,
 # FTP_USER, FTP_PASSWORD) by setting class attributes in ``_update_stores``, on the classes
@@ -287,6 +301,7 @@ _ATTRIBUTES = (
 # Instance attributes, which exist only on live objects: checked as names the class's
 # constructor (its own or a base's) uses, which is where Scrapy sets each of them.
 _SET_IN_CONSTRUCTOR = {
+    "scrapy.pipelines.media.MediaPipeline.SpiderInfo": ("downloaded",),
     "scrapy.core.engine.ExecutionEngine": ("_slot",),
     "scrapy.core.engine._Slot": ("inprogress", "closing", "nextcall"),
     f"{_HTTP11}._ResponseReader": ("_bodybuf", "_finished"),

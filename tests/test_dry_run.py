@@ -161,3 +161,14 @@ def test_the_dry_run_refuses_an_unreadable_store(tmp_path: Path) -> None:
         assert problem == f"FILES_STORE {str(locked)!r} is not readable: permission denied"
     finally:
         locked.chmod(0o700)
+
+
+def test_an_item_is_folded_into_the_totals_once_its_files_are_through() -> None:
+    plan = DryRunPlan()
+    for n in range(1000):
+        for name in ("a.mp3", "b.mp3"):
+            file = audio_file(f"item{n:04}", name, "planned")
+            file.item_files = 2
+            plan.add(file)
+    assert not plan.open and len(plan.shown) == SHOWN_ITEMS  # flat: no per-item state left
+    assert plan.lines()[-2].startswith("[dry run] total: 2000 files to download")

@@ -38,3 +38,14 @@ def test_the_spider_yields_refused_names_as_failed_items():
         "listed twice",  # the spider's own reason stays
     ]
     assert crawler.stats.get_value("ravel/files_total") == 5
+
+
+def test_claims_keep_one_entry_per_item_not_per_file():
+    claims = NameClaims()
+    for number in range(100):
+        for track in range(10):
+            claims.claim(f"item{number}", f"track{track}.mp3")
+    assert len(claims.folders) == 100 and len(claims.taken) == 10
+    assert refused_name(claims, "ITEM7", "x.mp3") == (
+        "refused the name: its item 'ITEM7' differs only in case from 'item7'"
+    )

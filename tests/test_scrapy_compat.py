@@ -21,6 +21,7 @@ from ravelscraper.scrapy_compat import (
     PINNED,
     QueueDispatchDownloader,
     abort_body,
+    forget_media_results,
     installed_versions,
     missing_names,
 )
@@ -187,3 +188,15 @@ def test_the_reserved_place_release_is_checked(monkeypatch):
 
     monkeypatch.setattr(Downloader, "_wait_for_download", wait_for_download)
     assert missing_names() == [f"{WAIT_FOR_DOWNLOAD} (_download)"]
+
+
+def test_a_done_files_result_is_forgotten_by_the_media_pipeline():
+    from scrapy.utils.test import get_crawler
+
+    crawler = get_crawler()
+    info = MediaPipeline.SpiderInfo(None)
+    url = "http://127.0.0.1:1/download/x/a.mp3"
+    info.downloaded[crawler.request_fingerprinter.fingerprint(Request(url))] = {"path": "x/a"}
+    info.downloaded[b"other"] = {"path": "y/b"}
+    forget_media_results(info, crawler, [url])
+    assert list(info.downloaded) == [b"other"]
