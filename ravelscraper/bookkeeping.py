@@ -5,8 +5,8 @@ Owns, for one ``VerifiedFilesPipeline``:
 * how the local store keeps verification records (``ravelscraper.records``): the quick
   check on with ``RAVEL_RECHECK=quick``; no records written in a dry run or on a filesystem
   without extended attributes (said once, when the crawl opens);
-* the dry run (``RAVEL_DRY_RUN``): the store is checked without writing anything
-  (``ravelscraper.stores.store_check_problem``), and a file that would be downloaded is
+* the dry run (``RAVEL_DRY_RUN``; the pipeline checks the store without writing, with
+  ``ravelscraper.stores.store_check_problem``): a file that would be downloaded is
   counted in ``ravel/files_planned`` and ``ravel/bytes_planned`` (``ravelscraper.plan``
   sums them up);
 * how a stored file was checked (asked through :meth:`Bookkeeping.stat`):

@@ -7,7 +7,11 @@ import math
 
 from scrapy.settings import BaseSettings
 
+from ravelscraper.distributed.connection import redis_url
 from ravelscraper.records import RECHECK_MODES
+
+BOOLEANS = {"0", "1", "true", "false"}  # what Scrapy's getbool takes
+TRUE = {"1", "true"}
 
 # name -> (lowest allowed, highest allowed or None, whole numbers only)
 NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
@@ -50,6 +54,14 @@ def number(raw: object) -> float | None:
 
 def settings_problem(settings: BaseSettings) -> str | None:
     """The first setting out of its range, as one sentence; None if all are fine."""
+    dry_run = str(settings.get("RAVEL_DRY_RUN")).strip().lower()  # "none": not set
+    if dry_run not in BOOLEANS | {"none"}:
+        return f"setting RAVEL_DRY_RUN={settings['RAVEL_DRY_RUN']!r} is not valid: expected 1 or 0"
+    if dry_run in TRUE and redis_url(settings).strip():
+        return (
+            "RAVEL_DRY_RUN can't be used on a fleet node (REDIS_URL is set): a dry run lists "
+            "on one machine; run it without REDIS_URL"
+        )
     if "RAVEL_RECHECK" in settings and settings["RAVEL_RECHECK"] not in RECHECK_MODES:
         value = settings["RAVEL_RECHECK"]
         return f"setting RAVEL_RECHECK={value!r} is not valid: expected 'quick' or 'full'"

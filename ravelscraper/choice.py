@@ -1,9 +1,9 @@
 """Which files of an item the crawl takes, from what archive.org answers, or why none.
 
-The spider's parts that need no Scrapy: reading ``/metadata``, the names a details page
+The spider's parts that need no crawl: reading ``/metadata``, the names a details page
 links, the choice among the listed files, and the report of access-restricted files.
-A listing the crawl must stop on raises :class:`ListingRefused` with the stop reason and
-the line to log; the spider logs, fails and yields.
+A listing that can't go on raises :class:`ListingRefused` with the stop reason and the line
+to log; the spider stops the crawl (its one item) or fails that item alone (one of many).
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ class Progress:
             return
         total = self.stat("files_total")
         done = self.own_files_done()
-        if not total or done >= total:
+        if (not total or done >= total) and not self.items_remain():
             return
         bytes_total = self.stat("bytes_total")
         downloaded = self.stat("bytes_downloaded")
@@ -196,11 +196,24 @@ class Progress:
         if total is None:
             return ""
         failed, unchanged = self.stat("items_failed"), self.stat("items_unchanged")
-        done = self.stat("items_done") + failed + unchanged + self.stat("collections_skipped")
+        done = self.items_done()
         notes = [f"{failed} failed" if failed else ""]
         notes.append(f"{unchanged} unchanged" if unchanged else "")
         note = ", ".join(n for n in notes if n)
         return f"items {done}/{total}" + (f" ({note})" if note else "") + ", "
+
+    def items_remain(self) -> bool:
+        """Many items, not all of them done: progress to show even with no file under way."""
+        total = self.stats.get_value("ravel/items_total")
+        return total is not None and self.items_done() < total
+
+    def items_done(self) -> int:
+        return (
+            self.stat("items_done")
+            + self.stat("items_failed")
+            + self.stat("items_unchanged")
+            + self.stat("collections_skipped")
+        )
 
     def own_files_done(self) -> int:
         return (

@@ -26,7 +26,6 @@ verified (two nodes writing one item's record write the same thing; the last ren
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -247,13 +246,6 @@ class ItemRecords:
             write_atomically(path, json.dumps(record, sort_keys=True).encode())
         except OSError as exc:
             logger.warning(f"cannot record item {identifier!r} as complete: {exc}")
-
-    def forget(self, identifier: str) -> None:
-        """Drop the item's record (it is being listed and fetched again)."""
-        path = self.path(identifier)
-        if path is not None and self.write:
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -172,3 +172,25 @@ def test_an_item_is_folded_into_the_totals_once_its_files_are_through() -> None:
             plan.add(file)
     assert not plan.open and len(plan.shown) == SHOWN_ITEMS  # flat: no per-item state left
     assert plan.lines()[-2].startswith("[dry run] total: 2000 files to download")
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"RAVEL_DRY_RUN": "yes"}, "setting RAVEL_DRY_RUN='yes' is not valid: expected 1 or 0"),
+        (
+            {"RAVEL_DRY_RUN": "1", "REDIS_URL": "redis://127.0.0.1:1/0"},
+            "RAVEL_DRY_RUN can't be used on a fleet node (REDIS_URL is set)",
+        ),
+        ({"RAVEL_DRY_RUN": "true"}, None),
+        ({"RAVEL_DRY_RUN": "0", "REDIS_URL": "redis://127.0.0.1:1/0"}, None),
+    ],
+)
+def test_a_dry_run_setting_is_checked_before_the_crawl(monkeypatch, settings, problem) -> None:
+    from scrapy.settings import Settings
+
+    from ravelscraper.checks import settings_problem
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    found = settings_problem(Settings(settings))
+    assert found == problem if problem is None else found.startswith(problem)

@@ -93,7 +93,8 @@ def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_on
     closing = [line for n in fleet.nodes for line in n.lines("[fleet] run 1 closed")]
     assert closing == [
         f"{closing[0].split('[fleet]')[0]}[fleet] run 1 closed: {ITEMS} of {ITEMS} files "
-        f"verified, {ITEMS} of {ITEMS} items done; a re-run lists its items again"
+        f"verified, {ITEMS} of {ITEMS} items done; "
+        "a re-run lists again the items not recorded unchanged"
     ]
     state = fleet.queue_state()
     assert state["item_counts"] == {"listed": ITEMS, "done": ITEMS, "failed": 0, "pending": 0}

@@ -52,3 +52,15 @@ def test_a_fleet_node_shows_the_fleets_files_and_its_own_share(caplog):
     assert "[progress] fleet 13/40 files (1 failed), 0.8/2.6 MB; this node 6 files, 0.4 MB" in (
         caplog.text
     )
+
+
+def test_progress_goes_on_while_items_remain_with_no_file_under_way(caplog):
+    progress = progress_with({"ravel/items_total": 2000, "ravel/items_unchanged": 1500})
+    with caplog.at_level(logging.INFO, logger="ravelscraper.progress"):
+        progress.log_progress()
+    assert "[progress] items 1500/2000 (1500 unchanged), 0/0 files" in caplog.text
+    caplog.clear()
+    done = progress_with({"ravel/items_total": 2, "ravel/items_unchanged": 2})
+    with caplog.at_level(logging.INFO, logger="ravelscraper.progress"):
+        done.log_progress()
+    assert "[progress]" not in caplog.text

@@ -184,7 +184,7 @@ class FleetCoordinator:
         if state["items_listed"] > 1 or state["jobs_failed"]:
             run += f", {state['items_done']} of {state['items_listed']} items done"
         if not failed and not state["jobs_failed"]:
-            logger.info(f"{run}; a re-run lists its items again")
+            logger.info(f"{run}; a re-run lists again the items not recorded unchanged")
             return
         parts = []
         if failed:

@@ -402,7 +402,7 @@ return id
 )
 
 # Close the run once nothing is waiting, leased or pending: forget its fingerprints, so that
-# a re-run lists its items again. -> {1} closed now, {0} not idle or not open,
+# a re-run lists again the items not recorded. -> {1} closed now, {0} not idle or not open,
 # {-1, pending} files are pending that no entry will ever complete (the queue was lost).
 # KEYS requests inflight start_urls dupefilter attempts counters run tally / ARGV node
 FINISH = (

@@ -46,7 +46,7 @@ def stopping(failure: Failure) -> bool:
 
 
 class RavelSpider(scrapy.Spider):
-    """Finds the files of one archive.org item and hands them to FilesPipeline.
+    """Finds the files of archive.org items and hands them to FilesPipeline.
 
     Arguments (``-a``, see ``ravelscraper.arguments``): ``url`` or ``item``, or
     ``collection``, ``search`` or ``items``; ``formats`` and/or ``glob``.
