@@ -75,12 +75,12 @@ class SpiderArguments:
         if self.empty:
             empty = ", ".join(f"-a {name}=" for name in self.empty)
             raise BadInput(f"empty argument {empty}: give it a value or leave it out")
-        given = [name for name in ("url", "item", *MANY) if getattr(self, name) is not None]
-        if len(given) > 1 and set(given) & set(MANY):
+        given = [name for name in MANY if getattr(self, name) is not None]
+        if len(given) > 1:
             names = " and ".join(f"-a {name}=" for name in given)
             raise BadInput(
-                f"{names} can't be combined: give one of -a url=, -a item=, -a collection=, "
-                "-a search=, -a items= (-a formats= and -a glob= combine with each)"
+                f"{names} can't be combined: give one of -a collection=, -a search=, -a items= "
+                "(-a url= or -a item=, -a formats= and -a glob= combine with each)"
             )
 
     @property
@@ -95,6 +95,11 @@ class SpiderArguments:
         if self.collection is not None:
             return collection_query(self.collection.strip())
         return self.search.strip() if self.search is not None else None
+
+    @property
+    def one_item(self) -> bool:
+        """Whether ``url`` or ``item`` names an item (besides a collection, say)."""
+        return self.url is not None or self.item is not None
 
     def location(self, origin: str) -> ItemLocation:
         """The item to list (``item`` is looked up on ``origin``); raises BadInput."""

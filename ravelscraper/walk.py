@@ -66,10 +66,13 @@ class ManyItems:
         BadInput for bad arguments or an unreadable item list."""
         arguments = self.spider.arguments
         query = arguments.query()
+        # -a url= or -a item= too: that item is one of the many (it fails alone).
+        also = [arguments.location(self.origin())] if arguments.one_item else []
         if query is not None:
-            return [self.search_request(query, None, arguments.collection or "")]
+            first = self.search_request(query, None, arguments.collection or "")
+            return [first, *(self.listed_item_request(item, "") for item in also)]
         assert arguments.items is not None
-        items = self.item_list(arguments.items)
+        items = also + [i for i in self.item_list(arguments.items) if i not in also]
         self.stats.set_value("ravel/items_total", len(items))
         self.spider.logger.info(f"[items] {len(items)} items in the item list")
         return [self.listed_item_request(item, "") for item in items]

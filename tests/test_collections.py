@@ -100,6 +100,20 @@ def test_an_item_of_a_collection_that_fails_fails_alone(
     assert crawl.stat("ravel/items_failed") == 1 and "Traceback" not in crawl.log
 
 
+def test_one_item_named_besides_an_item_list_is_listed_once_with_it(
+    routes: FakeArchive, tmp_path: Path
+) -> None:
+    listing = tmp_path / "items.txt"
+    listing.write_text("gen-00003\ngen-00004\n")
+    crawl = scrapy_crawl(
+        "-a", f"items={listing}", "-a", "item=gen-00004", "-a", "glob=*.mp3",
+        store=tmp_path / "store", RAVEL_ORIGIN=routes.archive, **FAST,
+    )  # fmt: skip
+    assert crawl.returncode == 0, crawl.log[-3000:]
+    assert stored(tmp_path / "store") == ["gen-00003/track01.mp3", "gen-00004/track01.mp3"]
+    assert routes.routes()["metadata"] == 2 and crawl.stat("ravel/items_total") == 2
+
+
 def test_an_item_list_from_a_file_and_from_standard_input(
     routes: FakeArchive, tmp_path: Path
 ) -> None:
@@ -130,7 +144,7 @@ def test_an_item_list_from_a_file_and_from_standard_input(
     ("arguments", "message"),
     [
         (["-a", "items=missing.txt"], "cannot read the item list 'missing.txt'"),
-        (["-a", "collection=gen", "-a", "item=x"], "can't be combined"),
+        (["-a", "collection=gen", "-a", "search=x:1"], "can't be combined"),
         (["-a", "search=creator Ravel"], "archive.org refused the search: cannot parse query"),
         (["-a", "collection=nothing-here"], "no items match the search 'collection:nothing-here'"),
     ],

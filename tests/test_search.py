@@ -240,14 +240,19 @@ def test_any_item_list_gives_items_or_one_bad_input(lines: list[str | bytes]) ->
 # --- the -a arguments -------------------------------------------------------------------
 
 
-def test_many_items_arguments_exclude_each_other_and_one_item() -> None:
+def test_many_items_arguments_exclude_each_other_and_take_one_item_besides() -> None:
     for arguments in (
-        SpiderArguments.given(None, "x", None, None, collection="c"),
-        SpiderArguments.given("https://archive.org/details/y", None, None, None, items="-"),
         SpiderArguments.given(None, None, None, None, collection="c", search="q:1"),
+        SpiderArguments.given(None, None, None, None, search="q:1", items="-"),
     ):
         with pytest.raises(BadInput, match="can't be combined: give one of"):
             arguments.check()
+    for arguments in (
+        SpiderArguments.given(None, "x", None, None, collection="c"),
+        SpiderArguments.given("https://archive.org/details/y", None, None, None, items="-"),
+    ):
+        arguments.check()  # the item is listed besides the collection or the list
+        assert arguments.many and arguments.one_item
     combined = SpiderArguments.given(None, None, "Flac", "*.flac", collection="78rpm")
     assert combined.many and combined.query() == "collection:78rpm"
     assert SpiderArguments.given(None, None, None, None, search=' a:"b" ').query() == 'a:"b"'
