@@ -35,6 +35,7 @@ from benchmarks.harness import is_file_request
 from benchmarks.model import MB
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAKE_STORAGE_HOST, ROOT, scrapy_command
+from tests.support.measure import high_water_rss
 from tests.support.redisserver import RedisServer, server_binary
 
 SAMPLE = 0.1  # seconds between RSS (and Redis) samples
@@ -103,17 +104,6 @@ class Sampled:
         return found
 
 
-def _hwm(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def run_nodes(
     commands: Sequence[Sequence[str]],
     logs: Sequence[Path],
@@ -160,7 +150,7 @@ def run_nodes(
                     continue
                 with contextlib.suppress(psutil.Error):
                     samples[i].append((now, psutil.Process(proc.pid).memory_info().rss))
-                    hwm[i] = max(hwm[i], _hwm(proc.pid))
+                    hwm[i] = max(hwm[i], high_water_rss(proc.pid))
             if tick is not None:
                 tick()
             if now > timeout:

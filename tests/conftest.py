@@ -5,12 +5,15 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
 from tests.fakearchive import FakeArchive
 from tests.fakearchive.server import KNOBS
+from tests.support.fleet import NodeGroup
+from tests.support.redisserver import RedisServer
 
 NO_KNOBS = dict.fromkeys(KNOBS)  # every knob back to its default
 
@@ -44,3 +47,10 @@ def archive(fake_archive: FakeArchive) -> FakeArchive:
     fake_archive.configure(NO_KNOBS)
     fake_archive.reset()
     return fake_archive
+
+
+@pytest.fixture
+def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[NodeGroup]:
+    """Fleet nodes on the module's ``redis_server`` (each fleet test module has its own)."""
+    with NodeGroup.on(redis_server, tmp_path) as group:
+        yield group

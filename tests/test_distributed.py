@@ -20,7 +20,7 @@ import pytest
 
 from tests.fakearchive import max_simultaneous
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
-from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets
+from tests.support.fleet import Node, scrapy_fleet, storage_gets
 from tests.support.loopback import free_port
 from tests.support.redisserver import RedisServer
 
@@ -37,12 +37,6 @@ def redis_server():
 def redis_with_password():
     with RedisServer(password=SECRET, databases=2) as server:
         yield server
-
-
-@pytest.fixture
-def fleet(redis_server, tmp_path):
-    with NodeGroup.on(redis_server, tmp_path) as group:
-        yield group
 
 
 def assert_clean(node: Node) -> None:

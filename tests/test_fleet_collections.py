@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.crawl import RAVEL, RAVEL_MP3S, stored_files
-from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets
+from tests.support.fleet import Node, scrapy_fleet, storage_gets
 from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -41,12 +41,6 @@ def routes(fake: FakeArchive) -> FakeArchive:
 def redis_server():
     with RedisServer() as server:
         yield server
-
-
-@pytest.fixture
-def fleet(redis_server, tmp_path):
-    with NodeGroup.on(redis_server, tmp_path) as group:
-        yield group
 
 
 def assert_clean(node: Node) -> None:

@@ -28,7 +28,7 @@ class Measured:
     timed_out: bool = False
 
 
-def _hwm(pid: int) -> int:
+def high_water_rss(pid: int) -> int:
     """The kernel's high-water RSS of a process since its exec (VmHWM), in bytes."""
     try:
         with open(f"/proc/{pid}/status", "rb") as status:
@@ -52,7 +52,7 @@ def _tree_peak(proc: psutil.Process, hwm: dict[int, int]) -> int:
             total += p.memory_info().rss
         except psutil.Error:
             continue
-        hwm[p.pid] = max(hwm.get(p.pid, 0), _hwm(p.pid))
+        hwm[p.pid] = max(hwm.get(p.pid, 0), high_water_rss(p.pid))
     return total
 
 
