@@ -20,14 +20,11 @@ from scrapy.exceptions import NotConfigured
 
 from ravelscraper.items import AudioFile
 from ravelscraper.names import shown
+from ravelscraper.progress import size_text
 
 logger = logging.getLogger(__name__)
 
 SHOWN_ITEMS = 20  # items listed one per line; the others are counted
-
-
-def size_text(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
 
 
 @dataclass
