@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import (
+    FAST_LISTING,
     RAVEL,
     RAVEL_MP3S,
     ROOT,
@@ -28,7 +29,6 @@ CONFIG = {
         "mix": {"members": [RAVEL, "bulk-40", SAMPLES_ONLY, "ravel-collection"]},
     }
 }
-FAST = {"RAVEL_LISTING_DELAY": 0, "RAVEL_SEARCH_PAGE_SIZE": 100, "RAVEL_PROGRESS_INTERVAL": 0}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,12 @@ def test_a_collection_takes_every_item_one_metadata_each_and_a_page_per_page_siz
     routes: FakeArchive, tmp_path: Path
 ) -> None:
     crawl = scrapy_crawl(
-        "-a", "collection=gen", store=tmp_path, RAVEL_ORIGIN=routes.archive, timeout=180, **FAST
+        "-a",
+        "collection=gen",
+        store=tmp_path,
+        RAVEL_ORIGIN=routes.archive,
+        timeout=180,
+        **FAST_LISTING,
     )
     assert crawl.returncode == 0, crawl.log[-3000:]
     files = stored(tmp_path)
@@ -72,7 +77,7 @@ def test_a_search_takes_only_the_items_it_matches(routes: FakeArchive, tmp_path:
         'search=collection:mix AND creator:"Ravel"',
         store=tmp_path,
         RAVEL_ORIGIN=routes.archive,
-        **FAST,
+        **FAST_LISTING,
     )
     # The Ravel item, and the samples-only CD (its creator is Ravel too), which fails alone.
     assert crawl.returncode == 1
@@ -86,7 +91,7 @@ def test_an_item_of_a_collection_that_fails_fails_alone(
     routes: FakeArchive, tmp_path: Path
 ) -> None:
     crawl = scrapy_crawl(
-        "-a", "collection=mix", store=tmp_path, RAVEL_ORIGIN=routes.archive, **FAST
+        "-a", "collection=mix", store=tmp_path, RAVEL_ORIGIN=routes.archive, **FAST_LISTING
     )
     assert crawl.returncode == 1
     files = stored(tmp_path)
@@ -107,7 +112,7 @@ def test_one_item_named_besides_an_item_list_is_listed_once_with_it(
     listing.write_text("gen-00003\ngen-00004\n")
     crawl = scrapy_crawl(
         "-a", f"items={listing}", "-a", "item=gen-00004", "-a", "glob=*.mp3",
-        store=tmp_path / "store", RAVEL_ORIGIN=routes.archive, **FAST,
+        store=tmp_path / "store", RAVEL_ORIGIN=routes.archive, **FAST_LISTING,
     )  # fmt: skip
     assert crawl.returncode == 0, crawl.log[-3000:]
     assert stored(tmp_path / "store") == ["gen-00003/track01.mp3", "gen-00004/track01.mp3"]
@@ -122,13 +127,15 @@ def test_an_item_list_from_a_file_and_from_standard_input(
         f"# two items, one twice\n\ngen-00007\n{routes.details_url('gen-00009')}\ngen-00007\n"
     )
     store = tmp_path / "from-file"
-    crawl = scrapy_crawl("-a", f"items={listing}", store=store, RAVEL_ORIGIN=routes.archive, **FAST)
+    crawl = scrapy_crawl(
+        "-a", f"items={listing}", store=store, RAVEL_ORIGIN=routes.archive, **FAST_LISTING
+    )
     assert crawl.returncode == 0, crawl.log[-3000:]
     assert stored(store) == ["gen-00007/track01.mp3", "gen-00009/track01.mp3"]
     assert routes.routes().get("scrape", 0) == 0 and routes.routes()["metadata"] == 2
     store = tmp_path / "from-stdin"
     done = subprocess.run(
-        crawl_command("-a", "items=-", store=store, RAVEL_ORIGIN=routes.archive, **FAST),
+        crawl_command("-a", "items=-", store=store, RAVEL_ORIGIN=routes.archive, **FAST_LISTING),
         cwd=ROOT,
         env=crawl_env(),
         input="gen-00011\n",
@@ -152,7 +159,7 @@ def test_an_item_list_from_a_file_and_from_standard_input(
 def test_bad_arguments_and_refused_searches_are_one_error_line(
     fake: FakeArchive, tmp_path: Path, arguments: list[str], message: str
 ) -> None:
-    crawl = scrapy_crawl(*arguments, store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST)
+    crawl = scrapy_crawl(*arguments, store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST_LISTING)
     assert crawl.returncode == 1
     assert len(crawl.errors) == 1 and message in crawl.errors[0], crawl.errors
     assert "Traceback" not in crawl.log and stored(tmp_path) == []
@@ -164,7 +171,11 @@ def test_a_bad_line_of_an_item_list_is_one_error_line_naming_it(
     listing = tmp_path / "items.txt"
     listing.write_text("gen-00001\nnot an identifier\n")
     crawl = scrapy_crawl(
-        "-a", f"items={listing}", store=tmp_path / "store", RAVEL_ORIGIN=fake.archive, **FAST
+        "-a",
+        f"items={listing}",
+        store=tmp_path / "store",
+        RAVEL_ORIGIN=fake.archive,
+        **FAST_LISTING,
     )
     assert crawl.returncode == 1 and len(crawl.errors) == 1
     assert "line 2: not an archive.org identifier: 'not an identifier'" in crawl.errors[0]

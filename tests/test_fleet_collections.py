@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fakearchive import FakeArchive, max_simultaneous
-from tests.support.crawl import RAVEL, RAVEL_MP3S, stored_files
+from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, stored_files
 from tests.support.fleet import Node, scrapy_fleet, storage_gets
 from tests.support.redisserver import RedisServer
 
@@ -22,7 +22,6 @@ CONFIG = {
         "mix": {"members": [RAVEL, SAMPLES_ONLY]},
     }
 }
-FAST = {"RAVEL_LISTING_DELAY": 0, "RAVEL_SEARCH_PAGE_SIZE": 100, "RAVEL_PROGRESS_INTERVAL": 0}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_on
     routes, fleet, tmp_path
 ):
     store = tmp_path / "store"  # one store for both nodes, as on a shared disk
-    settings = {**FAST, "CONCURRENT_REQUESTS_PER_DOMAIN": 4, "RAVEL_FLEET_MAX_TRANSFERS": 2}
+    settings = {**FAST_LISTING, "CONCURRENT_REQUESTS_PER_DOMAIN": 4, "RAVEL_FLEET_MAX_TRANSFERS": 2}
     started = time.monotonic()
     first = fleet.start(
         "-a", "collection=fleetgen", store=store, **routes_origin(routes), **settings
@@ -102,7 +101,9 @@ def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_on
     assert len(records) == ITEMS and records[0] == "fleetgen-00001"
 
     routes.reset()
-    again = fleet.start("-a", "collection=fleetgen", store=store, **routes_origin(routes), **FAST)
+    again = fleet.start(
+        "-a", "collection=fleetgen", store=store, **routes_origin(routes), **FAST_LISTING
+    )
     fleet.wait(timeout=120)
     assert_clean(again)
     assert routes.routes().get("metadata", 0) == 0 and routes.routes()["scrape"] == 3
@@ -112,7 +113,7 @@ def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_on
 
 def test_an_item_that_fails_inside_a_pushed_collection_fails_alone(routes, fleet, tmp_path):
     store = tmp_path / "store"
-    waiting = {**FAST, "RAVEL_WAIT_FOR_WORK": 4}
+    waiting = {**FAST_LISTING, "RAVEL_WAIT_FOR_WORK": 4}
     nodes = [
         fleet.start(store=store, **routes_origin(routes), **waiting),
         fleet.start(store=store, **routes_origin(routes), **waiting),

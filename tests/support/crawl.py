@@ -30,6 +30,14 @@ LOG_LINE = re.compile(r"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\t\d{4}-\d\d-\d\
 # The fake archive.org's storage node, where its downloads redirect.
 FAKE_STORAGE_HOST = "127.0.0.2"
 
+# Settings for crawls of many items on the fake: no pause between listing requests, small
+# search pages (so a few hundred items page), no progress lines.
+FAST_LISTING = {
+    "RAVEL_LISTING_DELAY": 0,
+    "RAVEL_SEARCH_PAGE_SIZE": 100,
+    "RAVEL_PROGRESS_INTERVAL": 0,
+}
+
 
 @dataclass
 class Crawl:
