@@ -8,7 +8,7 @@ import math
 from scrapy.settings import BaseSettings
 
 from ravelscraper.distributed.connection import redis_url
-from ravelscraper.records import RECHECK_MODES
+from ravelscraper.pipelines.records import RECHECK_MODES
 
 BOOLEANS = {"0", "1", "true", "false"}  # what Scrapy's getbool takes
 TRUE = {"1", "true"}

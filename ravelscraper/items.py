@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ravelscraper.archive import ItemLocation, Metadata, RemoteFile
+from ravelscraper.archive.metadata import ItemLocation, Metadata, RemoteFile
 
 
 @dataclass
@@ -31,7 +31,7 @@ class AudioFile:
     # the pipeline then fails it with this reason instead of downloading it.
     error: str = ""
     # Set by the spider on each file of an item. What the search answer said of the item's
-    # state (ravelscraper.search.fingerprint; None when no search found the item), how many
+    # state (ravelscraper.archive.search.fingerprint; None when no search found the item), how many
     # files the crawl takes from the item, and the selection that chose them.
     item_fingerprint: str | None = None
     item_files: int = 0

@@ -35,9 +35,9 @@ RAVEL_RETRY_BACKOFF_BASE = 1.0  # seconds before the first retry, doubled each t
 RAVEL_RETRY_BACKOFF_MAX = 60.0  # the longest backoff, and the longest Retry-After obeyed
 DOWNLOADER_MIDDLEWARES = {
     # Before robots.txt (100): a refused host is never contacted, not even for robots.txt.
-    "ravelscraper.hosts.FileRedirectGuard": 50,
+    "ravelscraper.downloadermiddlewares.hosts.FileRedirectGuard": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-    "ravelscraper.retry.BackoffRetryMiddleware": 550,
+    "ravelscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
 }
 # Opt-in: -s AUTOTHROTTLE_ENABLED=1 adapts the delay to archive.org's latency.
 AUTOTHROTTLE_ENABLED = False
@@ -45,7 +45,7 @@ AUTOTHROTTLE_ENABLED = False
 # --- Storage ------------------------------------------------------------------
 # Files land in <FILES_STORE>/<identifier>/<name as archive.org names it>.
 FILES_STORE = "downloads"
-ITEM_PIPELINES = {"ravelscraper.pipelines.VerifiedFilesPipeline": 300}
+ITEM_PIPELINES = {"ravelscraper.pipelines.files.VerifiedFilesPipeline": 300}
 RAVEL_VERIFY_RETRIES = 1  # downloads again of a file whose md5 or size is wrong
 # "quick": trust a stored file whose size and mtime match its verification record (records.py);
 # "full": hash every stored file again (and ignore item records).
@@ -60,16 +60,16 @@ RAVEL_STORAGE_HOSTS = ".archive.org"
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
 # File bodies go straight to a part file in the local store, not to memory (streaming.py).
 DOWNLOAD_HANDLERS = {
-    "http": "ravelscraper.streaming.StreamingDownloadHandler",
-    "https": "ravelscraper.streaming.StreamingDownloadHandler",
+    "http": "ravelscraper.downloader.streaming.StreamingDownloadHandler",
+    "https": "ravelscraper.downloader.streaming.StreamingDownloadHandler",
 }
 
 # --- Progress and logging -----------------------------------------------------
 EXTENSIONS = {
-    "ravelscraper.redact.RedactSecrets": 0,
-    "ravelscraper.progress.Progress": 500,
-    "ravelscraper.plan.DryRunPlan": 510,  # on only with RAVEL_DRY_RUN
-    "ravelscraper.startup.FreezeStartupObjects": 1000,  # gc.freeze() once started
+    "ravelscraper.extensions.redact.RedactSecrets": 0,
+    "ravelscraper.extensions.progress.Progress": 500,
+    "ravelscraper.extensions.plan.DryRunPlan": 510,  # on only with RAVEL_DRY_RUN
+    "ravelscraper.extensions.startup.FreezeStartupObjects": 1000,  # gc.freeze() once started
 }
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
 LOG_LEVEL = "INFO"
@@ -80,7 +80,7 @@ FEED_EXPORT_ENCODING = "utf-8"
 # --- Safety -------------------------------------------------------------------
 # Credentials (URL userinfo, passwords) are masked in every log line (redact.py; the
 # project's commands turn it on before the first line) and in text stats.
-STATS_CLASS = "ravelscraper.redact.RedactingStatsCollector"
+STATS_CLASS = "ravelscraper.extensions.redact.RedactingStatsCollector"
 # Both run code sent to them, and are left out of EXTENSIONS_BASE (below): to turn one on,
 # add it to EXTENSIONS as well.
 REMOTE_CONTROL_ENABLED = False

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ravelscraper.archive import (
+from ravelscraper.archive.metadata import (
     BadInput,
     ItemLocation,
     Metadata,

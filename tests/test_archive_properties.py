@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ravelscraper.archive import (
+from ravelscraper.archive.metadata import (
     MD5,
     BadInput,
     ItemLocation,
@@ -22,8 +22,8 @@ from ravelscraper.archive import (
     parse_length,
     playlist_sources,
 )
+from ravelscraper.archive.names import UnsafeName, safe_relative_path
 from ravelscraper.items import AudioFile
-from ravelscraper.names import UnsafeName, safe_relative_path
 
 ITEM = ItemLocation("https://archive.org", "some-item")
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,5 +1,5 @@
 """The dry run (``-s RAVEL_DRY_RUN=1``): the listing as usual, no download, no write, and a
-summary per item and in total (ravelscraper.plan)."""
+summary per item and in total (ravelscraper.extensions.plan)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ravelscraper.extensions.plan import SHOWN_ITEMS, DryRunPlan
 from ravelscraper.items import AudioFile
-from ravelscraper.plan import SHOWN_ITEMS, DryRunPlan
-from ravelscraper.records import XATTR, read_record
+from ravelscraper.pipelines.records import XATTR, read_record
 from ravelscraper.stores import AtomicFSFilesStore, store_check_problem
 from tests.fakearchive import get_item
 from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files

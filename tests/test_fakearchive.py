@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 
-from ravelscraper.archive import ItemLocation, Metadata, Selection, page_file_names
+from ravelscraper.archive.metadata import ItemLocation, Metadata, Selection, page_file_names
 from tests.fakearchive import CATALOG, FakeArchive, file_bytes, get_item, max_simultaneous, md5_of
 from tests.fakearchive.catalog import HOSTILE_NAMES, RAVEL_ID
 from tests.fakearchive.save_fixtures import FIXTURES, ORIGIN, fixtures

@@ -232,7 +232,7 @@ def test_the_fallback_to_page_links_goes_through_the_fleet_queue():
     from scrapy.utils.test import get_crawler
     from twisted.python.failure import Failure
 
-    from ravelscraper.archive import ItemLocation
+    from ravelscraper.archive.metadata import ItemLocation
     from ravelscraper.distributed.origins import AllowedOrigins
     from ravelscraper.distributed.serializer import decode, dumps
     from ravelscraper.spiders.ravel import RavelSpider

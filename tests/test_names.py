@@ -1,12 +1,12 @@
-"""Unit tests of ravelscraper.names and of where names are judged: the spider, once."""
+"""Unit tests of ravelscraper.archive.names and of where names are judged: the spider, once."""
 
 from __future__ import annotations
 
 from scrapy.utils.test import get_crawler
 
-from ravelscraper.archive import ItemLocation, RemoteFile
+from ravelscraper.archive.metadata import ItemLocation, RemoteFile
+from ravelscraper.archive.names import NameClaims, refused_name
 from ravelscraper.items import AudioFile
-from ravelscraper.names import NameClaims, refused_name
 from ravelscraper.spiders.ravel import RavelSpider
 
 

@@ -18,13 +18,19 @@ from scrapy.http import Response
 from scrapy.pipelines.media import FileException
 from scrapy.utils.test import get_crawler
 
+from ravelscraper.archive.names import (
+    INVISIBLE_LAYOUT,
+    NameClaims,
+    UnsafeName,
+    safe_relative_path,
+    shown,
+)
+from ravelscraper.downloader.streaming import STREAM_META
 from ravelscraper.items import AudioFile
-from ravelscraper.names import INVISIBLE_LAYOUT, NameClaims, UnsafeName, safe_relative_path, shown
-from ravelscraper.pipelines import VerifiedFilesPipeline
+from ravelscraper.pipelines.files import VerifiedFilesPipeline
+from ravelscraper.pipelines.verify import mismatch
 from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores import AtomicFSFilesStore, current_umask, is_name_problem
-from ravelscraper.streaming import STREAM_META
-from ravelscraper.verify import mismatch
 
 BODY = b"la valse" * 1000
 MD5 = hashlib.md5(BODY).hexdigest()

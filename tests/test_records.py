@@ -1,4 +1,4 @@
-"""The verification records (ravelscraper.records): the file record (an extended attribute
+"""The verification records (ravelscraper.pipelines.records): the file record (an extended attribute
 set before the rename) and the item record (a JSON file written with a rename)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from scrapy.utils.test import get_crawler
 from ravelscraper import settings as project_settings
 from ravelscraper.checks import settings_problem
 from ravelscraper.items import AudioFile
-from ravelscraper.pipelines import VerifiedFilesPipeline
-from ravelscraper.records import (
+from ravelscraper.pipelines.files import VerifiedFilesPipeline
+from ravelscraper.pipelines.records import (
     XATTR,
     FileRecord,
     ItemRecords,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ravelscraper.records import xattrs_supported
+from ravelscraper.pipelines.records import xattrs_supported
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import Crawl, scrapy_crawl, stored_files
 

@@ -1,4 +1,4 @@
-"""ravelscraper.search: the scrape answer, the scrape URL, the fingerprint, item lists; and
+"""ravelscraper.archive.search: the scrape answer, the scrape URL, the fingerprint, item lists; and
 the spider's search-page callback with a stand-in for quick's ItemRecords."""
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from scrapy.exceptions import CloseSpider
 from scrapy.http import Request, TextResponse
 from scrapy.utils.test import get_crawler
 
-from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.arguments import SpiderArguments
-from ravelscraper.checks import settings_problem
-from ravelscraper.search import (
+from ravelscraper.archive.metadata import BadInput, ItemLocation
+from ravelscraper.archive.search import (
     SCRAPE_PATH,
     SEARCH_FIELDS,
     FoundItem,
@@ -31,6 +29,8 @@ from ravelscraper.search import (
     read_item_list,
     scrape_url,
 )
+from ravelscraper.checks import settings_problem
+from ravelscraper.spiders.arguments import SpiderArguments
 from ravelscraper.spiders.ravel import RavelSpider
 
 ORIGIN = "https://archive.org"
@@ -262,7 +262,7 @@ def test_many_items_arguments_exclude_each_other_and_take_one_item_besides() -> 
         SpiderArguments.given(None, None, None, None, items=" ").check()
 
 
-# --- the spider's search page, with a stand-in for ravelscraper.records ------------------
+# --- the spider's search page, with a stand-in for ravelscraper.pipelines.records ---
 
 
 class Records:

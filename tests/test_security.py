@@ -14,8 +14,8 @@ from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
 from ravelscraper import settings as project_settings
-from ravelscraper.hosts import host_allowed, host_patterns
-from ravelscraper.redact import (
+from ravelscraper.downloadermiddlewares.hosts import host_allowed, host_patterns
+from ravelscraper.extensions.redact import (
     MASK,
     add_secrets,
     redact,

@@ -17,7 +17,7 @@ from scrapy import Request, Spider
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-from ravelscraper.archive import ItemLocation, RemoteFile
+from ravelscraper.archive.metadata import ItemLocation, RemoteFile
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.addon import Distributed
 from ravelscraper.distributed.connection import FleetUnavailable, check_redis_url, scrub

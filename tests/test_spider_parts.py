@@ -7,9 +7,9 @@ import json
 import pytest
 from scrapy.http import HtmlResponse, Response
 
-from ravelscraper.archive import BadInput, ItemLocation, Metadata, Selection
-from ravelscraper.arguments import SpiderArguments, scrapyd_arguments
-from ravelscraper.choice import (
+from ravelscraper.archive.metadata import BadInput, ItemLocation, Metadata, Selection
+from ravelscraper.spiders.arguments import SpiderArguments, scrapyd_arguments
+from ravelscraper.spiders.choice import (
     ListingRefused,
     choose_linked,
     choose_listed,

@@ -19,12 +19,8 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
-from ravelscraper import streaming
-from ravelscraper.items import AudioFile
-from ravelscraper.pipelines import VerifiedFilesPipeline
-from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import AtomicFSFilesStore, current_umask
-from ravelscraper.streaming import (
+from ravelscraper.downloader import streaming
+from ravelscraper.downloader.streaming import (
     STREAM_META,
     STREAMED,
     PartFile,
@@ -33,6 +29,10 @@ from ravelscraper.streaming import (
     StreamTarget,
     streamable,
 )
+from ravelscraper.items import AudioFile
+from ravelscraper.pipelines.files import VerifiedFilesPipeline
+from ravelscraper.spiders.ravel import RavelSpider
+from ravelscraper.stores import AtomicFSFilesStore, current_umask
 from tests.fakearchive import sha1_of
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
 from tests.support.measure import run_measured
@@ -391,7 +391,7 @@ def test_a_writer_that_falls_behind_pauses_the_transport_then_resumes_it(tmp_pat
 # A crawl whose disk writes at 40 MB/s, far below what the loopback delivers.
 SLOW_DISK_CRAWL = """
 import sys, time
-from ravelscraper import streaming
+from ravelscraper.downloader import streaming
 write_all = streaming.write_all
 def slow_disk(fd, data):
     time.sleep(len(data) / 40e6)

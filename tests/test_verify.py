@@ -1,4 +1,4 @@
-"""Unit tests of ravelscraper.verify: the verify-and-retry loop and the up-to-date check,
+"""Unit tests of ravelscraper.pipelines.verify: the verify-and-retry loop and the up-to-date check,
 fed plain bodies and checksums (no network, no store)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from scrapy.pipelines.media import FileException
 
 from ravelscraper.items import AudioFile
-from ravelscraper.verify import expected_checksum, stale, up_to_date, verified_body
+from ravelscraper.pipelines.verify import expected_checksum, stale, up_to_date, verified_body
 
 BODY = b"le tombeau de couperin" * 100
 MD5 = hashlib.md5(BODY).hexdigest()

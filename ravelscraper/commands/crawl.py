@@ -25,8 +25,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
 from scrapy.extensions.feedexport import FeedExporter
 
-from ravelscraper import redact
 from ravelscraper.checks import settings_problem
+from ravelscraper.extensions import redact
 from ravelscraper.scrapy_compat import PINNED, installed_versions, missing_names
 from ravelscraper.stores import store_uri_problem
 

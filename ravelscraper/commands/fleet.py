@@ -15,9 +15,9 @@ from typing import Any
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from ravelscraper import redact
-from ravelscraper.archive import BadInput, ItemLocation, check_identifier
+from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
 from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.extensions import redact
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset")

@@ -29,13 +29,13 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 
-from ravelscraper.archive import BadInput, ItemLocation, RemoteFile
+from ravelscraper.archive.metadata import BadInput, ItemLocation, RemoteFile
+from ravelscraper.archive.names import UnsafeName, safe_relative_path
 from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import DATA_PREFIX
 from ravelscraper.items import AudioFile
-from ravelscraper.names import UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ class FleetCoordinator:
         return True
 
     def publish(self, state: dict[str, int]) -> None:
-        """The fleet's totals, for the progress lines (ravelscraper.progress)."""
+        """The fleet's totals, for the progress lines (ravelscraper.extensions.progress)."""
         stats = self.crawler.stats
         stats.set_value("ravel/fleet_files_total", state["listed"])
         stats.set_value("ravel/fleet_files_done", state["verified"] + state["failed"])

@@ -13,9 +13,9 @@ from typing import NoReturn, Protocol, runtime_checkable
 from scrapy import Request, Spider
 from scrapy.http import Response
 
-from ravelscraper.archive import ItemLocation
+from ravelscraper.archive.metadata import ItemLocation
 from ravelscraper.items import AudioFile
-from ravelscraper.walk import ManyItems
+from ravelscraper.spiders.walk import ManyItems
 
 
 @runtime_checkable

@@ -19,7 +19,8 @@ from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider
 
-from ravelscraper.archive import ItemLocation
+from ravelscraper.archive.metadata import ItemLocation
+from ravelscraper.archive.names import DIFFERS_IN_CASE, NAME_REFUSED, UnsafeName, safe_relative_path
 from ravelscraper.distributed.entries import entry_request
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
@@ -27,7 +28,6 @@ from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import ItemRecord, RunLedger
 from ravelscraper.items import AudioFile
-from ravelscraper.names import DIFFERS_IN_CASE, NAME_REFUSED, UnsafeName, safe_relative_path
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def search_job(query: str) -> str:
 
 def item_record(files: list[AudioFile]) -> str:
     """What the node that settles the item's last file needs to record the item as complete
-    (``ravelscraper.records``), or "" when it has no fingerprint (nothing to record)."""
+    (``ravelscraper.pipelines.records``), or "" when it has no fingerprint (nothing to record)."""
     first = files[0]
     if not first.item_fingerprint:
         return ""

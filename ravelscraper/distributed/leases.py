@@ -20,7 +20,7 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import ItemRecord, JobData
 from ravelscraper.items import AudioFile
-from ravelscraper.records import ItemRecords
+from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.scrapy_compat import engine_closing, in_progress
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Leases:
 
     def record_item(self, done: ItemRecord) -> None:
         """This node verified the last file of an item whose every file was verified, by
-        whichever node: record the item (``ravelscraper.records``), so that a re-run skips
+        whichever node: record the item (``ravelscraper.pipelines.records``), so that a re-run skips
         it while archive.org reports it unchanged. On a store the nodes share, the record
         reads every file's size and mtime; where a file is not in this node's store (per-node
         folders) no record is written and the item is listed again next time."""

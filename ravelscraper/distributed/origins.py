@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from scrapy import Spider
 
-from ravelscraper.hosts import host_allowed
+from ravelscraper.downloadermiddlewares.hosts import host_allowed
 
 
 class AllowedOrigins:

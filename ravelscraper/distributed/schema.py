@@ -790,7 +790,8 @@ class RunLedger:
 @dataclass(frozen=True)
 class ItemRecord:
     """What the node that verifies an item's last file needs to record the item
-    (``ravelscraper.records.ItemRecords.complete``); kept in ``item_records`` meanwhile."""
+    (``ravelscraper.pipelines.records.ItemRecords.complete``); kept in ``item_records``
+    meanwhile."""
 
     identifier: str
     fingerprint: str

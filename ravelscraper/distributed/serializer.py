@@ -18,10 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from scrapy import Request, Spider
 
-from ravelscraper.archive import BadInput, ItemLocation, check_identifier
+from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
+from ravelscraper.archive.search import SCRAPE_PATH
 from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.origins import AllowedOrigins
-from ravelscraper.search import SCRAPE_PATH
 
 VERSION = 1
 MAX_ENTRY_BYTES = 2 * 1024 * 1024
@@ -30,7 +30,7 @@ FIELDS |= {"priority", "dont_filter"}
 FILE_ENTRY_CALLBACK = "parse_file_entry"
 SEARCH_CALLBACK = "parse_search_page"
 MAX_QUERY = 4096  # bytes of an archive.org query in a search page's cb_kwargs
-FINGERPRINT = re.compile(r"[0-9a-f]{0,16}")  # ravelscraper.search.fingerprint's, or ""
+FINGERPRINT = re.compile(r"[0-9a-f]{0,16}")  # ravelscraper.archive.search.fingerprint's, or ""
 # callback -> (errback, cb_kwargs it must have, cb_kwargs it may have); each cb_kwarg's kind:
 # "location" an ItemLocation, "query" a search, "collection" an identifier or "",
 # "fingerprint" what the search said of an item (<= 16 hex digits) or "".

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 
-from ravelscraper.archive import BadInput, ItemLocation, check_identifier
+from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
+from ravelscraper.archive.search import collection_query
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import MAX_QUERY
-from ravelscraper.search import collection_query
 
 logger = logging.getLogger(__name__)
 

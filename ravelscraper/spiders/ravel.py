@@ -8,10 +8,10 @@ stored all its files is skipped without a request.
 
 Owns the requests that list one item and their order, the callbacks and errbacks (their
 names are what the fleet serializes: keep them), the fallback to the details page, and when
-the crawl stops. Its parts: the ``-a`` arguments are ``ravelscraper.arguments``; the walk
+the crawl stops. Its parts: the ``-a`` arguments are ``ravelscraper.spiders.arguments``; the walk
 over many items (search pages, item lists, the unchanged skip, an item's failure) is
-``ravelscraper.walk``; what one item yields (the choice of files, each name judged once,
-the item's bookkeeping, the ``[item]`` line) is ``ravelscraper.listing``.
+``ravelscraper.spiders.walk``; what one item yields (the choice of files, each name judged once,
+the item's bookkeeping, the ``[item]`` line) is ``ravelscraper.spiders.listing``.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import scrapy
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
-from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.arguments import SpiderArguments, scrapyd_arguments
-from ravelscraper.choice import ListingRefused
+from ravelscraper.archive.metadata import BadInput, ItemLocation
 from ravelscraper.distributed.entries import file_entry_items
 from ravelscraper.downloader import TransferCancelled
+from ravelscraper.downloadermiddlewares.retry import HostUnreachable
 from ravelscraper.items import AudioFile
-from ravelscraper.listing import ItemListing
-from ravelscraper.retry import HostUnreachable
+from ravelscraper.spiders.arguments import SpiderArguments, scrapyd_arguments
+from ravelscraper.spiders.choice import ListingRefused
+from ravelscraper.spiders.listing import ItemListing
+from ravelscraper.spiders.walk import ManyItems
 from ravelscraper.stop import fatal
-from ravelscraper.walk import ManyItems
 
 # The callbacks of the small requests that list an item (see PoliteDownloader's pace).
 LISTING_CALLBACKS = frozenset(
@@ -48,7 +48,7 @@ def stopping(failure: Failure) -> bool:
 class RavelSpider(scrapy.Spider):
     """Finds the files of archive.org items and hands them to FilesPipeline.
 
-    Arguments (``-a``, see ``ravelscraper.arguments``): ``url`` or ``item``, or
+    Arguments (``-a``, see ``ravelscraper.spiders.arguments``): ``url`` or ``item``, or
     ``collection``, ``search`` or ``items``; ``formats`` and/or ``glob``.
 
     For one item, ``/metadata`` and the details page are fetched together. ``/metadata``
@@ -114,7 +114,7 @@ class RavelSpider(scrapy.Spider):
         for request in requests:
             yield request
 
-    # --- many items: the walk is ravelscraper.walk's; the callbacks stay here -------------
+    # --- many items: the walk is ravelscraper.spiders.walk's; the callbacks stay here -------------
 
     def parse_search_page(
         self, response: Response, query: str, collection: str

@@ -3,7 +3,7 @@
 The pages are rendered as archive.org would serve them (origin https://archive.org, storage
 node ia800300.us.archive.org), for offline parse tests: the ``/metadata`` answers are read by
 tests/test_archive.py, the details pages by tests/test_fakearchive.py, both through
-ravelscraper.archive's parsers.
+ravelscraper.archive.metadata's parsers.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ravelscraper.records import ITEM_RECORDS
+from ravelscraper.pipelines.records import ITEM_RECORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 # The mission's item, as the fake archive.org serves it, and the files a default crawl takes.

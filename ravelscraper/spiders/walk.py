@@ -1,10 +1,10 @@
 """The many-items walk: which items a crawl of many lists, and what it does when one fails.
 
 Owns, for ``-a collection=``, ``-a search=`` and ``-a items=``: the search paged one page at
-a time by its cursor (the scrape API, ``ravelscraper.search``) and the checks that it is
+a time by its cursor (the scrape API, ``ravelscraper.archive.search``) and the checks that it is
 the search asked for; the item list read from a file or standard input; the skip of an item
 the search reports unchanged since a run that stored all its files
-(``ravelscraper.records``); and the bookkeeping of an item that fails alone (one
+(``ravelscraper.pipelines.records``); and the bookkeeping of an item that fails alone (one
 ``[item failed]`` ERROR line, ``ravel/items_failed``, the first few named for the summary).
 
 The spider keeps the callbacks (their names are what the fleet serializes) and delegates
@@ -22,11 +22,9 @@ from scrapy.http import Response
 from scrapy.statscollectors import StatsCollector
 from twisted.python.failure import Failure
 
-from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.choice import ListingRefused
-from ravelscraper.names import shown
-from ravelscraper.records import ItemRecords
-from ravelscraper.search import (
+from ravelscraper.archive.metadata import BadInput, ItemLocation
+from ravelscraper.archive.names import shown
+from ravelscraper.archive.search import (
     FoundItem,
     SearchFailed,
     cursor_identifier,
@@ -35,6 +33,8 @@ from ravelscraper.search import (
     read_item_list,
     scrape_url,
 )
+from ravelscraper.pipelines.records import ItemRecords
+from ravelscraper.spiders.choice import ListingRefused
 
 if TYPE_CHECKING:
     from ravelscraper.spiders.ravel import RavelSpider
@@ -48,7 +48,9 @@ class ManyItems:
     def __init__(self, spider: RavelSpider) -> None:
         self.spider = spider
         self.failed_items: list[str] = []  # the first few, for the summary
-        self.records: Any = None  # ravelscraper.records.ItemRecords, made at the first search page
+        self.records: Any = (
+            None  # ravelscraper.pipelines.records.ItemRecords, made at the first search page
+        )
         # Told of each item that fails alone (identifier, reason): the fleet's ledger.
         self.on_item_failed: Callable[[str, str], None] | None = None
 

@@ -1,10 +1,11 @@
 """The files one item yields: from an archive.org answer to judged, stamped ``AudioFile``s.
 
 Owns, for one spider: turning a ``/metadata`` answer or a details page's links into the
-chosen files (``ravelscraper.choice``) with their warnings logged; judging each name once,
-where it enters (``ravelscraper.names``: a name that can't be stored gets ``error`` set, and
-the pipeline reports it failed); stamping each file with its item's bookkeeping
-(``item_fingerprint``, ``item_files``, ``selection``, read by ``ravelscraper.records``); and
+chosen files (``ravelscraper.spiders.choice``) with their warnings logged; judging each name
+once, where it enters (``ravelscraper.archive.names``: a name that can't be stored gets
+``error`` set, and the pipeline reports it failed); stamping each file with its item's
+bookkeeping (``item_fingerprint``, ``item_files``, ``selection``, read by
+``ravelscraper.pipelines.records``); and
 the ``[item]`` line and the ``ravel/items_listed``, ``files_total``, ``bytes_total`` stats.
 
 A listing that yields nothing raises ``ListingRefused``; the spider decides whether that
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from scrapy.http import Response
 
-from ravelscraper.archive import BadInput, ItemLocation
-from ravelscraper.choice import choose_linked, choose_listed, linked_names, read_metadata
+from ravelscraper.archive.metadata import BadInput, ItemLocation
+from ravelscraper.archive.names import NameClaims, refused_name
 from ravelscraper.items import AudioFile
-from ravelscraper.names import NameClaims, refused_name
+from ravelscraper.spiders.choice import choose_linked, choose_listed, linked_names, read_metadata
 
 if TYPE_CHECKING:
     from ravelscraper.spiders.ravel import RavelSpider

@@ -16,8 +16,8 @@ from typing import Protocol, TypeVar
 
 from scrapy.pipelines.media import FileException
 
+from ravelscraper.archive.names import shown
 from ravelscraper.items import AudioFile
-from ravelscraper.names import shown
 
 logger = logging.getLogger(__name__)
 

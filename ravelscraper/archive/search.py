@@ -6,7 +6,7 @@ way the official client's ``search_items`` pages), the reading of one page of it
 a malformed item entry is skipped with a warning), the item fingerprint that says whether
 archive.org changed an item since the last run (:func:`fingerprint`), and the reading of an
 ``-a items=`` file (:func:`read_item_list`). Which files of an item the crawl takes is
-``ravelscraper.choice``'s; what the spider does with the items is the spider's.
+``ravelscraper.spiders.choice``'s; what the spider does with the items is the spider's.
 
 The fingerprint: archive.org's scrape API cannot return ``item_last_updated``; the fields
 it returns that move when an item's files do are ``oai_updatedate`` (a list of dates whose
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from ravelscraper.archive import (
+from ravelscraper.archive.metadata import (
     BadInput,
     ItemLocation,
     check_identifier,
@@ -34,7 +34,7 @@ from ravelscraper.archive import (
     parse_size,
     text,
 )
-from ravelscraper.names import shown
+from ravelscraper.archive.names import shown
 
 SCRAPE_PATH = "/services/search/v1/scrape"
 # What the spider asks for: enough to skip an unchanged item, a sub-collection, and to

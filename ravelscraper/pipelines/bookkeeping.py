@@ -2,12 +2,12 @@
 
 Owns, for one ``VerifiedFilesPipeline``:
 
-* how the local store keeps verification records (``ravelscraper.records``): the quick
+* how the local store keeps verification records (``ravelscraper.pipelines.records``): the quick
   check on with ``RAVEL_RECHECK=quick``; no records written in a dry run or on a filesystem
   without extended attributes (said once, when the crawl opens);
 * the dry run (``RAVEL_DRY_RUN``; the pipeline checks the store without writing, with
   ``ravelscraper.stores.store_check_problem``): a file that would be downloaded is
-  counted in ``ravel/files_planned`` and ``ravel/bytes_planned`` (``ravelscraper.plan``
+  counted in ``ravel/files_planned`` and ``ravel/bytes_planned`` (``ravelscraper.extensions.plan``
   sums them up);
 * how a stored file was checked (asked through :meth:`Bookkeeping.stat`):
   ``ravel/files_quick_checked`` (its record trusted) or ``ravel/files_rehashed`` (hashed);
@@ -27,10 +27,10 @@ from typing import Any
 from scrapy.crawler import Crawler
 
 from ravelscraper.items import AudioFile
-from ravelscraper.records import NO_XATTR_MESSAGE, ItemRecords, xattrs_supported
+from ravelscraper.pipelines.records import NO_XATTR_MESSAGE, ItemRecords, xattrs_supported
 from ravelscraper.stores import AtomicFSFilesStore, call_store
 
-logger = logging.getLogger("ravelscraper.pipelines")  # its lines are the pipeline's
+logger = logging.getLogger("ravelscraper.pipelines.files")  # its lines are the pipeline's
 VERIFIED = frozenset({"downloaded", "uptodate", "unverified"})  # a file's ends that count
 
 

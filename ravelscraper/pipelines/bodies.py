@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from scrapy.http import Response
 from scrapy.pipelines.media import FileException
 
-from ravelscraper.streaming import STREAMED, StoreWriteError, StreamedBody
-from ravelscraper.verify import hex_digest
+from ravelscraper.downloader.streaming import STREAMED, StoreWriteError, StreamedBody
+from ravelscraper.pipelines.verify import hex_digest
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The files pipeline: Scrapy's ``FilesPipeline`` hooks, wired to this project's units.
 
 ``VerifiedFilesPipeline`` stores each file at ``<identifier>/<name>``, checked against
-archive.org's size and checksum: its sha1 where listed, else its md5 (``ravelscraper.verify``).
+archive.org's size and checksum: its sha1 where listed, else its md5
+(``ravelscraper.pipelines.verify``).
 
 * The settings and the store are checked when the crawl opens, before any download.
 * A file already in the store whose size and checksum match is up to date, whatever its age
@@ -15,20 +16,21 @@ archive.org's size and checksum: its sha1 where listed, else its md5 (``ravelscr
 * A name the filesystem refuses (a directory in the way, a path too long) fails that file
   only; a full or broken store stops the crawl (``ravelscraper.stop``).
 * On the local store, a file's body is streamed to a part file as it arrives (``PartFiles``,
-  ``ravelscraper.streaming``), then verified, given its verification record
-  (``ravelscraper.records``) and renamed into place. With ``RAVEL_RECHECK=quick`` (the
+  ``ravelscraper.downloader.streaming``), then verified, given its verification record
+  (``ravelscraper.pipelines.records``) and renamed into place. With ``RAVEL_RECHECK=quick`` (the
   default) a stored file whose record still matches its size and mtime is up to date without
   being read; ``full`` hashes every stored file.
 * When every chosen file of an item (``item_files``) ended verified in this crawl, the item is
   recorded complete (``ItemRecords.complete``) for the next run's ``unchanged``.
 * In a dry run (``RAVEL_DRY_RUN``) nothing is downloaded or written: a file is ``uptodate``
-  or ``planned`` (``ravelscraper.plan`` sums them up).
+  or ``planned`` (``ravelscraper.extensions.plan`` sums them up).
 
 The pipeline owns the order of one file's life and what reaches the item and the manifest
-(``files``, ``error``). The names it gets were judged by the spider (``ravelscraper.names``);
-the per-file lines and stats are ``TransferLog``'s (``ravelscraper.progress``); the records,
-the dry run's plan and the items' completion are ``Bookkeeping``'s
-(``ravelscraper.bookkeeping``); how each store kind is asked is ``ravelscraper.stores``'.
+(``files``, ``error``). The names it gets were judged by the spider
+(``ravelscraper.archive.names``); the per-file lines and stats are ``TransferLog``'s
+(``ravelscraper.extensions.progress``); the records, the dry run's plan and the items'
+completion are ``Bookkeeping``'s (``ravelscraper.pipelines.bookkeeping``); how each store kind
+is asked is ``ravelscraper.stores``'.
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.media import FileException, FileInfo, FileInfoOrError, MediaPipeline
 from twisted.python.failure import Failure
 
-from ravelscraper.bodies import ReceivedBody, received_body
-from ravelscraper.bookkeeping import Bookkeeping
 from ravelscraper.downloader import TransferCancelled
+from ravelscraper.downloader.streaming import STREAM_META, PartFiles, StoreWriteError
+from ravelscraper.extensions.progress import TransferLog
 from ravelscraper.items import AudioFile
-from ravelscraper.progress import TransferLog
+from ravelscraper.pipelines.bodies import ReceivedBody, received_body
+from ravelscraper.pipelines.bookkeeping import Bookkeeping
+from ravelscraper.pipelines.verify import expected_checksum, up_to_date, verified_body
 from ravelscraper.scrapy_compat import forget_media_results
 from ravelscraper.stop import fatal, stop_crawl
 from ravelscraper.stores import (
@@ -66,8 +70,6 @@ from ravelscraper.stores import (
     store_check_problem,
     store_uri_problem,
 )
-from ravelscraper.streaming import STREAM_META, PartFiles, StoreWriteError
-from ravelscraper.verify import expected_checksum, up_to_date, verified_body
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         item: AudioFile | None = None,
     ) -> str:
         assert item is not None, "VerifiedFilesPipeline names files after their item"
-        return f"{item.identifier}/{item.name}"  # judged by the spider (ravelscraper.names)
+        return f"{item.identifier}/{item.name}"  # judged by the spider (ravelscraper.archive.names)
 
     async def media_to_download(
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: AudioFile | None = None

@@ -18,9 +18,9 @@ from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
+from ravelscraper.archive.names import shown
+from ravelscraper.extensions.progress import size_text
 from ravelscraper.items import AudioFile
-from ravelscraper.names import shown
-from ravelscraper.progress import size_text
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.utils.asyncio import create_looping_call
 
+from ravelscraper.archive.names import shown
 from ravelscraper.items import AudioFile
-from ravelscraper.names import shown
 
 logger = logging.getLogger(__name__)
 NAMED_FAILURES = 5  # failed items and files named in the summary

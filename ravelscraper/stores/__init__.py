@@ -4,7 +4,7 @@ Owns the store classes (Scrapy's ``FilesStoreProtocol``: ``stat_file`` and ``per
 plus ``commit_part`` for a streamed body on the local store), the check made before any
 download (``store_uri_problem`` for the shape of ``FILES_STORE``, each store's ``check()``
 for the store itself), and which write errors are one file's problem
-(``is_name_problem``). The name rules live in ``ravelscraper.names``.
+(``is_name_problem``). The name rules live in ``ravelscraper.archive.names``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from scrapy.utils.defer import deferred_from_coro, ensure_awaitable, maybe_defer
 from scrapy.utils.ftp import ftp_makedirs_cwd
 from twisted.internet.defer import Deferred
 
-from ravelscraper.names import UnsafeName
-from ravelscraper.records import quick_match, read_record, write_record
-from ravelscraper.redact import redact_url
+from ravelscraper.archive.names import UnsafeName
+from ravelscraper.extensions.redact import redact_url
+from ravelscraper.pipelines.records import quick_match, read_record, write_record
 
 if TYPE_CHECKING:
-    from ravelscraper.bodies import ReceivedBody
+    from ravelscraper.pipelines.bodies import ReceivedBody
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class AtomicFSFilesStore:
     crawl opens, so that an unwritable store is reported before anything is downloaded.
     Nothing is read or written outside the folder (:meth:`filesystem_path`).
 
-    Each verified file gets its verification record (``ravelscraper.records``) before its
+    Each verified file gets its verification record (``ravelscraper.pipelines.records``) before its
     rename, unless ``keep_records`` is off (a dry run, or a filesystem without extended
     attributes); with ``quick`` on, :meth:`stat_file` trusts a file its record vouches for.
     """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from scrapy.http import Response, TextResponse
 
-from ravelscraper.archive import (
+from ravelscraper.archive.metadata import (
     BadInput,
     ItemLocation,
     Metadata,

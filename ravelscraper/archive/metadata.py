@@ -2,8 +2,8 @@
 
 Owns the shapes of archive.org's answers (``Metadata``, ``RemoteFile``, ``ItemLocation``),
 the user's file selection (``Selection``: formats and globs) and the input errors a user can
-fix (``BadInput``). Which files a crawl takes from an answer is ``ravelscraper.choice``'s.
-Whether a listed name can be stored is ``ravelscraper.names``'s to say.
+fix (``BadInput``). Which files a crawl takes from an answer is ``ravelscraper.spiders.choice``'s.
+Whether a listed name can be stored is ``ravelscraper.archive.names``'s to say.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from parsel import Selector
 
-from ravelscraper.names import shown
+from ravelscraper.archive.names import shown
 
 DEFAULT_IDENTIFIER = "ThePianoMusicOfMauriceRavel"
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

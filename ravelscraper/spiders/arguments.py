@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ravelscraper.archive import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
-from ravelscraper.search import collection_query
+from ravelscraper.archive.metadata import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
+from ravelscraper.archive.search import collection_query
 
 ARGUMENTS = ("url", "item", "formats", "glob", "collection", "search", "items")
 MANY = ("collection", "search", "items")  # the arguments that list many items
