@@ -329,6 +329,7 @@ def test_a_search_page_yields_changed_items_metadata_then_the_next_page() -> Non
         (page(total=None), None, "no items match the search 'collection:c'; is 'c' a collection"),
         (page({"identifier": "a"}, cursor=cursor_of("a")), cursor_of("a"), "returned a page again"),
         (page({"identifier": "b"}), cursor_of("c"), "returned a page again"),
+        (page({"identifier": "d"}, cursor=cursor_of("b")), cursor_of("c"), "repeated a page"),
         (page({"identifier": "x", "collection": ["other"]}), None, "answered another query"),
     ],
 )
@@ -341,6 +342,24 @@ def test_a_search_page_the_crawl_cannot_go_on_from_stops_it_with_one_line(
         list(crawler_spider.parse_search_page(response, **response.request.cb_kwargs))
     error = crawler_spider.crawler.stats.get_value("ravel/error")
     assert message in error and "\n" not in error
+
+
+def test_a_page_read_again_on_this_node_stops_the_search_whatever_its_cursors() -> None:
+    # Opaque cursors (not archive.org's shape): FIRST -> A, A -> B, B -> A.
+    crawler_spider = spider(collection="c")
+    pages = [(None, "A", "a1"), ("A", "B", "b1"), ("B", "A", "c1")]
+    for number, (cursor, next_cursor, identifier) in enumerate(pages):
+        body = page({"identifier": identifier, "collection": ["c"]}, cursor=next_cursor)
+        response = search_response(crawler_spider, body, cursor)
+        # A next page is never dropped quietly by the dupefilter.
+        assert response.request.dont_filter == (cursor is not None)
+        if number < 2:
+            list(crawler_spider.parse_search_page(response, **response.request.cb_kwargs))
+            continue
+        with pytest.raises(CloseSpider):
+            list(crawler_spider.parse_search_page(response, **response.request.cb_kwargs))
+    error = crawler_spider.crawler.stats.get_value("ravel/error")
+    assert "repeated a page" in error
 
 
 def test_an_item_of_many_that_cannot_be_listed_fails_alone() -> None:

@@ -53,6 +53,9 @@ class ManyItems:
         )
         # Told of each item that fails alone (identifier, reason): the fleet's ledger.
         self.on_item_failed: Callable[[str, str], None] | None = None
+        # The cursors of the search pages read on this node ("" for the first page): a page
+        # asked for again is a search that loops, never a page the dupefilter drops quietly.
+        self.pages_read: set[str] = set()
 
     @property
     def stats(self) -> StatsCollector:
@@ -103,11 +106,15 @@ class ManyItems:
         """One page of the search (``collection``: the identifier of ``-a collection=``, else
         ""): each page's answer yields the next (one at a time)."""
         size = self.spider.settings.getint("RAVEL_SEARCH_PAGE_SIZE")
+        # A next page asked for again must reach check_page (and fail the crawl), not be
+        # dropped by the dupefilter as if the search had ended. The first page stays
+        # filtered: fleet nodes given the same search page it once.
         return scrapy.Request(
             scrape_url(self.origin(), query, size, cursor),
             callback=self.spider.parse_search_page,
             errback=self.spider.search_page_failed,
             cb_kwargs={"query": query, "collection": collection.strip()},
+            dont_filter=cursor is not None,
         )
 
     def search_page(
@@ -158,13 +165,28 @@ class ManyItems:
         collection: str,
     ) -> None:
         """Stops the crawl when archive.org answers the same page again or another query's
-        items (both happened: jjjake/internetarchive#797); never mirror the wrong items."""
+        items (both happened: jjjake/internetarchive#797); never mirror the wrong items.
+
+        A page is repeated when its items or its next cursor go back (cursors name the last
+        identifier of their page, and the pages come in identifier order: this holds on
+        every node of a fleet), or when its cursor or its next one was read on this node.
+        """
         previous = cursor_identifier(cursor) if cursor else None
-        repeated = next_cursor is not None and next_cursor == cursor
-        if repeated or (previous is not None and items and items[0].identifier <= previous):
+        following = cursor_identifier(next_cursor) if next_cursor else None
+        read = self.pages_read
+        repeated = (
+            (cursor or "") in read
+            or (next_cursor is not None and (next_cursor == cursor or next_cursor in read))
+            or (previous is not None and items and items[0].identifier <= previous)
+            or (previous is not None and following is not None and following <= previous)
+        )
+        if repeated:
             self.spider.fail(
-                "search_failed", f"search {query!r}: archive.org returned a page again"
+                "search_failed",
+                f"search {query!r}: archive.org repeated a page of the search (it returned a "
+                "page again); the search was not read to its end",
             )
+        read.add(cursor or "")
         for found in items:
             if collection and found.collections and collection not in found.collections:
                 self.spider.fail(

@@ -26,6 +26,11 @@ Knobs (``server.py``'s config):
   (K=100: 1 %): new bytes, md5, sha1, mtime, hence a new ``item_last_updated`` and
   ``oai_updatedate``.
 - ``revisions``: ``{"<generated identifier>": R}``, the same for one item.
+- ``scrape``: the scrape API misbehaving, as archive.org has: ``{"loop_at": "<id>",
+  "loop_to": "<id>"}`` answers the cursor of ``loop_to`` where a page's cursor would follow
+  ``loop_at`` (the cursor loops back: pages FIRST->X, X->Y, Y->X); ``"omit": ["collection",
+  ...]`` leaves those fields out of every hit; ``"total": N`` announces N hits whatever
+  the count.
 
 Search fields: ``identifier``, ``mediatype``, ``collection`` (list), ``title``, ``creator``,
 ``oai_updatedate`` (a sorted list of ISO dates whose newest is the item's
@@ -118,6 +123,29 @@ def iso(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class ScrapeQuirks:
+    """The knob ``scrape``: how the scrape API misbehaves (nothing by default)."""
+
+    loop_at: str = ""
+    loop_to: str = ""
+    omit: frozenset[str] = frozenset()
+    total: int | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> ScrapeQuirks:
+        unknown = set(raw) - {"loop_at", "loop_to", "omit", "total"}
+        if unknown:
+            raise ValueError(f"scrape: unknown keys {sorted(unknown)}")
+        total = raw.get("total")
+        return cls(
+            str(raw.get("loop_at") or ""),
+            str(raw.get("loop_to") or ""),
+            frozenset(str(f) for f in raw.get("omit") or ()),
+            None if total is None else int(total),
+        )
+
+
 class Catalog:
     """The fixed catalogue plus the generated collections: ``get`` builds on demand."""
 
@@ -126,6 +154,7 @@ class Catalog:
         raw = config.get("collections") or {}
         self.collections = {name: CollectionSpec.parse(name, spec) for name, spec in raw.items()}
         self.revisions = {str(k): int(v) for k, v in (config.get("revisions") or {}).items()}
+        self.quirks = ScrapeQuirks.parse(config.get("scrape") or {})
         self.members: dict[str, set[str]] = {}  # identifier -> the knob's collections
         for spec in self.collections.values():
             for member in spec.members:
@@ -265,14 +294,18 @@ def _scrape(catalog: Catalog, params: Mapping[str, list[str]]) -> dict[str, Any]
         if len(page) < count:
             assert item is not None
             doc = catalog.search_fields(item)
-            page.append({k: v for k, v in doc.items() if k == "identifier" or k in fields})
+            wanted = set(fields) - catalog.quirks.omit
+            page.append({k: v for k, v in doc.items() if k == "identifier" or k in wanted})
         else:
             more = True
     if one("total_only") == "true":
         return {"items": [], "count": 0, "total": total}
+    quirks = catalog.quirks
+    total = quirks.total if quirks.total is not None else total
     answer: dict[str, Any] = {"items": page, "count": len(page), "total": total or None}
     if more:
-        answer["cursor"] = encode_cursor(page[-1]["identifier"])
+        last = page[-1]["identifier"]
+        answer["cursor"] = encode_cursor(quirks.loop_to if last == quirks.loop_at else last)
     if cursor:
         answer["previous"] = cursor
     return answer
