@@ -3,6 +3,8 @@ real ``scrapy crawl`` processes against the fake archive.org."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,14 @@ from typing import Any
 import pytest
 
 from tests.fakearchive import FakeArchive
-from tests.support.crawl import FAST_LISTING, scrapy_crawl, stored_files
+from tests.support.crawl import (
+    FAST_LISTING,
+    ROOT,
+    crawl_command,
+    crawl_env,
+    scrapy_crawl,
+    stored_files,
+)
 from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -66,3 +75,60 @@ def test_a_search_whose_cursor_loops_back_fails_a_fleet_node_too(fleet, tmp_path
         "[fleet] run 1 closed" in line and "search:collection:loop" in line for line in errors
     )
     assert "Traceback" not in node.log
+
+
+def test_an_exception_in_a_spider_callback_fails_the_run(archive, tmp_path: Path) -> None:
+    archive.configure({"collections": {"gen": {"items": 3, "files": 1, "size": 200}}})
+    listing = tmp_path / "items.txt"
+    listing.write_text("gen-00001\ngen-00002\ngen-00003\n")
+    command = [
+        arg if arg != "ravel" else "ravel-raising"
+        for arg in crawl_command(
+            "-a", f"items={listing}", store=tmp_path / "store", RAVEL_ORIGIN=archive.archive,
+            SPIDER_MODULES="tests.support.raising", **FAST_LISTING,
+        )
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=crawl_env(RAVEL_TEST_RAISE_IN="gen-00002"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 1, log[-3000:]
+    assert sorted(stored_files(tmp_path / "store")) == [
+        "gen-00001/track01.mp3",
+        "gen-00003/track01.mp3",
+    ]
+    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
+    assert any("[spider error] 1 exception(s) escaped the spider" in line for line in errors)
+
+
+def test_an_unreadable_item_record_is_no_record_and_the_item_is_listed_again(
+    archive, tmp_path: Path
+) -> None:
+    archive.configure({"collections": {"recs": {"items": 5, "files": 1, "size": 200}}})
+    store = tmp_path / "store"
+    first = scrapy_crawl(
+        "-a", "collection=recs", store=store, RAVEL_ORIGIN=archive.archive, **FAST_LISTING
+    )
+    assert first.returncode == 0, first.log[-3000:]
+    records = store / ".ravel" / "items"
+    assert len(list(records.glob("*.json"))) == 5
+    (records / "recs-00002.json").write_bytes(b"[" * 200_000 + b"]" * 200_000)  # RecursionError
+    (records / "recs-00003.json").unlink()
+    (records / "recs-00003.json").symlink_to("/dev/zero")  # endless: never read
+    (records / "recs-00004.json").unlink()
+    os.mkfifo(records / "recs-00004.json")  # would block open() for good
+    archive.reset()
+    again = scrapy_crawl(
+        "-a", "collection=recs", store=store, RAVEL_ORIGIN=archive.archive, timeout=60,
+        **FAST_LISTING,
+    )  # fmt: skip
+    assert again.returncode == 0, again.log[-3000:]
+    assert archive.routes()["metadata"] == 3  # the three listed again, the others unchanged
+    assert again.stat("ravel/items_unchanged") == 2 and again.errors == []
+    assert "Traceback" not in again.log

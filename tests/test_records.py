@@ -23,6 +23,7 @@ from ravelscraper.checks import settings_problem
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.files import VerifiedFilesPipeline
 from ravelscraper.pipelines.records import (
+    MAX_ITEM_RECORD,
     XATTR,
     FileRecord,
     ItemRecords,
@@ -200,6 +201,38 @@ def test_an_unreadable_item_record_means_changed(tmp_path: Path, content: bytes)
     where.mkdir(parents=True)
     (where / "item1.json").write_bytes(content)
     assert not records(tmp_path).unchanged("item1", "fp1", "mp3")
+
+
+def test_only_a_bounded_regular_file_is_read_as_an_item_record(tmp_path: Path) -> None:
+    (tmp_path / "item1").mkdir()
+    kept = records(tmp_path)
+    kept.complete("item1", "fp1", "mp3", files=[])
+    where = tmp_path / ".ravel" / "items"
+    good = (where / "item1.json").read_bytes()
+    assert kept.unchanged("item1", "fp1", "mp3")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(good)
+    (where / "item1.json").unlink()
+    (where / "item1.json").symlink_to(elsewhere)  # a link, even to a good record
+    assert kept.read("item1") is None
+    for target in ("/dev/zero", "/dev/null"):
+        (where / "item1.json").unlink()
+        (where / "item1.json").symlink_to(target)
+        assert kept.read("item1") is None
+    (where / "item1.json").unlink()
+    os.mkfifo(where / "item1.json")  # never blocks
+    assert kept.read("item1") is None
+    (where / "item1.json").unlink()
+    (where / "item1.json").mkdir()
+    assert kept.read("item1") is None
+    (where / "item1.json").rmdir()
+    padded = good[:-1] + b" " * MAX_ITEM_RECORD + b"}"  # valid JSON, too large
+    (where / "item1.json").write_bytes(padded)
+    assert kept.read("item1") is None
+    (where / "item1.json").write_bytes(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    assert kept.read("item1") is None  # RecursionError: no record
+    (where / "item1.json").write_bytes(good)
+    assert kept.unchanged("item1", "fp1", "mp3")
 
 
 def test_no_item_record_in_a_dry_run_on_another_store_or_for_odd_names(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
 """``scrapy crawl`` with an exit status scripts and service managers can trust.
 
 Scrapy exits 0 whenever the crawl ran, even if every file failed. This command exits 1
-unless the crawl finished, no file or item failed and no fatal error was reported
-(``ravel/error``), so cron jobs can tell the difference.
+unless the crawl finished, no file or item failed, no fatal error was reported
+(``ravel/error``) and no exception escaped the spider (Scrapy's ``spider_exceptions/count``:
+a callback, an errback or the start requests raised; whatever the callback was doing is
+lost, so the run failed, said in one ERROR line at the end), so cron jobs can tell the
+difference.
 
 A fleet node (``REDIS_URL``) also exits 1 when it closed a run with failed files or jobs, or
 when the fleet's data in Redis was lost; a waiting node (``RAVEL_WAIT_FOR_WORK``) stopped
@@ -46,6 +49,21 @@ def scrapy_problem() -> str | None:
     )
 
 
+def spider_exceptions(stats: Any) -> int:
+    """How many exceptions escaped the spider's callbacks, errbacks and start requests."""
+    return int(stats.get_value("spider_exceptions/count", 0) or 0)
+
+
+def report_spider_exceptions(sender: Crawler, **kwargs: Any) -> None:
+    """At the end of the crawl: one ERROR line if an exception escaped the spider."""
+    count = spider_exceptions(sender.stats)
+    if count:
+        logger.error(
+            f"[spider error] {count} exception(s) escaped the spider (the tracebacks are "
+            "above); what they interrupted was not done: the run failed"
+        )
+
+
 def warn_if_feeds_unused(sender: Crawler, **kwargs: Any) -> None:
     """Scrapy's own crawl command warns so when -o/-O can't be honoured; this one too."""
     if sender.settings.getdict("FEEDS") and sender.get_extension(FeedExporter) is None:
@@ -76,6 +94,7 @@ class Command(ScrapyCrawl):
             return
         crawler = self.crawler_process.create_crawler(args[0])
         crawler.signals.connect(warn_if_feeds_unused, signal=signals.engine_started)
+        crawler.signals.connect(report_spider_exceptions, signal=signals.engine_stopped)
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         stats = crawler.stats
@@ -92,5 +111,6 @@ class Command(ScrapyCrawl):
             stats.get_value("ravel/fleet_clean_stop")
         )
         fatal = stats.get_value("ravel/error") is not None  # set only by ravelscraper.stop
+        failed = failed or spider_exceptions(stats) > 0
         if self.crawler_process.bootstrap_failed or failed or fatal or not finished:
             self.exitcode = 1

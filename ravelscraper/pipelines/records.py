@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ XATTR = "user.ravel.verified"
 RECORD_VERSION = "v1"
 ITEM_RECORDS = (".ravel", "items")  # under the store's folder
 ITEM_RECORD_VERSION = 1
+MAX_ITEM_RECORD = 8 * 1024 * 1024  # bytes; a record names an item's files (~100 bytes each)
 RECHECK_MODES = ("quick", "full")
 DIGEST_LENGTHS = {"md5": 32, "sha1": 40}
 NO_XATTR_MESSAGE = (
@@ -176,12 +178,15 @@ class ItemRecords:
         return self.root.joinpath(*ITEM_RECORDS, f"{identifier}.json")
 
     def read(self, identifier: str) -> dict[str, Any] | None:
+        """The item's record, or None: an unreadable record is no record (the item is listed
+        again). Only a regular file of at most ``MAX_ITEM_RECORD`` bytes is read, never
+        through a symbolic link, never blocking on a FIFO or a device."""
         path = self.path(identifier)
         if path is None:
             return None
         try:
-            record = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            record = json.loads(read_bounded(path, MAX_ITEM_RECORD))
+        except (OSError, ValueError, RecursionError, MemoryError):
             return None
         return record if isinstance(record, dict) else None
 
@@ -246,6 +251,25 @@ class ItemRecords:
             write_atomically(path, json.dumps(record, sort_keys=True).encode())
         except OSError as exc:
             logger.warning(f"cannot record item {identifier!r} as complete: {exc}")
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (not a link to one); raises OSError for
+    anything else, or for a file of more than ``limit`` bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(f"{path} is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
