@@ -132,3 +132,32 @@ def test_an_unreadable_item_record_is_no_record_and_the_item_is_listed_again(
     assert archive.routes()["metadata"] == 3  # the three listed again, the others unchanged
     assert again.stat("ravel/items_unchanged") == 2 and again.errors == []
     assert "Traceback" not in again.log
+
+
+def test_an_item_stored_unverified_is_listed_again_and_checked_next_run(
+    archive, tmp_path: Path
+) -> None:
+    archive.configure(
+        {
+            "collections": {"unv": {"items": 2, "files": 1, "size": 300}},
+            "metadata_fail": ["unv-00001"],  # the details page's links: no checksums
+        }
+    )
+    store = tmp_path / "store"
+    first = scrapy_crawl(
+        "-a", "collection=unv", store=store, RAVEL_ORIGIN=archive.archive, **FAST_LISTING
+    )
+    assert first.returncode == 0, first.log[-3000:]
+    assert first.stat("ravel/files_unverified") == 1
+    records = sorted(p.name for p in (store / ".ravel" / "items").glob("*.json"))
+    assert records == ["unv-00002.json"]  # the unverified item is not recorded complete
+    wrong = store / "unv-00001" / "track01.mp3"
+    wrong.write_bytes(b"x" * wrong.stat().st_size)  # the bytes were wrong all along
+    archive.configure({"metadata_fail": []})
+    archive.reset()
+    again = scrapy_crawl(
+        "-a", "collection=unv", store=store, RAVEL_ORIGIN=archive.archive, **FAST_LISTING
+    )
+    assert again.returncode == 0, again.log[-3000:]
+    assert archive.routes()["metadata"] == 1 and again.stat("ravel/items_unchanged") == 1
+    assert wrong.read_bytes() == archive.file_bytes("unv-00001", "track01.mp3")

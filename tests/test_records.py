@@ -169,8 +169,8 @@ def test_an_item_recorded_complete_is_unchanged_until_a_file_or_its_state_change
 ) -> None:
     item = tmp_path / "item1"
     item.mkdir()
-    (item / "a.mp3").write_bytes(BODY)
-    (item / "b.mp3").write_bytes(BODY)
+    stored_with_record(item, "a.mp3")
+    stored_with_record(item, "b.mp3")
     kept = records(tmp_path)
     assert not kept.unchanged("item1", "fp1", "mp3")  # no record yet
     kept.complete("item1", "fp1", "mp3", files=["a.mp3", "b.mp3"])
@@ -181,6 +181,9 @@ def test_an_item_recorded_complete_is_unchanged_until_a_file_or_its_state_change
     assert not records(tmp_path, RAVEL_RECHECK="full").unchanged("item1", "fp1", "mp3")
     os.utime(item / "b.mp3", ns=(0, 12345))  # a file was touched since
     assert not kept.unchanged("item1", "fp1", "mp3")
+    kept.complete("item1", "fp1", "mp3", files=["a.mp3", "b.mp3"])
+    assert not kept.unchanged("item1", "fp1", "mp3")  # its verification is not of these bytes
+    stored_with_record(item, "b.mp3")
     kept.complete("item1", "fp1", "mp3", files=["a.mp3", "b.mp3"])
     assert kept.unchanged("item1", "fp1", "mp3")
     (item / "a.mp3").unlink()  # a file was deleted
@@ -448,8 +451,8 @@ def test_an_item_is_recorded_once_all_its_files_ended_verified(tmp_path: Path) -
     (tmp_path / "item").mkdir()
     files = []
     for name, status in (("a.mp3", "downloaded"), ("b.mp3", "uptodate"), ("c.mp3", "failed")):
-        (tmp_path / "item" / name).write_bytes(BODY)
-        file = AudioFile(identifier="item", name=name, url=f"http://x/{name}")
+        stored_with_record(tmp_path / "item", name)
+        file = AudioFile(identifier="item", name=name, url=f"http://x/{name}", md5=MD5)
         # The fields coll adds to AudioFile (set this way until they are merged).
         for field, value in (("item_fingerprint", "fp"), ("item_files", 2), ("selection", "mp3")):
             setattr(file, field, value)
@@ -461,3 +464,40 @@ def test_an_item_is_recorded_once_all_its_files_ended_verified(tmp_path: Path) -
     assert not records.unchanged("item", "fp", "mp3")
     asyncio.run(pipe.book.file_ended(files[1]))
     assert records.unchanged("item", "fp", "mp3")
+
+
+@pytest.mark.parametrize(
+    ("status", "md5", "recorded"),
+    [
+        ("unverified", MD5, True),  # stored without a checksum match
+        ("uptodate", None, True),  # listed without a checksum (the details page's links)
+        ("downloaded", None, True),
+        ("downloaded", MD5, False),  # said verified, but the file carries no record of it
+    ],
+)
+def test_an_item_with_a_file_not_verified_is_never_recorded_complete(
+    tmp_path: Path, status: str, md5: str | None, recorded: bool
+) -> None:
+    crawler = get_crawler(RavelSpider, {"FILES_STORE": str(tmp_path), "RAVEL_RECHECK": "quick"})
+    crawler.spider = crawler._create_spider()
+    pipe = VerifiedFilesPipeline.from_crawler(crawler)
+    (tmp_path / "item").mkdir()
+    files = []
+    for name in ("a.mp3", "b.mp3"):
+        last = name == "b.mp3"
+        if last and not recorded:
+            (tmp_path / "item" / name).write_bytes(BODY)
+        else:
+            stored_with_record(tmp_path / "item", name)
+        file = AudioFile(
+            identifier="item", name=name, url=f"http://x/{name}", md5=md5 if last else MD5
+        )
+        for field, value in (("item_fingerprint", "fp"), ("item_files", 2), ("selection", "mp3")):
+            setattr(file, field, value)
+        file.files = [{"status": status if last else "downloaded"}]
+        files.append(file)
+    for file in files:
+        asyncio.run(pipe.book.file_ended(file))
+    records = ItemRecords.from_settings(crawler.settings)
+    assert not records.unchanged("item", "fp", "mp3")
+    assert not (tmp_path / ".ravel" / "items" / "item.json").exists()

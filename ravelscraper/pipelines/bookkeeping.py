@@ -12,8 +12,8 @@ Owns, for one ``VerifiedFilesPipeline``:
 * how a stored file was checked (asked through :meth:`Bookkeeping.stat`):
   ``ravel/files_quick_checked`` (its record trusted) or ``ravel/files_rehashed`` (hashed);
 * an item's completion: once every chosen file of an item (``item_files``) ended verified
-  in this crawl, the item is recorded complete (``ItemRecords.complete``) for the next
-  run's ``unchanged``.
+  (``VERIFIED``, against a listed checksum) in this crawl, the item is recorded complete
+  (``ItemRecords.complete``) for the next run's ``unchanged``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ from scrapy.crawler import Crawler
 
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.records import NO_XATTR_MESSAGE, ItemRecords, xattrs_supported
+from ravelscraper.pipelines.verify import expected_checksum
 from ravelscraper.stores import AtomicFSFilesStore, call_store
 
 logger = logging.getLogger("ravelscraper.pipelines.files")  # its lines are the pipeline's
-VERIFIED = frozenset({"downloaded", "uptodate", "unverified"})  # a file's ends that count
+# A file's ends that count toward its item's completion: stored or found matching the
+# checksum archive.org lists. Never "unverified" (stored without a checksum match), never a
+# file listed without a checksum (the details page's links): such an item is listed again.
+VERIFIED = frozenset({"downloaded", "uptodate"})
 
 
 class Bookkeeping:
@@ -77,6 +81,8 @@ class Bookkeeping:
         wanted: int = getattr(item, "item_files", 0)
         if not fingerprint or wanted <= 0 or self.dry_run:
             return
+        if expected_checksum(item)[1] is None:
+            return  # nothing to verify it against: its item is never recorded complete
         if not any(f.get("status") in VERIFIED for f in item.files):
             return
         names = self.verified_files.setdefault(item.identifier, set())

@@ -16,8 +16,11 @@ FTP and S3 keep no records, so they behave as ``RAVEL_RECHECK=full``):
   an item's folder: identifiers start with a letter or digit), written with a temporary file
   and a rename, so a crash leaves the old record or the new one. It says: every chosen file
   of this item was stored and verified in a crawl, with this search fingerprint and this
-  selection, and which files (name, size, mtime) they were. :meth:`ItemRecords.unchanged`
-  trusts it only while each of those files is still there with that size and mtime.
+  selection, and which files (name, size, mtime) they were. An item with a file stored
+  unverified is never recorded: where the store keeps file records, every file must carry
+  one that matches its size and mtime (whichever node of a fleet says the item is done).
+  :meth:`ItemRecords.unchanged` trusts it only while each of those files is still there
+  with that size and mtime.
 
 Every node of a fleet sharing one store writes and reads the same records: a file's record
 is written by the node that stored it; an item's, whole, by a node that saw all its files
@@ -144,6 +147,15 @@ def quick_match(
     )
 
 
+def verified_as_is(record: FileRecord | None, found: os.stat_result) -> bool:
+    """Whether a file (its stat) carries the record of a verification of its present bytes."""
+    return (
+        record is not None
+        and record.size == found.st_size
+        and record.mtime_ns == found.st_mtime_ns
+    )
+
+
 def xattrs_supported(directory: str | os.PathLike[str]) -> bool:
     """Whether files in ``directory`` (existing, writable) keep a ``user.`` extended attribute."""
     try:
@@ -163,6 +175,7 @@ class ItemRecords:
         self.root = root
         self.recheck = recheck
         self.write = write  # False in a dry run: nothing is written
+        self.file_records: bool | None = None  # whether the store keeps them; probed once
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> ItemRecords:
@@ -232,12 +245,20 @@ class ItemRecords:
         if path is None or not self.write or not fingerprint:
             return
         assert self.root is not None
+        if self.file_records is None:
+            self.file_records = xattrs_supported(self.root)
         stored: list[dict[str, Any]] = []
         for name in sorted(files or ()):
+            file = self.root / identifier / name
             try:
-                found = os.stat(self.root / identifier / name, follow_symlinks=False)
+                found = os.stat(file, follow_symlinks=False)
             except OSError:
                 return  # gone already: no record
+            if self.file_records and not verified_as_is(read_record(file), found):
+                # Stored without a checksum match (unverified), or changed since: whoever
+                # reported it verified, the item is not complete, and is listed again.
+                logger.info(f"[item not recorded] {identifier}: {name!r} is not verified")
+                return
             stored.append({"name": name, "size": found.st_size, "mtime_ns": found.st_mtime_ns})
         record = {
             "v": ITEM_RECORD_VERSION,
