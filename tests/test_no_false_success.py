@@ -161,3 +161,22 @@ def test_an_item_stored_unverified_is_listed_again_and_checked_next_run(
     assert again.returncode == 0, again.log[-3000:]
     assert archive.routes()["metadata"] == 1 and again.stat("ravel/items_unchanged") == 1
     assert wrong.read_bytes() == archive.file_bytes("unv-00001", "track01.mp3")
+
+
+def test_a_symlinked_dot_ravel_never_takes_records_out_of_the_store(
+    archive, tmp_path: Path
+) -> None:
+    archive.configure({"collections": {"lnk": {"items": 2, "files": 1, "size": 300}}})
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    store.mkdir()
+    outside.mkdir()
+    (store / ".ravel").symlink_to(outside)
+    crawl = scrapy_crawl(
+        "-a", "collection=lnk", store=store, RAVEL_ORIGIN=archive.archive, **FAST_LISTING
+    )
+    assert crawl.returncode == 0, crawl.log[-3000:]  # every file verified; no record kept
+    assert list(outside.iterdir()) == []
+    warnings = [line for line in crawl.log.splitlines() if "cannot record item" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("[WARNING]")
+    assert "symbolic link or not a folder (refused)" in warnings[0]
+    assert sorted(stored_files(store)) == ["lnk-00001/track01.mp3", "lnk-00002/track01.mp3"]

@@ -501,3 +501,26 @@ def test_an_item_with_a_file_not_verified_is_never_recorded_complete(
     records = ItemRecords.from_settings(crawler.settings)
     assert not records.unchanged("item", "fp", "mp3")
     assert not (tmp_path / ".ravel" / "items" / "item.json").exists()
+
+
+@pytest.mark.parametrize("link", [".ravel", ".ravel/items"])
+def test_records_never_go_through_a_symbolic_link_out_of_the_store(
+    tmp_path: Path, link: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    (store / "item1").mkdir(parents=True)
+    (outside / "items").mkdir(parents=True)
+    if link != ".ravel":
+        (store / ".ravel").mkdir()
+    (store / link).symlink_to(outside if link == ".ravel" else outside / "items")
+    kept = records(store)
+    for identifier in ("item1", "item2"):
+        kept.complete(identifier, "fp1", "mp3", files=[])
+    assert list(outside.rglob("*")) == [outside / "items"]  # nothing written there
+    warnings = [r.getMessage() for r in caplog.records if "cannot record item" in r.getMessage()]
+    assert len(warnings) == 1 and "symbolic link or not a folder (refused)" in warnings[0]
+    # A record put there by someone else is not read either.
+    good = {"v": 1, "identifier": "item1", "fingerprint": "fp1", "selection": "mp3"}
+    good |= {"complete": True, "files": []}
+    (outside / "items" / "item1.json").write_text(json.dumps(good))
+    assert kept.read("item1") is None and not kept.unchanged("item1", "fp1", "mp3")

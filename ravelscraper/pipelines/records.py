@@ -29,6 +29,8 @@ verified (two nodes writing one item's record write the same thing; the last ren
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -48,6 +50,7 @@ XATTR = "user.ravel.verified"
 RECORD_VERSION = "v1"
 ITEM_RECORDS = (".ravel", "items")  # under the store's folder
 ITEM_RECORD_VERSION = 1
+NO_LINK_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_ITEM_RECORD = 8 * 1024 * 1024  # bytes; a record names an item's files (~100 bytes each)
 RECHECK_MODES = ("quick", "full")
 DIGEST_LENGTHS = {"md5": 32, "sha1": 40}
@@ -150,9 +153,7 @@ def quick_match(
 def verified_as_is(record: FileRecord | None, found: os.stat_result) -> bool:
     """Whether a file (its stat) carries the record of a verification of its present bytes."""
     return (
-        record is not None
-        and record.size == found.st_size
-        and record.mtime_ns == found.st_mtime_ns
+        record is not None and record.size == found.st_size and record.mtime_ns == found.st_mtime_ns
     )
 
 
@@ -176,6 +177,7 @@ class ItemRecords:
         self.recheck = recheck
         self.write = write  # False in a dry run: nothing is written
         self.file_records: bool | None = None  # whether the store keeps them; probed once
+        self.write_failed = False  # a record could not be written (said once)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> ItemRecords:
@@ -198,10 +200,43 @@ class ItemRecords:
         if path is None:
             return None
         try:
-            record = json.loads(read_bounded(path, MAX_ITEM_RECORD))
+            folder = self.records_folder(create=False)
+        except OSError:
+            return None
+        try:
+            record = json.loads(read_bounded(path.name, MAX_ITEM_RECORD, folder))
         except (OSError, ValueError, RecursionError, MemoryError):
             return None
+        finally:
+            os.close(folder)
         return record if isinstance(record, dict) else None
+
+    def records_folder(self, create: bool) -> int:
+        """A descriptor of ``<root>/.ravel/items`` (made if ``create``), reached without
+        following any symbolic link below the store's folder, so that records are never
+        read from, nor written to, outside the store; raises OSError."""
+        assert self.root is not None
+        folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in ITEM_RECORDS:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=folder)
+                try:
+                    below = os.open(part, NO_LINK_FOLDER, dir_fd=folder)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        where = self.root.joinpath(*ITEM_RECORDS[: ITEM_RECORDS.index(part) + 1])
+                        raise OSError(
+                            exc.errno, f"{where} is a symbolic link or not a folder (refused)"
+                        ) from None
+                    raise
+                os.close(folder)
+                folder = below
+        except BaseException:
+            os.close(folder)
+            raise
+        return folder
 
     def unchanged(self, identifier: str, fingerprint: str, selection: str) -> bool:
         """True only if a record says this item was complete (every chosen file stored and
@@ -269,40 +304,58 @@ class ItemRecords:
             "files": stored,
         }
         try:
-            write_atomically(path, json.dumps(record, sort_keys=True).encode())
+            folder = self.records_folder(create=True)
+            try:
+                write_atomically(path.name, json.dumps(record, sort_keys=True).encode(), folder)
+            finally:
+                os.close(folder)
         except OSError as exc:
-            logger.warning(f"cannot record item {identifier!r} as complete: {exc}")
+            if self.write_failed:  # said once: the next run lists these items again
+                logger.debug(f"cannot record item {identifier!r} as complete: {exc}")
+                return
+            self.write_failed = True
+            logger.warning(
+                f"cannot record item {identifier!r} as complete: {exc}; items not recorded "
+                "are listed again next run (further failures are not logged)"
+            )
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """The bytes of the regular file at ``path`` (not a link to one); raises OSError for
-    anything else, or for a file of more than ``limit`` bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def read_bounded(name: str | Path, limit: int, dir_fd: int | None = None) -> bytes:
+    """The bytes of the regular file ``name`` (in the folder ``dir_fd``, if given), never
+    through a symbolic link; raises OSError for anything else, or for a file of more than
+    ``limit`` bytes."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
+            raise OSError(f"{name} is not a regular file")
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise OSError(f"{path} is larger than {limit} bytes")
+                raise OSError(f"{name} is larger than {limit} bytes")
         return b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+def write_atomically(name: str, data: bytes, dir_fd: int) -> None:
+    """Write ``data`` to ``name`` in the folder ``dir_fd`` through a temporary file and a
+    rename (neither followed if a symbolic link)."""
+    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        out = os.open(temporary, flags, 0o644, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=dir_fd)
         raise
