@@ -180,3 +180,49 @@ def test_a_symlinked_dot_ravel_never_takes_records_out_of_the_store(
     assert len(warnings) == 1 and warnings[0].startswith("[WARNING]")
     assert "symbolic link or not a folder (refused)" in warnings[0]
     assert sorted(stored_files(store)) == ["lnk-00001/track01.mp3", "lnk-00002/track01.mp3"]
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "-", "/dev/stdin"])
+def test_an_endless_item_list_line_is_one_error_line_in_bounded_memory(
+    archive, tmp_path: Path, source: str
+) -> None:
+    command = crawl_command(
+        "-a", f"items={source}", store=tmp_path / "store", RAVEL_ORIGIN=archive.archive,
+        **FAST_LISTING,
+    )  # fmt: skip
+    done = subprocess.run(
+        ["prlimit", "--as=1500000000", *command],  # a MemoryError, not the machine's RAM
+        cwd=ROOT,
+        env=crawl_env(),
+        input=b"a" * 50_000_000,  # 50 MB, no newline (ignored by /dev/zero)
+        capture_output=True,
+        timeout=120,
+    )
+    log = (done.stdout + done.stderr).decode(errors="replace")
+    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
+    assert done.returncode == 1, log[-3000:]
+    assert len(errors) == 1 and "line 1: a line longer than 4096 characters" in errors[0], errors
+    assert "Traceback" not in log and "MemoryError" not in log
+
+
+def test_an_item_list_through_a_pipe_is_read_once_and_fetched(archive, tmp_path: Path) -> None:
+    archive.configure({"collections": {"pipe": {"items": 3, "files": 1, "size": 200}}})
+    command = crawl_command(
+        "-a", "items=/dev/stdin", store=tmp_path / "store", RAVEL_ORIGIN=archive.archive,
+        **FAST_LISTING,
+    )  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=crawl_env(),
+        input=b"pipe-00001\npipe-00003\n",
+        capture_output=True,
+        timeout=120,
+    )
+    log = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert sorted(stored_files(tmp_path / "store")) == [
+        "pipe-00001/track01.mp3",
+        "pipe-00003/track01.mp3",
+    ]
+    assert "[items] 2 items read from the item list" in log

@@ -18,12 +18,14 @@ from scrapy.utils.test import get_crawler
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation
 from ravelscraper.archive.search import (
+    MAX_LIST_LINE_BYTES,
     SCRAPE_PATH,
     SEARCH_FIELDS,
     FoundItem,
     SearchFailed,
     cursor_identifier,
     fingerprint,
+    list_lines,
     page_cursor,
     parse_page,
     read_item_list,
@@ -376,3 +378,62 @@ def test_an_item_of_many_that_cannot_be_listed_fails_alone() -> None:
     response = TextResponse(request.url, body=b"{}", request=request, encoding="utf-8")
     with pytest.raises(CloseSpider):
         list(one.parse_metadata(response, **request.cb_kwargs))
+
+
+class Endless(io.RawIOBase):
+    """A stream of ``line`` repeated for ever (``/dev/zero``, or stdin that never ends),
+    counting the bytes it gave."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line, self.given, self.position = line, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer)
+        data = (self.line * (size // len(self.line) + 2))[self.position : self.position + size]
+        self.position = (self.position + size) % len(self.line)
+        buffer[:size] = data
+        self.given += size
+        return size
+
+
+@pytest.mark.parametrize("line", [b"\0", b"a", b"gen-00001 "])
+def test_a_line_too_long_is_refused_having_read_a_bounded_amount(line: bytes) -> None:
+    raw = Endless(line)
+    stream = io.BufferedReader(raw, buffer_size=8192)
+    with pytest.raises(BadInput, match="line 1: a line longer than 4096 characters"):
+        list(read_item_list(list_lines(stream, "the list"), ORIGIN, "the list"))
+    assert raw.given <= MAX_LIST_LINE_BYTES + 2 * 8192
+
+
+@given(st.integers(min_value=1, max_value=3 * MAX_LIST_LINE_BYTES))
+@FAST
+def test_list_lines_give_every_line_up_to_the_bound_and_refuse_longer(length: int) -> None:
+    data = b"x" * length + b"\nnext\n"
+    try:
+        lines = list(list_lines(io.BytesIO(data), "the list"))
+    except BadInput:
+        assert length + 1 > MAX_LIST_LINE_BYTES
+    else:
+        assert lines == [b"x" * length + b"\n", b"next\n"]
+
+
+def test_an_item_list_on_standard_input_is_streamed_not_read_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = Endless(b"gen-00001\ngen-00002\n")  # the same two items for ever
+
+    class Stdin:
+        buffer = io.BufferedReader(raw)
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    crawler_spider = spider(items="-")
+    requests = crawler_spider.many.first_requests()
+    first = [next(requests) for _ in range(2)]
+    assert [r.url for r in first] == [
+        f"{ORIGIN}/metadata/gen-00001",
+        f"{ORIGIN}/metadata/gen-00002",
+    ]
+    assert raw.given < 100_000  # two requests made, the endless input not read on

@@ -20,9 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ravelscraper.archive.metadata import (
@@ -42,6 +44,9 @@ SCRAPE_PATH = "/services/search/v1/scrape"
 # another query's items: jjjake/internetarchive#797).
 SEARCH_FIELDS = ("identifier", "mediatype", "collection", "oai_updatedate", "item_size")
 MAX_LIST_LINE = 4096  # longer lines of an item list are refused (a details URL is ~100)
+# Bytes read at most for one line of an item list (UTF-8: up to 4 bytes a character, a BOM,
+# CRLF): a longer line is refused without being read whole.
+MAX_LIST_LINE_BYTES = 4 * MAX_LIST_LINE + 8
 MAX_WARNINGS = 5  # malformed entries named per page; the rest are counted
 
 
@@ -184,6 +189,20 @@ def cursor_identifier(cursor: str) -> str | None:
 # --- item lists (-a items=<path>) ---------------------------------------------------------
 
 
+def list_lines(stream: BinaryIO, source: str) -> Iterator[bytes]:
+    """The lines of an item list, each read with a bound (``MAX_LIST_LINE_BYTES``): a longer
+    one raises BadInput naming ``source`` and its number before more of it is read."""
+    for number in itertools.count(1):
+        line = stream.readline(MAX_LIST_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LIST_LINE_BYTES:
+            raise BadInput(
+                f"{source}, line {number}: a line longer than {MAX_LIST_LINE} characters"
+            )
+        yield line
+
+
 def read_item_list(
     lines: Iterable[str | bytes], origin: str, source: str
 ) -> Iterator[ItemLocation]:
@@ -191,9 +210,10 @@ def read_item_list(
     per line (UTF-8, a BOM and CRLF tolerated); blank lines and ``#`` comments skipped;
     each item once.
 
-    Raises BadInput naming ``source`` and the line number at the first bad line.
+    Raises BadInput naming ``source`` and the line number at the first bad line. What it
+    keeps to list each item once is 16 bytes an item (a digest), not the items.
     """
-    seen: set[ItemLocation] = set()
+    seen: set[bytes] = set()
     for number, raw in enumerate(lines, 1):
         if isinstance(raw, bytes):
             try:
@@ -214,6 +234,9 @@ def read_item_list(
             raise BadInput(
                 f"{source}, line {number}: {exc} (give an identifier or a details page URL)"
             ) from None
-        if item not in seen:
-            seen.add(item)
+        key = hashlib.blake2b(
+            f"{item.origin}\n{item.identifier}".encode(errors="surrogatepass"), digest_size=16
+        )
+        if key.digest() not in seen:
+            seen.add(key.digest())
             yield item

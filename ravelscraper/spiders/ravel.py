@@ -16,7 +16,8 @@ the item's bookkeeping, the ``[item]`` line) is ``ravelscraper.spiders.listing``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, NoReturn
 
 import scrapy
@@ -103,16 +104,27 @@ class RavelSpider(scrapy.Spider):
         return self.arguments.location(self.settings["RAVEL_ORIGIN"])
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
+        # An item list is streamed: without a fleet (whose queue is in Redis), each request
+        # waits until the engine can take it, so the scheduler never holds the whole list.
+        paced = self.arguments.items is not None and not self.settings.get("REDIS_URL")
         try:
             self.check_arguments()
             if self.arguments.many:
-                requests = self.many.first_requests()
+                requests: Iterable[scrapy.Request] = self.many.first_requests()
             else:
                 requests = self.item_requests(self.location())
+            for request in requests:
+                if paced:
+                    await self.engine_ready()
+                yield request
         except BadInput as exc:
             self.fail("bad_input", str(exc))
-        for request in requests:
-            yield request
+
+    async def engine_ready(self) -> None:
+        """Wait while the engine can take no more requests (``needs_backout``, public)."""
+        engine = self.crawler.engine
+        while engine is not None and engine.running and engine.needs_backout():
+            await asyncio.sleep(0.05)
 
     # --- many items: the walk is ravelscraper.spiders.walk's; the callbacks stay here -------------
 

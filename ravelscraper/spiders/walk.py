@@ -13,6 +13,8 @@ here; every request this module builds is the spider's, with the spider's callba
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -28,6 +30,7 @@ from ravelscraper.archive.search import (
     FoundItem,
     SearchFailed,
     cursor_identifier,
+    list_lines,
     page_cursor,
     parse_page,
     read_item_list,
@@ -40,6 +43,14 @@ if TYPE_CHECKING:
     from ravelscraper.spiders.ravel import RavelSpider
 
 FAILED_ITEMS_KEPT = 5  # failed items named in the summary; the stat counts them all
+
+
+def regular_file(path: str) -> bool:
+    """Whether ``path`` is a regular file (read twice: checked, then taken), not a pipe."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # read once: its error is said then
 
 
 class ManyItems:
@@ -66,39 +77,72 @@ class ManyItems:
     def origin(self) -> str:
         return str(self.spider.settings["RAVEL_ORIGIN"])
 
-    def first_requests(self) -> list[scrapy.Request]:
+    def first_requests(self) -> Iterator[scrapy.Request]:
         """The first search page, or the /metadata request of each listed item; raises
-        BadInput for bad arguments or an unreadable item list."""
+        BadInput for bad arguments or an unreadable item list, as it is iterated.
+
+        An item list is streamed: a file is first read through once, to check every line
+        and count the items (nothing is fetched from a list with a bad line), then again
+        as the crawl takes its items; standard input (or a pipe, a device) is read once, as
+        the crawl goes (a bad line then stops the crawl where it is). Lines are read with a bound
+        (``ravelscraper.archive.search.list_lines``).
+        """
         arguments = self.spider.arguments
         query = arguments.query()
         # -a url= or -a item= too: that item is one of the many (it fails alone).
         also = [arguments.location(self.origin())] if arguments.one_item else []
         if query is not None:
             first = self.search_request(query, None, arguments.collection or "")
-            return [first, *(self.listed_item_request(item, "") for item in also)]
+            yield first
+            yield from (self.listed_item_request(item, "") for item in also)
+            return
         assert arguments.items is not None
-        items = also + [i for i in self.item_list(arguments.items) if i not in also]
-        self.stats.set_value("ravel/items_total", len(items))
-        self.spider.logger.info(f"[items] {len(items)} items in the item list")
-        return [self.listed_item_request(item, "") for item in items]
+        path = arguments.items
+        once = path == "-" or not regular_file(path)  # stdin, a pipe: read once
+        if not once:
+            listed = extra = 0
+            for item in self.item_list(path):
+                listed += 1
+                extra += item not in also
+            if not listed:
+                raise BadInput(self.no_item(path))
+            self.stats.set_value("ravel/items_total", len(also) + extra)
+            self.spider.logger.info(f"[items] {len(also) + extra} items in the item list")
+        yield from (self.listed_item_request(item, "") for item in also)
+        listed = extra = 0
+        for item in self.item_list(path):
+            listed += 1
+            if item not in also:
+                extra += 1
+                yield self.listed_item_request(item, "")
+        if once:
+            if not listed:
+                raise BadInput(self.no_item(path))
+            self.stats.set_value("ravel/items_total", len(also) + extra)
+            source = "standard input" if path == "-" else "the item list"
+            self.spider.logger.info(f"[items] {len(also) + extra} items read from {source}")
+        elif len(also) + extra != self.stats.get_value("ravel/items_total"):
+            raise BadInput(f"the item list {path!r} changed while the crawl read it")
 
-    def item_list(self, path: str) -> list[ItemLocation]:
-        """The items of ``-a items=<path>`` (``-`` for standard input); raises BadInput."""
+    def no_item(self, path: str) -> str:
+        source = "standard input" if path == "-" else f"the item list {path!r}"
+        return f"{source} names no item (one identifier or details URL per line)"
+
+    def item_list(self, path: str) -> Iterator[ItemLocation]:
+        """The items of ``-a items=<path>`` (``-`` for standard input), read as they are
+        iterated; raises BadInput."""
         source = "standard input" if path == "-" else f"the item list {path!r}"
         try:
             stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise BadInput(f"cannot read {source}: {exc.strerror or exc}") from None
         try:
-            items = list(read_item_list(stream, self.origin(), source))
+            yield from read_item_list(list_lines(stream, source), self.origin(), source)
         except OSError as exc:
             raise BadInput(f"cannot read {source}: {exc.strerror or exc}") from None
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
-        if not items:
-            raise BadInput(f"{source} names no item (one identifier or details URL per line)")
-        return items
 
     # --- the search, one page at a time ----------------------------------------------------
 
