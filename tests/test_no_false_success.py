@@ -226,3 +226,30 @@ def test_an_item_list_through_a_pipe_is_read_once_and_fetched(archive, tmp_path:
         "pipe-00003/track01.mp3",
     ]
     assert "[items] 2 items read from the item list" in log
+
+
+def test_a_collection_hit_that_does_not_say_its_collection_stops_the_crawl(
+    tmp_path: Path,
+) -> None:
+    config = {
+        "collections": {"quiet": {"items": 3, "files": 1, "size": 200}},
+        "scrape": {"omit": ["collection"]},
+    }
+    with fake_with(**config) as fake:
+        crawl = scrapy_crawl(
+            "-a", "collection=quiet", store=tmp_path / "c", RAVEL_ORIGIN=fake.archive,
+            **FAST_LISTING,
+        )  # fmt: skip
+        metadata = fake.routes().get("metadata", 0)
+        # A search (no -a collection=) doesn't need to know: it takes what it matched.
+        search = scrapy_crawl(
+            "-a", "search=collection:quiet", store=tmp_path / "s", RAVEL_ORIGIN=fake.archive,
+            **FAST_LISTING,
+        )  # fmt: skip
+    assert crawl.returncode == 1, crawl.log[-3000:]
+    assert len(crawl.errors) == 1, crawl.errors
+    assert "does not say which collection 'quiet-00001' is in" in crawl.errors[0]
+    assert metadata == 0  # nothing of that answer was listed
+    assert not (tmp_path / "c").exists() or stored_files(tmp_path / "c") == {}
+    assert search.returncode == 0, search.log[-3000:]
+    assert len(stored_files(tmp_path / "s")) == 3

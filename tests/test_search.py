@@ -333,6 +333,9 @@ def test_a_search_page_yields_changed_items_metadata_then_the_next_page() -> Non
         (page({"identifier": "b"}), cursor_of("c"), "returned a page again"),
         (page({"identifier": "d"}, cursor=cursor_of("b")), cursor_of("c"), "repeated a page"),
         (page({"identifier": "x", "collection": ["other"]}), None, "answered another query"),
+        (page({"identifier": "x"}), None, "does not say which collection 'x' is in"),
+        (page({"identifier": "x", "collection": []}), None, "does not say which collection"),
+        (page({"identifier": "x", "collection": [5]}), None, "does not say which collection"),
     ],
 )
 def test_a_search_page_the_crawl_cannot_go_on_from_stops_it_with_one_line(

@@ -232,7 +232,16 @@ class ManyItems:
             )
         read.add(cursor or "")
         for found in items:
-            if collection and found.collections and collection not in found.collections:
+            if collection and not found.collections:
+                # Asked for, never missing on archive.org: an answer that doesn't say the
+                # item is in the collection is not trusted with it (nor the rest of it).
+                self.spider.fail(
+                    "search_failed",
+                    f"search {query!r}: archive.org's answer does not say which collection "
+                    f"{found.identifier!r} is in, so it can't be told to be in {collection!r}; "
+                    "nothing more is listed",
+                )
+            if collection and collection not in found.collections:
                 self.spider.fail(
                     "search_failed",
                     f"search {query!r}: archive.org answered another query ({found.identifier!r}"
