@@ -253,3 +253,37 @@ def test_a_collection_hit_that_does_not_say_its_collection_stops_the_crawl(
     assert not (tmp_path / "c").exists() or stored_files(tmp_path / "c") == {}
     assert search.returncode == 0, search.log[-3000:]
     assert len(stored_files(tmp_path / "s")) == 3
+
+
+def test_a_search_that_gives_fewer_items_than_announced_says_so_once(tmp_path: Path) -> None:
+    config = {
+        "collections": {"short": {"items": 3, "files": 1, "size": 200}},
+        "scrape": {"total": 10},
+    }
+    with fake_with(**config) as fake:
+        crawl = scrapy_crawl(
+            "-a", "collection=short", store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST_LISTING
+        )
+    assert crawl.returncode == 0, crawl.log[-3000:]  # every item it gave is verified
+    said = [line for line in crawl.log.splitlines() if "announced 10 items" in line]
+    assert len(said) == 1 and said[0].startswith("[WARNING]")
+    assert "the search gave 3; the 7 others were not listed" in said[0]
+
+
+def test_an_unbelievable_search_total_is_never_shown_as_progress(tmp_path: Path) -> None:
+    config = {
+        "collections": {"huge": {"items": 3, "files": 1, "size": 200}},
+        "scrape": {"total": 10**18},
+        "latency": 0.3,
+    }
+    with fake_with(**config) as fake:
+        crawl = scrapy_crawl(
+            "-a", "collection=huge", store=tmp_path, RAVEL_ORIGIN=fake.archive,
+            **{**FAST_LISTING, "RAVEL_PROGRESS_INTERVAL": 0.2},
+        )  # fmt: skip
+    assert crawl.returncode == 0, crawl.log[-3000:]
+    progress = [line for line in crawl.log.splitlines() if "[progress]" in line]
+    assert progress and not any(str(10**18) in line for line in progress)
+    said = [line for line in crawl.log.splitlines() if "not believable" in line]
+    assert len(said) == 1 and said[0].startswith("[WARNING]")
+    assert "items but the search gave" not in crawl.log  # no total to fall short of

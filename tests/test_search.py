@@ -93,6 +93,17 @@ def test_an_error_envelope_or_a_malformed_answer_is_one_line(body: bytes, messag
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("total", "kept"), [(10**9, 10**9), (10**9 + 1, None), (10**18, None), (-1, None)]
+)
+def test_a_total_larger_than_archive_org_could_hold_is_ignored_with_a_warning(
+    total: int, kept: int | None
+) -> None:
+    found = parse_page(page({"identifier": "a"}, total=total))
+    assert found.total == kept
+    assert len(found.warnings) == (1 if total > 10**9 else 0)
+
+
 def test_malformed_entries_are_skipped_with_a_warning_each_up_to_a_few() -> None:
     bad = [{"identifier": "../x"}, {"no": "id"}, 5, {"identifier": ["a"]}, "x", None, {}]
     answer = parse_page(page({"identifier": "good"}, *bad))  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ MAX_LIST_LINE = 4096  # longer lines of an item list are refused (a details URL 
 # CRLF): a longer line is refused without being read whole.
 MAX_LIST_LINE_BYTES = 4 * MAX_LIST_LINE + 8
 MAX_WARNINGS = 5  # malformed entries named per page; the rest are counted
+MAX_TOTAL = 10**9  # a search total above this (archive.org holds some 10**8 items) is ignored
 
 
 class SearchFailed(BadInput):
@@ -135,6 +136,9 @@ def parse_page(body: str | bytes) -> SearchPage:
     total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
     items: list[FoundItem] = []
     warnings: list[str] = []
+    if total is not None and total > MAX_TOTAL:  # more than archive.org holds: not a count
+        warnings.append(f"archive.org announced {str(total)[:40]} hits, not believable: ignored")
+        total = None
     skipped = 0
     for entry in entries:
         try:

@@ -20,6 +20,7 @@ from time import monotonic
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from redis.exceptions import ResponseError
 from scrapy import Spider
 from scrapy.crawler import Crawler
 
@@ -129,8 +130,10 @@ class Fleet:
             )
         if now - self.down_since < self.settings.redis_grace:
             return False
+        # Redis answered with an error (OOM under maxmemory, say): it was not lost.
+        how = "Redis refused our commands at" if isinstance(exc, ResponseError) else "lost Redis at"
         self.give_up(
-            f"[fleet] lost Redis at {self.where} for {self.settings.redis_grace:.0f} s "
+            f"[fleet] {how} {self.where} for {self.settings.redis_grace:.0f} s "
             f"({type(exc).__name__}); stopping"
         )
         return True

@@ -4,7 +4,7 @@ Owns the per-file lines and ``ravel/*`` file stats of the files pipeline (:class
 ``[download start]``, ``[download finished]``, ``[download failed]``, the ``[unverified]``
 summary) and the crawl's own lines (:class:`Progress`: ``[main start]``, ``[progress]``
 every few seconds, ``[main finished]``, and the ``[failed items]``/``[failed files]``
-summary: the first few and the count; the ``-O`` manifest has every file).
+summary: the first few and the count; the ``-O`` manifest has every file listed).
 
 With many items (``ravel/items_total`` set by the spider), ``[progress]`` starts with the
 items: done (every file of the item ended: stored, up to date or failed), unchanged

@@ -55,7 +55,8 @@ MAX_ITEM_RECORD = 8 * 1024 * 1024  # bytes; a record names an item's files (~100
 RECHECK_MODES = ("quick", "full")
 DIGEST_LENGTHS = {"md5": 32, "sha1": 40}
 NO_XATTR_MESSAGE = (
-    "FILES_STORE keeps no extended attributes: stored files are re-hashed on every run"
+    "FILES_STORE keeps no extended attributes: the stored files of the items listed are "
+    "re-hashed on every run"
 )
 
 

@@ -191,6 +191,19 @@ class ManyItems:
             self.spider.logger.info(
                 f"[search] {query!r}: every page read ({found_count} items found)"
             )
+            self.check_total(query, found_count)
+
+    def check_total(self, query: str, found: int) -> None:
+        """At the end of the search: one WARNING if it gave fewer items than archive.org
+        announced on its first page (its index moved while it was paged, or it dropped
+        hits). A fleet node saw only its own pages' items: not checked there."""
+        total = self.stats.get_value("ravel/items_total")
+        if total is None or found >= total or self.spider.settings.get("REDIS_URL"):
+            return
+        self.spider.logger.warning(
+            f"[search] {query!r}: archive.org announced {total} items but the search gave "
+            f"{found}; the {total - found} others were not listed"
+        )
 
     def search_page_failed(self, failure: Failure) -> NoReturn:
         """A search page that could not be fetched stops the crawl: the walk can't go on."""
