@@ -8,16 +8,21 @@ spider's ``fail``), not a traceback from Scrapy's spider loader.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from ravelscraper.archive.metadata import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
 from ravelscraper.archive.search import collection_query
 
-ARGUMENTS = ("url", "item", "formats", "glob", "collection", "search", "items")
-MANY = ("collection", "search", "items")  # the arguments that list many items
 SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
+
+
+def argument(*, many: bool = False) -> Any:
+    """A ``-a`` argument of the spider: a field of ``SpiderArguments``, None when not given.
+    ``many``: it lists many items (at most one of those per crawl)."""
+    return field(default=None, metadata={"argument": True, "many": many})
 
 
 def scrapyd_arguments(others: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,44 +32,40 @@ def scrapyd_arguments(others: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SpiderArguments:
-    """The ``-a`` arguments as given, with the unknown and the empty ones set aside."""
+    """The ``-a`` arguments: each declared once, here, as a field made by ``argument``.
 
-    url: str | None = None
-    item: str | None = None
-    selection: Selection = field(default_factory=Selection)
+    ``given`` sets the unknown and the empty ones aside; ``check`` refuses them.
+    """
+
+    url: str | None = argument()  # an item's details page
+    item: str | None = argument()  # an item's identifier
+    formats: str | None = argument()  # archive.org formats to take, comma-separated
+    glob: str | None = argument()  # name patterns to take, comma-separated
+    collection: str | None = argument(many=True)  # a collection's identifier
+    search: str | None = argument(many=True)  # an archive.org search
+    items: str | None = argument(many=True)  # a file of items, "-" for standard input
+    # Not arguments: what ``given`` found.
     unknown: tuple[str, ...] = ()  # names the spider does not know (scrapyd's left out)
     empty: tuple[str, ...] = ()  # known names given an empty value
-    collection: str | None = None
-    search: str | None = None
-    items: str | None = None  # the path of an item list, "-" for standard input
 
     @classmethod
-    def given(
-        cls,
-        url: str | None,
-        item: str | None,
-        formats: str | None,
-        glob: str | None,
-        others: Iterable[str] = (),
-        collection: str | None = None,
-        search: str | None = None,
-        items: str | None = None,
-    ) -> SpiderArguments:
-        values = (url, item, formats, glob, collection, search, items)
+    def given(cls, values: Mapping[str, Any]) -> SpiderArguments:
+        """The arguments as the spider got them (``-a name=value``, scrapyd's among them)."""
+        known = {name: values[name] for name in ARGUMENTS if name in values}
         return cls(
-            url=url,
-            item=item,
-            selection=Selection.from_args(formats, glob),
-            unknown=tuple(sorted(set(others) - SCRAPYD_ARGUMENTS)),
+            **known,
+            unknown=tuple(sorted(set(values) - set(ARGUMENTS) - SCRAPYD_ARGUMENTS)),
             empty=tuple(
                 name
-                for name, value in zip(ARGUMENTS, values, strict=True)
-                if value is not None and not value.strip()
+                for name, value in known.items()
+                if value is not None and not str(value).strip()
             ),
-            collection=collection,
-            search=search,
-            items=items,
         )
+
+    @cached_property
+    def selection(self) -> Selection:
+        """Which files of every item to take."""
+        return Selection.from_args(self.formats, self.glob)
 
     def check(self) -> None:
         """Raises BadInput for an unknown, an empty argument, or arguments that conflict."""
@@ -109,3 +110,7 @@ class SpiderArguments:
         if self.url:
             return ItemLocation.from_details_url(self.url)
         return ItemLocation.on(origin, self.item or DEFAULT_IDENTIFIER)
+
+
+ARGUMENTS = tuple(f.name for f in fields(SpiderArguments) if "argument" in f.metadata)
+MANY = tuple(f.name for f in fields(SpiderArguments) if f.metadata.get("many"))
