@@ -164,7 +164,7 @@ class RavelScheduler(BaseScheduler):
             self.failed = True
             return
         keys = self.data.keys
-        self.jobs.watch_items(self.fleet.spider)
+        self.jobs.hook_spider(self.fleet.spider)
         self.df.server, self.df.key = self.data.client, keys.dupefilter
         logger.info(
             f"[fleet] node {self.fleet.node} joined {self.fleet.where}, keys {keys.prefix}:*"
