@@ -38,6 +38,11 @@ DOWNLOADER_MIDDLEWARES = {
     "ravelscraper.downloadermiddlewares.hosts.FileRedirectGuard": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ravelscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
+    # Never used here, and off the documented way (None), so never imported either:
+    # archive.org needs no cookies (COOKIES_ENABLED, below; the middleware imports
+    # tldextract), and a mirror must never answer from a cache.
+    "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
+    "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware": None,
 }
 # Opt-in: -s AUTOTHROTTLE_ENABLED=1 adapts the delay to archive.org's latency.
 AUTOTHROTTLE_ENABLED = False
@@ -66,6 +71,11 @@ DOWNLOAD_HANDLERS = {
 
 # --- Progress and logging -----------------------------------------------------
 EXTENSIONS = {
+    # Both run code sent to them (the telnet console, remote control: it imports aiohttp),
+    # and the memory debugger is for Scrapy's developers: off, so never imported.
+    "scrapy.extensions.telnet.TelnetConsole": None,
+    "scrapy.extensions.remote_control.RemoteControl": None,
+    "scrapy.extensions.memdebug.MemoryDebugger": None,
     "ravelscraper.extensions.redact.RedactSecrets": 0,
     "ravelscraper.extensions.progress.Progress": 500,
     "ravelscraper.extensions.plan.DryRunPlan": 510,  # on only with RAVEL_DRY_RUN
@@ -81,43 +91,12 @@ FEED_EXPORT_ENCODING = "utf-8"
 # Credentials (URL userinfo, passwords) are masked in every log line (redact.py; the
 # project's commands turn it on before the first line) and in text stats.
 STATS_CLASS = "ravelscraper.extensions.redact.RedactingStatsCollector"
-# Both run code sent to them, and are left out of EXTENSIONS_BASE (below): to turn one on,
-# add it to EXTENSIONS as well.
+# Both run code sent to them, and are off in EXTENSIONS (above): to turn one on, give it an
+# order there as well.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 # archive.org downloads need no cookies: send none, keep none.
 COOKIES_ENABLED = False
-
-# --- Start-up -------------------------------------------------------------------
-# Scrapy imports every component of its *_BASE settings, even one turned off (RemoteControl
-# imports aiohttp, CookiesMiddleware tldextract: 0.15 s of each start). These are Scrapy
-# 2.19.0's (the version requirements.txt pins) without the components this project never
-# uses: the telnet console, remote control, memory debugger, cookies and HTTP cache. Check
-# them against scrapy/settings/default_settings.py when upgrading Scrapy.
-EXTENSIONS_BASE = {
-    "scrapy.extensions.corestats.CoreStats": 0,
-    "scrapy.extensions.logcount.LogCount": 0,
-    "scrapy.extensions.memusage.MemoryUsage": 0,
-    "scrapy.extensions.closespider.CloseSpider": 0,
-    "scrapy.extensions.feedexport.FeedExporter": 0,
-    "scrapy.extensions.logstats.LogStats": 0,
-    "scrapy.extensions.spiderstate.SpiderState": 0,
-    "scrapy.extensions.throttle.AutoThrottle": 0,
-}
-DOWNLOADER_MIDDLEWARES_BASE = {
-    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": 50,
-    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": 100,
-    "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": 300,
-    "scrapy.downloadermiddlewares.downloadtimeout.DownloadTimeoutMiddleware": 350,
-    "scrapy.downloadermiddlewares.defaultheaders.DefaultHeadersMiddleware": 400,
-    "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware": 500,
-    "scrapy.downloadermiddlewares.retry.RetryMiddleware": 550,
-    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": 580,
-    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": 590,
-    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": 600,
-    "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware": 750,
-    "scrapy.downloadermiddlewares.stats.DownloaderStats": 850,
-}
 
 # --- Distribution ---------------------------------------------------------------
 # With REDIS_URL (-s REDIS_URL=redis://host:6379/0 or the environment) the crawl is one node
