@@ -5,6 +5,8 @@ Every ``RAVEL_*`` default lives here and only here: the code reads them without 
 and the README's settings tables list each one (tests/test_settings.py checks both).
 """
 
+from scrapy.settings import default_settings as scrapy_defaults
+
 BOT_NAME = "ravelscraper"
 SPIDER_MODULES = ["ravelscraper.spiders"]
 NEWSPIDER_MODULE = "ravelscraper.spiders"
@@ -38,11 +40,6 @@ DOWNLOADER_MIDDLEWARES = {
     "ravelscraper.downloadermiddlewares.hosts.FileRedirectGuard": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ravelscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
-    # Never used here, and off the documented way (None), so never imported either:
-    # archive.org needs no cookies (COOKIES_ENABLED, below; the middleware imports
-    # tldextract), and a mirror must never answer from a cache.
-    "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
-    "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware": None,
 }
 # Opt-in: -s AUTOTHROTTLE_ENABLED=1 adapts the delay to archive.org's latency.
 AUTOTHROTTLE_ENABLED = False
@@ -71,11 +68,6 @@ DOWNLOAD_HANDLERS = {
 
 # --- Progress and logging -----------------------------------------------------
 EXTENSIONS = {
-    # Both run code sent to them (the telnet console, remote control: it imports aiohttp),
-    # and the memory debugger is for Scrapy's developers: off, so never imported.
-    "scrapy.extensions.telnet.TelnetConsole": None,
-    "scrapy.extensions.remote_control.RemoteControl": None,
-    "scrapy.extensions.memdebug.MemoryDebugger": None,
     "ravelscraper.extensions.redact.RedactSecrets": 0,
     "ravelscraper.extensions.progress.Progress": 500,
     "ravelscraper.extensions.plan.DryRunPlan": 510,  # on only with RAVEL_DRY_RUN
@@ -91,12 +83,37 @@ FEED_EXPORT_ENCODING = "utf-8"
 # Credentials (URL userinfo, passwords) are masked in every log line (redact.py; the
 # project's commands turn it on before the first line) and in text stats.
 STATS_CLASS = "ravelscraper.extensions.redact.RedactingStatsCollector"
-# Both run code sent to them, and are off in EXTENSIONS (above): to turn one on, give it an
-# order there as well.
+# Both run code sent to them, and are left out of EXTENSIONS_BASE (below): to turn one on,
+# give it an order in EXTENSIONS as well.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 # archive.org downloads need no cookies: send none, keep none.
 COOKIES_ENABLED = False
+
+# --- Start-up -------------------------------------------------------------------
+# Components this project never uses, left out of Scrapy's *_BASE settings: Scrapy imports
+# every component there, and every key of EXTENSIONS even when set to None (0.2 s of each
+# start: RemoteControl imports aiohttp, CookiesMiddleware tldextract). The bases are the
+# installed Scrapy's own, less these, so a new Scrapy's new defaults are kept.
+UNUSED_COMPONENTS = frozenset(
+    {
+        "scrapy.extensions.telnet.TelnetConsole",  # runs code sent to it
+        "scrapy.extensions.remote_control.RemoteControl",  # runs code sent to it
+        "scrapy.extensions.memdebug.MemoryDebugger",  # for Scrapy's developers
+        "scrapy.downloadermiddlewares.cookies.CookiesMiddleware",  # archive.org needs none
+        "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware",  # a mirror never caches
+    }
+)
+EXTENSIONS_BASE = {
+    path: order
+    for path, order in scrapy_defaults.EXTENSIONS_BASE.items()
+    if path not in UNUSED_COMPONENTS
+}
+DOWNLOADER_MIDDLEWARES_BASE = {
+    path: order
+    for path, order in scrapy_defaults.DOWNLOADER_MIDDLEWARES_BASE.items()
+    if path not in UNUSED_COMPONENTS
+}
 
 # --- Distribution ---------------------------------------------------------------
 # With REDIS_URL (-s REDIS_URL=redis://host:6379/0 or the environment) the crawl is one node
