@@ -138,23 +138,10 @@ def _item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
         raise BadRecord(f"host of {url[:200]!r} is not allowed (allowed: {origins.describe()})")
     if url != location.download_url(remote.name):
         raise BadRecord(f"url {url[:200]!r} is not the download URL of {remote.name[:200]!r}")
-    return AudioFile(
-        identifier=identifier,
-        name=remote.name,
-        url=url,
-        format=remote.format,
-        title=remote.title,
-        track=remote.track,
-        album=remote.album,
-        creator=remote.creator,
-        length=remote.length,
-        size=remote.size,
-        md5=remote.md5,
-        sha1=remote.sha1,
-        regenerated=record["regenerated"],
-        error=record["error"] or remote.error,
-        file_urls=[url],
-    )
+    file = AudioFile.listed(location, remote)  # the single node's item, field for field
+    file.regenerated = record["regenerated"]
+    file.error = record["error"] or remote.error
+    return file
 
 
 def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
