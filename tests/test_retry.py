@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from functools import cache
 
 import pytest
 from hypothesis import given
@@ -103,6 +104,7 @@ def test_any_delta_seconds_is_read_as_is(seconds):
 # --- the backoff ---------------------------------------------------------------------------
 
 
+@cache  # one crawler per schedule: Hypothesis calls it once per example
 def middleware(base: float = 1.0, cap: float = 60.0) -> BackoffRetryMiddleware:
     crawler = get_crawler(
         settings_dict={"RAVEL_RETRY_BACKOFF_BASE": base, "RAVEL_RETRY_BACKOFF_MAX": cap}
