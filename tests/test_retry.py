@@ -5,27 +5,34 @@ In-process, no crawl: the middleware is built from a crawler that never runs.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import cache
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from scrapy import Request
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.utils.test import get_crawler
 from twisted.internet import error as tx_error
 
 from ravelscraper import settings as project_settings
+from ravelscraper.downloadermiddlewares import retry as retry_module
 from ravelscraper.downloadermiddlewares.retry import (
     BackoffRetryMiddleware,
+    HostUnreachable,
     host_of,
     retry_after_seconds,
     unreachable_cause,
 )
+from ravelscraper.spiders.ravel import RavelSpider
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 URL = "http://127.0.0.1:1/download/item/a.mp3"
@@ -181,3 +188,94 @@ def test_host_of_names_host_and_port_never_the_credentials():
     assert host_of("http://user:secret@example.org:8080/x") == "example.org:8080"
     assert host_of("https://archive.org/download/x") == "archive.org"
     assert host_of("http://evil\x1b.org/") == "evil\\x1b.org"  # escaped for the log
+
+
+# --- the middleware: waits, and offline fail-fast ------------------------------------------
+
+
+class Engine:
+    """The engine as stop_crawl uses it: closing the spider, with a reason."""
+
+    def __init__(self) -> None:
+        self.closed: list[str] = []
+
+    async def close_spider_async(self, reason: str) -> None:
+        self.closed.append(reason)
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The middleware's waits, recorded instead of slept."""
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    monkeypatch.setattr(retry_module, "asyncio", SimpleNamespace(sleep=sleep))
+    return waited
+
+
+def running_middleware(**settings: object) -> BackoffRetryMiddleware:
+    crawler = get_crawler(
+        RavelSpider,
+        {
+            "RAVEL_RETRY_BACKOFF_BASE": 1.0,
+            "RAVEL_RETRY_BACKOFF_MAX": 60.0,
+            "RETRY_TIMES": 2,
+            **settings,
+        },
+    )
+    crawler.spider = RavelSpider.from_crawler(crawler)
+    crawler.engine = Engine()
+    crawler.stats.open_spider()
+    return BackoffRetryMiddleware.from_crawler(crawler)
+
+
+def test_a_retried_response_waits_its_backoff_first(waits):
+    mw = running_middleware()
+    request = retry(1)
+    retried = asyncio.run(mw.process_response(request, answer(b"5")))
+    assert isinstance(retried, Request) and retried.meta["retry_times"] == 2
+    assert waits == [5.0]  # Retry-After beat the 2 s backoff
+    assert mw.crawler.stats.get_value("ravel/retry_wait_seconds") == 5.0
+    ok = Response(URL, status=200)
+    assert asyncio.run(mw.process_response(retry(0), ok)) is ok and waits == [5.0]
+
+
+def test_a_host_that_cannot_be_reached_before_anything_answered_stops_the_crawl(waits):
+    mw = running_middleware()
+    first = asyncio.run(mw.process_exception(retry(None), tx_error.DNSLookupError()))
+    assert isinstance(first, Request) and waits == [1.0]  # retried once
+    with pytest.raises(HostUnreachable) as stopped:
+        asyncio.run(mw.process_exception(first, tx_error.DNSLookupError()))
+    message = str(stopped.value)
+    assert message.startswith("cannot reach 127.0.0.1:1: its name does not resolve")
+    assert mw.crawler.stats.get_value("ravel/error") == message
+    assert mw.crawler.engine.closed == ["archive_unreachable"] and waits == [1.0]
+    with pytest.raises(HostUnreachable):  # every later request is dropped at once
+        mw.process_request(Request("http://127.0.0.1:2/other"))
+
+
+def test_once_anything_answered_the_same_error_is_only_retried(waits):
+    mw = running_middleware()
+    asyncio.run(mw.process_response(retry(0), Response(URL, status=200)))
+    retried = asyncio.run(mw.process_exception(retry(1), tx_error.ConnectionRefusedError()))
+    assert isinstance(retried, Request) and waits == [2.0]
+    assert mw.offline is None and not mw.crawler.engine.closed
+
+
+def test_an_unavailable_robots_txt_is_one_warning_and_the_crawl_goes_on(waits, caplog):
+    mw = running_middleware()
+    mw.answered = True
+    robots = Request("http://127.0.0.1:1/robots.txt", meta={"dont_obey_robotstxt": True})
+    robots.meta["retry_times"] = 2  # its retries are used up
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(IgnoreRequest, match=r"robots\.txt unavailable"),
+    ):
+        asyncio.run(mw.process_exception(robots, tx_error.TCPTimedOutError()))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "robots.txt of 127.0.0.1:1 unavailable (TCPTimedOutError); going on without it"
+    ]
+    assert not waits and mw.offline is None
