@@ -240,15 +240,18 @@ def test_renew_extends_running_transfers_and_forgets_the_lost(clock):
     middleware = cap(places, DOWNLOAD_TIMEOUT=100)
     middleware.renew()
     assert not places.renewed  # nothing held: no call
-    old, new = Request(URL), Request(URL)
+    old, slow, new = Request(URL), Request(URL), Request(URL)
     take(middleware, old)
-    clock.now += 100 + 60 + 1  # older than any download may last
+    clock.now += 2
+    take(middleware, slow)
+    clock.now += 100 + 59  # slow: DOWNLOAD_TIMEOUT + 59 s; old: 1 s more than + 60 s
     take(middleware, new)
     middleware.renew()
-    assert places.renewed == [(60_000, [middleware.held[id(new)][0]])]
-    assert id(old) not in middleware.held
+    tokens = [middleware.held[id(r)][0] for r in (slow, new)]
+    assert places.renewed == [(60_000, tokens)]
+    assert id(old) not in middleware.held  # lost track of: it expires by itself
     clock.now += 100 + 60 + 1
-    middleware.renew()  # the last one lost too: nothing to renew
+    middleware.renew()  # the others lost too: nothing to renew
     assert len(places.renewed) == 1 and not middleware.held
 
 
