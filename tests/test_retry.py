@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import cache
@@ -54,7 +56,16 @@ def test_retry_after_as_seconds(header, seconds):
     assert retry_after_seconds(header, NOW) == seconds
 
 
-def test_retry_after_as_an_http_date_counts_from_now():
+@pytest.fixture
+def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_retry_after_as_an_http_date_counts_from_now(local_time_not_utc):
     later = format_datetime(NOW + timedelta(seconds=90), usegmt=True).encode()
     assert retry_after_seconds(later, NOW) == 90.0
     # A date without a zone ("-0000") is taken as UTC, not as local time.
