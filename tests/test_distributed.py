@@ -392,3 +392,42 @@ def test_an_s3_store_serves_a_fleet_with_md5_checks(archive, fleet, tmp_path):
         assert body.read() == archive.file_bytes("s3-item", "track03.mp3")
     finally:
         moto.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("acl-evalsha", "NoPermissionError: this user has no permissions to run the 'evalsha'"),
+        ("acl-scripting", "no permissions to run the 'evalsha'"),
+        ("oom", "OutOfMemoryError: command not allowed when used memory > 'maxmemory'"),
+    ],
+)
+def test_redis_refusing_the_nodes_commands_at_start_is_one_line_and_exit_1(
+    archive, tmp_path, case, expected
+):
+    """Issue 18 (8): an ACL without EVALSHA/EVAL, or Redis out of memory, when a node joins:
+    4 to 6 tracebacks, now one ERROR line."""
+    with RedisServer(databases=1) as server, server.client() as admin:
+        url = server.url(0)
+        if case.startswith("acl"):
+            denied = "-evalsha" if case == "acl-evalsha" else "-@scripting"
+            admin.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"],
+                              channels=["*"], commands=["+@all", denied])  # fmt: skip
+            url = f"redis://limited:pw@127.0.0.1:{server.port}/0"
+        else:
+            admin.config_set("maxmemory", 1)  # every write that needs memory is refused
+        done = subprocess.run(
+            crawl_command("-a", f"url={archive.details_url('bulk-40')}", store=tmp_path),
+            cwd=ROOT,
+            env=crawl_env(REDIS_URL=url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    log = done.stdout + done.stderr
+    problems = [line for line in log.splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
+    assert done.returncode == 1, log[-3000:]
+    assert len(problems) == 1 and expected in problems[0], log[-3000:]
+    assert "Traceback" not in log and "pw@" not in log
+    assert archive.stats()["log"] == []  # nothing was fetched

@@ -23,7 +23,7 @@ from weakref import WeakKeyDictionary
 from scrapy import Spider
 from scrapy.crawler import Crawler
 
-from ravelscraper.distributed.connection import FleetUnavailable, connect
+from ravelscraper.distributed.connection import FleetUnavailable, connect, scrub
 from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
@@ -163,6 +163,8 @@ class Fleet:
 
     def open(self, spider: Spider, serializer: Any) -> ReliableQueue:
         """Connect and build the queue; raises FleetUnavailable (one line, no password)."""
+        from redis import RedisError
+
         try:
             keys = JobKeys.for_prefix(job_prefix(self.settings.prefix, spider.name))
         except BadPrefix as exc:
@@ -174,8 +176,22 @@ class Fleet:
         self.queue = ReliableQueue(
             spider, serializer, data=self.data, origins=AllowedOrigins.for_spider(spider)
         )
-        self.data.heartbeat(int(self.settings.node_ttl * 1000))
+        try:
+            self.data.heartbeat(int(self.settings.node_ttl * 1000))
+        except RedisError as exc:  # e.g. an ACL without EVALSHA, or Redis out of memory
+            raise FleetUnavailable(refused(self.where, exc, self.crawler.settings)) from None
         return self.queue
+
+
+def refused(where: str, exc: Exception, settings: Any) -> str:
+    """One line for a command Redis refused (NOPERM, OOM...): its own words, no password."""
+    said = scrub(str(exc), str(settings.get("REDIS_URL") or ""))[:300]
+    hint = ""
+    if said.startswith("command not allowed when used memory"):
+        hint = "; Redis is out of memory (maxmemory): free some or raise it"
+    elif "no permissions" in said:
+        hint = "; the Redis user needs EVAL, EVALSHA and the commands on the job's keys"
+    return f"Redis at {where} refused this node's commands ({type(exc).__name__}: {said}){hint}"
 
 
 def check_key_types(client: Any, keys: JobKeys) -> None:
