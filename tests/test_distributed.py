@@ -431,3 +431,38 @@ def test_redis_refusing_the_nodes_commands_at_start_is_one_line_and_exit_1(
     assert len(problems) == 1 and expected in problems[0], log[-3000:]
     assert "Traceback" not in log and "pw@" not in log
     assert archive.stats()["log"] == []  # nothing was fetched
+
+
+@pytest.mark.slow
+def test_status_escapes_what_redis_holds_and_shows_malformed_counters(fleet):
+    """Issue 18 (9): identifiers and node names from Redis reached the terminal raw (a screen
+    clear, colours, a forged ERROR line); counters written by hand were shown as numbers."""
+    hostile = "\x1b[2Jclear\n[ERROR]\tforged\x07"
+    redis = fleet.redis
+    redis.hset("ravel:items", hostile, "listed")
+    redis.hset("ravel:tally", mapping={f"listed:{hostile}": 2, "listed": "-3", "verified": "1e3"})
+    redis.hset("ravel:counters", "acked", "0x10")
+    redis.zadd("ravel:nodes", {"\x1b[31mred-node": time.time() * 1000 + 60_000})
+
+    text = scrapy_fleet(fleet.url, "status")
+    assert text.returncode == 0, text.stderr
+    out = text.stdout
+    assert "\x1b" not in out and "\x07" not in out, out
+    assert not any(line.startswith("[ERROR]") for line in out.splitlines()), out
+    assert "\\x1b[2Jclear\\n[ERROR]" in out and "\\x1b[31mred-node" in out
+    all_items = next(line for line in out.splitlines() if "all items" in line)
+    assert all_items.split()[2:] == ["?", "?", "0", "?"], all_items  # listed verified failed
+    assert "-3" not in all_items and "1000" not in all_items
+    malformed = next(line for line in out.splitlines() if line.startswith("malformed counters"))
+    for shown in ("ravel:tally listed='-3'", "ravel:tally verified='1e3'", "acked='0x10'"):
+        assert shown in malformed, malformed
+
+    state = json.loads(scrapy_fleet(fleet.url, "status", "--json").stdout)
+    assert state["files"] == {"listed": None, "verified": None, "failed": 0, "pending": None}
+    assert state["acked"] is None
+    assert set(state["malformed"]) == {
+        "ravel:tally listed",
+        "ravel:tally verified",
+        "ravel:counters acked",
+    }
+    assert state["items"][hostile]["listed"] == 2  # JSON escapes it; the value is intact
