@@ -86,7 +86,8 @@ class Fleet:
         self.stopped = False  # the node gave up on Redis: the crawl is closing
         self.on_heartbeat: list[Callable[[], None]] = []  # e.g. renewing fleet-cap leases
         self.scheduler: Any = None  # the RavelScheduler: it holds this node's leases
-        self.run_seen = 0  # the highest run id this node saw; a smaller one means data loss
+        self.run_seen = 0  # the highest run id this node saw (for the messages)
+        self.ledger_seen = ""  # the ledger token of the runs this node saw (RunLedger.token)
         self.joined = monotonic()
 
     @classmethod
@@ -158,8 +159,16 @@ class Fleet:
     def connected(self) -> bool:
         return self.queue is not None
 
-    def joined_run(self, run: int) -> None:
-        self.run_seen = max(self.run_seen, run)
+    def joined_run(self, run: int, ledger: str) -> None:
+        """This node saw run ``run`` of ledger ``ledger``. The first ledger seen is kept: a
+        later run of another ledger (the data was lost, then a run opened again) is reported
+        by the coordinator (``FleetCoordinator.data_lost``)."""
+        if not ledger:
+            return
+        if not self.ledger_seen:
+            self.ledger_seen = ledger
+        if ledger == self.ledger_seen:
+            self.run_seen = max(self.run_seen, run)
 
     def open(self, spider: Spider, serializer: Any) -> ReliableQueue:
         """Connect and build the queue; raises FleetUnavailable (one line, no password)."""

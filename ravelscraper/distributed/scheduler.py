@@ -150,7 +150,7 @@ class RavelScheduler(BaseScheduler):
             self.data = self.fleet.data
             try:
                 if not self.fleet.settings.wait_for_work:
-                    self.fleet.joined_run(self.data.ledger.open_run())
+                    self.fleet.joined_run(*self.data.ledger.open_run())
                 state = self.data.snapshot()
             except RedisError as error:
                 raise FleetUnavailable(
@@ -203,7 +203,7 @@ class RavelScheduler(BaseScheduler):
         owner = owner_of(request)
         try:
             if owner.startswith("item:"):  # a job: it belongs to an open run
-                self.fleet.joined_run(self.data.ledger.open_run())
+                self.fleet.joined_run(*self.data.ledger.open_run())
             pushed = self.queue.push(request, fingerprint, owner)
         except RedisError as exc:
             if self.fleet.redis_failed(exc):

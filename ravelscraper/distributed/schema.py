@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -45,8 +46,10 @@ class JobKeys:
     fleetcap_waiting: str  # ZSET waiting token -> expiry (ms): a killed node's tickets lapse
     fleetcap_seq: str  # INCR: tickets
     # --- the ledger of the current run ---
-    run: str  # HASH id, state (open|closed), opened, closed (ms): the current run
-    runs: str  # INCR: run ids; a smaller id than a node saw means the data was lost
+    run: str  # HASH id, state (open|closed), opened, closed (ms), ledger: the current run
+    # (ledger: a random token, drawn when a run opens without a previous one and kept by the
+    # runs after it; a node that finds another token, or none, than it saw: the data was lost)
+    runs: str  # INCR: run ids, for people (they start again at 1 after a FLUSHDB)
     files: str  # HASH "<identifier>/<name>" -> pending | verified | failed
     names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide
     failures: str  # HASH path -> why the file failed
@@ -384,20 +387,26 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2]), redis.call('L
 """
 )
 
-# Open a run unless one is open: the previous run's ledger is cleared. -> the run's id
-# KEYS run runs files names failures items tally owners activity item_records / ARGV node
+# Open a run unless one is open: the previous run's ledger is cleared. The run keeps the
+# previous run's ledger token; with none (a new job, or its data lost) it takes ARGV[2], a
+# random one. KEYS run runs files names failures items tally owners activity item_records
+# ARGV node token -> {the run's id, its ledger token}
 OPEN_RUN = (
     NOW_MS
     + """
 redis.call('SET', KEYS[9], now)
+local ledger = redis.call('HGET', KEYS[1], 'ledger')
+if not ledger or ledger == '' then ledger = ARGV[2] end
 if redis.call('HGET', KEYS[1], 'state') == 'open' then
-  return tonumber(redis.call('HGET', KEYS[1], 'id')) or 0
+  redis.call('HSET', KEYS[1], 'ledger', ledger)
+  return {tonumber(redis.call('HGET', KEYS[1], 'id')) or 0, ledger}
 end
 local id = incr(KEYS[2], 1)
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10])
-redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1])
+redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1],
+           'ledger', ledger)
 redis.call('HDEL', KEYS[1], 'closed', 'closed_by')
-return id
+return {id, ledger}
 """
 )
 
@@ -680,27 +689,32 @@ class RunLedger:
             },
         )
 
-    def open_run(self) -> int:
-        """The id of the open run, opening a new one (with an empty ledger) if none is."""
+    def open_run(self) -> tuple[int, str]:
+        """The id and ledger token of the open run, opening a new one (with an empty ledger)
+        if none is. The token is the previous run's, or a new random one (uuid4) when there
+        is no previous run: after a FLUSHDB run 1 comes again, its token never does."""
         k = self.keys
-        return int(
-            self.scripts(
-                "open_run",
-                [
-                    k.run,
-                    k.runs,
-                    k.files,
-                    k.names,
-                    k.failures,
-                    k.items,
-                    k.tally,
-                    k.owners,
-                    k.activity,
-                    k.item_records,
-                ],
-                [self.node],
-            )
+        found = self.scripts(
+            "open_run",
+            [
+                k.run,
+                k.runs,
+                k.files,
+                k.names,
+                k.failures,
+                k.items,
+                k.tally,
+                k.owners,
+                k.activity,
+                k.item_records,
+            ],
+            [self.node, uuid.uuid4().hex],
         )
+        return int(found[0]), text(found[1])
+
+    def token(self) -> str:
+        """The ledger token of the current run ("" if there is no run)."""
+        return text(self.client.hget(self.keys.run, "ledger") or b"")
 
     def list_files(
         self, identifier: str, files: list[tuple[str, str, int]], record: str = ""
