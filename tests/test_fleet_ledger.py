@@ -390,3 +390,26 @@ def test_a_flush_before_a_search_page_is_answered_is_reported_never_a_new_run_1(
     assert "Traceback" not in node.log
     assert not node.lines("closed: ")  # no run was closed as if nothing had happened
     print(f"\n[ledger] flushed mid-search: {len(list(store.rglob('*.mp3')))} of 6 files stored")
+
+
+@pytest.mark.slow
+def test_an_item_list_entry_on_a_foreign_origin_fails_the_run(archive, fleet, tmp_path):
+    """Issue 18 (6): a fleet node's `-a items=` list naming a details page on an origin the
+    fleet does not allow: the queue entry was rejected, and the run closed "1 of 1 files
+    verified" with exit 0. A rejected entry of the run is its job's failure: exit 1, and the
+    reason is in `scrapy fleet status`."""
+    archive.configure({"items": {"near-1": {"count": 1}}})
+    with TinyArchive({"far": [metadata_entry("far", "a.mp3")]}) as tiny:
+        listed = tmp_path / "items.txt"
+        listed.write_text(f"near-1\n{tiny.details_url('far')}\n")
+        store = tmp_path / "store"
+        node = fleet.start("-a", f"items={listed}", store=store, RAVEL_ORIGIN=archive.archive)
+        fleet.wait(timeout=60)
+    assert node.returncode == 1, node.log[-3000:]
+    assert "Traceback" not in node.log
+    assert verified(store, archive, "near-1") == 1
+    closing = node.lines("[fleet] run 1 closed")
+    assert closing and "[ERROR]" in closing[0] and "'far'" in closing[0], node.log[-3000:]
+    state = fleet_status(fleet.url)
+    assert "is not allowed" in state["items"]["far"]["error"], state["items"]
+    assert "far" in scrapy_fleet(fleet.url, "status").stdout

@@ -99,9 +99,33 @@ def test_reject_records_the_reason(client, keys):
     data = node(client, keys)
     data.push(b"bad", 0, "", "file:a/x.mp3")
     entry_id, _ = data.pop(1000)
-    data.reject(entry_id, "not JSON")
+    assert data.reject(entry_id, "not JSON") == ""  # its file is not in the ledger
     assert client.hget(keys.rejected, entry_id) == b"not JSON"
     assert not client.hexists(keys.payloads, entry_id) and client.hlen(keys.owners) == 0
+
+
+def test_a_rejected_entry_of_the_run_fails_its_file_or_job_once(client, keys):
+    """Issue 18 (6): a rejected entry of the run's work is its file's or job's failure."""
+    data = node(client, keys)
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    owners = ["file:a/x.mp3", "item:far", "search:collection:c", "item:far", ""]
+    for owner in owners:
+        data.push(b"{}", 0, "", owner)
+    outcomes = []
+    for _ in owners:
+        entry_id, _ = data.pop(1000)
+        outcomes.append(data.reject(entry_id, "host of 'x' is not allowed"))
+    assert outcomes == ["file", "job", "job", "", ""]  # a job fails once; no owner: forged
+    assert data.strings(keys.files) == {"a/x.mp3": "failed"}
+    assert data.ledger.failures()[0] == [("a/x.mp3", "rejected: host of 'x' is not allowed")]
+    failed = dict(data.ledger.failed_items()[0])
+    assert failed == {
+        "far": "rejected: host of 'x' is not allowed",
+        "search:collection:c": "rejected: host of 'x' is not allowed",
+    }
+    state = data.snapshot()
+    assert (state["failed"], state["jobs_failed"], state["rejected"]) == (1, 2, 5)
+    assert data.strings(keys.items)["a"] == "done"  # its last file settled the item
 
 
 def test_list_files_pends_each_name_once_and_refuses_case_twins(client, keys):

@@ -282,4 +282,6 @@ class RavelScheduler(BaseScheduler):
     def reject(self, entry_id: str, reason: str) -> None:
         logger.error(f"[fleet] rejected queue entry {entry_id[:40]!r}: {reason}")
         self.stats.inc_value("ravel/entries_rejected")
-        self.data.reject(entry_id, reason)
+        failed = self.data.reject(entry_id, reason)
+        if failed:  # an entry of the run's work: its file or job failed in the ledger
+            self.stats.inc_value("ravel/files_failed" if failed == "file" else "ravel/jobs_failed")
