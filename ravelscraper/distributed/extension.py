@@ -81,9 +81,10 @@ class FleetCoordinator:
                 self.heartbeat()
                 if self.closed:
                     return
+                self.fleet.recovered(wrote=True)  # the heartbeat writes
             self.start_urls.take()
             self.publish(self.data.snapshot())
-            self.fleet.recovered()
+            self.fleet.recovered()  # reads: the end of an outage, unless writes were refused
         except RedisError as exc:
             if self.fleet.redis_failed(exc):
                 self.closed = True

@@ -83,6 +83,9 @@ class Fleet:
         self.queue: ReliableQueue | None = None
         self.error: str | None = None  # why Redis cannot be used, once open() failed
         self.down_since: float | None = None  # first failed call of the current outage
+        # Redis answered but refused a command (out of memory, no permission...): reads that
+        # work don't end that outage, only a write does (see recovered)
+        self.writes_refused = False
         self.stopped = False  # the node gave up on Redis: the crawl is closing
         self.on_heartbeat: list[Callable[[], None]] = []  # e.g. renewing fleet-cap leases
         self.scheduler: Any = None  # the RavelScheduler: it holds this node's leases
@@ -111,8 +114,12 @@ class Fleet:
         A restart of Redis (with persistence, as the README advises) is ridden out: the node
         keeps its leases and transfers, and carries on when Redis answers again.
         """
+        from redis import ResponseError
+
         if self.stopped:
             return True
+        if isinstance(exc, ResponseError):
+            self.writes_refused = True
         if is_wrong_type(exc):  # no waiting cures a key of the wrong type
             prefix = self.keys.prefix if self.keys else "?"
             self.give_up(
@@ -144,14 +151,18 @@ class Fleet:
         else:  # not started, or already closing: there is no crawl left to stop
             report_fatal(self.crawler, message)
 
-    def recovered(self) -> None:
-        """A Redis call succeeded: the outage, if any, is over."""
-        if self.down_since is not None and not self.stopped:
-            logger.info(
-                f"[fleet] Redis at {self.where} answers again after "
-                f"{monotonic() - self.down_since:.1f} s"
-            )
-            self.down_since = None
+    def recovered(self, wrote: bool = False) -> None:
+        """A Redis call succeeded (``wrote``: one that writes): the outage, if any, is over.
+        Not when Redis refused commands (out of memory...) and this one only read: reads
+        work then, and must not reset the grace period while every write fails."""
+        if self.down_since is None or self.stopped or (self.writes_refused and not wrote):
+            return
+        logger.info(
+            f"[fleet] Redis at {self.where} answers again after "
+            f"{monotonic() - self.down_since:.1f} s"
+        )
+        self.down_since = None
+        self.writes_refused = False
 
     # --- joining ---------------------------------------------------------------------------
 
