@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+import redis
 
 from tests.fakearchive import max_simultaneous
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
@@ -466,3 +467,44 @@ def test_status_escapes_what_redis_holds_and_shows_malformed_counters(fleet):
         "ravel:counters acked",
     }
     assert state["items"][hostile]["listed"] == 2  # JSON escapes it; the value is intact
+
+
+@pytest.mark.parametrize(
+    ("failure", "a_read_ends_it"),
+    [
+        (redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), False),
+        (redis.exceptions.NoPermissionError("no permissions to run the 'evalsha' command"), False),
+        (redis.ConnectionError("Connection refused"), True),  # a restart: any answer ends it
+    ],
+)
+def test_only_a_write_ends_an_outage_of_refused_commands(monkeypatch, failure, a_read_ends_it):
+    """Issue 18 (5), the rule: while Redis refuses writes, reads that work don't reset the
+    grace period (RAVEL_REDIS_GRACE); a write that works does."""
+    from scrapy.utils.test import get_crawler
+
+    from ravelscraper.distributed import fleet as fleet_module
+    from ravelscraper.spiders.ravel import RavelSpider
+
+    clock = [100.0]
+    monkeypatch.setattr(fleet_module, "monotonic", lambda: clock[0])
+    crawler = get_crawler(RavelSpider, {"RAVEL_REDIS_GRACE": 10})
+    given_up: list[str] = []  # no crawl to stop here: the messages it would stop with
+    monkeypatch.setattr(fleet_module.Fleet, "give_up", lambda _, message: given_up.append(message))
+    fleet = fleet_module.Fleet(crawler)
+
+    assert fleet.redis_failed(failure) is False  # within the grace: carry on
+    clock[0] += 6
+    fleet.recovered()  # a read worked
+    assert (fleet.down_since is None) is a_read_ends_it
+    clock[0] += 6
+    assert fleet.redis_failed(failure) is (not a_read_ends_it)  # 12 s of failing writes
+    if a_read_ends_it:
+        return
+    assert len(given_up) == 1 and type(failure).__name__ in given_up[0]
+    again = fleet_module.Fleet(crawler)
+    assert again.redis_failed(failure) is False
+    clock[0] += 6
+    again.recovered(wrote=True)  # a write worked: the outage is over
+    assert again.down_since is None
+    clock[0] += 6
+    assert again.redis_failed(failure) is False  # a new outage, a new grace period
