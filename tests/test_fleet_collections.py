@@ -210,5 +210,6 @@ def test_a_pushed_collection_redis_cannot_queue_stays_and_the_node_exits_1(route
         ]
         status = scrapy_fleet(group.url, "status")
         assert "1 start URLs waiting" in status.stdout, status.stdout + status.stderr
+        assert 'start URL waiting: {"collection": "oom3"}' in status.stdout, status.stdout
         group.redis.config_set("maxmemory", 0)
     assert routes.routes()["scrape"] == 1  # oom3's page was never asked for

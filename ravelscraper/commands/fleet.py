@@ -17,12 +17,13 @@ from scrapy.exceptions import UsageError
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
 from ravelscraper.archive.names import shown
-from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix, text
 from ravelscraper.extensions import redact
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset")
 MAX_ITEM_ROWS = 50  # items shown by `status` (unfinished and failed ones first)
+MAX_START_URL_ROWS = 5  # start URLs shown by `status` (the first ones waiting)
 # The snapshot's counters that are hand-writable fields of <prefix>:tally / <prefix>:counters.
 TALLY_FIELDS = ("listed", "verified", "failed", "bytes_listed", "bytes_verified", "jobs_failed")
 COUNTER_FIELDS = ("acked", "reclaimed")
@@ -266,6 +267,11 @@ def status_data(data: JobData) -> dict[str, Any]:
         "queued": state["queued"],
         "inflight": state["inflight"],
         "start_urls": state["start_urls"],
+        # the first ones waiting, as pushed (a job no node could queue yet stays there)
+        "start_url_entries": [
+            text(raw)[:300]
+            for raw in data.client.lrange(keys.start_urls, 0, MAX_START_URL_ROWS - 1)
+        ],
         "live_nodes": len(live_nodes),
         "nodes": live_nodes,  # the live ones: an expired node is not listed
         "acked": state["acked"],
@@ -342,6 +348,8 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
         f"queue: {data['queued']} entries waiting, {data['inflight']} in progress, "
         f"{data['start_urls']} start URLs waiting"
     )
+    for entry in data["start_url_entries"]:
+        print(f"  start URL waiting: {shown(entry)}")
     print(
         f"live nodes: {data['live_nodes']}"
         + (f" ({', '.join(shown(n) for n in data['nodes'])})" if data["nodes"] else "")
