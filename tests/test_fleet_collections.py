@@ -24,6 +24,8 @@ CONFIG = {
         "mix": {"members": [RAVEL, SAMPLES_ONLY]},
         "oom2": {"items": 2, "files": 1, "size": 1500},
         "oom3": {"items": 3, "files": 1, "size": 1500},
+        "full": {"items": 4, "files": 1, "size": 16384},
+        "paged": {"items": 3, "files": 1, "size": 1500},
     }
 }
 
@@ -213,3 +215,55 @@ def test_a_pushed_collection_redis_cannot_queue_stays_and_the_node_exits_1(route
         assert 'start URL waiting: {"collection": "oom3"}' in status.stdout, status.stdout
         group.redis.config_set("maxmemory", 0)
     assert routes.routes()["scrape"] == 1  # oom3's page was never asked for
+
+
+def test_redis_full_while_listing_is_one_error_line_and_a_rerun_completes(routes, tmp_path):
+    """What held in issue 18, kept: `maxmemory` reached while a node lists a collection."""
+    store = tmp_path / "store"
+    routes.configure({"bandwidth": 16384})  # a second per file
+    settings = {**FAST_LISTING, **routes_origin(routes), "CONCURRENT_REQUESTS_PER_DOMAIN": 1}
+    with RedisServer(databases=1) as server, NodeGroup.on(server, tmp_path) as group:
+        first = group.start("-a", "collection=full", store=store, RAVEL_REDIS_GRACE=3, **settings)
+        wait_for(first, "[download finished]")
+        group.redis.config_set("maxmemory", 1)
+        group.wait(timeout=60)
+        assert first.returncode == 1, first.log[-3000:]
+        errors = first.lines("[ERROR]")
+        assert len(errors) == 1 and "OutOfMemoryError" in errors[0], first.log[-3000:]
+        assert "Traceback" not in first.log
+
+        group.redis.config_set("maxmemory", 0)
+        routes.configure({"bandwidth": None})
+        again = group.start("-a", "collection=full", store=store, **settings)
+        group.wait(timeout=90)
+        assert_clean(again)
+        assert len(stored_files(store)) == 4
+        state = group.queue_state()
+        assert state["files"] == {"listed": 4, "verified": 4, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_the_node_paging_a_search_stopped_mid_page_loses_nothing(routes, fleet, tmp_path, how):
+    """What held in issue 18, kept: SIGKILL or SIGTERM of the node that holds a search page;
+    another node takes the page over and mirrors the collection."""
+    scrape = "/services/search/v1/scrape"
+    routes.configure(
+        {"faults": [{"kind": "stall", "host": "archive", "match": scrape, "stall": 5}]}
+    )
+    store = tmp_path / "store"
+    settings = {**FAST_LISTING, **routes_origin(routes)}
+    first = fleet.start("-a", "collection=paged", store=store, **settings)
+    deadline = time.monotonic() + 30
+    while not routes.stats()["faults_fired"]:  # the page is half sent, then stalls
+        assert time.monotonic() < deadline and first.process.poll() is None, first.log[-3000:]
+        time.sleep(0.05)
+    first.process.send_signal(how)
+    assert first.process.wait(timeout=30) == (-9 if how == signal.SIGKILL else 1)
+    first.exited = time.time()
+    second = fleet.start("-a", "collection=paged", store=store, **settings)
+    fleet.wait(timeout=90)
+    assert_clean(second)
+    assert len(stored_files(store)) == 3
+    state = fleet.queue_state()
+    assert state["files"] == {"listed": 3, "verified": 3, "failed": 0, "pending": 0}
+    assert state["item_counts"]["done"] == 3
