@@ -4,7 +4,9 @@ the job's data, and the node's one policy when Redis fails.
 The scheduler, the coordinator (extension) and the fleet cap all report a failed Redis call
 to :meth:`Fleet.redis_failed`: within ``RAVEL_REDIS_GRACE`` the node carries on (a restart
 of Redis, with persistence, is ridden out); past it, or at once for a key of the wrong type,
-the crawl stops with one ERROR line and reason ``redis_unavailable`` (exit 1).
+the crawl stops with one ERROR line and reason ``redis_unavailable`` (exit 1). Redis refusing
+commands (out of memory under ``maxmemory``, an ACL) is failing until a write works again:
+reads that work meanwhile don't end it.
 """
 
 from __future__ import annotations
