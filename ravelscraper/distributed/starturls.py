@@ -139,6 +139,9 @@ class StartUrlFeed:
         self.crawler = crawler
         self.fleet = fleet
         self.max_start_url_bytes = crawler.settings.getint("RAVEL_MAX_START_URL_BYTES")
+        # Start URLs whose requests Redis refused to queue (they wait in the scheduler's
+        # ``unsent``): they stay in the list until those are queued.
+        self.queued_later: list[bytes] = []
 
     def take(self) -> int:
         """Queue the details pages pushed onto ``<prefix>:start_urls`` (removed once queued)."""
@@ -147,6 +150,12 @@ class StartUrlFeed:
         keys = data.keys
         assert spider is not None
         taken = 0
+        unsent: list = getattr(self.fleet.scheduler, "unsent", [])
+        while self.queued_later:
+            if unsent:
+                return 0  # not queued yet: take nothing more meanwhile
+            data.start_urls.drop(self.queued_later[0])
+            self.queued_later.pop(0)
         origins = AllowedOrigins.for_spider(spider)
         for _ in range(MAX_START_URLS_PER_TICK):
             head = data.start_urls.take(self.max_start_url_bytes)
@@ -172,8 +181,14 @@ class StartUrlFeed:
             logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url[:300]!r}")
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
+            waiting = len(unsent)
             for request in requests:
                 self.crawler.engine.crawl(request)
             taken += 1
+            if self.fleet.stopped:  # the node gave up on Redis: the start URL stays
+                break
+            if len(unsent) > waiting:  # Redis refused them: kept until it queues them
+                self.queued_later.append(raw)
+                break
             data.start_urls.drop(raw)
         return taken
