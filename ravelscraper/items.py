@@ -24,6 +24,9 @@ class AudioFile:
     size: int | None = None  # bytes, from /metadata
     md5: str | None = None  # from /metadata; None when only the details page was read
     sha1: str | None = None  # from /metadata (all but <id>_files.xml): checked instead of md5
+    # archive.org's modification time (epoch seconds, from /metadata): the stored file's
+    # mtime; None keeps the download time.
+    mtime: int | None = None
     # archive.org rewrites this file (<id>_files.xml, _meta.xml, _reviews.xml): its listed
     # checksum may not match what is served, so a mismatch stores it marked "unverified".
     regenerated: bool = False
@@ -56,6 +59,7 @@ class AudioFile:
             size=file.size,
             md5=file.md5,
             sha1=file.sha1,
+            mtime=file.mtime,
             regenerated=file.regenerated,
             error=file.error,
             file_urls=[url],

@@ -51,6 +51,7 @@ FILE_FIELDS = {
     "size",
     "md5",
     "sha1",
+    "mtime",
 }
 MAX_TEXT = 4096
 
@@ -77,6 +78,8 @@ def file_record(item: AudioFile) -> dict[str, Any]:
         entry["md5"] = item.md5
     if item.sha1 is not None:
         entry["sha1"] = item.sha1
+    if item.mtime is not None:
+        entry["mtime"] = str(item.mtime)
     return {
         "identifier": item.identifier,
         "url": item.url,
@@ -151,6 +154,7 @@ def _item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
         size=remote.size,
         md5=remote.md5,
         sha1=remote.sha1,
+        mtime=remote.mtime,
         regenerated=record["regenerated"],
         error=record["error"] or remote.error,
         file_urls=[url],
