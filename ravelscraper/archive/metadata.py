@@ -363,25 +363,33 @@ def first_string(value: object) -> str:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which files of an item to fetch: by archive.org format and/or file-name globs."""
+    """Which files of an item to fetch: by archive.org format and/or file-name globs, then
+    leaving out the names that match an exclusion (case-insensitive globs too)."""
 
     formats: tuple[str, ...] = ()
     globs: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
 
     @classmethod
-    def from_args(cls, formats: str | None, glob: str | None) -> Selection:
-        return cls(split_list(formats), split_list(glob))
+    def from_args(
+        cls, formats: str | None, glob: str | None, exclude: str | None = None
+    ) -> Selection:
+        return cls(split_list(formats), split_list(glob), split_list(exclude))
 
     @property
     def is_default(self) -> bool:
         return not self.formats and not self.globs
 
     def describe(self) -> str:
+        """The selection in words: also what item records compare (a new exclusion is a new
+        selection)."""
         if self.is_default:
-            return "mp3 (one per recording)"
-        parts = [f"formats {', '.join(self.formats)}" if self.formats else ""]
-        parts.append(f"names {', '.join(self.globs)}" if self.globs else "")
-        return " and ".join(p for p in parts if p)
+            chosen = "mp3 (one per recording)"
+        else:
+            parts = [f"formats {', '.join(self.formats)}" if self.formats else ""]
+            parts.append(f"names {', '.join(self.globs)}" if self.globs else "")
+            chosen = " and ".join(p for p in parts if p)
+        return f"{chosen} except {', '.join(self.excludes)}" if self.excludes else chosen
 
     def choose(self, files: Iterable[RemoteFile]) -> list[RemoteFile]:
         """The files to fetch: never a private one."""
@@ -396,7 +404,7 @@ class Selection:
 
     def wanted(self, files: list[RemoteFile]) -> list[RemoteFile]:
         if self.is_default:
-            return one_mp3_per_recording(files)
+            return [f for f in one_mp3_per_recording(files) if not self.excluded(f.name)]
         formats = {f.casefold() for f in self.formats}
         return [
             f
@@ -405,8 +413,15 @@ class Selection:
         ]
 
     def matches_name(self, name: str) -> bool:
+        """Whether ``name`` matches a glob (any name, without globs) and no exclusion."""
         folded = name.casefold()
-        return not self.globs or any(fnmatchcase(folded, g.casefold()) for g in self.globs)
+        chosen = not self.globs or any(fnmatchcase(folded, g.casefold()) for g in self.globs)
+        return chosen and not self.excluded(name)
+
+    def excluded(self, name: str) -> bool:
+        """Whether ``name`` matches one of the exclusions (case-insensitive)."""
+        folded = name.casefold()
+        return any(fnmatchcase(folded, e.casefold()) for e in self.excludes)
 
 
 def split_list(value: str | None) -> tuple[str, ...]:

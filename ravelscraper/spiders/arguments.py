@@ -1,9 +1,10 @@
 """The spider's ``-a`` arguments: which items to list, and which of their files to take.
 
 One item (``url`` or ``item``), or many (``collection``, ``search`` or ``items``: one of
-them); ``formats`` and ``glob`` choose the files of every item. They are checked when the
-crawl starts, not when the spider is made, so that a bad argument is one ERROR line (the
-spider's ``fail``), not a traceback from Scrapy's spider loader.
+them); ``formats`` and ``glob`` choose the files of every item, ``exclude`` leaves some
+out. They are checked when the crawl starts, not when the spider is made, so that a bad
+argument is one ERROR line (the spider's ``fail``), not a traceback from Scrapy's spider
+loader.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class SpiderArguments:
     item: str | None = argument()  # an item's identifier
     formats: str | None = argument()  # archive.org formats to take, comma-separated
     glob: str | None = argument()  # name patterns to take, comma-separated
+    exclude: str | None = argument()  # name patterns to leave out, after formats and glob
     collection: str | None = argument(many=True)  # a collection's identifier
     search: str | None = argument(many=True)  # an archive.org search
     items: str | None = argument(many=True)  # a file of items, "-" for standard input
@@ -65,7 +67,7 @@ class SpiderArguments:
     @cached_property
     def selection(self) -> Selection:
         """Which files of every item to take."""
-        return Selection.from_args(self.formats, self.glob)
+        return Selection.from_args(self.formats, self.glob, self.exclude)
 
     def check(self) -> None:
         """Raises BadInput for an unknown, an empty argument, or arguments that conflict."""
@@ -81,7 +83,7 @@ class SpiderArguments:
             names = " and ".join(f"-a {name}=" for name in given)
             raise BadInput(
                 f"{names} can't be combined: give one of -a collection=, -a search=, -a items= "
-                "(-a url= or -a item=, -a formats= and -a glob= combine with each)"
+                "(-a url= or -a item=, -a formats=, -a glob= and -a exclude= combine with each)"
             )
 
     @property
