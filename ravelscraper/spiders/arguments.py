@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from ravelscraper.archive.metadata import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
-from ravelscraper.archive.search import collection_query
+from ravelscraper.archive.search import check_since, collection_query, since_query
 
 SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
 
@@ -46,6 +46,7 @@ class SpiderArguments:
     collection: str | None = argument(many=True)  # a collection's identifier
     search: str | None = argument(many=True)  # an archive.org search
     items: str | None = argument(many=True)  # a file of items, "-" for standard input
+    since: str | None = argument()  # YYYY-MM-DD: a collection's or search's items changed since
     # Not arguments: what ``given`` found.
     unknown: tuple[str, ...] = ()  # names the spider does not know (scrapyd's left out)
     empty: tuple[str, ...] = ()  # known names given an empty value
@@ -85,6 +86,13 @@ class SpiderArguments:
                 f"{names} can't be combined: give one of -a collection=, -a search=, -a items= "
                 "(-a url= or -a item=, -a formats=, -a glob= and -a exclude= combine with each)"
             )
+        if self.since is not None:
+            if self.collection is None and self.search is None:
+                raise BadInput(
+                    "-a since= narrows a collection or a search: give it with -a collection= "
+                    "or -a search="
+                )
+            check_since(self.since)
 
     @property
     def many(self) -> bool:
@@ -92,12 +100,16 @@ class SpiderArguments:
         return any(getattr(self, name) is not None for name in MANY)
 
     def query(self) -> str | None:
-        """The archive.org search to page through (None for an item list or one item);
-        raises BadInput for a bad collection identifier."""
+        """The archive.org search to page through (None for an item list or one item),
+        narrowed by ``since``; raises BadInput for a bad collection identifier or date."""
         self.check()
         if self.collection is not None:
-            return collection_query(self.collection.strip())
-        return self.search.strip() if self.search is not None else None
+            query = collection_query(self.collection.strip())
+        elif self.search is not None:
+            query = self.search.strip()
+        else:
+            return None
+        return query if self.since is None else since_query(query, self.since)
 
     @property
     def one_item(self) -> bool:

@@ -30,6 +30,7 @@ from ravelscraper.archive.search import (
     cursor_identifier,
     page_cursor,
     parse_page,
+    query_since,
     read_item_list,
     scrape_url,
 )
@@ -126,6 +127,12 @@ class ManyItems:
             if page.total is not None:
                 self.stats.set_value("ravel/items_total", page.total)
             if not page.items and page.cursor is None:
+                since = query_since(query)
+                if since is not None:  # a nightly -a since= run: nothing changed is normal
+                    self.spider.logger.info(
+                        f"[search] {query!r}: no item was updated since {since}"
+                    )
+                    return
                 hint = f"; is {collection!r} a collection?" if collection else ""
                 fail("no_items", f"no items match the search {query!r}{hint}")
         self.check_page(page.items, cursor, page.cursor, query, collection)
