@@ -42,6 +42,19 @@ class AudioFile:
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def failed_item(self) -> bool:
+        """A row for an item that failed as a whole (no file: ``name`` empty, ``error`` set):
+        it reaches the ``-O`` manifest and nothing else (never downloaded, never counted as a
+        file)."""
+        return not self.name and bool(self.error)
+
+    @classmethod
+    def item_failed(cls, item: ItemLocation, reason: str) -> Self:
+        """The manifest's row for an item of many that can't be listed: its identifier, its
+        details page and why (``[item failed]``)."""
+        return cls(identifier=item.identifier, name="", url=item.details_url, error=reason)
+
     @classmethod
     def listed(cls, item: ItemLocation, file: RemoteFile, metadata: Metadata | None = None) -> Self:
         """A file as the item's listing gives it (``metadata`` fills in album and creator)."""

@@ -210,7 +210,7 @@ class FileEntries:
         files: list[AudioFile] = []
         try:
             async for output in result:
-                if isinstance(output, AudioFile) and not from_entry:
+                if isinstance(output, AudioFile) and not from_entry and not output.failed_item:
                     files.append(output)
                 else:
                     yield output

@@ -130,6 +130,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.transfers.log_unverified()
 
     async def process_item(self, item: AudioFile) -> AudioFile:
+        if item.failed_item:  # an item of many that failed: a manifest row, nothing to fetch
+            return item
         if item.error:  # the spider could not list it as a file to fetch (or store)
             self.file_failed(item.name, item.error, item)
             return item

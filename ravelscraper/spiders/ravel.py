@@ -155,7 +155,7 @@ class RavelSpider(scrapy.Spider):
         """The details page fetched again because /metadata was unavailable."""
         yield from self.from_page(item, self.listing.page_links(response, item), fingerprint)
 
-    def page_links_failed(self, failure: Failure) -> None:
+    def page_links_failed(self, failure: Failure) -> Iterator[AudioFile]:
         if stopping(failure):
             return
         item = failure.request.cb_kwargs["item"]
@@ -164,7 +164,7 @@ class RavelSpider(scrapy.Spider):
             f"and the details page failed too ({failure.getErrorMessage()!r})"
         )
         fingerprint = failure.request.cb_kwargs.get("fingerprint")
-        self.many.refused(item, fingerprint, ListingRefused("metadata_failed", message))
+        yield self.many.refused(item, fingerprint, ListingRefused("metadata_failed", message))
 
     # --- /metadata: the authoritative file list ----------------------------------------
 
@@ -174,7 +174,7 @@ class RavelSpider(scrapy.Spider):
         try:
             files = self.listing.from_metadata(item, response.body)
         except ListingRefused as exc:
-            self.many.refused(item, fingerprint, exc)
+            yield self.many.refused(item, fingerprint, exc)
             return
         yield from self.announce(files, verified=True, fingerprint=fingerprint)
 
@@ -208,7 +208,7 @@ class RavelSpider(scrapy.Spider):
         try:
             files = self.listing.from_page(item, page_names)
         except ListingRefused as exc:
-            self.many.refused(item, fingerprint, exc)
+            yield self.many.refused(item, fingerprint, exc)
             return
         yield from self.announce(files, verified=False, fingerprint=fingerprint)
 
