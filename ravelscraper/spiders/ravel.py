@@ -48,7 +48,8 @@ class RavelSpider(scrapy.Spider):
     """Finds the files of archive.org items and hands them to FilesPipeline.
 
     Arguments (``-a``, see ``ravelscraper.spiders.arguments``): ``url`` or ``item``, or
-    ``collection``, ``search`` or ``items``; ``formats`` and/or ``glob``.
+    ``collection``, ``search`` or ``items`` (``since`` narrows a collection or a search);
+    ``formats`` and/or ``glob``, then ``exclude``.
 
     For one item, ``/metadata`` and the details page are fetched together. ``/metadata``
     decides; the details page's links are used only when ``/metadata`` is unavailable (a
