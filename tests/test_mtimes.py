@@ -18,6 +18,7 @@ from ravelscraper.distributed.entries import file_record, item_from_record
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.records import FileRecord, quick_match, read_record, write_record
+from ravelscraper.stores.ftp import set_remote_mtime
 from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import get_item
 from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
@@ -229,3 +230,25 @@ def test_an_ftp_file_gets_the_mtime_through_mfmt(archive, tmp_path):
                 assert answer == f"213 {wanted}"
     for name in RAVEL_MP3S:  # the same file, seen from the server's disk
         assert (home / "mirror" / RAVEL / name).stat().st_mtime == listed_mtime(name)
+
+
+class FakeFTP:
+    """Just ``voidcmd``: what ``set_remote_mtime`` sends, and the server's answer."""
+
+    def __init__(self, answer: Exception | None = None) -> None:
+        self.sent: list[str] = []
+        self.answer = answer
+
+    def voidcmd(self, command: str) -> str:
+        self.sent.append(command)
+        if self.answer is not None:
+            raise self.answer
+        return "213 Modify=20150428090924; a.mp3"
+
+
+def test_mfmt_sends_utc_and_a_server_without_it_leaves_the_upload_time():
+    server = FakeFTP()
+    assert set_remote_mtime(server, "a b.mp3", MTIME) is True  # type: ignore[arg-type]
+    assert server.sent == ["MFMT 20150428090924 a b.mp3"]  # 1430212164 in UTC
+    for refusal in (ftplib.error_perm("500 Unknown command"), ftplib.error_reply("502 no")):
+        assert set_remote_mtime(FakeFTP(refusal), "a.mp3", MTIME) is False  # type: ignore[arg-type]
