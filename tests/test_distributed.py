@@ -210,7 +210,7 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
         "'evil-callback': callback 'close' is not allowed",
         f"'evil-host': host of '{foreign}/details/x' is not allowed",
         "rejected a file entry: it has a '..' path component",
-        "'http://127.0.0.1/not-json': not JSON",
+        "'http://127.0.0.1/not-json': not a details page",
         f"origin {foreign!r} is not allowed",
     ):
         assert reason in logs

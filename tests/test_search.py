@@ -348,7 +348,9 @@ def test_an_item_of_many_that_cannot_be_listed_fails_alone() -> None:
     item = ItemLocation(ORIGIN, "gone")
     request = crawler_spider.many.listed_item_request(item, "")
     response = TextResponse(request.url, body=b"{}", request=request, encoding="utf-8")
-    assert list(crawler_spider.parse_metadata(response, **request.cb_kwargs)) == []
+    (row,) = crawler_spider.parse_metadata(response, **request.cb_kwargs)  # its manifest row
+    assert (row.identifier, row.name, row.file_urls, row.failed_item) == ("gone", "", [], True)
+    assert row.error.startswith("unknown item 'gone'")
     stats = crawler_spider.crawler.stats
     assert stats.get_value("ravel/items_failed") == 1 and stats.get_value("ravel/error") is None
     assert crawler_spider.failed_items == ["gone"]

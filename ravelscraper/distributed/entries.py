@@ -51,6 +51,7 @@ FILE_FIELDS = {
     "size",
     "md5",
     "sha1",
+    "mtime",
 }
 MAX_TEXT = 4096
 
@@ -77,6 +78,8 @@ def file_record(item: AudioFile) -> dict[str, Any]:
         entry["md5"] = item.md5
     if item.sha1 is not None:
         entry["sha1"] = item.sha1
+    if item.mtime is not None:
+        entry["mtime"] = str(item.mtime)
     return {
         "identifier": item.identifier,
         "url": item.url,
@@ -193,7 +196,7 @@ class FileEntries:
         files: list[AudioFile] = []
         try:
             async for output in result:
-                if isinstance(output, AudioFile) and not from_entry:
+                if isinstance(output, AudioFile) and not from_entry and not output.failed_item:
                     files.append(output)
                 else:
                     yield output

@@ -89,8 +89,8 @@ class GuardedErrback:
             if jobs.job_failed(request, exc):
                 return []
             raise
-        files = [o for o in outputs if isinstance(o, AudioFile)]
-        others = [o for o in outputs if not isinstance(o, AudioFile)]
+        files = [o for o in outputs if isinstance(o, AudioFile) and not o.failed_item]
+        others = [o for o in outputs if not isinstance(o, AudioFile) or o.failed_item]
         others += jobs.queue_files(files, request)
         leases.page_done(request)
         return others

@@ -1,6 +1,7 @@
 """Start URLs from Redis: users push ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
-onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``), or a whole
-collection or search, ``{"collection": "<identifier>"}`` or ``{"search": "<query>"}``; a node
+onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``), a plain details
+page URL or identifier (scrapy-redis's own plain-string convention, ``redis-cli lpush``), or a
+whole collection or search, ``{"collection": "<identifier>"}`` or ``{"search": "<query>"}``; a node
 checks each one and queues the spider's own requests for it (an item's listing requests, or
 a search's first page). An entry is removed only once its
 requests are queued, so a node that dies meanwhile loses nothing; a refused one is removed
@@ -42,7 +43,8 @@ class SearchJob:
 
 START_KEYS = {"url", "item", "collection", "search"}
 EXPECTED = (
-    'expected {"url": "<details page>"}, {"item": "<identifier>"}, '
+    "expected a details page URL or an identifier (plain text, scrapy-redis's way), "
+    '{"url": "<details page>"}, {"item": "<identifier>"}, '
     '{"collection": "<identifier>"} or {"search": "<query>"}'
 )
 
@@ -101,12 +103,36 @@ def start_job(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocati
         raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
 
 
+def plain_start_url(raw: bytes) -> str | None:
+    """The text of a plain start URL, scrapy-redis's own convention (``redis-cli lpush
+    ravel:start_urls https://archive.org/details/<id>``, or a bare identifier): one printable
+    line that is not a JSON object. None for anything else (read as JSON)."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or text.startswith("{") or not text.isprintable():
+        return None
+    return text
+
+
 def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation | SearchJob:
+    plain = plain_start_url(raw)
+    if plain is not None:
+        try:
+            if "/" in plain:
+                location = ItemLocation.from_details_url(plain)
+            else:
+                location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], plain)
+        except BadInput as exc:
+            raise BadStartUrl(f"{str(exc)[:300]}; {EXPECTED}") from None
+        return allowed(location, origins)
     try:
         entry = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadStartUrl(
-            'not JSON; push {"url": "https://archive.org/details/<identifier>"}'
+            "not JSON; push https://archive.org/details/<identifier> or "
+            '{"url": "https://archive.org/details/<identifier>"}'
         ) from None
     if (
         not isinstance(entry, dict)
@@ -124,6 +150,11 @@ def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemL
             location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], entry["item"])
     except BadInput as exc:
         raise BadStartUrl(str(exc)[:300]) from None
+    return allowed(location, origins)
+
+
+def allowed(location: ItemLocation, origins: AllowedOrigins) -> ItemLocation:
+    """``location``, if its origin is one this crawl may fetch; raises BadStartUrl."""
     if location.origin not in origins:
         raise BadStartUrl(
             f"origin {location.origin[:200]!r} is not allowed (allowed: {origins.describe()}; "

@@ -89,6 +89,7 @@ class RefusedStore:
     streams_parts = False
     checksums = frozenset({"md5"})
     keeps_records = False
+    restamps = False
 
     def stat_file(self, path: str, info: Any) -> Any:
         raise StoreProblem("FILES_STORE is not usable")
@@ -129,6 +130,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.transfers.log_unverified()
 
     async def process_item(self, item: AudioFile) -> AudioFile:
+        if item.failed_item:  # an item of many that failed: a manifest row, nothing to fetch
+            return item
         if item.error:  # the spider could not list it as a file to fetch (or store)
             self.file_failed(item.name, item.error, item)
             return item
@@ -181,10 +184,21 @@ class VerifiedFilesPipeline(FilesPipeline):
                 return None
             self.book.planned(item)
             return file_info(request, path, expected, algorithm, "planned")
+        if item.mtime is not None and self.store.restamps and not self.book.dry_run:
+            await self.restamp(path, item.mtime)
         self.transfers.uptodate(item)
         self.inc_stats("uptodate")
         checksum = stored.get("checksum")
         return file_info(request, path, checksum, algorithm, "uptodate")
+
+    async def restamp(self, path: str, mtime: int) -> None:
+        """Give an up-to-date stored file archive.org's mtime, if its own differs (its
+        record follows); a file that can't be restamped keeps its time, with a warning."""
+        try:
+            if await call_store(self.store, partial(self.store.set_mtime, path, mtime)):
+                self.stats.inc_value("ravel/files_mtime_set")
+        except OSError as exc:
+            logger.warning(f"cannot set the mtime of {path!r}: {exc.strerror or exc}")
 
     async def media_downloaded(
         self,
@@ -231,7 +245,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         verified = expected is not None and body.checksum == expected
         record = (algorithm, body.checksum) if verified else None  # only a verified body's
         try:
-            await call_store(self.store, self.persist_call(path, info, body, record))
+            call = self.persist_call(path, info, body, record, item.mtime)
+            await call_store(self.store, call)
         except OSError as exc:
             raise self.write_failed(exc) from None
         self.transfers.stored(item, body.size, verified)
@@ -240,16 +255,21 @@ class VerifiedFilesPipeline(FilesPipeline):
         return file_info(request, path, body.checksum, algorithm, status)
 
     def persist_call(
-        self, path: str, info: MediaPipeline.SpiderInfo, body: ReceivedBody, record: Any
+        self,
+        path: str,
+        info: MediaPipeline.SpiderInfo,
+        body: ReceivedBody,
+        record: Any,
+        mtime: int | None = None,
     ) -> Callable[[], Any]:
         """The call that stores a received body: its part file put in place (a store that
         streams parts), or its bytes written; ``record`` is a verified body's (algorithm,
-        digest), for a store that keeps records."""
+        digest), for a store that keeps records; ``mtime`` archive.org's (epoch seconds)."""
         if body.streamed is not None:
             fd, part = body.streamed.fd, body.streamed.path
-            return partial(self.store.commit_part, fd, part, path, record=record)
+            return partial(self.store.commit_part, fd, part, path, record=record, mtime=mtime)
         data = BytesIO(body.data or b"")
-        return partial(self.store.persist_file, path, data, info, record=record)
+        return partial(self.store.persist_file, path, data, info, record=record, mtime=mtime)
 
     def write_failed(self, exc: OSError) -> FileException:
         """The failure of one write: this file's (its path) or the whole store's."""

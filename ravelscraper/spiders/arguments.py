@@ -1,9 +1,10 @@
 """The spider's ``-a`` arguments: which items to list, and which of their files to take.
 
 One item (``url`` or ``item``), or many (``collection``, ``search`` or ``items``: one of
-them); ``formats`` and ``glob`` choose the files of every item. They are checked when the
-crawl starts, not when the spider is made, so that a bad argument is one ERROR line (the
-spider's ``fail``), not a traceback from Scrapy's spider loader.
+them); ``formats`` and ``glob`` choose the files of every item, ``exclude`` leaves some
+out. They are checked when the crawl starts, not when the spider is made, so that a bad
+argument is one ERROR line (the spider's ``fail``), not a traceback from Scrapy's spider
+loader.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from ravelscraper.archive.metadata import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
-from ravelscraper.archive.search import collection_query
+from ravelscraper.archive.search import check_since, collection_query, since_query
 
 SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
 
@@ -41,9 +42,11 @@ class SpiderArguments:
     item: str | None = argument()  # an item's identifier
     formats: str | None = argument()  # archive.org formats to take, comma-separated
     glob: str | None = argument()  # name patterns to take, comma-separated
+    exclude: str | None = argument()  # name patterns to leave out, after formats and glob
     collection: str | None = argument(many=True)  # a collection's identifier
     search: str | None = argument(many=True)  # an archive.org search
     items: str | None = argument(many=True)  # a file of items, "-" for standard input
+    since: str | None = argument()  # YYYY-MM-DD: a collection's or search's items changed since
     # Not arguments: what ``given`` found.
     unknown: tuple[str, ...] = ()  # names the spider does not know (scrapyd's left out)
     empty: tuple[str, ...] = ()  # known names given an empty value
@@ -65,7 +68,7 @@ class SpiderArguments:
     @cached_property
     def selection(self) -> Selection:
         """Which files of every item to take."""
-        return Selection.from_args(self.formats, self.glob)
+        return Selection.from_args(self.formats, self.glob, self.exclude)
 
     def check(self) -> None:
         """Raises BadInput for an unknown, an empty argument, or arguments that conflict."""
@@ -81,8 +84,15 @@ class SpiderArguments:
             names = " and ".join(f"-a {name}=" for name in given)
             raise BadInput(
                 f"{names} can't be combined: give one of -a collection=, -a search=, -a items= "
-                "(-a url= or -a item=, -a formats= and -a glob= combine with each)"
+                "(-a url= or -a item=, -a formats=, -a glob= and -a exclude= combine with each)"
             )
+        if self.since is not None:
+            if self.collection is None and self.search is None:
+                raise BadInput(
+                    "-a since= narrows a collection or a search: give it with -a collection= "
+                    "or -a search="
+                )
+            check_since(self.since)
 
     @property
     def many(self) -> bool:
@@ -90,12 +100,16 @@ class SpiderArguments:
         return any(getattr(self, name) is not None for name in MANY)
 
     def query(self) -> str | None:
-        """The archive.org search to page through (None for an item list or one item);
-        raises BadInput for a bad collection identifier."""
+        """The archive.org search to page through (None for an item list or one item),
+        narrowed by ``since``; raises BadInput for a bad collection identifier or date."""
         self.check()
         if self.collection is not None:
-            return collection_query(self.collection.strip())
-        return self.search.strip() if self.search is not None else None
+            query = collection_query(self.collection.strip())
+        elif self.search is not None:
+            query = self.search.strip()
+        else:
+            return None
+        return query if self.since is None else since_query(query, self.since)
 
     @property
     def one_item(self) -> bool:

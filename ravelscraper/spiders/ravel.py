@@ -48,7 +48,8 @@ class RavelSpider(scrapy.Spider):
     """Finds the files of archive.org items and hands them to FilesPipeline.
 
     Arguments (``-a``, see ``ravelscraper.spiders.arguments``): ``url`` or ``item``, or
-    ``collection``, ``search`` or ``items``; ``formats`` and/or ``glob``.
+    ``collection``, ``search`` or ``items`` (``since`` narrows a collection or a search);
+    ``formats`` and/or ``glob``, then ``exclude``.
 
     For one item, ``/metadata`` and the details page are fetched together. ``/metadata``
     decides; the details page's links are used only when ``/metadata`` is unavailable (a
@@ -155,7 +156,7 @@ class RavelSpider(scrapy.Spider):
         """The details page fetched again because /metadata was unavailable."""
         yield from self.from_page(item, self.listing.page_links(response, item), fingerprint)
 
-    def page_links_failed(self, failure: Failure) -> None:
+    def page_links_failed(self, failure: Failure) -> Iterator[AudioFile]:
         if stopping(failure):
             return
         item = failure.request.cb_kwargs["item"]
@@ -164,7 +165,7 @@ class RavelSpider(scrapy.Spider):
             f"and the details page failed too ({failure.getErrorMessage()!r})"
         )
         fingerprint = failure.request.cb_kwargs.get("fingerprint")
-        self.many.refused(item, fingerprint, ListingRefused("metadata_failed", message))
+        yield self.many.refused(item, fingerprint, ListingRefused("metadata_failed", message))
 
     # --- /metadata: the authoritative file list ----------------------------------------
 
@@ -174,7 +175,7 @@ class RavelSpider(scrapy.Spider):
         try:
             files = self.listing.from_metadata(item, response.body)
         except ListingRefused as exc:
-            self.many.refused(item, fingerprint, exc)
+            yield self.many.refused(item, fingerprint, exc)
             return
         yield from self.announce(files, verified=True, fingerprint=fingerprint)
 
@@ -208,7 +209,7 @@ class RavelSpider(scrapy.Spider):
         try:
             files = self.listing.from_page(item, page_names)
         except ListingRefused as exc:
-            self.many.refused(item, fingerprint, exc)
+            yield self.many.refused(item, fingerprint, exc)
             return
         yield from self.announce(files, verified=False, fingerprint=fingerprint)
 

@@ -40,6 +40,9 @@ class Store(Protocol):
     checksums: ClassVar[frozenset[str]]
     # It keeps verification records (the quick check): ``quick`` and ``keep_records`` apply.
     keeps_records: ClassVar[bool]
+    # It can give a stored file, found up to date, archive.org's mtime (``set_mtime``).
+    # Every store takes ``mtime=`` (epoch seconds) when storing a file.
+    restamps: ClassVar[bool]
 
     def stat_file(
         self,
@@ -59,6 +62,7 @@ class Store(Protocol):
         headers: dict[str, str] | None = None,
         *,
         record: tuple[str, str] | None = None,
+        mtime: int | None = None,
     ) -> Any: ...
 
     def check(self, write: bool = True) -> None: ...

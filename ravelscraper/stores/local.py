@@ -16,7 +16,13 @@ from typing import Any
 from scrapy.pipelines.media import MediaPipeline
 
 from ravelscraper.archive.names import UnsafeName
-from ravelscraper.pipelines.records import quick_match, read_record, write_record
+from ravelscraper.pipelines.records import (
+    XATTR,
+    FileRecord,
+    quick_match,
+    read_record,
+    write_record,
+)
 from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX, StoreProblem
 
 logger = logging.getLogger("ravelscraper.stores")
@@ -54,6 +60,27 @@ def check_readable(basedir: str) -> None:
         raise StoreProblem(f"FILES_STORE {basedir!r} is not readable: permission denied")
 
 
+def stamp(fd: int, mtime: int | None) -> None:
+    """Give the open file ``fd`` archive.org's ``mtime`` (epoch seconds; its access time too,
+    as rclone does); None leaves the download time. A filesystem that refuses leaves it too."""
+    if mtime is not None:
+        with contextlib.suppress(OSError):
+            os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
+
+
+def fd_record(fd: int) -> FileRecord | None:
+    """The verification record on the open file ``fd``, or None."""
+    try:
+        return FileRecord.parse(os.getxattr(fd, XATTR))
+    except OSError:
+        return None
+
+
+def still_vouches(record: FileRecord, found: os.stat_result) -> bool:
+    """Whether ``record`` was made for the file as ``found`` (its size and mtime)."""
+    return record.size == found.st_size and record.mtime_ns == found.st_mtime_ns
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
     view = memoryview(data)
@@ -79,6 +106,7 @@ class AtomicFSFilesStore:
     streams_parts = True
     checksums = frozenset({"md5", "sha1"})
     keeps_records = True
+    restamps = True
 
     def __init__(self, basedir: str | os.PathLike[str]):
         basedir = str(basedir)
@@ -156,8 +184,10 @@ class AtomicFSFilesStore:
         headers: dict[str, str] | None = None,
         *,
         record: tuple[str, str] | None = None,
+        mtime: int | None = None,
     ) -> None:
-        """Store ``buf`` at ``path``; ``record`` is (algorithm, digest) of a verified body."""
+        """Store ``buf`` at ``path``; ``record`` is (algorithm, digest) of a verified body,
+        ``mtime`` archive.org's (set before the record, which holds it)."""
         target = self.filesystem_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(
@@ -168,6 +198,7 @@ class AtomicFSFilesStore:
             with os.fdopen(fd, "wb") as out:
                 out.write(buf.getvalue())  # no copy: getbuffer() would copy a shared buffer
                 out.flush()
+                stamp(out.fileno(), mtime)
                 self.record(out.fileno(), record)
             os.replace(partial, target)
         except BaseException:
@@ -186,15 +217,18 @@ class AtomicFSFilesStore:
         path: str | os.PathLike[str],
         *,
         record: tuple[str, str] | None = None,
+        mtime: int | None = None,
     ) -> None:
         """Move a complete part file, made in the target's folder, into place.
 
         ``part`` is its name, or None for an unnamed (``O_TMPFILE``) file open as ``fd``:
         that one is linked under a temporary name (copied if linking fails), then renamed.
         ``record`` (algorithm, digest of a verified body) is set on the file before its
-        rename: the name and the record appear together.
+        rename: the name and the record appear together. ``mtime`` (archive.org's) is set
+        before the record, so that the record holds it and a re-run's quick check trusts it.
         """
         target = self.filesystem_path(path)
+        stamp(fd, mtime)
         if part is not None:
             if Path(part).parent != target.parent:
                 raise UnsafeName(f"{str(part)!r} is not in the folder of {str(path)!r}")
@@ -208,7 +242,8 @@ class AtomicFSFilesStore:
                 self.record(fd, record)
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
             except OSError:  # no /proc, or a filesystem that refuses: copy it
-                self.copy_part(fd, target.parent / name, record if self.keep_records else None)
+                keep = record if self.keep_records else None
+                self.copy_part(fd, target.parent / name, keep, mtime)
             try:
                 os.replace(name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
             except BaseException:
@@ -219,15 +254,21 @@ class AtomicFSFilesStore:
             os.close(folder)
 
     @staticmethod
-    def copy_part(fd: int, partial: Path, record: tuple[str, str] | None = None) -> None:
+    def copy_part(
+        fd: int,
+        partial: Path,
+        record: tuple[str, str] | None = None,
+        mtime: int | None = None,
+    ) -> None:
         """Copy the open file ``fd`` to the new file ``partial`` (deleted if that fails);
-        ``record`` (algorithm, digest) is set on the copy once it is complete."""
+        ``mtime``, then ``record`` (algorithm, digest), are set on the copy once complete."""
         out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             offset = 0
             while chunk := os.pread(fd, 1 << 20, offset):
                 write_all(out, chunk)
                 offset += len(chunk)
+            stamp(out, mtime)
             if record is not None:
                 write_record(out, *record)
         except BaseException:
@@ -235,6 +276,25 @@ class AtomicFSFilesStore:
             raise
         finally:
             os.close(out)
+
+    def set_mtime(self, path: str | os.PathLike[str], mtime: int) -> bool:
+        """Give the stored file at ``path``, just found up to date, archive.org's ``mtime``
+        if its own differs (as rclone does); a record that vouched for it is written again
+        with the new mtime, so the next run's quick check still trusts it. True if changed."""
+        target = self.filesystem_path(path)
+        wanted = mtime * 10**9
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode) or before.st_mtime_ns == wanted:
+                return False
+            vouched = fd_record(fd)
+            os.utime(fd, ns=(wanted, wanted))
+            if vouched is not None and self.keep_records and still_vouches(vouched, before):
+                write_record(fd, vouched.algorithm, vouched.digest)
+            return True
+        finally:
+            os.close(fd)
 
     def filesystem_path(self, path: str | os.PathLike[str]) -> Path:
         """Where ``path`` (``<identifier>/<name>``) is stored; UnsafeName if that is outside

@@ -15,6 +15,8 @@ from twisted.internet.defer import Deferred
 from ravelscraper.extensions.redact import redact_url
 from ravelscraper.stores.base import PARTIAL_PREFIX, STORE_CHECK_TIMEOUT, StoreProblem
 
+MTIME_METADATA = "mtime"  # rclone's name for it: x-amz-meta-mtime
+
 
 def s3_bucket_and_prefix(uri: str) -> tuple[str, str]:
     """(bucket, ``"prefix/"``) from ``s3://bucket/prefix`` or ``s3://bucket/prefix/``;
@@ -36,6 +38,7 @@ class S3Store(S3FilesStore):
     streams_parts = False
     checksums = frozenset({"md5"})  # its ETag
     keeps_records = False
+    restamps = False  # an object's metadata can't change in place (it would be a copy)
 
     def __init__(self, uri: str):
         import botocore.session
@@ -84,7 +87,12 @@ class S3Store(S3FilesStore):
         headers: dict[str, str] | None = None,
         *,
         record: tuple[str, str] | None = None,
+        mtime: int | None = None,
     ) -> Deferred[Any]:
+        """Upload ``buf``; archive.org's ``mtime`` becomes the object's metadata ``mtime``
+        (``x-amz-meta-mtime``, seconds since the epoch, as rclone stores it)."""
+        if mtime is not None:
+            meta = {**(meta or {}), MTIME_METADATA: str(mtime)}
         return super().persist_file(path, buf, info, meta, headers)
 
     async def stat_object(self, path: str) -> dict:
