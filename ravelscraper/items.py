@@ -24,6 +24,9 @@ class AudioFile:
     size: int | None = None  # bytes, from /metadata
     md5: str | None = None  # from /metadata; None when only the details page was read
     sha1: str | None = None  # from /metadata (all but <id>_files.xml): checked instead of md5
+    # archive.org's modification time (epoch seconds, from /metadata): the stored file's
+    # mtime; None keeps the download time.
+    mtime: int | None = None
     # archive.org rewrites this file (<id>_files.xml, _meta.xml, _reviews.xml): its listed
     # checksum may not match what is served, so a mismatch stores it marked "unverified".
     regenerated: bool = False
@@ -38,6 +41,19 @@ class AudioFile:
     selection: str = ""
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed_item(self) -> bool:
+        """A row for an item that failed as a whole (no file: ``name`` empty, ``error`` set):
+        it reaches the ``-O`` manifest and nothing else (never downloaded, never counted as a
+        file)."""
+        return not self.name and bool(self.error)
+
+    @classmethod
+    def item_failed(cls, item: ItemLocation, reason: str) -> Self:
+        """The manifest's row for an item of many that can't be listed: its identifier, its
+        details page and why (``[item failed]``)."""
+        return cls(identifier=item.identifier, name="", url=item.details_url, error=reason)
 
     @classmethod
     def listed(cls, item: ItemLocation, file: RemoteFile, metadata: Metadata | None = None) -> Self:
@@ -56,6 +72,7 @@ class AudioFile:
             size=file.size,
             md5=file.md5,
             sha1=file.sha1,
+            mtime=file.mtime,
             regenerated=file.regenerated,
             error=file.error,
             file_urls=[url],

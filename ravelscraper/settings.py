@@ -5,6 +5,8 @@ Every ``RAVEL_*`` default lives here and only here: the code reads them without 
 and the README's settings tables list each one (tests/test_settings.py checks both).
 """
 
+from scrapy.settings import default_settings as scrapy_defaults
+
 BOT_NAME = "ravelscraper"
 SPIDER_MODULES = ["ravelscraper.spiders"]
 NEWSPIDER_MODULE = "ravelscraper.spiders"
@@ -82,41 +84,35 @@ FEED_EXPORT_ENCODING = "utf-8"
 # project's commands turn it on before the first line) and in text stats.
 STATS_CLASS = "ravelscraper.extensions.redact.RedactingStatsCollector"
 # Both run code sent to them, and are left out of EXTENSIONS_BASE (below): to turn one on,
-# add it to EXTENSIONS as well.
+# give it an order in EXTENSIONS as well.
 REMOTE_CONTROL_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 # archive.org downloads need no cookies: send none, keep none.
 COOKIES_ENABLED = False
 
 # --- Start-up -------------------------------------------------------------------
-# Scrapy imports every component of its *_BASE settings, even one turned off (RemoteControl
-# imports aiohttp, CookiesMiddleware tldextract: 0.15 s of each start). These are Scrapy
-# 2.19.0's (the version requirements.txt pins) without the components this project never
-# uses: the telnet console, remote control, memory debugger, cookies and HTTP cache. Check
-# them against scrapy/settings/default_settings.py when upgrading Scrapy.
+# Components this project never uses, left out of Scrapy's *_BASE settings: Scrapy imports
+# every component there, and every key of EXTENSIONS even when set to None (0.2 s of each
+# start: RemoteControl imports aiohttp, CookiesMiddleware tldextract). The bases are the
+# installed Scrapy's own, less these, so a new Scrapy's new defaults are kept.
+UNUSED_COMPONENTS = frozenset(
+    {
+        "scrapy.extensions.telnet.TelnetConsole",  # runs code sent to it
+        "scrapy.extensions.remote_control.RemoteControl",  # runs code sent to it
+        "scrapy.extensions.memdebug.MemoryDebugger",  # for Scrapy's developers
+        "scrapy.downloadermiddlewares.cookies.CookiesMiddleware",  # archive.org needs none
+        "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware",  # a mirror never caches
+    }
+)
 EXTENSIONS_BASE = {
-    "scrapy.extensions.corestats.CoreStats": 0,
-    "scrapy.extensions.logcount.LogCount": 0,
-    "scrapy.extensions.memusage.MemoryUsage": 0,
-    "scrapy.extensions.closespider.CloseSpider": 0,
-    "scrapy.extensions.feedexport.FeedExporter": 0,
-    "scrapy.extensions.logstats.LogStats": 0,
-    "scrapy.extensions.spiderstate.SpiderState": 0,
-    "scrapy.extensions.throttle.AutoThrottle": 0,
+    path: order
+    for path, order in scrapy_defaults.EXTENSIONS_BASE.items()
+    if path not in UNUSED_COMPONENTS
 }
 DOWNLOADER_MIDDLEWARES_BASE = {
-    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": 50,
-    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": 100,
-    "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": 300,
-    "scrapy.downloadermiddlewares.downloadtimeout.DownloadTimeoutMiddleware": 350,
-    "scrapy.downloadermiddlewares.defaultheaders.DefaultHeadersMiddleware": 400,
-    "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware": 500,
-    "scrapy.downloadermiddlewares.retry.RetryMiddleware": 550,
-    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": 580,
-    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": 590,
-    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": 600,
-    "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware": 750,
-    "scrapy.downloadermiddlewares.stats.DownloaderStats": 850,
+    path: order
+    for path, order in scrapy_defaults.DOWNLOADER_MIDDLEWARES_BASE.items()
+    if path not in UNUSED_COMPONENTS
 }
 
 # --- Distribution ---------------------------------------------------------------
@@ -132,7 +128,7 @@ RAVEL_HEARTBEAT = 2.0  # seconds between heartbeats (and reclaim passes)
 RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
 RAVEL_MAX_ATTEMPTS = 5  # an entry held by this many stopped nodes is given up (failed)
 RAVEL_NODE_MAX_LEASES = 0  # entries one node holds at once; 0: CONCURRENT_REQUESTS_PER_DOMAIN
-RAVEL_REDIS_GRACE = 30.0  # seconds a node rides out an unreachable Redis (a restart)
+RAVEL_REDIS_GRACE = 30.0  # seconds a node rides out a Redis down (a restart) or refusing writes
 RAVEL_MAX_START_URL_BYTES = 65536  # larger start-URL entries are rejected unread
 RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all nodes; 0 = no cap
 RAVEL_FLEET_LEASE_TTL = 60.0  # seconds before a killed node's fleet-cap places come back

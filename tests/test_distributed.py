@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+import redis
 
 from tests.fakearchive import max_simultaneous
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
@@ -209,7 +210,7 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
         "'evil-callback': callback 'close' is not allowed",
         f"'evil-host': host of '{foreign}/details/x' is not allowed",
         "rejected a file entry: it has a '..' path component",
-        "'http://127.0.0.1/not-json': not JSON",
+        "'http://127.0.0.1/not-json': not a details page",
         f"origin {foreign!r} is not allowed",
     ):
         assert reason in logs
@@ -392,3 +393,118 @@ def test_an_s3_store_serves_a_fleet_with_md5_checks(archive, fleet, tmp_path):
         assert body.read() == archive.file_bytes("s3-item", "track03.mp3")
     finally:
         moto.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("acl-evalsha", "NoPermissionError: this user has no permissions to run the 'evalsha'"),
+        ("acl-scripting", "no permissions to run the 'evalsha'"),
+        ("oom", "OutOfMemoryError: command not allowed when used memory > 'maxmemory'"),
+    ],
+)
+def test_redis_refusing_the_nodes_commands_at_start_is_one_line_and_exit_1(
+    archive, tmp_path, case, expected
+):
+    """Issue 18 (8): an ACL without EVALSHA/EVAL, or Redis out of memory, when a node joins:
+    4 to 6 tracebacks, now one ERROR line."""
+    with RedisServer(databases=1) as server, server.client() as admin:
+        url = server.url(0)
+        if case.startswith("acl"):
+            denied = "-evalsha" if case == "acl-evalsha" else "-@scripting"
+            admin.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"],
+                              channels=["*"], commands=["+@all", denied])  # fmt: skip
+            url = f"redis://limited:pw@127.0.0.1:{server.port}/0"
+        else:
+            admin.config_set("maxmemory", 1)  # every write that needs memory is refused
+        done = subprocess.run(
+            crawl_command("-a", f"url={archive.details_url('bulk-40')}", store=tmp_path),
+            cwd=ROOT,
+            env=crawl_env(REDIS_URL=url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    log = done.stdout + done.stderr
+    problems = [line for line in log.splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
+    assert done.returncode == 1, log[-3000:]
+    assert len(problems) == 1 and expected in problems[0], log[-3000:]
+    assert "Traceback" not in log and "pw@" not in log
+    assert archive.stats()["log"] == []  # nothing was fetched
+
+
+@pytest.mark.slow
+def test_status_escapes_what_redis_holds_and_shows_malformed_counters(fleet):
+    """Issue 18 (9): identifiers and node names from Redis reached the terminal raw (a screen
+    clear, colours, a forged ERROR line); counters written by hand were shown as numbers."""
+    hostile = "\x1b[2Jclear\n[ERROR]\tforged\x07"
+    redis = fleet.redis
+    redis.hset("ravel:items", hostile, "listed")
+    redis.hset("ravel:tally", mapping={f"listed:{hostile}": 2, "listed": "-3", "verified": "1e3"})
+    redis.hset("ravel:counters", "acked", "0x10")
+    redis.zadd("ravel:nodes", {"\x1b[31mred-node": time.time() * 1000 + 60_000})
+
+    text = scrapy_fleet(fleet.url, "status")
+    assert text.returncode == 0, text.stderr
+    out = text.stdout
+    assert "\x1b" not in out and "\x07" not in out, out
+    assert not any(line.startswith("[ERROR]") for line in out.splitlines()), out
+    assert "\\x1b[2Jclear\\n[ERROR]" in out and "\\x1b[31mred-node" in out
+    all_items = next(line for line in out.splitlines() if "all items" in line)
+    assert all_items.split()[2:] == ["?", "?", "0", "?"], all_items  # listed verified failed
+    assert "-3" not in all_items and "1000" not in all_items
+    malformed = next(line for line in out.splitlines() if line.startswith("malformed counters"))
+    for shown in ("ravel:tally listed='-3'", "ravel:tally verified='1e3'", "acked='0x10'"):
+        assert shown in malformed, malformed
+
+    state = json.loads(scrapy_fleet(fleet.url, "status", "--json").stdout)
+    assert state["files"] == {"listed": None, "verified": None, "failed": 0, "pending": None}
+    assert state["acked"] is None
+    assert set(state["malformed"]) == {
+        "ravel:tally listed",
+        "ravel:tally verified",
+        "ravel:counters acked",
+    }
+    assert state["items"][hostile]["listed"] == 2  # JSON escapes it; the value is intact
+
+
+@pytest.mark.parametrize(
+    ("failure", "a_read_ends_it"),
+    [
+        (redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), False),
+        (redis.exceptions.NoPermissionError("no permissions to run the 'evalsha' command"), False),
+        (redis.ConnectionError("Connection refused"), True),  # a restart: any answer ends it
+    ],
+)
+def test_only_a_write_ends_an_outage_of_refused_commands(monkeypatch, failure, a_read_ends_it):
+    """Issue 18 (5), the rule: while Redis refuses writes, reads that work don't reset the
+    grace period (RAVEL_REDIS_GRACE); a write that works does."""
+    from scrapy.utils.test import get_crawler
+
+    from ravelscraper.distributed import fleet as fleet_module
+    from ravelscraper.spiders.ravel import RavelSpider
+
+    clock = [100.0]
+    monkeypatch.setattr(fleet_module, "monotonic", lambda: clock[0])
+    crawler = get_crawler(RavelSpider, {"RAVEL_REDIS_GRACE": 10})
+    given_up: list[str] = []  # no crawl to stop here: the messages it would stop with
+    monkeypatch.setattr(fleet_module.Fleet, "give_up", lambda _, message: given_up.append(message))
+    fleet = fleet_module.Fleet(crawler)
+
+    assert fleet.redis_failed(failure) is False  # within the grace: carry on
+    clock[0] += 6
+    fleet.recovered()  # a read worked
+    assert (fleet.down_since is None) is a_read_ends_it
+    clock[0] += 6
+    assert fleet.redis_failed(failure) is (not a_read_ends_it)  # 12 s of failing writes
+    if a_read_ends_it:
+        return
+    assert len(given_up) == 1 and type(failure).__name__ in given_up[0]
+    again = fleet_module.Fleet(crawler)
+    assert again.redis_failed(failure) is False
+    clock[0] += 6
+    again.recovered(wrote=True)  # a write worked: the outage is over
+    assert again.down_since is None
+    clock[0] += 6
+    assert again.redis_failed(failure) is False  # a new outage, a new grace period

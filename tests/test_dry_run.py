@@ -12,7 +12,8 @@ import pytest
 from ravelscraper.extensions.plan import SHOWN_ITEMS, DryRunPlan
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.records import XATTR, read_record
-from ravelscraper.stores import AtomicFSFilesStore, store_check_problem
+from ravelscraper.stores import store_check_problem
+from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import get_item
 from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 

@@ -3,13 +3,15 @@ against the fake archive.org's scrape API. Figures are printed (``pytest -s``)."
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 
 import pytest
 
 from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, stored_files
-from tests.support.fleet import Node, scrapy_fleet, storage_gets
+from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets, wait_for
 from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -20,6 +22,10 @@ CONFIG = {
     "collections": {
         "fleetgen": {"items": ITEMS, "files": 1, "size": 1500},
         "mix": {"members": [RAVEL, SAMPLES_ONLY]},
+        "oom2": {"items": 2, "files": 1, "size": 1500},
+        "oom3": {"items": 3, "files": 1, "size": 1500},
+        "full": {"items": 4, "files": 1, "size": 16384},
+        "paged": {"items": 3, "files": 1, "size": 1500},
     }
 }
 
@@ -154,3 +160,110 @@ def test_bad_collection_pushes_are_one_line_and_never_reach_redis(fleet):
 
 def routes_origin(fake: FakeArchive) -> dict[str, str]:
     return {"RAVEL_ORIGIN": fake.archive}
+
+
+def push_as_redis_fills_up(group: NodeGroup, collection: str) -> None:
+    """Push a collection, and in the same step fill Redis up: every write that needs memory is
+    refused from then on (``maxmemory``, ``noeviction``: Redis's default)."""
+    with group.redis.pipeline(transaction=True) as step:
+        step.rpush("ravel:start_urls", json.dumps({"collection": collection}))
+        step.config_set("maxmemory", 1)
+        step.execute()
+
+
+def test_a_pushed_collection_redis_cannot_queue_stays_and_the_node_exits_1(routes, tmp_path):
+    """Issue 18 (5): Redis out of memory (maxmemory) as a waiting node takes a pushed
+    collection. The start URL was removed although its search page was never queued; reads
+    that worked reset the grace period, so the node never gave up; a SIGTERM exited 0; and
+    `scrapy fleet status` showed no trace of the job. Now the start URL stays until its
+    requests are queued, writes failing for RAVEL_REDIS_GRACE stop the node, a node holding
+    work it could not queue exits 1, and a later node takes the job."""
+    store = tmp_path / "store"
+    waiting = {**FAST_LISTING, **routes_origin(routes), "RAVEL_WAIT_FOR_WORK": -1}
+    with RedisServer(databases=1) as server, NodeGroup.on(server, tmp_path) as group:
+        # Writes refused for longer than the grace period: the node gives up, in one line.
+        first = group.start(store=store, RAVEL_HEARTBEAT=2, RAVEL_REDIS_GRACE=3, **waiting)
+        wait_for(first, "waiting for work")
+        push_as_redis_fills_up(group, "oom2")
+        group.wait(timeout=30)  # it used to wait on forever, its reads working
+        assert first.returncode == 1, first.log[-3000:]
+        errors = first.lines("[ERROR]")
+        assert len(errors) == 1 and "OutOfMemoryError" in errors[0], first.log[-3000:]
+        assert "Traceback" not in first.log
+        assert group.queue_state()["start_urls"] == 1  # the job is still there
+        assert routes.routes().get("scrape", 0) == 0
+
+        # Memory again: the next node takes the job and mirrors the collection.
+        group.redis.config_set("maxmemory", 0)
+        second = group.start(store=store, RAVEL_REDIS_GRACE=60, **waiting)
+        wait_for(second, "[fleet] run 1 closed: 2 of 2 files verified")
+        assert len(stored_files(store)) == 2
+        assert group.queue_state()["start_urls"] == 0
+
+        # A SIGTERM while it holds a job Redis would not queue: exit 1, the job stays.
+        push_as_redis_fills_up(group, "oom3")
+        wait_for(second, "[fleet] start URL from ravel:start_urls", count=2)
+        time.sleep(1.5)  # ticks whose reads work, and the heartbeats that fail
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(timeout=30) == 1, second.log[-3000:]
+        assert "Traceback" not in second.log
+        assert any("could not queue" in line for line in second.lines("[ERROR]")), second.log[
+            -3000:
+        ]
+        status = scrapy_fleet(group.url, "status")
+        assert "1 start URLs waiting" in status.stdout, status.stdout + status.stderr
+        assert 'start URL waiting: {"collection": "oom3"}' in status.stdout, status.stdout
+        group.redis.config_set("maxmemory", 0)
+    assert routes.routes()["scrape"] == 1  # oom3's page was never asked for
+
+
+def test_redis_full_while_listing_is_one_error_line_and_a_rerun_completes(routes, tmp_path):
+    """What held in issue 18, kept: `maxmemory` reached while a node lists a collection."""
+    store = tmp_path / "store"
+    routes.configure({"bandwidth": 16384})  # a second per file
+    settings = {**FAST_LISTING, **routes_origin(routes), "CONCURRENT_REQUESTS_PER_DOMAIN": 1}
+    with RedisServer(databases=1) as server, NodeGroup.on(server, tmp_path) as group:
+        first = group.start("-a", "collection=full", store=store, RAVEL_REDIS_GRACE=3, **settings)
+        wait_for(first, "[download finished]")
+        group.redis.config_set("maxmemory", 1)
+        group.wait(timeout=60)
+        assert first.returncode == 1, first.log[-3000:]
+        errors = first.lines("[ERROR]")
+        assert len(errors) == 1 and "OutOfMemoryError" in errors[0], first.log[-3000:]
+        assert "Traceback" not in first.log
+
+        group.redis.config_set("maxmemory", 0)
+        routes.configure({"bandwidth": None})
+        again = group.start("-a", "collection=full", store=store, **settings)
+        group.wait(timeout=90)
+        assert_clean(again)
+        assert len(stored_files(store)) == 4
+        state = group.queue_state()
+        assert state["files"] == {"listed": 4, "verified": 4, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_the_node_paging_a_search_stopped_mid_page_loses_nothing(routes, fleet, tmp_path, how):
+    """What held in issue 18, kept: SIGKILL or SIGTERM of the node that holds a search page;
+    another node takes the page over and mirrors the collection."""
+    scrape = "/services/search/v1/scrape"
+    routes.configure(
+        {"faults": [{"kind": "stall", "host": "archive", "match": scrape, "stall": 5}]}
+    )
+    store = tmp_path / "store"
+    settings = {**FAST_LISTING, **routes_origin(routes)}
+    first = fleet.start("-a", "collection=paged", store=store, **settings)
+    deadline = time.monotonic() + 30
+    while not routes.stats()["faults_fired"]:  # the page is half sent, then stalls
+        assert time.monotonic() < deadline and first.process.poll() is None, first.log[-3000:]
+        time.sleep(0.05)
+    first.process.send_signal(how)
+    assert first.process.wait(timeout=30) == (-9 if how == signal.SIGKILL else 1)
+    first.exited = time.time()
+    second = fleet.start("-a", "collection=paged", store=store, **settings)
+    fleet.wait(timeout=90)
+    assert_clean(second)
+    assert len(stored_files(store)) == 3
+    state = fleet.queue_state()
+    assert state["files"] == {"listed": 3, "verified": 3, "failed": 0, "pending": 0}
+    assert state["item_counts"]["done"] == 3

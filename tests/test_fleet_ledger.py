@@ -350,3 +350,66 @@ def test_a_node_whose_disk_fills_up_hands_its_files_to_the_fleet(
     assert verified(small_disk, archive, "disk-8") + verified(store, archive, "disk-8") == 8
     state = fleet_status(fleet.url)
     assert state["files"] == {"listed": 8, "verified": 8, "failed": 0, "pending": 0}
+
+
+@pytest.mark.slow
+def test_a_flush_before_a_search_page_is_answered_is_reported_never_a_new_run_1(
+    archive, fleet, tmp_path
+):
+    """Issue 18 (4): Redis flushed while a search page is in flight. Its answer opened "run 1"
+    again, the node took it for its own run and exited 0, with the files the flush took
+    never fetched. Run tokens never repeat: the node reports the lost data and exits 1.
+
+    The node's heartbeat (which would see the moment with no run) is slowed down: the flush
+    must come just before the page's answer, as in a fleet it can."""
+    scrape = "/services/search/v1/scrape"
+    archive.configure(
+        {
+            "collections": {"flushc": {"items": 2, "files": 1, "size": 1000}},
+            "items": {"flushy": {"count": 4}},
+            "bandwidth": 65536,  # about 1 s per file of flushy: its entries wait in the queue
+            "faults": [{"kind": "stall", "host": "archive", "match": scrape, "stall": 4}],
+        }
+    )
+    store = tmp_path / "store"
+    node = fleet.start(
+        "-a", "collection=flushc", "-a", f"url={archive.details_url('flushy')}",
+        store=store, RAVEL_HEARTBEAT=60, RAVEL_NODE_TTL=120, RAVEL_NODE_MAX_LEASES=2,
+        RAVEL_LISTING_DELAY=0, RAVEL_ORIGIN=archive.archive,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (archive.stats()["faults_fired"] and fleet.redis.zcard("ravel:requests") >= 2):
+        assert time.monotonic() < deadline and node.process.poll() is None, node.log[-3000:]
+        time.sleep(0.05)
+    fleet.redis.flushdb()  # the search page is stalled halfway; flushy's files wait
+    fleet.wait(timeout=60)
+    assert node.returncode == 1, node.log[-3000:]
+    errors = node.lines("[ERROR]")
+    assert len(errors) == 1 and "the fleet's data in Redis is gone" in errors[0], errors
+    assert "run 1 is another" in errors[0]
+    assert "Traceback" not in node.log
+    assert not node.lines("closed: ")  # no run was closed as if nothing had happened
+    print(f"\n[ledger] flushed mid-search: {len(list(store.rglob('*.mp3')))} of 6 files stored")
+
+
+@pytest.mark.slow
+def test_an_item_list_entry_on_a_foreign_origin_fails_the_run(archive, fleet, tmp_path):
+    """Issue 18 (6): a fleet node's `-a items=` list naming a details page on an origin the
+    fleet does not allow: the queue entry was rejected, and the run closed "1 of 1 files
+    verified" with exit 0. A rejected entry of the run is its job's failure: exit 1, and the
+    reason is in `scrapy fleet status`."""
+    archive.configure({"items": {"near-1": {"count": 1}}})
+    with TinyArchive({"far": [metadata_entry("far", "a.mp3")]}) as tiny:
+        listed = tmp_path / "items.txt"
+        listed.write_text(f"near-1\n{tiny.details_url('far')}\n")
+        store = tmp_path / "store"
+        node = fleet.start("-a", f"items={listed}", store=store, RAVEL_ORIGIN=archive.archive)
+        fleet.wait(timeout=60)
+    assert node.returncode == 1, node.log[-3000:]
+    assert "Traceback" not in node.log
+    assert verified(store, archive, "near-1") == 1
+    closing = node.lines("[fleet] run 1 closed")
+    assert closing and "[ERROR]" in closing[0] and "'far'" in closing[0], node.log[-3000:]
+    state = fleet_status(fleet.url)
+    assert "is not allowed" in state["items"]["far"]["error"], state["items"]
+    assert "far" in scrapy_fleet(fleet.url, "status").stdout

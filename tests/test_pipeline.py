@@ -30,7 +30,8 @@ from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.files import VerifiedFilesPipeline
 from ravelscraper.pipelines.verify import mismatch
 from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import AtomicFSFilesStore, current_umask, is_name_problem
+from ravelscraper.stores.base import is_name_problem
+from ravelscraper.stores.local import AtomicFSFilesStore, current_umask
 
 BODY = b"la valse" * 1000
 MD5 = hashlib.md5(BODY).hexdigest()

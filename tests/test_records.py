@@ -34,7 +34,7 @@ from ravelscraper.pipelines.records import (
     xattrs_supported,
 )
 from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import AtomicFSFilesStore
+from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import file_bytes, sha1_of
 from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
 

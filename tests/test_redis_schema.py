@@ -99,9 +99,33 @@ def test_reject_records_the_reason(client, keys):
     data = node(client, keys)
     data.push(b"bad", 0, "", "file:a/x.mp3")
     entry_id, _ = data.pop(1000)
-    data.reject(entry_id, "not JSON")
+    assert data.reject(entry_id, "not JSON") == ""  # its file is not in the ledger
     assert client.hget(keys.rejected, entry_id) == b"not JSON"
     assert not client.hexists(keys.payloads, entry_id) and client.hlen(keys.owners) == 0
+
+
+def test_a_rejected_entry_of_the_run_fails_its_file_or_job_once(client, keys):
+    """Issue 18 (6): a rejected entry of the run's work is its file's or job's failure."""
+    data = node(client, keys)
+    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    owners = ["file:a/x.mp3", "item:far", "search:collection:c", "item:far", ""]
+    for owner in owners:
+        data.push(b"{}", 0, "", owner)
+    outcomes = []
+    for _ in owners:
+        entry_id, _ = data.pop(1000)
+        outcomes.append(data.reject(entry_id, "host of 'x' is not allowed"))
+    assert outcomes == ["file", "job", "job", "", ""]  # a job fails once; no owner: forged
+    assert data.strings(keys.files) == {"a/x.mp3": "failed"}
+    assert data.ledger.failures()[0] == [("a/x.mp3", "rejected: host of 'x' is not allowed")]
+    failed = dict(data.ledger.failed_items()[0])
+    assert failed == {
+        "far": "rejected: host of 'x' is not allowed",
+        "search:collection:c": "rejected: host of 'x' is not allowed",
+    }
+    state = data.snapshot()
+    assert (state["failed"], state["jobs_failed"], state["rejected"]) == (1, 2, 5)
+    assert data.strings(keys.items)["a"] == "done"  # its last file settled the item
 
 
 def test_list_files_pends_each_name_once_and_refuses_case_twins(client, keys):
@@ -178,8 +202,8 @@ def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(clie
 def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
     data = node(client, keys)
     assert data.snapshot()["run"] == 0  # no run yet
-    first = data.ledger.open_run()
-    assert first == 1 and data.ledger.open_run() == 1  # open: joined, not reopened
+    first, token = data.ledger.open_run()
+    assert first == 1 and data.ledger.open_run() == (1, token)  # open: joined, not reopened
     data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
     assert data.ledger.finish_run() == (-1, 1)  # pending, but nothing left to complete it
     data.ledger.complete("", "a/x.mp3", "verified")
@@ -189,7 +213,26 @@ def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
     data.ack(entry_id)
     assert data.ledger.finish_run() == (1, 0)
     assert data.strings(keys.run)["state"] == "closed" and not client.exists(keys.dupefilter)
-    assert data.ledger.open_run() == 2 and not client.exists(keys.files)
+    assert data.ledger.open_run() == (2, token) and not client.exists(keys.files)
+
+
+def test_the_ledger_token_is_kept_by_later_runs_and_never_repeats_after_a_flush(client, keys):
+    """Issue 18 (4): after a FLUSHDB run 1 opens again; its token tells it from the lost one."""
+    data, other = node(client, keys), node(client, keys, "n2")
+    assert data.ledger.token() == ""  # no run
+    first, token = data.ledger.open_run()
+    assert len(token) == 32 and data.ledger.token() == token
+    assert other.ledger.open_run() == (first, token)  # joined by another node
+    client.hset(keys.run, "state", "closed")
+    assert other.ledger.open_run() == (first + 1, token)  # the next run: the same ledger
+    tokens = {token}
+    for _ in range(20):
+        client.flushdb()
+        run, fresh = data.ledger.open_run()
+        assert run == 1 and fresh not in tokens  # run 1 again, never its token
+        tokens.add(fresh)
+    client.hdel(keys.run, "ledger")  # a run opened by an older node: it gets one
+    assert data.ledger.open_run()[1] not in ("", *tokens)
 
 
 def test_snapshot_counts_and_repairs_nothing_it_reads(client, keys):

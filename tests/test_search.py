@@ -255,24 +255,24 @@ def test_any_item_list_gives_items_or_one_bad_input(lines: list[str | bytes]) ->
 
 def test_many_items_arguments_exclude_each_other_and_take_one_item_besides() -> None:
     for arguments in (
-        SpiderArguments.given(None, None, None, None, collection="c", search="q:1"),
-        SpiderArguments.given(None, None, None, None, search="q:1", items="-"),
+        SpiderArguments.given({"collection": "c", "search": "q:1"}),
+        SpiderArguments.given({"search": "q:1", "items": "-"}),
     ):
         with pytest.raises(BadInput, match="can't be combined: give one of"):
             arguments.check()
     for arguments in (
-        SpiderArguments.given(None, "x", None, None, collection="c"),
-        SpiderArguments.given("https://archive.org/details/y", None, None, None, items="-"),
+        SpiderArguments.given({"item": "x", "collection": "c"}),
+        SpiderArguments.given({"url": "https://archive.org/details/y", "items": "-"}),
     ):
         arguments.check()  # the item is listed besides the collection or the list
         assert arguments.many and arguments.one_item
-    combined = SpiderArguments.given(None, None, "Flac", "*.flac", collection="78rpm")
+    combined = SpiderArguments.given({"formats": "Flac", "glob": "*.flac", "collection": "78rpm"})
     assert combined.many and combined.query() == "collection:78rpm"
-    assert SpiderArguments.given(None, None, None, None, search=' a:"b" ').query() == 'a:"b"'
+    assert SpiderArguments.given({"search": ' a:"b" '}).query() == 'a:"b"'
     with pytest.raises(BadInput, match=r"not an archive\.org identifier"):
-        SpiderArguments.given(None, None, None, None, collection="a b").query()
+        SpiderArguments.given({"collection": "a b"}).query()
     with pytest.raises(BadInput, match="empty argument -a items="):
-        SpiderArguments.given(None, None, None, None, items=" ").check()
+        SpiderArguments.given({"items": " "}).check()
 
 
 # --- the spider's search page, with a stand-in for ravelscraper.pipelines.records ---
@@ -383,7 +383,9 @@ def test_an_item_of_many_that_cannot_be_listed_fails_alone() -> None:
     item = ItemLocation(ORIGIN, "gone")
     request = crawler_spider.many.listed_item_request(item, "")
     response = TextResponse(request.url, body=b"{}", request=request, encoding="utf-8")
-    assert list(crawler_spider.parse_metadata(response, **request.cb_kwargs)) == []
+    (row,) = crawler_spider.parse_metadata(response, **request.cb_kwargs)  # its manifest row
+    assert (row.identifier, row.name, row.file_urls, row.failed_item) == ("gone", "", [], True)
+    assert row.error.startswith("unknown item 'gone'")
     stats = crawler_spider.crawler.stats
     assert stats.get_value("ravel/items_failed") == 1 and stats.get_value("ravel/error") is None
     assert crawler_spider.failed_items == ["gone"]

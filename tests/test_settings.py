@@ -109,3 +109,19 @@ def test_the_checker_sees_a_fallback() -> None:
     plain = call_of('settings.getint("RAVEL_X")')
     assert ravel_setting_argument(plain) and not fallback_given(plain)
     assert not ravel_setting_argument(call_of('settings.getint("DOWNLOAD_DELAY", 2)'))
+
+
+def test_the_bases_are_scrapys_own_less_the_unused_components():
+    """No hand-kept copy of Scrapy's *_BASE settings: a new Scrapy's defaults are kept, and a
+    component Scrapy renames or drops is caught here rather than silently imported."""
+    from scrapy.settings import default_settings
+
+    for name in ("EXTENSIONS_BASE", "DOWNLOADER_MIDDLEWARES_BASE"):
+        scrapys, ours = getattr(default_settings, name), getattr(project_settings, name)
+        assert set(scrapys) - set(ours) <= project_settings.UNUSED_COMPONENTS
+        assert {path: scrapys[path] for path in ours} == ours
+    everything = {
+        **default_settings.EXTENSIONS_BASE,
+        **default_settings.DOWNLOADER_MIDDLEWARES_BASE,
+    }
+    assert set(everything) >= project_settings.UNUSED_COMPONENTS

@@ -35,7 +35,9 @@ def mp3(name: str, **fields: object) -> dict:
 
 
 def test_arguments_set_aside_the_unknown_and_the_empty_ones():
-    given = SpiderArguments.given(None, " ", "Flac", None, others=["_job", "colour", "size"])
+    given = SpiderArguments.given(
+        {"item": " ", "formats": "Flac", "_job": "1", "colour": "red", "size": "9"}
+    )
     assert given.unknown == ("colour", "size")
     assert given.empty == ("item",)
     assert given.selection == Selection(formats=("Flac",))
@@ -43,11 +45,11 @@ def test_arguments_set_aside_the_unknown_and_the_empty_ones():
 
 
 def test_an_unknown_argument_is_named_before_an_empty_one():
-    given = SpiderArguments.given(None, "", None, None, others=["colour"])
+    given = SpiderArguments.given({"item": "", "colour": "red"})
     with pytest.raises(BadInput, match=r"unknown argument -a colour=; the known arguments"):
         given.check()
     with pytest.raises(BadInput, match=r"empty argument -a item=: give it a value"):
-        SpiderArguments.given(None, "", None, None).check()
+        SpiderArguments.given({"item": ""}).check()
 
 
 def test_the_location_comes_from_the_url_or_the_item_not_both():

@@ -11,7 +11,7 @@ import pytest
 from tests.fakearchive import file_bytes
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
 
-# Imported only by components left out of the *_BASE settings (see settings.py).
+# Imported only by settings.UNUSED_COMPONENTS, left out of Scrapy's *_BASE settings.
 UNUSED = {
     "aiohttp": "RemoteControl",
     "tldextract": "CookiesMiddleware",

@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
-from ravelscraper.stores import s3_bucket_and_prefix, store_uri_problem
+from ravelscraper.stores import store_uri_problem
+from ravelscraper.stores.s3 import s3_bucket_and_prefix
 from tests.fakearchive import md5_of
 from tests.support.crawl import (
     RAVEL,

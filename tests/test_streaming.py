@@ -32,7 +32,7 @@ from ravelscraper.downloader.streaming import (
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.files import VerifiedFilesPipeline
 from ravelscraper.spiders.ravel import RavelSpider
-from ravelscraper.stores import AtomicFSFilesStore, current_umask
+from ravelscraper.stores.local import AtomicFSFilesStore, current_umask
 from tests.fakearchive import sha1_of
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
 from tests.support.measure import run_measured

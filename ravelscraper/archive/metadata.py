@@ -105,6 +105,8 @@ SAMPLE_FORMAT = "mp3 sample"  # the 30-second excerpt of an access-restricted re
 MD5 = re.compile(r"[0-9a-fA-F]{32}")
 SHA1 = re.compile(r"[0-9a-fA-F]{40}")
 SIZE = re.compile(r"[0-9]{1,19}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
+MTIME = re.compile(r"[0-9]{1,12}")  # ASCII digits, as for SIZE
+MAX_MTIME = 253402300799  # 9999-12-31T23:59:59Z
 MAX_TEXT = 1024  # longest title, album... kept (the fleet's records allow 4096)
 MAX_NAME_LINKS = 10_000  # links taken from one details page
 
@@ -133,6 +135,7 @@ class RemoteFile:
     size: int | None = None
     md5: str | None = None
     sha1: str | None = None  # listed for every file but <id>_files.xml; verified first
+    mtime: int | None = None  # archive.org's modification time, epoch seconds
     private: bool = False
     # archive.org rewrites it (<id>_files.xml, _meta.xml, _reviews.xml): md5 may not match.
     regenerated: bool = False
@@ -145,7 +148,8 @@ class RemoteFile:
     def from_metadata(cls, entry: object, identifier: str = "") -> RemoteFile:
         """One ``/metadata`` file entry; raises BadInput for an entry that must be skipped.
 
-        A malformed ``size`` is ignored (noted: the checksum still verifies the file); a
+        A malformed ``size`` or ``mtime`` is ignored (noted: the checksum still verifies the
+        file; the file keeps its download time); a
         malformed ``md5`` or ``sha1`` sets ``error`` (the file fails rather than being stored
         unchecked).
         """
@@ -164,6 +168,11 @@ class RemoteFile:
         size = parse_size(entry.get("size"))
         if size is None and entry.get("size") not in (None, ""):
             notes.append(f"{name!r}: ignored its size {text(entry['size'], 40)!r} (not a number)")
+        mtime = parse_mtime(entry.get("mtime"))
+        if mtime is None and entry.get("mtime") not in (None, ""):
+            notes.append(
+                f"{name!r}: ignored its mtime {text(entry['mtime'], 40)!r} (not a time in seconds)"
+            )
         md5, md5_error = parse_digest(entry.get("md5"), MD5, "md5")
         sha1, sha1_error = parse_digest(entry.get("sha1"), SHA1, "sha1")
         error = md5_error or sha1_error
@@ -185,6 +194,7 @@ class RemoteFile:
             size=size,
             md5=md5,
             sha1=sha1,
+            mtime=mtime,
             private=text(entry.get("private")).lower() == "true" or entry.get("private") is True,
             regenerated=regenerated,
             error=error,
@@ -222,6 +232,16 @@ def parse_size(value: object) -> int | None:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value if 0 <= value < 2**63 else None  # 19 digits can still overflow Redis
+    return None
+
+
+def parse_mtime(value: object) -> int | None:
+    """Epoch seconds from archive.org's ``"1430212164"`` (or a JSON integer); None if
+    malformed or outside what a filesystem can hold (before 1970, after 9999)."""
+    if isinstance(value, str) and MTIME.fullmatch(value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= MAX_MTIME else None
     return None
 
 
@@ -318,6 +338,7 @@ def merge_duplicates(first: RemoteFile, again: RemoteFile) -> RemoteFile:
             md5=first.md5 or again.md5,
             sha1=first.sha1 or again.sha1,
             size=first.size if first.size is not None else again.size,
+            mtime=first.mtime if first.mtime is not None else again.mtime,
             error=first.error or again.error,
         )
     return replace(first, error=first.error or reason)
@@ -342,25 +363,33 @@ def first_string(value: object) -> str:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which files of an item to fetch: by archive.org format and/or file-name globs."""
+    """Which files of an item to fetch: by archive.org format and/or file-name globs, then
+    leaving out the names that match an exclusion (case-insensitive globs too)."""
 
     formats: tuple[str, ...] = ()
     globs: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
 
     @classmethod
-    def from_args(cls, formats: str | None, glob: str | None) -> Selection:
-        return cls(split_list(formats), split_list(glob))
+    def from_args(
+        cls, formats: str | None, glob: str | None, exclude: str | None = None
+    ) -> Selection:
+        return cls(split_list(formats), split_list(glob), split_list(exclude))
 
     @property
     def is_default(self) -> bool:
         return not self.formats and not self.globs
 
     def describe(self) -> str:
+        """The selection in words: also what item records compare (a new exclusion is a new
+        selection)."""
         if self.is_default:
-            return "mp3 (one per recording)"
-        parts = [f"formats {', '.join(self.formats)}" if self.formats else ""]
-        parts.append(f"names {', '.join(self.globs)}" if self.globs else "")
-        return " and ".join(p for p in parts if p)
+            chosen = "mp3 (one per recording)"
+        else:
+            parts = [f"formats {', '.join(self.formats)}" if self.formats else ""]
+            parts.append(f"names {', '.join(self.globs)}" if self.globs else "")
+            chosen = " and ".join(p for p in parts if p)
+        return f"{chosen} except {', '.join(self.excludes)}" if self.excludes else chosen
 
     def choose(self, files: Iterable[RemoteFile]) -> list[RemoteFile]:
         """The files to fetch: never a private one."""
@@ -375,7 +404,7 @@ class Selection:
 
     def wanted(self, files: list[RemoteFile]) -> list[RemoteFile]:
         if self.is_default:
-            return one_mp3_per_recording(files)
+            return [f for f in one_mp3_per_recording(files) if not self.excluded(f.name)]
         formats = {f.casefold() for f in self.formats}
         return [
             f
@@ -384,8 +413,15 @@ class Selection:
         ]
 
     def matches_name(self, name: str) -> bool:
+        """Whether ``name`` matches a glob (any name, without globs) and no exclusion."""
         folded = name.casefold()
-        return not self.globs or any(fnmatchcase(folded, g.casefold()) for g in self.globs)
+        chosen = not self.globs or any(fnmatchcase(folded, g.casefold()) for g in self.globs)
+        return chosen and not self.excluded(name)
+
+    def excluded(self, name: str) -> bool:
+        """Whether ``name`` matches one of the exclusions (case-insensitive)."""
+        folded = name.casefold()
+        return any(fnmatchcase(folded, e.casefold()) for e in self.excludes)
 
 
 def split_list(value: str | None) -> tuple[str, ...]:

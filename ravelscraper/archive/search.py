@@ -22,8 +22,10 @@ import binascii
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -93,6 +95,42 @@ def scrape_url(origin: str, query: str, count: int, cursor: str | None = None) -
 def collection_query(identifier: str) -> str:
     """The search of one collection's items; raises BadInput for a bad identifier."""
     return f"collection:{check_identifier(identifier)}"
+
+
+# -a since=: archive.org's search syntax (Lucene) for a range open at its end is
+# ``field:[low TO null]`` (archive.org's search help: "null" for a bound left out).
+# ``oai_updatedate`` is the field that moves when an item's files do (see the module's
+# docstring); ``updatedate`` does not follow file changes.
+SINCE_FIELD = "oai_updatedate"
+SINCE_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+SINCE_CLAUSE = re.compile(
+    rf" AND {SINCE_FIELD}:\[(?P<date>[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}) TO null\]$"
+)
+
+
+def check_since(value: str) -> str:
+    """``-a since=``'s date, ``YYYY-MM-DD``; raises BadInput for anything else."""
+    value = value.strip()
+    try:
+        if not SINCE_DATE.fullmatch(value):
+            raise ValueError(value)
+        date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(
+            f"-a since={text(value, 40)!r} is not a date: give YYYY-MM-DD, e.g. -a since=2024-01-31"
+        ) from None
+    return value
+
+
+def since_query(query: str, since: str) -> str:
+    """``query`` narrowed to the items archive.org changed on ``since`` (YYYY-MM-DD) or later."""
+    return f"({query}) AND {SINCE_FIELD}:[{check_since(since)} TO null]"
+
+
+def query_since(query: str) -> str | None:
+    """The date a query made by :func:`since_query` starts at, or None."""
+    found = SINCE_CLAUSE.search(query)
+    return found["date"] if found else None
 
 
 def fingerprint(oai_updatedate: object, item_size: object) -> str | None:

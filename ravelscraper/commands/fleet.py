@@ -16,12 +16,17 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
-from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.archive.names import shown
+from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix, text
 from ravelscraper.extensions import redact
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset")
 MAX_ITEM_ROWS = 50  # items shown by `status` (unfinished and failed ones first)
+MAX_START_URL_ROWS = 5  # start URLs shown by `status` (the first ones waiting)
+# The snapshot's counters that are hand-writable fields of <prefix>:tally / <prefix>:counters.
+TALLY_FIELDS = ("listed", "verified", "failed", "bytes_listed", "bytes_verified", "jobs_failed")
+COUNTER_FIELDS = ("acked", "reclaimed")
 
 
 class FleetError(Exception):
@@ -182,18 +187,40 @@ def push(data: JobData, where: str, entries: list[dict[str, str]]) -> None:
 def status_data(data: JobData) -> dict[str, Any]:
     """The current run's ledger per item, the queue and the live nodes, as one dict."""
     keys = data.keys
-    state = data.snapshot()
+    state: dict[str, int | None] = dict(data.snapshot())
     now = data.redis_now_ms()
     live_nodes = data.live_nodes()
     run = data.strings(keys.run)
     tally = data.strings(keys.tally)
     item_states = data.strings(keys.items)
     failures = data.strings(keys.failures)
+    counters = data.strings(keys.counters)
+    malformed: dict[str, str] = {}  # "<key> <field>" -> the value written there, escaped
+
+    def well_formed(key: str, values: dict[str, str], field: str) -> bool:
+        """A counter is a whole number >= 0 (or missing); anything else was written by hand
+        and is shown as malformed, never as a number."""
+        value = values.get(field, "0")
+        if value.isascii() and value.isdigit():
+            return True
+        malformed[f"{key} {shown(field)}"] = repr(value[:100])
+        return False
 
     def count(field: str, values: dict[str, str] = tally) -> int:
         """A counter as Redis holds it; anything else written there by hand counts as 0."""
         value = values.get(field, "")
         return int(value) if value.isascii() and value.isdigit() else 0
+
+    def counter(field: str) -> int | None:
+        """A tally counter, None if malformed."""
+        return count(field) if well_formed(keys.tally, tally, field) else None
+
+    for field in TALLY_FIELDS:
+        if not well_formed(keys.tally, tally, field):
+            state[field] = None
+    for field in COUNTER_FIELDS:
+        if not well_formed(keys.counters, counters, field):
+            state[field] = None
 
     items = {}
     searches = {
@@ -203,32 +230,35 @@ def status_data(data: JobData) -> dict[str, Any]:
     }
     names = set(item_states) | {f.split(":", 1)[1] for f in tally if ":" in f}
     for identifier in sorted(n for n in names if not n.startswith("search:")):
-        listed, verified = count(f"listed:{identifier}"), count(f"verified:{identifier}")
-        failed = count(f"failed:{identifier}")
+        listed, verified = counter(f"listed:{identifier}"), counter(f"verified:{identifier}")
+        failed = counter(f"failed:{identifier}")
         job = item_states.get(identifier, "listed")
         items[identifier] = {
             "listed": listed,
             "verified": verified,
             "failed": failed,
-            "pending": max(0, listed - verified - failed),
+            "pending": pending(listed, verified, failed),
             "error": failure(job),
         }
     failed_items = sum(1 for row in items.values() if row["error"])
-    listed_items, done_items = count("items_listed"), count("items_done")
+    listed_items, done_items = counter("items_listed"), counter("items_done")
     opened, closed = count("opened", run), count("closed", run)
     return {
         "run": state["run"],
         "run_state": run.get("state", "none"),
         "run_opened_s_ago": round((now - opened) / 1000, 1) if opened else None,
         "run_closed_s_ago": round((now - closed) / 1000, 1) if closed else None,
-        "files": {k: state[k] for k in ("listed", "verified", "failed", "pending")},
+        "files": {
+            **{k: state[k] for k in ("listed", "verified", "failed")},
+            "pending": pending(state["listed"], state["verified"], state["failed"]),
+        },
         # items: listed (their files are in the ledger), done (every file verified or
         # failed), failed (could not be listed), pending (listed, files still pending)
         "item_counts": {
             "listed": listed_items,
             "done": done_items,
             "failed": failed_items,
-            "pending": max(0, listed_items - done_items),
+            "pending": pending(listed_items, done_items),
         },
         "searches": searches,  # query -> "" or why it failed
         "bytes": {"listed": state["bytes_listed"], "verified": state["bytes_verified"]},
@@ -237,6 +267,11 @@ def status_data(data: JobData) -> dict[str, Any]:
         "queued": state["queued"],
         "inflight": state["inflight"],
         "start_urls": state["start_urls"],
+        # the first ones waiting, as pushed (a job no node could queue yet stays there)
+        "start_url_entries": [
+            text(raw)[:300]
+            for raw in data.client.lrange(keys.start_urls, 0, MAX_START_URL_ROWS - 1)
+        ],
         "live_nodes": len(live_nodes),
         "nodes": live_nodes,  # the live ones: an expired node is not listed
         "acked": state["acked"],
@@ -246,7 +281,22 @@ def status_data(data: JobData) -> dict[str, Any]:
         "last_activity_s_ago": (
             round(state["quiet_ms"] / 1000, 1) if state["last_activity_ms"] else None
         ),
+        # counters written by hand (not a whole number): their values are None above
+        "malformed": malformed,
     }
+
+
+def pending(listed: int | None, *settled: int | None) -> int | None:
+    """What is left of ``listed`` once ``settled`` is taken off; None if a counter is
+    malformed."""
+    if listed is None or None in settled:
+        return None
+    return max(0, listed - sum(n or 0 for n in settled))
+
+
+def cell(value: int | None, width: int) -> str:
+    """A counter in a column of the table: ``?`` for a malformed one."""
+    return f"{'?' if value is None else value:>{width}}"
 
 
 def failure(state: str) -> str:
@@ -268,8 +318,8 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
     print(f"job {keys.prefix} on {where}: run {data['run']} ({when})")
     counts = data["item_counts"]
     print(
-        f"  items: {counts['listed']} listed, {counts['done']} done, {counts['failed']} failed, "
-        f"{counts['pending']} pending"
+        f"  items: {cell(counts['listed'], 0)} listed, {cell(counts['done'], 0)} done, "
+        f"{counts['failed']} failed, {cell(counts['pending'], 0)} pending"
     )
     for query, error in data["searches"].items():
         print(f"  search {query[:200]!r}" + (f": failed: {error!r}" if error else ""))
@@ -279,15 +329,16 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
     rows.sort(key=lambda pair: (not (pair[1]["pending"] or pair[1]["error"]), pair[0]))
     for identifier, row in rows[:MAX_ITEM_ROWS]:
         print(
-            f"  {identifier[:40]:<40}{row['listed']:>8}{row['verified']:>10}{row['failed']:>8}"
-            f"{row['pending']:>9}" + (f"  job failed: {row['error']!r}" if row["error"] else "")
+            f"  {shown(identifier)[:40]:<40}{cell(row['listed'], 8)}{cell(row['verified'], 10)}"
+            f"{cell(row['failed'], 8)}{cell(row['pending'], 9)}"
+            + (f"  job failed: {row['error']!r}" if row["error"] else "")
         )
     if len(rows) > MAX_ITEM_ROWS:
         print(f"  ... and {len(rows) - MAX_ITEM_ROWS} more items (--json lists them all)")
     files = data["files"]
     print(
-        f"  {'all items':<40}{files['listed']:>8}{files['verified']:>10}{files['failed']:>8}"
-        f"{files['pending']:>9}"
+        f"  {'all items':<40}{cell(files['listed'], 8)}{cell(files['verified'], 10)}"
+        f"{cell(files['failed'], 8)}{cell(files['pending'], 9)}"
     )
     for path, reason in list(data["failed_files"].items())[:10]:
         print(f"  failed: {path!r}: {reason!r}")
@@ -297,16 +348,24 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
         f"queue: {data['queued']} entries waiting, {data['inflight']} in progress, "
         f"{data['start_urls']} start URLs waiting"
     )
+    for entry in data["start_url_entries"]:
+        print(f"  start URL waiting: {shown(entry)}")
     print(
         f"live nodes: {data['live_nodes']}"
-        + (f" ({', '.join(data['nodes'])})" if data["nodes"] else "")
+        + (f" ({', '.join(shown(n) for n in data['nodes'])})" if data["nodes"] else "")
     )
     print(
-        f"reclaimed from dead nodes: {data['reclaimed']}; given up: {data['dead']}; "
+        f"reclaimed from dead nodes: {cell(data['reclaimed'], 0)}; given up: {data['dead']}; "
         f"rejected entries: {data['rejected']} ({keys.rejected})"
     )
     last = data["last_activity_s_ago"]
     print(f"last activity: {'never' if last is None else f'{last} s ago'}")
+    if data["malformed"]:
+        named = ", ".join(f"{name}={value}" for name, value in data["malformed"].items())
+        print(
+            f"malformed counters (written by hand; `scrapy fleet reset` clears the job): "
+            f"{named[:1000]}"
+        )
 
 
 def reset(data: JobData, force: bool) -> None:

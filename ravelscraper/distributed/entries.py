@@ -51,6 +51,7 @@ FILE_FIELDS = {
     "size",
     "md5",
     "sha1",
+    "mtime",
 }
 MAX_TEXT = 4096
 
@@ -77,6 +78,8 @@ def file_record(item: AudioFile) -> dict[str, Any]:
         entry["md5"] = item.md5
     if item.sha1 is not None:
         entry["sha1"] = item.sha1
+    if item.mtime is not None:
+        entry["mtime"] = str(item.mtime)
     return {
         "identifier": item.identifier,
         "url": item.url,
@@ -138,23 +141,10 @@ def _item_from_record(body: bytes, origins: AllowedOrigins) -> AudioFile:
         raise BadRecord(f"host of {url[:200]!r} is not allowed (allowed: {origins.describe()})")
     if url != location.download_url(remote.name):
         raise BadRecord(f"url {url[:200]!r} is not the download URL of {remote.name[:200]!r}")
-    return AudioFile(
-        identifier=identifier,
-        name=remote.name,
-        url=url,
-        format=remote.format,
-        title=remote.title,
-        track=remote.track,
-        album=remote.album,
-        creator=remote.creator,
-        length=remote.length,
-        size=remote.size,
-        md5=remote.md5,
-        sha1=remote.sha1,
-        regenerated=record["regenerated"],
-        error=record["error"] or remote.error,
-        file_urls=[url],
-    )
+    file = AudioFile.listed(location, remote)  # the single node's item, field for field
+    file.regenerated = record["regenerated"]
+    file.error = record["error"] or remote.error
+    return file
 
 
 def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
@@ -206,7 +196,7 @@ class FileEntries:
         files: list[AudioFile] = []
         try:
             async for output in result:
-                if isinstance(output, AudioFile) and not from_entry:
+                if isinstance(output, AudioFile) and not from_entry and not output.failed_item:
                     files.append(output)
                 else:
                     yield output

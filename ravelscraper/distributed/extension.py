@@ -81,9 +81,10 @@ class FleetCoordinator:
                 self.heartbeat()
                 if self.closed:
                     return
+                self.fleet.recovered(wrote=True)  # the heartbeat writes
             self.start_urls.take()
             self.publish(self.data.snapshot())
-            self.fleet.recovered()
+            self.fleet.recovered()  # reads: the end of an outage, unless writes were refused
         except RedisError as exc:
             if self.fleet.redis_failed(exc):
                 self.closed = True
@@ -111,14 +112,19 @@ class FleetCoordinator:
         self.data_lost(data.snapshot())
 
     def data_lost(self, state: dict[str, int]) -> bool:
-        """A run this node saw has vanished: Redis lost the fleet's data. Stops the node."""
-        if not self.fleet.run_seen or state["run"] >= self.fleet.run_seen:
-            self.fleet.joined_run(state["run"])
+        """The ledger of the runs this node saw has vanished, or another took its place (its
+        token differs: run ids start again at 1 after a FLUSHDB, tokens never repeat): Redis
+        lost the fleet's data. Stops the node."""
+        token = self.data.ledger.token()
+        if not self.fleet.ledger_seen or token == self.fleet.ledger_seen:
+            self.fleet.joined_run(state["run"], token)
             return False
+        now = f"run {state['run']} is another" if token else "there is no run"
         self.fleet_lost(
-            f"[fleet] the fleet's data in Redis is gone (run {self.fleet.run_seen} no longer "
-            "exists: FLUSHDB, `scrapy fleet reset --force`, or a Redis restarted without "
-            "persistence); stopping: files of this run may be missing, run the job again"
+            f"[fleet] the fleet's data in Redis is gone (run {self.fleet.run_seen}, which this "
+            f"node worked on, no longer exists; {now}: FLUSHDB, `scrapy fleet reset --force`, "
+            "or a Redis restarted without persistence); stopping: files of this run may be "
+            "missing, run the job again"
         )
         return True
 

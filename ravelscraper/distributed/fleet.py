@@ -4,7 +4,9 @@ the job's data, and the node's one policy when Redis fails.
 The scheduler, the coordinator (extension) and the fleet cap all report a failed Redis call
 to :meth:`Fleet.redis_failed`: within ``RAVEL_REDIS_GRACE`` the node carries on (a restart
 of Redis, with persistence, is ridden out); past it, or at once for a key of the wrong type,
-the crawl stops with one ERROR line and reason ``redis_unavailable`` (exit 1).
+the crawl stops with one ERROR line and reason ``redis_unavailable`` (exit 1). Redis refusing
+commands (out of memory under ``maxmemory``, an ACL) is failing until a write works again:
+reads that work meanwhile don't end it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from time import monotonic
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from redis.exceptions import ResponseError
 from scrapy import Spider
 from scrapy.crawler import Crawler
 
-from ravelscraper.distributed.connection import FleetUnavailable, connect
+from ravelscraper.distributed.connection import FleetUnavailable, connect, scrub
 from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
@@ -84,10 +85,14 @@ class Fleet:
         self.queue: ReliableQueue | None = None
         self.error: str | None = None  # why Redis cannot be used, once open() failed
         self.down_since: float | None = None  # first failed call of the current outage
+        # Redis answered but refused a command (out of memory, no permission...): reads that
+        # work don't end that outage, only a write does (see recovered)
+        self.writes_refused = False
         self.stopped = False  # the node gave up on Redis: the crawl is closing
         self.on_heartbeat: list[Callable[[], None]] = []  # e.g. renewing fleet-cap leases
         self.scheduler: Any = None  # the RavelScheduler: it holds this node's leases
-        self.run_seen = 0  # the highest run id this node saw; a smaller one means data loss
+        self.run_seen = 0  # the highest run id this node saw (for the messages)
+        self.ledger_seen = ""  # the ledger token of the runs this node saw (RunLedger.token)
         self.joined = monotonic()
 
     @classmethod
@@ -111,8 +116,12 @@ class Fleet:
         A restart of Redis (with persistence, as the README advises) is ridden out: the node
         keeps its leases and transfers, and carries on when Redis answers again.
         """
+        from redis import ResponseError
+
         if self.stopped:
             return True
+        if isinstance(exc, ResponseError):
+            self.writes_refused = True
         if is_wrong_type(exc):  # no waiting cures a key of the wrong type
             prefix = self.keys.prefix if self.keys else "?"
             self.give_up(
@@ -146,14 +155,18 @@ class Fleet:
         else:  # not started, or already closing: there is no crawl left to stop
             report_fatal(self.crawler, message)
 
-    def recovered(self) -> None:
-        """A Redis call succeeded: the outage, if any, is over."""
-        if self.down_since is not None and not self.stopped:
-            logger.info(
-                f"[fleet] Redis at {self.where} answers again after "
-                f"{monotonic() - self.down_since:.1f} s"
-            )
-            self.down_since = None
+    def recovered(self, wrote: bool = False) -> None:
+        """A Redis call succeeded (``wrote``: one that writes): the outage, if any, is over.
+        Not when Redis refused commands (out of memory...) and this one only read: reads
+        work then, and must not reset the grace period while every write fails."""
+        if self.down_since is None or self.stopped or (self.writes_refused and not wrote):
+            return
+        logger.info(
+            f"[fleet] Redis at {self.where} answers again after "
+            f"{monotonic() - self.down_since:.1f} s"
+        )
+        self.down_since = None
+        self.writes_refused = False
 
     # --- joining ---------------------------------------------------------------------------
 
@@ -161,11 +174,21 @@ class Fleet:
     def connected(self) -> bool:
         return self.queue is not None
 
-    def joined_run(self, run: int) -> None:
-        self.run_seen = max(self.run_seen, run)
+    def joined_run(self, run: int, ledger: str) -> None:
+        """This node saw run ``run`` of ledger ``ledger``. The first ledger seen is kept: a
+        later run of another ledger (the data was lost, then a run opened again) is reported
+        by the coordinator (``FleetCoordinator.data_lost``)."""
+        if not ledger:
+            return
+        if not self.ledger_seen:
+            self.ledger_seen = ledger
+        if ledger == self.ledger_seen:
+            self.run_seen = max(self.run_seen, run)
 
     def open(self, spider: Spider, serializer: Any) -> ReliableQueue:
         """Connect and build the queue; raises FleetUnavailable (one line, no password)."""
+        from redis import RedisError
+
         try:
             keys = JobKeys.for_prefix(job_prefix(self.settings.prefix, spider.name))
         except BadPrefix as exc:
@@ -177,8 +200,22 @@ class Fleet:
         self.queue = ReliableQueue(
             spider, serializer, data=self.data, origins=AllowedOrigins.for_spider(spider)
         )
-        self.data.heartbeat(int(self.settings.node_ttl * 1000))
+        try:
+            self.data.heartbeat(int(self.settings.node_ttl * 1000))
+        except RedisError as exc:  # e.g. an ACL without EVALSHA, or Redis out of memory
+            raise FleetUnavailable(refused(self.where, exc, self.crawler.settings)) from None
         return self.queue
+
+
+def refused(where: str, exc: Exception, settings: Any) -> str:
+    """One line for a command Redis refused (NOPERM, OOM...): its own words, no password."""
+    said = scrub(str(exc), str(settings.get("REDIS_URL") or ""))[:300]
+    hint = ""
+    if said.startswith("command not allowed when used memory"):
+        hint = "; Redis is out of memory (maxmemory): free some or raise it"
+    elif "no permissions" in said:
+        hint = "; the Redis user needs EVAL, EVALSHA and the commands on the job's keys"
+    return f"Redis at {where} refused this node's commands ({type(exc).__name__}: {said}){hint}"
 
 
 def check_key_types(client: Any, keys: JobKeys) -> None:

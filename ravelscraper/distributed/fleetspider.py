@@ -7,7 +7,7 @@ call these methods typed, and a spider without them is refused in one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn, Protocol, runtime_checkable
 
 from scrapy import Request, Spider
@@ -27,6 +27,8 @@ class FleetSpider(Protocol):
         """The requests that list one item's files (a start URL's job)."""
 
     many: ManyItems  # a search's pages (a collection's job), and the items that fail alone
+    # The hook that reads a file entry (set by the fleet: ``JobListing.hook_spider``).
+    file_entries: Callable[[Response], Iterator[AudioFile]] | None
 
     def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
         """The callback of a file entry: the file's item, rebuilt and checked."""

@@ -1,7 +1,7 @@
 """A job's side of the fleet's ledger: the files of a listed item enter the ledger and become
 queue entries (:mod:`.entries`); a job that fails while listed (an unknown item, a search that
 archive.org refuses...) fails in the ledger, not the node; so does one item of a collection
-that fails (the spider's ``item_failed``, see :meth:`JobListing.watch_items`). Names a single
+that fails (the spider's ``item_failed``, see :meth:`JobListing.hook_spider`). Names a single
 node refuses (the spider's verdict, and case-only duplicates fleet-wide) fail here, in the
 ledger, and are never queued.
 
@@ -13,6 +13,7 @@ which any node takes at once. Its owner in the ledger is ``search:<query>``.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from redis import RedisError
 from scrapy import Request
@@ -21,7 +22,7 @@ from scrapy.exceptions import CloseSpider
 
 from ravelscraper.archive.metadata import ItemLocation
 from ravelscraper.archive.names import DIFFERS_IN_CASE, NAME_REFUSED, UnsafeName, safe_relative_path
-from ravelscraper.distributed.entries import entry_request
+from ravelscraper.distributed.entries import entry_request, file_entry_items
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.leases import Leases
@@ -176,10 +177,12 @@ class JobListing:
         )
         return True
 
-    def watch_items(self, spider: FleetSpider) -> None:
-        """Record in the ledger each item of a collection that the spider fails alone (one
-        ERROR line there, the crawl goes on): the run then ends with it named, and the
-        closing node exits 1."""
+    def hook_spider(self, spider: FleetSpider) -> None:
+        """Plug the fleet into the spider's hooks: its file entries are read here
+        (``file_entry_items``), and each item of a collection that the spider fails alone
+        (one ERROR line there, the crawl goes on) is recorded in the ledger: the run then
+        ends with it named, and the closing node exits 1."""
+        spider.file_entries = partial(file_entry_items, spider=spider)
         spider.many.on_item_failed = self.item_failed
 
     def item_failed(self, identifier: str, reason: str) -> None:

@@ -147,7 +147,7 @@ class Leases:
             if lease.request in active:
                 continue
             if lease.rejected is not None:
-                self.data.reject(entry_id, lease.rejected)
+                self.rejected(entry_id, lease.rejected)
                 acked = True
             elif lease.unfinished:
                 if stopping:
@@ -163,7 +163,7 @@ class Leases:
                 if stopping:
                     continue  # cut short: handed back by hand_back()
                 # Its record was consumed without an item reaching the end of the pipelines.
-                self.data.reject(entry_id, "file entry produced no file")
+                self.rejected(entry_id, "file entry produced no file")
                 acked = True
             elif lease.completed or not stopping:
                 acked = self.data.ack(entry_id)
@@ -176,6 +176,13 @@ class Leases:
                     f"[fleet] lease of {lease.request.url[:100]!r} was lost (this node missed "
                     "heartbeats for RAVEL_NODE_TTL); another node may process it again"
                 )
+
+    def rejected(self, entry_id: str, reason: str) -> None:
+        """Reject a leased entry; the file or job it is part of fails in the ledger."""
+        failed = self.data.reject(entry_id, reason)
+        if failed:
+            stat = "ravel/files_failed" if failed == "file" else "ravel/jobs_failed"
+            self.crawler.stats.inc_value(stat)
 
     def record_item(self, done: ItemRecord) -> None:
         """This node verified the last file of an item whose every file was verified, by

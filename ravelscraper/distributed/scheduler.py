@@ -42,6 +42,7 @@ from ravelscraper.distributed.schema import JobData
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
+from ravelscraper.stop import report_fatal
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ class GuardedErrback:
             if jobs.job_failed(request, exc):
                 return []
             raise
-        files = [o for o in outputs if isinstance(o, AudioFile)]
-        others = [o for o in outputs if not isinstance(o, AudioFile)]
+        files = [o for o in outputs if isinstance(o, AudioFile) and not o.failed_item]
+        others = [o for o in outputs if not isinstance(o, AudioFile) or o.failed_item]
         others += jobs.queue_files(files, request)
         leases.page_done(request)
         return others
@@ -150,7 +151,7 @@ class RavelScheduler(BaseScheduler):
             self.data = self.fleet.data
             try:
                 if not self.fleet.settings.wait_for_work:
-                    self.fleet.joined_run(self.data.ledger.open_run())
+                    self.fleet.joined_run(*self.data.ledger.open_run())
                 state = self.data.snapshot()
             except RedisError as error:
                 raise FleetUnavailable(
@@ -164,7 +165,7 @@ class RavelScheduler(BaseScheduler):
             self.failed = True
             return
         keys = self.data.keys
-        self.jobs.watch_items(self.fleet.spider)
+        self.jobs.hook_spider(self.fleet.spider)
         self.df.server, self.df.key = self.data.client, keys.dupefilter
         logger.info(
             f"[fleet] node {self.fleet.node} joined {self.fleet.where}, keys {keys.prefix}:*"
@@ -175,7 +176,16 @@ class RavelScheduler(BaseScheduler):
     def close(self, reason: str) -> None:
         if not self.fleet.connected or self.failed:
             return
-        held = len(self.leases)
+        held, unqueued = len(self.leases), len(self.unsent)
+        if unqueued and not self.fleet.stopped:
+            # Work Redis refused to queue is dropped with this node: never a clean stop. Where
+            # it came from (a start URL, a leased page entry) stays in Redis.
+            report_fatal(
+                self.crawler,
+                f"[fleet] stopping with {unqueued} requests Redis could not queue (it refused "
+                "them); they are dropped here, and the start URL or page they came from stays "
+                "in Redis for another node or a re-run",
+            )
         try:
             self.acknowledge_finished()
             handed_back = self.leases.hand_back()
@@ -188,7 +198,7 @@ class RavelScheduler(BaseScheduler):
                 "other nodes will take this node's entries after RAVEL_NODE_TTL"
             )
             return
-        if reason == "shutdown" and not held and self.fleet.settings.wait_for_work:
+        if reason == "shutdown" and not held and not unqueued and self.fleet.settings.wait_for_work:
             # A waiting node stopped by a signal while it held no work: a normal stop.
             self.stats.set_value("ravel/fleet_clean_stop", 1)
         if reason == "shutdown" and handed_back:
@@ -203,7 +213,7 @@ class RavelScheduler(BaseScheduler):
         owner = owner_of(request)
         try:
             if owner.startswith("item:"):  # a job: it belongs to an open run
-                self.fleet.joined_run(self.data.ledger.open_run())
+                self.fleet.joined_run(*self.data.ledger.open_run())
             pushed = self.queue.push(request, fingerprint, owner)
         except RedisError as exc:
             if self.fleet.redis_failed(exc):
@@ -222,9 +232,9 @@ class RavelScheduler(BaseScheduler):
 
     def next_request(self) -> Request | None:
         try:
-            self.push_unsent()
+            pushed = self.push_unsent()
             self.acknowledge_finished()
-            self.fleet.recovered()
+            self.fleet.recovered(wrote=pushed > 0)
             for _ in range(MAX_REJECTED_PER_CALL):
                 if self.out_of_service or len(self.leases) >= self.fleet.settings.max_leases:
                     return None
@@ -265,13 +275,17 @@ class RavelScheduler(BaseScheduler):
             self.fleet.redis_failed(exc)
             return False
 
-    def push_unsent(self) -> None:
-        """Queue the requests kept while Redis was away (raises RedisError if it still is)."""
+    def push_unsent(self) -> int:
+        """Queue the requests kept while Redis was away (raises RedisError if it still is);
+        how many were."""
+        pushed = 0
         while self.unsent:
             request = self.unsent[0]
             fingerprint = None if request.dont_filter else self.df.request_fingerprint(request)
             self.queue.push(request, fingerprint, owner_of(request))
             self.unsent.pop(0)
+            pushed += 1
+        return pushed
 
     def acknowledge_finished(self) -> None:
         """Settle the leases whose work is over; not while requests they produced wait in
@@ -282,4 +296,6 @@ class RavelScheduler(BaseScheduler):
     def reject(self, entry_id: str, reason: str) -> None:
         logger.error(f"[fleet] rejected queue entry {entry_id[:40]!r}: {reason}")
         self.stats.inc_value("ravel/entries_rejected")
-        self.data.reject(entry_id, reason)
+        failed = self.data.reject(entry_id, reason)
+        if failed:  # an entry of the run's work: its file or job failed in the ledger
+            self.stats.inc_value("ravel/files_failed" if failed == "file" else "ravel/jobs_failed")

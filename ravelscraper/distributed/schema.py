@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -45,8 +46,10 @@ class JobKeys:
     fleetcap_waiting: str  # ZSET waiting token -> expiry (ms): a killed node's tickets lapse
     fleetcap_seq: str  # INCR: tickets
     # --- the ledger of the current run ---
-    run: str  # HASH id, state (open|closed), opened, closed (ms): the current run
-    runs: str  # INCR: run ids; a smaller id than a node saw means the data was lost
+    run: str  # HASH id, state (open|closed), opened, closed (ms), ledger: the current run
+    # (ledger: a random token, drawn when a run opens without a previous one and kept by the
+    # runs after it; a node that finds another token, or none, than it saw: the data was lost)
+    runs: str  # INCR: run ids, for people (they start again at 1 after a FLUSHDB)
     files: str  # HASH "<identifier>/<name>" -> pending | verified | failed
     names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide
     failures: str  # HASH path -> why the file failed
@@ -141,6 +144,33 @@ local function settle(tally, items, records, ident)
   redis.call('HDEL', records, ident)
   if t('failed') == 0 then return 1, record end
   return 2, false
+end
+"""
+
+# The owner of an entry that will never be done ("file:<path>", "item:<identifier>" or
+# "search:<query>") fails in the ledger, with why: its file if still pending (which may
+# settle its item), else its job, once. -> 'file', 'job' or '' (nothing failed here).
+# Needs NOW_MS's hincr and SETTLE.
+FAIL_OWNER = """
+local function fail_owner(owner, why, files, failures, tally, items, records)
+  if string.sub(owner, 1, 5) == 'file:' then
+    local path = string.sub(owner, 6)
+    if redis.call('HGET', files, path) ~= 'pending' then return '' end
+    local ident = string.match(path, '^[^/]*')
+    redis.call('HSET', files, path, 'failed')
+    redis.call('HSET', failures, path, why)
+    hincr(tally, 'failed', 1)
+    hincr(tally, 'failed:' .. ident, 1)
+    settle(tally, items, records, ident)
+    return 'file'
+  elseif string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
+    local ident = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
+    if string.sub(redis.call('HGET', items, ident) or '', 1, 6) == 'failed' then return '' end
+    redis.call('HSET', items, ident, 'failed: ' .. why)
+    hincr(tally, 'jobs_failed', 1)
+    return 'job'
+  end
+  return ''
 end
 """
 
@@ -295,14 +325,24 @@ end
 return n
 """
 
-# KEYS inflight payloads rejected owners / ARGV node id reason
-REJECT = """
+# An entry refused (malformed, too large, on an origin not allowed): recorded in rejected;
+# if it belongs to this run's ledger (its owner), its file or job fails: never dropped.
+# KEYS inflight payloads rejected owners files failures tally items item_records activity
+# ARGV node id reason -> what failed ('file', 'job' or '')
+REJECT = (
+    NOW_MS
+    + SETTLE
+    + FAIL_OWNER
+    + """
+local owner = redis.call('HGET', KEYS[4], ARGV[2]) or ''
 redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-return 1
+redis.call('SET', KEYS[10], now)
+return fail_owner(owner, 'rejected: ' .. ARGV[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 """
+)
 
 # Requeue the leases of nodes that stopped heart-beating; an entry held by max_attempts
 # dead nodes is given up, and its file (or item) is failed in the ledger. A malformed lease
@@ -312,6 +352,7 @@ return 1
 RECLAIM = (
     NOW_MS
     + SETTLE
+    + FAIL_OWNER
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local leases = redis.call('HGETALL', KEYS[2])
@@ -332,23 +373,7 @@ for i = 1, #leases, 2 do
       dead = dead + 1
       local owner = redis.call('HGET', KEYS[8], id) or ''
       local why = 'given up: ' .. tries .. ' nodes stopped while holding it (RAVEL_MAX_ATTEMPTS)'
-      if string.sub(owner, 1, 5) == 'file:' then
-        local path = string.sub(owner, 6)
-        if redis.call('HGET', KEYS[9], path) == 'pending' then
-          local ident = string.match(path, '^[^/]*')
-          redis.call('HSET', KEYS[9], path, 'failed')
-          redis.call('HSET', KEYS[10], path, why)
-          hincr(KEYS[11], 'failed', 1)
-          hincr(KEYS[11], 'failed:' .. ident, 1)
-          settle(KEYS[11], KEYS[12], KEYS[13], ident)
-        end
-      elseif string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
-        local ident = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
-        if string.sub(redis.call('HGET', KEYS[12], ident) or '', 1, 6) ~= 'failed' then
-          redis.call('HSET', KEYS[12], ident, 'failed: ' .. why)
-          hincr(KEYS[11], 'jobs_failed', 1)
-        end
-      end
+      fail_owner(owner, why, KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13])
     else
       redis.call('ZADD', KEYS[3], score, id)
       moved = moved + 1
@@ -384,20 +409,26 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2]), redis.call('L
 """
 )
 
-# Open a run unless one is open: the previous run's ledger is cleared. -> the run's id
-# KEYS run runs files names failures items tally owners activity item_records / ARGV node
+# Open a run unless one is open: the previous run's ledger is cleared. The run keeps the
+# previous run's ledger token; with none (a new job, or its data lost) it takes ARGV[2], a
+# random one. KEYS run runs files names failures items tally owners activity item_records
+# ARGV node token -> {the run's id, its ledger token}
 OPEN_RUN = (
     NOW_MS
     + """
 redis.call('SET', KEYS[9], now)
+local ledger = redis.call('HGET', KEYS[1], 'ledger')
+if not ledger or ledger == '' then ledger = ARGV[2] end
 if redis.call('HGET', KEYS[1], 'state') == 'open' then
-  return tonumber(redis.call('HGET', KEYS[1], 'id')) or 0
+  redis.call('HSET', KEYS[1], 'ledger', ledger)
+  return {tonumber(redis.call('HGET', KEYS[1], 'id')) or 0, ledger}
 end
 local id = incr(KEYS[2], 1)
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10])
-redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1])
+redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1],
+           'ledger', ledger)
 redis.call('HDEL', KEYS[1], 'closed', 'closed_by')
-return id
+return {id, ledger}
 """
 )
 
@@ -576,14 +607,27 @@ class JobData:
         k = self.keys
         return int(self.scripts("nack", [k.inflight, k.requests], [self.node, *entry_ids]))
 
-    def reject(self, entry_id: str, reason: str) -> None:
-        """Forget a bad entry and record why in ``rejected``."""
+    def reject(self, entry_id: str, reason: str) -> str:
+        """Forget a bad entry and record why in ``rejected``; the file or job it belongs to in
+        the run's ledger fails: returns ``file``, ``job`` or "" (an entry of no job: forged)."""
         k = self.keys
-        self.scripts(
+        found = self.scripts(
             "reject",
-            [k.inflight, k.payloads, k.rejected, k.owners],
+            [
+                k.inflight,
+                k.payloads,
+                k.rejected,
+                k.owners,
+                k.files,
+                k.failures,
+                k.tally,
+                k.items,
+                k.item_records,
+                k.activity,
+            ],
             [self.node, entry_id, reason[:500]],
         )
+        return text(found or "")
 
     # --- the nodes -------------------------------------------------------------------------
 
@@ -680,27 +724,32 @@ class RunLedger:
             },
         )
 
-    def open_run(self) -> int:
-        """The id of the open run, opening a new one (with an empty ledger) if none is."""
+    def open_run(self) -> tuple[int, str]:
+        """The id and ledger token of the open run, opening a new one (with an empty ledger)
+        if none is. The token is the previous run's, or a new random one (uuid4) when there
+        is no previous run: after a FLUSHDB run 1 comes again, its token never does."""
         k = self.keys
-        return int(
-            self.scripts(
-                "open_run",
-                [
-                    k.run,
-                    k.runs,
-                    k.files,
-                    k.names,
-                    k.failures,
-                    k.items,
-                    k.tally,
-                    k.owners,
-                    k.activity,
-                    k.item_records,
-                ],
-                [self.node],
-            )
+        found = self.scripts(
+            "open_run",
+            [
+                k.run,
+                k.runs,
+                k.files,
+                k.names,
+                k.failures,
+                k.items,
+                k.tally,
+                k.owners,
+                k.activity,
+                k.item_records,
+            ],
+            [self.node, uuid.uuid4().hex],
         )
+        return int(found[0]), text(found[1])
+
+    def token(self) -> str:
+        """The ledger token of the current run ("" if there is no run)."""
+        return text(self.client.hget(self.keys.run, "ledger") or b"")
 
     def list_files(
         self, identifier: str, files: list[tuple[str, str, int]], record: str = ""

@@ -1,6 +1,7 @@
 """Start URLs from Redis: users push ``{"url": "<details page>"}`` or ``{"item": "<identifier>"}``
-onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``), or a whole
-collection or search, ``{"collection": "<identifier>"}`` or ``{"search": "<query>"}``; a node
+onto ``<prefix>:start_urls`` (scrapy-redis's JSON start URLs, plus ``item``), a plain details
+page URL or identifier (scrapy-redis's own plain-string convention, ``redis-cli lpush``), or a
+whole collection or search, ``{"collection": "<identifier>"}`` or ``{"search": "<query>"}``; a node
 checks each one and queues the spider's own requests for it (an item's listing requests, or
 a search's first page). An entry is removed only once its
 requests are queued, so a node that dies meanwhile loses nothing; a refused one is removed
@@ -42,7 +43,8 @@ class SearchJob:
 
 START_KEYS = {"url", "item", "collection", "search"}
 EXPECTED = (
-    'expected {"url": "<details page>"}, {"item": "<identifier>"}, '
+    "expected a details page URL or an identifier (plain text, scrapy-redis's way), "
+    '{"url": "<details page>"}, {"item": "<identifier>"}, '
     '{"collection": "<identifier>"} or {"search": "<query>"}'
 )
 
@@ -101,12 +103,36 @@ def start_job(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocati
         raise BadStartUrl(f"unreadable entry ({type(exc).__name__})") from None
 
 
+def plain_start_url(raw: bytes) -> str | None:
+    """The text of a plain start URL, scrapy-redis's own convention (``redis-cli lpush
+    ravel:start_urls https://archive.org/details/<id>``, or a bare identifier): one printable
+    line that is not a JSON object. None for anything else (read as JSON)."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or text.startswith("{") or not text.isprintable():
+        return None
+    return text
+
+
 def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemLocation | SearchJob:
+    plain = plain_start_url(raw)
+    if plain is not None:
+        try:
+            if "/" in plain:
+                location = ItemLocation.from_details_url(plain)
+            else:
+                location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], plain)
+        except BadInput as exc:
+            raise BadStartUrl(f"{str(exc)[:300]}; {EXPECTED}") from None
+        return allowed(location, origins)
     try:
         entry = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadStartUrl(
-            'not JSON; push {"url": "https://archive.org/details/<identifier>"}'
+            "not JSON; push https://archive.org/details/<identifier> or "
+            '{"url": "https://archive.org/details/<identifier>"}'
         ) from None
     if (
         not isinstance(entry, dict)
@@ -124,6 +150,11 @@ def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemL
             location = ItemLocation.on(spider.settings["RAVEL_ORIGIN"], entry["item"])
     except BadInput as exc:
         raise BadStartUrl(str(exc)[:300]) from None
+    return allowed(location, origins)
+
+
+def allowed(location: ItemLocation, origins: AllowedOrigins) -> ItemLocation:
+    """``location``, if its origin is one this crawl may fetch; raises BadStartUrl."""
     if location.origin not in origins:
         raise BadStartUrl(
             f"origin {location.origin[:200]!r} is not allowed (allowed: {origins.describe()}; "
@@ -139,6 +170,9 @@ class StartUrlFeed:
         self.crawler = crawler
         self.fleet = fleet
         self.max_start_url_bytes = crawler.settings.getint("RAVEL_MAX_START_URL_BYTES")
+        # Start URLs whose requests Redis refused to queue (they wait in the scheduler's
+        # ``unsent``): they stay in the list until those are queued.
+        self.queued_later: list[bytes] = []
 
     def take(self) -> int:
         """Queue the details pages pushed onto ``<prefix>:start_urls`` (removed once queued)."""
@@ -147,6 +181,12 @@ class StartUrlFeed:
         keys = data.keys
         assert spider is not None
         taken = 0
+        unsent: list = getattr(self.fleet.scheduler, "unsent", [])
+        while self.queued_later:
+            if unsent:
+                return 0  # not queued yet: take nothing more meanwhile
+            data.start_urls.drop(self.queued_later[0])
+            self.queued_later.pop(0)
         origins = AllowedOrigins.for_spider(spider)
         for _ in range(MAX_START_URLS_PER_TICK):
             head = data.start_urls.take(self.max_start_url_bytes)
@@ -172,8 +212,14 @@ class StartUrlFeed:
             logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url[:300]!r}")
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
+            waiting = len(unsent)
             for request in requests:
                 self.crawler.engine.crawl(request)
             taken += 1
+            if self.fleet.stopped:  # the node gave up on Redis: the start URL stays
+                break
+            if len(unsent) > waiting:  # Redis refused them: kept until it queues them
+                self.queued_later.append(raw)
+                break
             data.start_urls.drop(raw)
         return taken

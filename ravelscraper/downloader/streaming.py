@@ -57,7 +57,8 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
 
 from ravelscraper.scrapy_compat import abort_body, download_to_sink
-from ravelscraper.stores import FILE_MODE, PARTIAL_PREFIX, PARTIAL_SUFFIX, write_all
+from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX
+from ravelscraper.stores.local import FILE_MODE, write_all
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ def retry_after_seconds(value: bytes | None, now: datetime | None = None) -> flo
     if not value:
         return None
     text = value.decode("latin-1").strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not str.isdigit alone: "²" is a digit to it
         return float(text)
     try:
         when = parsedate_to_datetime(text)

@@ -73,7 +73,7 @@ class DryRunPlan:
         logger.info("[dry run] listing only: nothing will be downloaded or stored")
 
     def item_scraped(self, item: Any, **kwargs: Any) -> None:
-        if not isinstance(item, AudioFile):
+        if not isinstance(item, AudioFile) or item.failed_item:
             return
         self.add(item)
 

@@ -142,7 +142,7 @@ class Progress:
 
     def file_ended(self, item: Any, **kwargs: Any) -> None:
         """A file out of the pipeline: its item is done once all its files are."""
-        if not isinstance(item, AudioFile):
+        if not isinstance(item, AudioFile) or item.failed_item:  # items_failed counts those
             return
         # item_dropped passes ``exception``, item_error ``failure``: the file did not end well.
         failed = bool(item.error) or "exception" in kwargs or "failure" in kwargs

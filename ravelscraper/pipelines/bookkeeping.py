@@ -29,7 +29,7 @@ from scrapy.crawler import Crawler
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.records import NO_XATTR_MESSAGE, ItemRecords, xattrs_supported
 from ravelscraper.pipelines.verify import expected_checksum
-from ravelscraper.stores import AtomicFSFilesStore, call_store
+from ravelscraper.stores import call_store
 
 logger = logging.getLogger("ravelscraper.pipelines.files")  # its lines are the pipeline's
 # A file's ends that count toward its item's completion: stored or found matching the
@@ -48,7 +48,7 @@ class Bookkeeping:
         self.dry_run = crawler.settings.getbool("RAVEL_DRY_RUN")
         self.item_records = ItemRecords.from_settings(crawler.settings)
         self.verified_files: dict[str, set[str]] = {}  # identifier -> names verified here
-        if isinstance(store, AtomicFSFilesStore):
+        if store.keeps_records:
             store.quick = crawler.settings["RAVEL_RECHECK"] == "quick"
             store.keep_records = not self.dry_run
 
@@ -56,7 +56,7 @@ class Bookkeeping:
         """After the store's check: records only where extended attributes are kept (never
         probed in a dry run, which writes nothing and keeps no records)."""
         store = self.store
-        if not isinstance(store, AtomicFSFilesStore) or self.dry_run:
+        if not store.keeps_records or self.dry_run:
             return
         if not xattrs_supported(store.basedir):
             logger.info(NO_XATTR_MESSAGE)

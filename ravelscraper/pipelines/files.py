@@ -36,7 +36,9 @@ is asked is ``ravelscraper.stores``'.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,17 +61,12 @@ from ravelscraper.pipelines.verify import expected_checksum, up_to_date, verifie
 from ravelscraper.scrapy_compat import forget_media_results
 from ravelscraper.stop import fatal, stop_crawl
 from ravelscraper.stores import (
-    AtomicFSFilesStore,
-    FTPStore,
-    S3Store,
-    StoreProblem,
+    STORE_SCHEMES,
     call_store,
-    is_name_problem,
-    persist_call,
-    stat_call,
     store_check_problem,
     store_uri_problem,
 )
+from ravelscraper.stores.base import StoreProblem, is_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +85,12 @@ def describe(failure: Failure) -> str:
 class RefusedStore:
     """Stands in for a FILES_STORE that can't be built; the crawl stops before using it."""
 
+    blocking = False
+    streams_parts = False
+    checksums = frozenset({"md5"})
+    keeps_records = False
+    restamps = False
+
     def stat_file(self, path: str, info: Any) -> Any:
         raise StoreProblem("FILES_STORE is not usable")
 
@@ -97,13 +100,7 @@ class RefusedStore:
 class VerifiedFilesPipeline(FilesPipeline):
     """FilesPipeline that keeps archive.org's names and stores only what it has checked."""
 
-    STORE_SCHEMES = {
-        **FilesPipeline.STORE_SCHEMES,  # "gs" stays: see scrapy_compat; refused
-        "": AtomicFSFilesStore,
-        "file": AtomicFSFilesStore,
-        "s3": S3Store,
-        "ftp": FTPStore,
-    }
+    STORE_SCHEMES = {**FilesPipeline.STORE_SCHEMES, **STORE_SCHEMES}
 
     def __init__(self, store_uri: str, *, crawler: Crawler):
         self.store_problem = store_uri_problem(str(store_uri or ""))
@@ -133,6 +130,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.transfers.log_unverified()
 
     async def process_item(self, item: AudioFile) -> AudioFile:
+        if item.failed_item:  # an item of many that failed: a manifest row, nothing to fetch
+            return item
         if item.error:  # the spider could not list it as a file to fetch (or store)
             self.file_failed(item.name, item.error, item)
             return item
@@ -154,7 +153,7 @@ class VerifiedFilesPipeline(FilesPipeline):
 
     def stream_meta(self, item: AudioFile) -> dict[str, Any]:
         """On the local store, the meta that streams the body to the target's folder."""
-        if not isinstance(self.store, AtomicFSFilesStore):
+        if not self.store.streams_parts:
             return {}
         folder = self.store.folder_of(f"{item.identifier}/{item.name}")
         return {} if folder is None else self.part_files.meta(folder, expected_checksum(item)[0])
@@ -176,19 +175,30 @@ class VerifiedFilesPipeline(FilesPipeline):
         assert item is not None
         path = self.file_path(request, info=info, item=item)
         algorithm, expected = expected_checksum(item)
-        if not isinstance(self.store, AtomicFSFilesStore):  # S3's ETag, FTP's checksum: md5s
+        if algorithm not in self.store.checksums:  # S3's ETag, FTP's checksum: md5s
             algorithm, expected = "md5", item.md5
-        stat = stat_call(self.store, path, info, algorithm, expected, item.size)
+        stat = partial(self.store.stat_file, path, info, algorithm, expected, item.size)
         stored = await up_to_date(item, partial(self.book.stat, stat), algorithm, expected)
         if stored is None:
             if not self.book.dry_run:
                 return None
             self.book.planned(item)
             return file_info(request, path, expected, algorithm, "planned")
+        if item.mtime is not None and self.store.restamps and not self.book.dry_run:
+            await self.restamp(path, item.mtime)
         self.transfers.uptodate(item)
         self.inc_stats("uptodate")
         checksum = stored.get("checksum")
         return file_info(request, path, checksum, algorithm, "uptodate")
+
+    async def restamp(self, path: str, mtime: int) -> None:
+        """Give an up-to-date stored file archive.org's mtime, if its own differs (its
+        record follows); a file that can't be restamped keeps its time, with a warning."""
+        try:
+            if await call_store(self.store, partial(self.store.set_mtime, path, mtime)):
+                self.stats.inc_value("ravel/files_mtime_set")
+        except OSError as exc:
+            logger.warning(f"cannot set the mtime of {path!r}: {exc.strerror or exc}")
 
     async def media_downloaded(
         self,
@@ -235,13 +245,31 @@ class VerifiedFilesPipeline(FilesPipeline):
         verified = expected is not None and body.checksum == expected
         record = (algorithm, body.checksum) if verified else None  # only a verified body's
         try:
-            await call_store(self.store, persist_call(self.store, path, info, body, record))
+            call = self.persist_call(path, info, body, record, item.mtime)
+            await call_store(self.store, call)
         except OSError as exc:
             raise self.write_failed(exc) from None
         self.transfers.stored(item, body.size, verified)
         self.inc_stats("downloaded")
         status = "downloaded" if verified else "unverified"
         return file_info(request, path, body.checksum, algorithm, status)
+
+    def persist_call(
+        self,
+        path: str,
+        info: MediaPipeline.SpiderInfo,
+        body: ReceivedBody,
+        record: Any,
+        mtime: int | None = None,
+    ) -> Callable[[], Any]:
+        """The call that stores a received body: its part file put in place (a store that
+        streams parts), or its bytes written; ``record`` is a verified body's (algorithm,
+        digest), for a store that keeps records; ``mtime`` archive.org's (epoch seconds)."""
+        if body.streamed is not None:
+            fd, part = body.streamed.fd, body.streamed.path
+            return partial(self.store.commit_part, fd, part, path, record=record, mtime=mtime)
+        data = BytesIO(body.data or b"")
+        return partial(self.store.persist_file, path, data, info, record=record, mtime=mtime)
 
     def write_failed(self, exc: OSError) -> FileException:
         """The failure of one write: this file's (its path) or the whole store's."""

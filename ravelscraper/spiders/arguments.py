@@ -1,23 +1,29 @@
 """The spider's ``-a`` arguments: which items to list, and which of their files to take.
 
 One item (``url`` or ``item``), or many (``collection``, ``search`` or ``items``: one of
-them); ``formats`` and ``glob`` choose the files of every item. They are checked when the
-crawl starts, not when the spider is made, so that a bad argument is one ERROR line (the
-spider's ``fail``), not a traceback from Scrapy's spider loader.
+them); ``formats`` and ``glob`` choose the files of every item, ``exclude`` leaves some
+out. They are checked when the crawl starts, not when the spider is made, so that a bad
+argument is one ERROR line (the spider's ``fail``), not a traceback from Scrapy's spider
+loader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from ravelscraper.archive.metadata import DEFAULT_IDENTIFIER, BadInput, ItemLocation, Selection
-from ravelscraper.archive.search import collection_query
+from ravelscraper.archive.search import check_since, collection_query, since_query
 
-ARGUMENTS = ("url", "item", "formats", "glob", "collection", "search", "items")
-MANY = ("collection", "search", "items")  # the arguments that list many items
 SCRAPYD_ARGUMENTS = frozenset({"_job"})  # scrapyd adds it to every job
+
+
+def argument(*, many: bool = False) -> Any:
+    """A ``-a`` argument of the spider: a field of ``SpiderArguments``, None when not given.
+    ``many``: it lists many items (at most one of those per crawl)."""
+    return field(default=None, metadata={"argument": True, "many": many})
 
 
 def scrapyd_arguments(others: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,44 +33,42 @@ def scrapyd_arguments(others: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SpiderArguments:
-    """The ``-a`` arguments as given, with the unknown and the empty ones set aside."""
+    """The ``-a`` arguments: each declared once, here, as a field made by ``argument``.
 
-    url: str | None = None
-    item: str | None = None
-    selection: Selection = field(default_factory=Selection)
+    ``given`` sets the unknown and the empty ones aside; ``check`` refuses them.
+    """
+
+    url: str | None = argument()  # an item's details page
+    item: str | None = argument()  # an item's identifier
+    formats: str | None = argument()  # archive.org formats to take, comma-separated
+    glob: str | None = argument()  # name patterns to take, comma-separated
+    exclude: str | None = argument()  # name patterns to leave out, after formats and glob
+    collection: str | None = argument(many=True)  # a collection's identifier
+    search: str | None = argument(many=True)  # an archive.org search
+    items: str | None = argument(many=True)  # a file of items, "-" for standard input
+    since: str | None = argument()  # YYYY-MM-DD: a collection's or search's items changed since
+    # Not arguments: what ``given`` found.
     unknown: tuple[str, ...] = ()  # names the spider does not know (scrapyd's left out)
     empty: tuple[str, ...] = ()  # known names given an empty value
-    collection: str | None = None
-    search: str | None = None
-    items: str | None = None  # the path of an item list, "-" for standard input
 
     @classmethod
-    def given(
-        cls,
-        url: str | None,
-        item: str | None,
-        formats: str | None,
-        glob: str | None,
-        others: Iterable[str] = (),
-        collection: str | None = None,
-        search: str | None = None,
-        items: str | None = None,
-    ) -> SpiderArguments:
-        values = (url, item, formats, glob, collection, search, items)
+    def given(cls, values: Mapping[str, Any]) -> SpiderArguments:
+        """The arguments as the spider got them (``-a name=value``, scrapyd's among them)."""
+        known = {name: values[name] for name in ARGUMENTS if name in values}
         return cls(
-            url=url,
-            item=item,
-            selection=Selection.from_args(formats, glob),
-            unknown=tuple(sorted(set(others) - SCRAPYD_ARGUMENTS)),
+            **known,
+            unknown=tuple(sorted(set(values) - set(ARGUMENTS) - SCRAPYD_ARGUMENTS)),
             empty=tuple(
                 name
-                for name, value in zip(ARGUMENTS, values, strict=True)
-                if value is not None and not value.strip()
+                for name, value in known.items()
+                if value is not None and not str(value).strip()
             ),
-            collection=collection,
-            search=search,
-            items=items,
         )
+
+    @cached_property
+    def selection(self) -> Selection:
+        """Which files of every item to take."""
+        return Selection.from_args(self.formats, self.glob, self.exclude)
 
     def check(self) -> None:
         """Raises BadInput for an unknown, an empty argument, or arguments that conflict."""
@@ -80,8 +84,15 @@ class SpiderArguments:
             names = " and ".join(f"-a {name}=" for name in given)
             raise BadInput(
                 f"{names} can't be combined: give one of -a collection=, -a search=, -a items= "
-                "(-a url= or -a item=, -a formats= and -a glob= combine with each)"
+                "(-a url= or -a item=, -a formats=, -a glob= and -a exclude= combine with each)"
             )
+        if self.since is not None:
+            if self.collection is None and self.search is None:
+                raise BadInput(
+                    "-a since= narrows a collection or a search: give it with -a collection= "
+                    "or -a search="
+                )
+            check_since(self.since)
 
     @property
     def many(self) -> bool:
@@ -89,12 +100,16 @@ class SpiderArguments:
         return any(getattr(self, name) is not None for name in MANY)
 
     def query(self) -> str | None:
-        """The archive.org search to page through (None for an item list or one item);
-        raises BadInput for a bad collection identifier."""
+        """The archive.org search to page through (None for an item list or one item),
+        narrowed by ``since``; raises BadInput for a bad collection identifier or date."""
         self.check()
         if self.collection is not None:
-            return collection_query(self.collection.strip())
-        return self.search.strip() if self.search is not None else None
+            query = collection_query(self.collection.strip())
+        elif self.search is not None:
+            query = self.search.strip()
+        else:
+            return None
+        return query if self.since is None else since_query(query, self.since)
 
     @property
     def one_item(self) -> bool:
@@ -109,3 +124,7 @@ class SpiderArguments:
         if self.url:
             return ItemLocation.from_details_url(self.url)
         return ItemLocation.on(origin, self.item or DEFAULT_IDENTIFIER)
+
+
+ARGUMENTS = tuple(f.name for f in fields(SpiderArguments) if "argument" in f.metadata)
+MANY = tuple(f.name for f in fields(SpiderArguments) if f.metadata.get("many"))

@@ -17,7 +17,7 @@ the item's bookkeeping, the ``[item]`` line) is ``ravelscraper.spiders.listing``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
 import scrapy
@@ -25,11 +25,10 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation
-from ravelscraper.distributed.entries import file_entry_items
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.downloadermiddlewares.retry import HostUnreachable
 from ravelscraper.items import AudioFile
-from ravelscraper.spiders.arguments import SpiderArguments, scrapyd_arguments
+from ravelscraper.spiders.arguments import ARGUMENTS, SpiderArguments, scrapyd_arguments
 from ravelscraper.spiders.choice import ListingRefused
 from ravelscraper.spiders.listing import ItemListing
 from ravelscraper.spiders.walk import ManyItems
@@ -50,7 +49,8 @@ class RavelSpider(scrapy.Spider):
     """Finds the files of archive.org items and hands them to FilesPipeline.
 
     Arguments (``-a``, see ``ravelscraper.spiders.arguments``): ``url`` or ``item``, or
-    ``collection``, ``search`` or ``items``; ``formats`` and/or ``glob``.
+    ``collection``, ``search`` or ``items`` (``since`` narrows a collection or a search);
+    ``formats`` and/or ``glob``, then ``exclude``.
 
     For one item, ``/metadata`` and the details page are fetched together. ``/metadata``
     decides; the details page's links are used only when ``/metadata`` is unavailable (a
@@ -65,36 +65,19 @@ class RavelSpider(scrapy.Spider):
     name = "ravel"
     listing_callbacks = LISTING_CALLBACKS
 
-    def __init__(
-        self,
-        url: str | None = None,
-        item: str | None = None,
-        formats: str | None = None,
-        glob: str | None = None,
-        collection: str | None = None,
-        search: str | None = None,
-        items: str | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**scrapyd_arguments(kwargs))
         # Checked when the crawl starts (one ERROR line, not a traceback from here).
-        self.arguments = SpiderArguments.given(
-            url,
-            item,
-            formats,
-            glob,
-            others=kwargs,
-            collection=collection,
-            search=search,
-            items=items,
-        )
-        self.url, self.item = url, item  # Scrapy's way: the -a arguments are attributes
-        self.collection, self.search, self.items = collection, search, items
+        self.arguments = SpiderArguments.given(kwargs)
+        for name in ARGUMENTS:  # Scrapy's way: the -a arguments are attributes
+            setattr(self, name, getattr(self.arguments, name))
         self.many = ManyItems(self)  # collections, searches, item lists
         self.failed_items = self.many.failed_items  # the first few, for the summary
         self.selection = self.arguments.selection
         self.page_names: dict[ItemLocation, list[str]] = {}  # details pages read on this node
         self.listing = ItemListing(self)  # what each listed item yields
+        # Set by the fleet (ravelscraper.distributed): turns a file entry back into its item.
+        self.file_entries: Callable[[Response], Iterator[AudioFile]] | None = None
 
     def check_arguments(self) -> None:
         """Raises BadInput for an unknown or an empty ``-a`` argument."""
@@ -185,7 +168,7 @@ class RavelSpider(scrapy.Spider):
         """The details page fetched again because /metadata was unavailable."""
         yield from self.from_page(item, self.listing.page_links(response, item), fingerprint)
 
-    def page_links_failed(self, failure: Failure) -> None:
+    def page_links_failed(self, failure: Failure) -> Iterator[AudioFile]:
         if stopping(failure):
             return
         item = failure.request.cb_kwargs["item"]
@@ -194,7 +177,7 @@ class RavelSpider(scrapy.Spider):
             f"and the details page failed too ({failure.getErrorMessage()!r})"
         )
         fingerprint = failure.request.cb_kwargs.get("fingerprint")
-        self.many.refused(item, fingerprint, ListingRefused("metadata_failed", message))
+        yield self.many.refused(item, fingerprint, ListingRefused("metadata_failed", message))
 
     # --- /metadata: the authoritative file list ----------------------------------------
 
@@ -204,7 +187,7 @@ class RavelSpider(scrapy.Spider):
         try:
             files = self.listing.from_metadata(item, response.body)
         except ListingRefused as exc:
-            self.many.refused(item, fingerprint, exc)
+            yield self.many.refused(item, fingerprint, exc)
             return
         yield from self.announce(files, verified=True, fingerprint=fingerprint)
 
@@ -238,7 +221,7 @@ class RavelSpider(scrapy.Spider):
         try:
             files = self.listing.from_page(item, page_names)
         except ListingRefused as exc:
-            self.many.refused(item, fingerprint, exc)
+            yield self.many.refused(item, fingerprint, exc)
             return
         yield from self.announce(files, verified=False, fingerprint=fingerprint)
 
@@ -249,8 +232,10 @@ class RavelSpider(scrapy.Spider):
         yield from self.listing.announce(files, verified, fingerprint)
 
     def parse_file_entry(self, response: Response) -> Iterator[AudioFile]:
-        """A file entry from the fleet's Redis queue (see ravelscraper.distributed), checked."""
-        yield from file_entry_items(response, self)
+        """A file entry from the fleet's Redis queue, read and checked by the fleet's hook."""
+        if self.file_entries is None:
+            self.fail("not_a_fleet", "a file entry reached a crawl that is not a fleet node")
+        yield from self.file_entries(response)
 
     def fail(self, reason: str, message: str) -> NoReturn:
         """Stop the crawl on input the user must fix: one ERROR line, a non-zero exit."""

@@ -33,9 +33,11 @@ from ravelscraper.archive.search import (
     list_lines,
     page_cursor,
     parse_page,
+    query_since,
     read_item_list,
     scrape_url,
 )
+from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.spiders.choice import ListingRefused
 
@@ -177,6 +179,12 @@ class ManyItems:
             if page.total is not None:
                 self.stats.set_value("ravel/items_total", page.total)
             if not page.items and page.cursor is None:
+                since = query_since(query)
+                if since is not None:  # a nightly -a since= run: nothing changed is normal
+                    self.spider.logger.info(
+                        f"[search] {query!r}: no item was updated since {since}"
+                    )
+                    return
                 hint = f"; is {collection!r} a collection?" if collection else ""
                 fail("no_items", f"no items match the search {query!r}{hint}")
         self.check_page(page.items, cursor, page.cursor, query, collection)
@@ -293,18 +301,22 @@ class ManyItems:
 
     # --- an item that fails alone ----------------------------------------------------------
 
-    def item_failed(self, item: ItemLocation, reason: str) -> None:
-        """One item of many can't be listed: said once, counted, the crawl goes on."""
+    def item_failed(self, item: ItemLocation, reason: str) -> AudioFile:
+        """One item of many can't be listed: said once, counted, the crawl goes on; the
+        returned row (the spider yields it) puts the item and the reason in the manifest."""
         self.stats.inc_value("ravel/items_failed")
         if len(self.failed_items) < FAILED_ITEMS_KEPT:
             self.failed_items.append(item.identifier)
         self.spider.logger.error(f"[item failed] {item.identifier}: {shown(reason)}")
         if self.on_item_failed is not None:
             self.on_item_failed(item.identifier, reason)
+        return AudioFile.item_failed(item, reason)
 
-    def refused(self, item: ItemLocation, fingerprint: str | None, exc: ListingRefused) -> None:
+    def refused(
+        self, item: ItemLocation, fingerprint: str | None, exc: ListingRefused
+    ) -> AudioFile:
         """A listing refused: the crawl's end for its one item (a request without
-        ``fingerprint``), else that item's failure."""
+        ``fingerprint``), else that item's failure, whose manifest row is returned."""
         if fingerprint is None:
             self.spider.fail(exc.reason, str(exc))
-        self.item_failed(item, str(exc))
+        return self.item_failed(item, str(exc))

@@ -9,11 +9,15 @@ given, and ``total: null`` for zero hits. Errors are ``{"error": "..."}`` with H
 cursor is base64 of ``[{"identifier": "<last identifier of the page>"}]``: stateless, it
 can be sent again.
 
-Queries: terms ``field:value`` or ``field:"quoted value"`` joined by ``AND``. ``identifier``,
+Queries: terms ``field:value``, ``field:"quoted value"`` or ``field:[low TO high]`` joined by
+``AND``; the first terms may be grouped in parentheses, ``(a AND b) AND c``. ``identifier``,
 ``collection`` and ``mediatype`` match exactly (``collection`` any of the item's); any other
 field (``creator``, ``title``...) matches when the value is contained, case-insensitively, in
-one of the item's values. Anything else (``OR``, ``NOT``, ranges, parentheses, a bare word)
-answers ``{"error": "cannot parse query ..."}``.
+one of the item's values. A range (archive.org's search help: inclusive ``[]``, ``null`` or
+``*`` for an open bound) matches when one of the item's values, a search field such as
+``oai_updatedate`` or a metadata field, is within it; dates compare as ISO strings, so
+``[2022-05-01 TO null]`` takes ``2022-05-01T10:00:00Z``. Anything else (``OR``, ``NOT``, other
+parentheses, a bare word) answers ``{"error": "cannot parse query ..."}``.
 
 Knobs (``server.py``'s config):
 
@@ -56,6 +60,9 @@ MIN_COUNT, MAX_COUNT, DEFAULT_COUNT = 100, 10_000, 5000
 WIDTH = 5  # gen-00001: identifiers sort as their numbers do (up to 99,999 items)
 GENERATED = re.compile(r"(?P<name>.+)-(?P<number>[0-9]{5,})")
 TERM = re.compile(r'\s*(?P<field>[a-z_]+):(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s"()]+))\s*')
+RANGE = re.compile(r"\s*(?P<field>[a-z_]+):\[(?P<low>[^\s\[\]]+) TO (?P<high>[^\s\[\]]+)\]\s*")
+GROUP = re.compile(r"\s*\((?P<inner>[^()]*)\)(?P<rest>\s+AND\s+.*)?", re.DOTALL)
+OPEN_BOUNDS = frozenset({"null", "*"})
 EXACT_FIELDS = frozenset({"identifier", "collection", "mediatype"})
 DAY = 86400
 
@@ -200,6 +207,11 @@ class Catalog:
         return all(self.term_matches(item, field, value) for field, value in terms)
 
     def term_matches(self, item: Item, field: str, value: str) -> bool:
+        if value.startswith("[") and value.endswith("]"):  # a range, from parse_query
+            low, high = value[1:-1].split(" TO ")
+            found = self.search_fields(item).get(field, item.metadata.get(field))
+            values = found if isinstance(found, list) else [] if found is None else [found]
+            return any(in_range(str(v), low, high) for v in values)
         if field == "identifier":
             return item.identifier == value
         if field == "collection":
@@ -224,11 +236,27 @@ class Catalog:
         return {k: v for k, v in doc.items() if v not in ("", [])}
 
 
+def in_range(value: str, low: str, high: str) -> bool:
+    """Whether ``value`` is within the inclusive range (a date: its first characters)."""
+    above = low in OPEN_BOUNDS or value >= low
+    below = high in OPEN_BOUNDS or value[: len(high)] <= high
+    return above and below
+
+
 def parse_query(query: str) -> list[tuple[str, str]]:
-    """``field:value AND field:"value"`` as (field, value) pairs; raises QueryError."""
+    """``field:value AND field:"value"`` as (field, value) pairs, a range as (field,
+    ``"[low TO high]"``); raises QueryError."""
     terms: list[tuple[str, str]] = []
-    parts = re.split(r"\s+AND\s+", query.strip()) if query.strip() else []
+    text = query.strip()
+    grouped = GROUP.fullmatch(text)
+    if grouped:  # (a AND b) AND c: the same terms
+        text = grouped["inner"].strip() + (grouped["rest"] or "")
+    parts = re.split(r"\s+AND\s+", text) if text else []
     for part in parts:
+        ranged = RANGE.fullmatch(part)
+        if ranged:
+            terms.append((ranged["field"], f"[{ranged['low']} TO {ranged['high']}]"))
+            continue
         found = TERM.fullmatch(part)
         if not found:
             raise QueryError(f"cannot parse query {query[:200]!r}")

@@ -1,0 +1,260 @@
+"""A fleet node's leases (ravelscraper.distributed.leases), in-process: what became of each
+entry, and how each state is settled in Redis (a real redis-server, no crawl).
+
+The engine is a stand-in: ``running``, ``downloader.stopping``, and the two things
+scrapy_compat reads of it (whether it is closing, the requests in progress) patched in.
+Giving an entry up after RAVEL_MAX_ATTEMPTS is the reclaim script's, tested in
+tests/test_redis_schema.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+from scrapy import Request
+from scrapy.http import Response
+from scrapy.utils.test import get_crawler
+from twisted.python.failure import Failure
+
+from ravelscraper.distributed import leases as leases_module
+from ravelscraper.distributed.leases import Lease, Leases, node_stopping
+from ravelscraper.distributed.schema import ItemRecord, JobData, JobKeys
+from ravelscraper.items import AudioFile
+from tests.support.redisserver import RedisServer
+
+URL = "http://127.0.0.1:1/download/item/a.mp3"
+
+
+def engine(running: bool = True, stopping: bool = False, closing: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(
+        running=running,
+        downloader=SimpleNamespace(stopping=stopping),
+        closing=closing,
+        in_progress=set(),
+    )
+
+
+@pytest.fixture(autouse=True)
+def stand_in_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leases_module, "engine_closing", lambda engine: engine.closing)
+    monkeypatch.setattr(leases_module, "in_progress", lambda engine: engine.in_progress)
+
+
+def node(data: JobData | None = None) -> Leases:
+    crawler = get_crawler()
+    crawler.engine = engine()
+    return Leases(crawler, SimpleNamespace(data=data, node="n1"))  # type: ignore[arg-type]
+
+
+def audio(name: str = "a.mp3", **fields: object) -> AudioFile:
+    return AudioFile(identifier="item", name=name, url=URL, **fields)  # type: ignore[arg-type]
+
+
+def answer(request: Request) -> Response:
+    return Response(request.url, request=request)
+
+
+# --- node_stopping --------------------------------------------------------------------------
+
+
+def test_a_node_is_stopping_unless_its_engine_runs_and_nothing_stops_it():
+    crawler = get_crawler()
+    crawler.engine = engine()
+    assert not node_stopping(crawler)
+    for stopped in (engine(running=False), engine(stopping=True), engine(closing=True)):
+        crawler.engine = stopped
+        assert node_stopping(crawler)
+
+
+# --- what became of each lease --------------------------------------------------------------
+
+
+def test_a_lease_is_found_by_its_request_and_marked_only_there():
+    leases = node()
+    page, other = Request("http://127.0.0.1:1/metadata/a"), Request("http://127.0.0.1:1/x")
+    leases.take("1", page, is_file=False)
+    assert len(leases) == 1 and leases.lease_for(page) is leases.by_entry["1"]
+    assert leases.lease_for(other) is None and leases.lease_for(None) is None
+    leases.page_done(other)
+    leases.unfinished(other)
+    leases.entry_rejected(other, "bad")  # not a lease of this node: nothing happens
+    assert leases.by_entry["1"] == Lease("1", page, is_file=False)
+    leases.page_done(page)
+    leases.unfinished(page)
+    leases.entry_rejected(page, "bad")
+    lease = leases.by_entry["1"]
+    assert (lease.completed, lease.unfinished, lease.rejected) == (True, True, "bad")
+
+
+@pytest.mark.parametrize("status", ["downloaded", "uptodate", "unverified"])
+def test_a_stored_file_is_verified_with_its_listed_size(status):
+    leases = node()
+    request = Request(URL)
+    leases.take("1", request, is_file=True)
+    leases.item_scraped(audio(size=7, files=[{"status": status}]), answer(request), None)
+    assert leases.by_entry["1"].outcome == ("item/a.mp3", "verified", "", 7)
+
+
+@pytest.mark.parametrize(
+    ("item", "kwargs", "reason"),
+    [
+        (audio(files=[{"status": "failed", "reason": "md5 mismatch"}]), None, "md5 mismatch"),
+        (audio(error="refused the name"), None, "refused the name"),
+        (audio(), None, "not stored (see the log of node n1)"),
+        (audio(files=[{"status": "downloaded"}]), {"failure": Failure(OSError("disk"))}, None),
+        (audio(), {"exception": ValueError("late")}, "ValueError: late"),
+        (audio(), {}, "dropped"),
+    ],
+)
+def test_a_file_not_stored_fails_with_the_first_reason_known(item, kwargs, reason):
+    leases = node()
+    request = Request(URL)
+    leases.take("1", request, is_file=True)
+    if kwargs is None:
+        leases.item_scraped(item, answer(request), None)
+    else:
+        leases.item_not_stored(item, answer(request), None, **kwargs)
+    path, outcome, why, size = leases.by_entry["1"].outcome
+    assert (path, outcome, size) == ("item/a.mp3", "failed", 0)
+    assert why == (reason or "OSError: disk")  # an error after storing still fails it
+
+
+def test_a_file_cut_short_by_a_stopping_node_is_unfinished_not_failed():
+    leases = node()
+    leases.crawler.engine = engine(stopping=True)
+    request = Request(URL)
+    leases.take("1", request, is_file=True)
+    leases.item_scraped(
+        audio(files=[{"status": "failed", "reason": "cancelled"}]), answer(request), None
+    )
+    assert leases.by_entry["1"].unfinished and leases.by_entry["1"].outcome is None
+    # Stored before the node stopped: that counts, stopping or not.
+    leases.item_scraped(audio(size=1, files=[{"status": "downloaded"}]), answer(request), None)
+    assert leases.by_entry["1"].outcome == ("item/a.mp3", "verified", "", 1)
+
+
+def test_only_a_file_lease_settles_and_only_with_a_file():
+    leases = node()
+    page, file = Request("http://127.0.0.1:1/metadata/item"), Request(URL)
+    leases.take("page", page, is_file=False)
+    leases.take("file", file, is_file=True)
+    leases.item_scraped(audio(files=[{"status": "downloaded"}]), answer(page), None)
+    leases.item_scraped({"name": "a.mp3"}, answer(file), None)  # not an AudioFile
+    leases.item_scraped(audio(files=[{"status": "downloaded"}]), answer(Request(URL)), None)
+    leases.item_scraped(audio(files=[{"status": "downloaded"}]), None, None)
+    assert leases.by_entry["page"].outcome is None and leases.by_entry["file"].outcome is None
+
+
+# --- settling them in Redis -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture
+def data(server: RedisServer) -> Iterator[JobData]:
+    with server.client(server.fresh_db()) as client:
+        yield JobData(client, JobKeys.for_prefix("job"), "n1")
+
+
+def leased(data: JobData, leases: Leases, name: str, is_file: bool, owner: str = "") -> Request:
+    """A request this node popped from the queue (its entry leased in Redis)."""
+    data.push(name.encode(), 0, "", owner)
+    popped = data.pop(1000)
+    assert popped is not None
+    request = Request(f"http://127.0.0.1:1/{name}")
+    leases.take(popped[0], request, is_file=is_file)
+    return request
+
+
+def entry_of(leases: Leases, request: Request) -> str:
+    lease = leases.lease_for(request)
+    assert lease is not None
+    return lease.entry_id
+
+
+def test_each_state_is_settled_its_way(data: JobData):
+    keys, client = data.keys, data.client
+    data.ledger.list_files("item", [("item/a.mp3", "item/a.mp3", 3)])
+    leases = node(data)
+    rejected = leased(data, leases, "rejected", is_file=True)
+    unfinished = leased(data, leases, "unfinished", is_file=True)
+    stored = leased(data, leases, "stored", is_file=True, owner="file:item/a.mp3")
+    leased(data, leases, "empty", is_file=True)
+    leased(data, leases, "page", is_file=False)
+    busy = leased(data, leases, "busy", is_file=False)
+    ids = {r.url.rsplit("/", 1)[1]: entry_of(leases, r) for r in leases.by_request}
+    leases.entry_rejected(rejected, "not JSON")
+    leases.unfinished(unfinished)
+    leases.by_request[stored].outcome = ("item/a.mp3", "verified", "", 3)
+    leases.crawler.engine.in_progress = {busy}
+    leases.acknowledge_finished()
+    assert client.hget(keys.rejected, ids["rejected"]) == b"not JSON"
+    assert client.hget(keys.rejected, ids["empty"]) == b"file entry produced no file"
+    assert client.zscore(keys.requests, ids["unfinished"]) is not None  # handed back
+    assert data.strings(keys.files) == {"item/a.mp3": "verified"}
+    assert client.hget(keys.counters, "acked") == b"2"  # the stored file and the page
+    assert list(leases.by_entry) == [ids["busy"]]  # still in progress: kept
+    assert client.hkeys(keys.inflight) == [ids["busy"].encode()]
+    leases.crawler.engine.in_progress = set()
+    leases.page_done(busy)
+    leases.acknowledge_finished()
+    assert not leases.by_entry and not leases.by_request and client.hlen(keys.inflight) == 0
+
+
+def test_a_stopping_node_keeps_what_was_cut_short_and_hands_it_back(data: JobData):
+    keys, client = data.keys, data.client
+    leases = node(data)
+    leases.crawler.engine = engine(running=False)
+    unfinished = leased(data, leases, "unfinished", is_file=True)
+    empty = leased(data, leases, "empty", is_file=True)
+    cut_short = leased(data, leases, "cut-short", is_file=False)
+    done = leased(data, leases, "done", is_file=False)
+    rejected = leased(data, leases, "rejected", is_file=True)
+    leases.unfinished(unfinished)
+    leases.page_done(done)
+    leases.entry_rejected(rejected, "bad")
+    rejected_id = entry_of(leases, rejected)
+    leases.acknowledge_finished()
+    assert client.hget(keys.counters, "acked") == b"1"  # only the page whose output is queued
+    assert client.hexists(keys.rejected, rejected_id)
+    kept = {entry_of(leases, r) for r in (unfinished, empty, cut_short)}
+    assert set(leases.by_entry) == kept and data.queued() == 0
+    assert leases.hand_back() == 3
+    assert len(leases) == 0 and data.queued() == 3 and client.hlen(keys.inflight) == 0
+
+
+def test_hand_back_leaves_a_rejected_entry_out(data: JobData):
+    leases = node(data)
+    leased(data, leases, "a", is_file=True)
+    leases.entry_rejected(leased(data, leases, "b", is_file=True), "bad")
+    assert leases.hand_back() == 1 and data.queued() == 1 and not leases.by_request
+
+
+def test_the_last_verified_file_of_an_item_records_it(data: JobData):
+    record = ItemRecord("item", "0123456789abcdef", "formats=mp3", ("a.mp3",))
+    data.ledger.list_files("item", [("item/a.mp3", "item/a.mp3", 3)], record=record.encode())
+    leases = node(data)
+    recorded: list[ItemRecord] = []
+    leases.record_item = recorded.append  # writing the record needs a running reactor
+    request = leased(data, leases, "a", is_file=True, owner="file:item/a.mp3")
+    leases.item_scraped(audio(size=3, files=[{"status": "downloaded"}]), answer(request), None)
+    leases.acknowledge_finished()
+    assert recorded == [record] and not leases.by_entry
+
+
+def test_a_lease_lost_meanwhile_is_dropped_with_one_warning(data: JobData, caplog):
+    leases = node(data)
+    page = leased(data, leases, "page", is_file=False)
+    data.client.hdel(data.keys.inflight, entry_of(leases, page))  # reclaimed by another node
+    with caplog.at_level(logging.WARNING):
+        leases.acknowledge_finished()
+    assert not leases.by_entry
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "was lost" in warning and "RAVEL_NODE_TTL" in warning
