@@ -91,13 +91,16 @@ def test_watch_data_shows_nodes_alive_and_gone_what_they_hold_and_the_rate(clien
     rows = {row["node"]: row for row in data["node_rows"]}
     assert rows["one"]["alive"] is False and rows[HOSTILE]["alive"] is True
     assert (data["nodes_alive"], data["nodes_gone"]) == (1, 1)
-    assert rows[HOSTILE]["holds"] == 1 and rows[HOSTILE]["holding"] == ["file:a/z.mp3"]
+    assert rows[HOSTILE]["holds"] == 1 and rows[HOSTILE]["holding"] == ["a/z.mp3"]
     assert rows["one"]["files"] == 2 and rows["one"]["bytes"] == 100
-    assert rows["one"]["bytes_per_s"] == 50 and rows[HOSTILE]["bytes_per_s"] == 10
+    assert rows["one"]["bytes_per_s"] == 0 and rows[HOSTILE]["bytes_per_s"] == 10  # gone: 0
     assert rows["one"]["last_heartbeat_s_ago"] is not None
-    assert data["bytes_per_s"] == rows[HOSTILE]["bytes_per_s"]  # the gone node is not counted
+    assert data["bytes_per_s"] == 10
     assert data["failures"] == {"count": 1, "first": [["a/y.mp3", "md5 differs"]]}
-    assert sum(data["throughput"]["bytes_per_s"]) > 0
+    chart = data["throughput"]
+    assert chart["bucket_s"] == 1 and chart["span_s"] == 120  # the last two minutes at least
+    assert round(sum(chart["bytes_per_s"])) == 120  # the two nodes' 100 + 20 bytes, 1 s buckets
+    assert 59 <= max(chart["bytes_per_s"]) <= 60  # 50 + 10 B/s, spread between the samples
     assert len(data["throughput"]["bytes_per_s"]) == 120
     assert data["listing"] == {"bound": None, "held_back": False}
 

@@ -49,6 +49,7 @@ ul.list { margin: 0; padding-left: 18px; }
 ul.list li { overflow-wrap: anywhere; margin-bottom: 3px; }
 .reason { color: var(--bad); }
 svg { width: 100%; height: 170px; display: block; }
+svg text { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
 .held { color: var(--warn); font-weight: 600; }
 </style>
 </head>
@@ -147,8 +148,8 @@ function duration(seconds) {
   let s = Math.round(seconds);
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
   s = s % 60;
-  if (h) return h + " h " + m + " min";
-  if (m) return m + " min " + s + " s";
+  if (h) return h + " h" + (m ? " " + m + " min" : "");
+  if (m) return m + " min" + (s ? " " + s + " s" : "");
   return s + " s";
 }
 
@@ -196,8 +197,8 @@ function chart(t) {
       "text-anchor": anchor}).textContent = text;
   };
   label(size(peak) + "/s", 6, 11, "start");
-  label("-" + duration(t.span_s), 6, H - 5, "start");
-  label("now", W - 4, H - 5, "end");
+  label(duration(t.span_s + t.end_s_ago) + " ago", 6, H - 5, "start");
+  label(t.end_s_ago < 5 ? "now" : duration(t.end_s_ago) + " ago", W - 4, H - 5, "end");
   put("chart-span", duration(t.span_s));
 }
 

@@ -180,21 +180,32 @@ def rate_of(series: list[Sample], now_ms: int, field: str = "bytes") -> float:
 
 def throughput(by_node: dict[str, list[Sample]], now_ms: int) -> dict[str, Any]:
     """The fleet's bytes per second over time: what each node's counter grew by between two
-    of its samples, summed per bucket. Buckets span the history, an hour at most."""
+    of its samples, spread evenly over that time and summed per bucket. Buckets span the
+    history, an hour at most."""
     first = min((s[0].ms for s in by_node.values() if s), default=now_ms)
-    span = min(WINDOW_MS, max(60_000, now_ms - first))
+    # The chart ends at the newest sample: a bucket after it would be only partly reported.
+    end = min(now_ms, max((s[-1].ms for s in by_node.values() if s), default=now_ms))
+    span = min(WINDOW_MS, max(60_000, end - first))
     width = max(1_000, span // CHART_BUCKETS)
-    start = now_ms - width * CHART_BUCKETS
-    grown = [0] * CHART_BUCKETS
+    start = end - width * CHART_BUCKETS
+    grown = [0.0] * CHART_BUCKETS
     for series in by_node.values():
         for before, after in pairwise(series):
-            slot = (after.ms - start) // width
-            if 0 <= slot < CHART_BUCKETS:
-                grown[slot] += max(0, after.bytes - before.bytes)
+            took = after.ms - before.ms
+            if took <= 0 or after.bytes <= before.bytes:
+                continue
+            per_ms = (after.bytes - before.bytes) / took
+            lo, hi = max(before.ms, start), min(after.ms, end)
+            slot = max(0, (lo - start) // width)
+            while lo < hi and slot < CHART_BUCKETS:
+                upto = min(hi, start + (slot + 1) * width)
+                grown[slot] += per_ms * (upto - lo)
+                lo, slot = upto, slot + 1
     return {
         "bucket_s": width / 1000,
         "span_s": width * CHART_BUCKETS / 1000,
-        # bytes per second in each bucket, oldest first; the last one ends now
+        "end_s_ago": round((now_ms - end) / 1000, 1),
+        # bytes per second in each bucket, oldest first; the last one ends end_s_ago
         "bytes_per_s": [round(g * 1000 / width, 1) for g in grown],
     }
 
@@ -224,23 +235,29 @@ def node_rows(data: JobData, now_ms: int, by_node: dict[str, list[Sample]]) -> l
         last = series[-1] if series else None
         ids = sorted(held.get(node, []))
         owners = client.hmget(keys.owners, ids[:SHOWN]) if ids else []
+        alive = expiry.get(node, 0) >= now_ms
         rows.append(
             {
                 "node": node,
-                "alive": expiry.get(node, 0) >= now_ms,
+                "alive": alive,
                 "last_heartbeat_s_ago": round((now_ms - last.ms) / 1000, 1) if last else None,
                 "files": last.files if last else 0,
                 "failed": last.failed if last else 0,
                 "bytes": last.bytes if last else 0,
-                "bytes_per_s": round(rate_of(series, now_ms), 1),
+                "bytes_per_s": round(rate_of(series, now_ms), 1) if alive else 0.0,
                 "holds": len(ids),
-                "holding": [
-                    text(o) if o is not None else f"entry {i}"
-                    for i, o in zip(ids, owners, strict=False)
-                ],
+                "holding": [held_text(i, o) for i, o in zip(ids, owners, strict=False)],
             }
         )
     return rows
+
+
+def held_text(entry_id: str, owner: bytes | None) -> str:
+    """What a held entry is for: a file's path, "item <identifier>", "search:<query>"..."""
+    if owner is None:
+        return f"entry {entry_id}"
+    kind, _, what = text(owner).partition(":")
+    return what if kind == "file" else f"{kind} {what}" if kind == "item" else text(owner)
 
 
 def first_of(client: Any, key: str, limit: int = SHOWN) -> list[list[str]]:
