@@ -297,12 +297,10 @@ def test_serve_never_writes_to_redis_even_with_a_read_only_user(redis_server, tm
             assert get(base + "metrics")[0] == 200
             assert get(base)[0] == 200
             assert get(base + "status.json")[0] == 200
-        out, err = process.stdout, process.stderr
         assert data["files"]["verified"] == 4 and data["node_rows"]  # it read everything
         assert write_calls(admin) == before  # no write command ran, by anyone
         assert admin.execute_command("ACL", "LOG") == []  # nor was any refused
         assert SECRET not in json.dumps(data) and data["redis"].startswith("redis://127.0.0.1")
-        assert "WARNING" not in str(out) + str(err)  # 127.0.0.2 is loopback
     assert process.returncode == 0  # Ctrl-C
 
 

@@ -12,7 +12,9 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from scrapy.exceptions import UsageError
 
+from ravelscraper.commands.fleet import check_bind
 from ravelscraper.distributed.schema import HISTORY_MAXLEN, JobData, JobKeys, NodeSample
 from ravelscraper.distributed.watch import History, status_data, watch_data
 from ravelscraper.distributed.web import Snapshot
@@ -152,3 +154,15 @@ def test_metrics_parse_with_prometheus_clients_parser(client, keys):
     assert values[("ravel_node_files_total", (("node", "one"),))] == 2
     assert values[("ravel_node_bytes_total", (("node", HOSTILE),))] == 0  # escaped, parsed back
     assert families["ravel_node_files"].type == "counter"
+
+
+def test_serve_binds_an_ip_address_and_warns_once_off_loopback(capsys):
+    check_bind("127.0.0.1", 0)
+    check_bind("::1", 8080)
+    assert capsys.readouterr().err == ""
+    check_bind("0.0.0.0", 8080)
+    warned = capsys.readouterr().err.splitlines()
+    assert len(warned) == 1 and warned[0].startswith("WARNING: serving on 0.0.0.0, not loopback")
+    for bind, port in (("localhost", 80), ("127.0.0.1", 70000)):
+        with pytest.raises(UsageError):
+            check_bind(bind, port)
