@@ -240,12 +240,12 @@ def test_the_page_shows_a_killed_node_as_gone_and_a_failed_file_with_its_reason(
     archive.configure(
         {
             "bandwidth": 65536,
-            "items": {"hurt-16": {"count": 16, "size": 131072}},
+            "items": {"hurt-12": {"count": 12, "size": 131072}},
             "faults": [{"match": "track03.mp3", "kind": "corrupt", "times": 100}],
         }
     )
     store = tmp_path / "store"
-    details = f"url={archive.details_url('hurt-16')}"
+    details = f"url={archive.details_url('hurt-12')}"
     with serving(fleet.url) as (base, _):
         browser.get(base)
         victim = fleet.start("-a", details, store=store)
@@ -270,7 +270,7 @@ def test_the_page_shows_a_killed_node_as_gone_and_a_failed_file_with_its_reason(
     assert survivor.returncode == 1  # the failed file
     assert states == ["gone", "gone"]  # both: the survivor exited at the end
     assert final["failures"]["count"] == 1 and failed_count == "1"
-    assert failures.startswith("hurt-16/track03.mp3: sha1 mismatch: archive.org lists "), failures
+    assert failures.startswith("hurt-12/track03.mp3: sha1 mismatch: archive.org lists "), failures
     assert final["reclaimed"] >= 1
     gone = [r for r in final["node_rows"] if r["last_heartbeat_s_ago"] is not None]
     assert len(gone) == 2
