@@ -359,3 +359,27 @@ def test_status_watch_refreshes_until_ctrl_c_and_exits_0(redis_server):
     assert text.count("live nodes: 0") >= 2 and SECRET not in text + err
     once = scrapy_fleet(url, "status")
     assert once.returncode == 0 and once.stdout.splitlines()[0] in text  # the same summary
+
+
+@pytest.mark.slow
+def test_the_page_shows_hostile_names_from_redis_as_text(redis_server, browser):
+    db = redis_server.fresh_db()
+    node = '<img id="pwned" src="x" onerror="document.title=1">'
+    path = 'evil/<b id="bold">x</b>.mp3'
+    with redis_server.client(db) as client:  # as a hostile writer of the job's keys would
+        client.xadd("ravel:history", {"node": node, "files": 1, "failed": 0, "bytes": 9})
+        client.hset("ravel:failures", path, "<script>document.title=2</script>")
+        client.hset("ravel:rejected", "<i id=it>e</i>", "<u id=under>why</u>")
+        client.zadd("ravel:nodes", {node: 1})
+    with serving(redis_server.url(db)) as (base, _):
+        browser.get(base)
+        deadline = time.monotonic() + 15
+        while browser.find_element("id", "failures-count").text != "1":
+            assert time.monotonic() < deadline, browser.page_source[-2000:]
+            time.sleep(0.2)
+        for injected in ("pwned", "bold", "it", "under"):
+            assert browser.find_elements("id", injected) == []
+        assert browser.title == "ravelscraper fleet"
+        assert node in browser.find_element("id", "nodes").text
+        assert f"{path}: <script>" in browser.find_element("id", "failures").text
+        assert "<i id=it>e</i>: <u id=under>why</u>" in browser.find_element("id", "rejected").text
