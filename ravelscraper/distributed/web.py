@@ -3,8 +3,9 @@
 ``/`` the page (:mod:`.page`, self-contained), ``/status.json`` what it shows
 (:func:`ravelscraper.distributed.watch.watch_data`), ``/metrics`` the same as Prometheus text
 (``prometheus-client``). Redis is read in a thread, at most once a second whoever asks (many
-viewers cost one read), and only while someone asks. While Redis is unreachable the data
-answers 503 (the page says "Redis unreachable"); redis-py reconnects by itself when it is back.
+viewers cost one read; less often when a reading takes long), and only while someone asks.
+While Redis is unreachable the data answers 503 (the page says "Redis unreachable"); redis-py
+reconnects by itself when it is back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from ravelscraper.extensions import redact
 
 logger = logging.getLogger(__name__)
 
-FRESH = 1.0  # seconds a reading of Redis is served before the next one
+FRESH = 1.0  # seconds a reading of Redis is served before the next one, at least
+SLOW_READ = 4  # ... and at least this many times what the last reading took (a huge job)
+MAX_FRESH = 60.0
 # The page runs its own inline script and style, and talks to this server only.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -46,18 +49,21 @@ class Reading:
         self.history = History(data.keys)
         self.value: dict[str, Any] | None = None
         self.error = ""  # why the last read failed ("" if it did not)
-        self.read_at = -FRESH
+        self.read_at = -MAX_FRESH
+        self.fresh = FRESH  # seconds the current reading is served
+        self.started = 0.0
         self.waiting: list[defer.Deferred[None]] | None = None  # askers of the read under way
 
     def current(self) -> defer.Deferred[None]:
         """Fires once :attr:`value` (or :attr:`error`) is at most FRESH seconds old."""
-        if monotonic() - self.read_at < FRESH:
+        if monotonic() - self.read_at < self.fresh:
             return defer.succeed(None)
         asked: defer.Deferred[None] = defer.Deferred()
         if self.waiting is not None:
             self.waiting.append(asked)
             return asked
         self.waiting = [asked]
+        self.started = monotonic()
         threads.deferToThread(self.read).addBoth(self.done)
         return asked
 
@@ -66,11 +72,16 @@ class Reading:
 
     def done(self, result: Any) -> None:
         self.read_at = monotonic()
+        took = self.read_at - self.started
+        # A job of 100,000 items takes seconds to read: then it is read less often.
+        self.fresh = max(FRESH, min(MAX_FRESH, SLOW_READ * took))
         if isinstance(result, dict):
+            result["read_s"] = round(took, 2)
             if self.error:
                 logger.info(f"Redis at {self.where} answers again")
             self.value, self.error = result, ""
         else:
+            self.fresh = FRESH  # a timeout is no measure of a reading: try again soon
             exc = result.value
             error = f"Redis unreachable ({type(exc).__name__}: {redact.mask(str(exc))[:300]})"
             if not self.error:
