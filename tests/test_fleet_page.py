@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,23 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@dataclass
+class Served:
+    """A running ``scrapy fleet serve``: its base URL; once stopped, its exit status and
+    stderr."""
+
+    base: str
+    process: subprocess.Popen[str]
+    stderr: str = ""
+
+    def __iter__(self) -> Iterator[Any]:  # `as (base, process)`
+        return iter((self.base, self.process))
+
+
 @contextmanager
-def serving(redis_url: str, *args: str, timeout: float = 30) -> Iterator[tuple[str, Any]]:
-    """``scrapy fleet serve --port 0`` running: its base URL (from the line it prints)."""
+def serving(redis_url: str, *args: str, timeout: float = 30) -> Iterator[Served]:
+    """``scrapy fleet serve --port 0`` running (its address from the line it prints); stopped
+    with Ctrl-C at the end."""
     process = subprocess.Popen(
         [sys.executable, "-m", "scrapy", "fleet", "serve", "--port", "0", *args],
         cwd=ROOT,
@@ -62,24 +77,23 @@ def serving(redis_url: str, *args: str, timeout: float = 30) -> Iterator[tuple[s
         # Ctrl-C as a terminal sends it: not ignored, as it would be for a background job
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    served = Served("", process)
     try:
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], timeout)
         line = process.stdout.readline() if ready else ""
         found = re.search(r" at (http://\S+/) ", line)
-        assert found, f"no address line: {line!r} {process.stderr.read() if not ready else ''}"
-        yield found.group(1), process
+        assert found, f"no address line: {line!r}"
+        served.base = found.group(1)
+        yield served
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        for stream in (process.stdout, process.stderr):
-            if stream:
-                stream.close()
+        try:
+            _, served.stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate(timeout=5)
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -291,7 +305,8 @@ def test_serve_never_writes_to_redis_even_with_a_read_only_user(redis_server, tm
         admin.execute_command("ACL", "LOG", "RESET")
         before = write_calls(admin)
         url = f"redis://watcher:{SECRET}@127.0.0.1:{redis_server.port}/{db}"
-        with serving(url, "--bind", "127.0.0.2") as (base, process):
+        with serving(url, "--bind", "127.0.0.2") as served:
+            base = served.base
             data = status(base)
             time.sleep(1.1)
             assert get(base + "metrics")[0] == 200
@@ -301,7 +316,7 @@ def test_serve_never_writes_to_redis_even_with_a_read_only_user(redis_server, tm
         assert write_calls(admin) == before  # no write command ran, by anyone
         assert admin.execute_command("ACL", "LOG") == []  # nor was any refused
         assert SECRET not in json.dumps(data) and data["redis"].startswith("redis://127.0.0.1")
-    assert process.returncode == 0  # Ctrl-C
+    assert served.process.returncode == 0 and served.stderr == ""  # Ctrl-C; no WARNING
 
 
 def write_calls(client: redis.Redis) -> dict[str, int]:
@@ -319,7 +334,11 @@ def write_calls(client: redis.Redis) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_serve_answers_503_while_redis_is_down_and_recovers(tmp_path):
-    with RedisServer(appendonly=True, databases=1) as server, serving(server.url(0)) as (base, _):
+    with (
+        RedisServer(appendonly=True, databases=1) as server,
+        serving(server.url(0)) as served,
+    ):
+        base = served.base
         assert get(base + "status.json")[0] == 200
         server.stop()
         time.sleep(1.1)  # past the reading's freshness
@@ -332,6 +351,9 @@ def test_serve_answers_503_while_redis_is_down_and_recovers(tmp_path):
         while get(base + "status.json")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.3)
         assert get(base + "status.json")[0] == 200
+    lines = served.stderr.splitlines()
+    assert lines[0].startswith("WARNING: Redis unreachable (ConnectionError: "), lines
+    assert lines[1:] == [f"Redis at redis://127.0.0.1:{server.port}/0 answers again"]
 
 
 @pytest.mark.slow

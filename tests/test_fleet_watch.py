@@ -87,12 +87,12 @@ def test_watch_data_shows_nodes_alive_and_gone_what_they_hold_and_the_rate(clien
         for node, size in (("one", 50), (HOSTILE, 10)):
             fields = {"node": node, "files": n, "failed": 0, "bytes": n * size}
             client.xadd(keys.history, fields, id=f"{now - 3000 + n * 1000}-{len(node)}")
-    client.zadd(keys.nodes, {"one": 1})  # one's heartbeat expired: gone
+    client.zadd(keys.nodes, {"one": 1, "forever": "+inf"})  # expired: gone; by hand: alive
     data = watch_data(JobData(client, keys), History(keys))
     assert data["files"] == {"listed": 3, "verified": 1, "failed": 1, "pending": 1}
     rows = {row["node"]: row for row in data["node_rows"]}
     assert rows["one"]["alive"] is False and rows[HOSTILE]["alive"] is True
-    assert (data["nodes_alive"], data["nodes_gone"]) == (1, 1)
+    assert (data["nodes_alive"], data["nodes_gone"]) == (2, 1) and rows["forever"]["files"] == 0
     assert rows[HOSTILE]["holds"] == 1 and rows[HOSTILE]["holding"] == ["a/z.mp3"]
     assert rows["one"]["files"] == 2 and rows["one"]["bytes"] == 100
     assert rows["one"]["bytes_per_s"] == 0 and rows[HOSTILE]["bytes_per_s"] == 10  # gone: 0

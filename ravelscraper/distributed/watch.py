@@ -224,7 +224,8 @@ def node_rows(data: JobData, now_ms: int, by_node: dict[str, list[Sample]]) -> l
     """One row per node seen in the last hour: alive (its heartbeat has not expired) or gone,
     its counters and rate, and the entries it holds."""
     client, keys = data.client, data.keys
-    expiry = {text(n): int(score) for n, score in client.zrange(keys.nodes, 0, -1, withscores=True)}
+    # the heartbeat expiry of each node (a float: "+inf" written by hand is no error)
+    expiry = {text(n): float(s) for n, s in client.zrange(keys.nodes, 0, -1, withscores=True)}
     held: dict[str, list[str]] = {}
     for entry_id, lease in data.strings(keys.inflight).items():
         holder, bar, _ = lease.rpartition("|")

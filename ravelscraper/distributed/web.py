@@ -11,11 +11,12 @@ reconnects by itself when it is back.
 from __future__ import annotations
 
 import json
-import logging
+import sys
 from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
+import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,8 +28,6 @@ from ravelscraper.distributed.page import PAGE
 from ravelscraper.distributed.schema import JobData
 from ravelscraper.distributed.watch import History, watch_data
 from ravelscraper.extensions import redact
-
-logger = logging.getLogger(__name__)
 
 FRESH = 1.0  # seconds a reading of Redis is served before the next one, at least
 SLOW_READ = 4  # ... and at least this many times what the last reading took (a huge job)
@@ -78,18 +77,25 @@ class Reading:
         if isinstance(result, dict):
             result["read_s"] = round(took, 2)
             if self.error:
-                logger.info(f"Redis at {self.where} answers again")
+                say(f"Redis at {self.where} answers again")
             self.value, self.error = result, ""
         else:
             self.fresh = FRESH  # a timeout is no measure of a reading: try again soon
             exc = result.value
-            error = f"Redis unreachable ({type(exc).__name__}: {redact.mask(str(exc))[:300]})"
+            down = (redis.ConnectionError, redis.TimeoutError, OSError)
+            why = "Redis unreachable" if isinstance(exc, down) else "reading Redis failed"
+            error = f"{why} ({type(exc).__name__}: {redact.mask(str(exc))[:300]})"
             if not self.error:
-                logger.warning(f"{error}; retrying while the page is open")
+                say(f"WARNING: {error}; retrying while someone asks")
             self.error = error
         waiting, self.waiting = self.waiting or [], None
         for asked in waiting:
             asked.callback(None)
+
+
+def say(line: str) -> None:
+    """One line on stderr (the fleet command logs nothing)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def served(reading: Reading, request: Request, answer: Callable[[dict[str, Any]], bytes]) -> int:
