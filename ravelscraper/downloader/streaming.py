@@ -18,8 +18,11 @@ stays open until then: a file is never verified, committed or reported before it
 byte is on disk.
 
 Responses with a ``Content-Encoding`` (decompressed later by a middleware) and any status
-other than 200 (redirects, errors) are kept in memory as usual. Each attempt (a retry, a
-re-download after a bad md5) writes its own part file, deleted if the attempt fails. A
+other than 200 and 206 (redirects, errors) are kept in memory as usual. A transfer cut off
+mid-body (a reset, a timeout, a short body) keeps its part file as the target's resume
+point when the answer had a validator (ETag or Last-Modified): the retry asks for the rest
+(``Range``/``If-Range``), and a ``206`` is appended to the same file, its digest continued
+(:class:`StreamingDownloadHandler`). A re-download after a bad checksum starts a new part. A
 failed write (a full disk) aborts the transfer with :class:`StoreWriteError`.
 
 Scrapy has no public hook for this (scrapy/scrapy#7987): the swap of Scrapy's body buffer
@@ -29,10 +32,13 @@ Scrapy's HTTP/1.1 handler. It does not fail safe, it fails early and loudly: the
 command checks those names before anything starts and, if one is gone (another Scrapy than
 the pinned one), exits 1 with one ERROR line naming it.
 
-Where the filesystem supports it (Linux ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part
-file has no name until it is verified, so even SIGKILL leaves nothing behind; elsewhere it
-is a named ``.ravel-*.part`` file, which a crawl killed with SIGKILL can leave behind and
-which is safe to delete.
+A file the listing gives a size or checksum streams to its named part in
+``<FILES_STORE>/.ravel/parts/`` (``ravelscraper.stores.parts``), which a crawl killed at any
+moment leaves for the next run to resume. Otherwise (or when that place can't be used: a
+symlinked ``.ravel``, a name too long), where the filesystem supports it (Linux
+``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part file has no name until it is verified,
+so even SIGKILL leaves nothing behind; elsewhere it is a named ``.ravel-*.part`` file, which
+a crawl killed with SIGKILL can leave behind and which is safe to delete.
 """
 
 from __future__ import annotations

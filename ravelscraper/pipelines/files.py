@@ -16,7 +16,8 @@ archive.org's size and checksum: its sha1 where listed, else its md5
 * A name the filesystem refuses (a directory in the way, a path too long) fails that file
   only; a full or broken store stops the crawl (``ravelscraper.stop``).
 * On the local store, a file's body is streamed to a part file as it arrives (``PartFiles``,
-  ``ravelscraper.downloader.streaming``), then verified, given its verification record
+  ``ravelscraper.downloader.streaming``; a cut-off transfer resumes there, in this run or
+  the next: ``ravelscraper.stores.parts``), then verified, given its verification record
   (``ravelscraper.pipelines.records``) and renamed into place. With ``RAVEL_RECHECK=quick`` (the
   default) a stored file whose record still matches its size and mtime is up to date without
   being read; ``full`` hashes every stored file.
