@@ -39,6 +39,8 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ravelscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
 }
+# Bytes per second for all of one node's file transfers together; 0: no limit (bandwidth.py).
+RAVEL_BANDWIDTH_LIMIT = 0
 # Opt-in: -s AUTOTHROTTLE_ENABLED=1 adapts the delay to archive.org's latency.
 AUTOTHROTTLE_ENABLED = False
 

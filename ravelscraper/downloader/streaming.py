@@ -62,6 +62,7 @@ from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
 
+from ravelscraper.downloader.bandwidth import PacedBuffer, Pacer, TokenBucket, bucket_for
 from ravelscraper.scrapy_compat import abort_body, download_to_sink
 from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX, is_name_problem
 from ravelscraper.stores.local import FILE_MODE, write_all
@@ -320,9 +321,12 @@ class PartFile:
         reader: Any,
         validator: str | None = None,
         base: PartFile | None = None,
+        bucket: TokenBucket | None = None,
     ):
         self.target = target
         self.reader = reader
+        # RAVEL_BANDWIDTH_LIMIT: reads paused while the node's bucket is in debt
+        self.pacer = None if bucket is None else Pacer(bucket, reader, lambda: self.paused)
         self.hash = hashlib.new(target.algorithm)
         self.size = 0  # bytes written and hashed (by the writer thread)
         self.fd: int | None = None
@@ -391,6 +395,8 @@ class PartFile:
             self.start_writer()
         if pause:
             self.call_transport("pauseProducing")
+        if self.pacer is not None:
+            self.pacer.read(len(data))
         return len(data)
 
     def should_start_writer(self) -> bool:
@@ -436,7 +442,7 @@ class PartFile:
                 resume = self.paused and self.backlog <= BACKLOG_RESUME
                 self.paused = self.paused and not resume
             if resume:
-                call_on_reactor(self.call_transport, "resumeProducing")
+                call_on_reactor(self.unpause)
         self.settle()
 
     def settle(self) -> None:
@@ -464,6 +470,11 @@ class PartFile:
         elif self.interrupted:  # every byte received is on disk: ready to be continued
             resolve(self.done, result=(self.size, ""))
 
+    def unpause(self) -> None:
+        """The writer caught up: resume reading, unless the bandwidth limit holds it."""
+        if self.pacer is None or not self.pacer.throttled:
+            self.call_transport("resumeProducing")
+
     def call_transport(self, method: str) -> None:
         transport = getattr(self.reader, "transport", None)
         if transport is None or (method == "pauseProducing" and self.closed):
@@ -478,6 +489,8 @@ class PartFile:
         abort_body(self.reader, StoreWriteError(exc))
 
     def getvalue(self) -> bytes:
+        if self.pacer is not None:
+            self.pacer.stopped = True
         if self.closed:
             return b""
         with self.lock:
@@ -498,6 +511,8 @@ class PartFile:
     def failed(self) -> None:
         """The transfer failed mid-body: keep what was received as the target's resume
         point (once written), if the answer had a validator to resume it with."""
+        if self.pacer is not None:
+            self.pacer.stopped = True
         if self.validator is None:
             self.discard()
             return
@@ -516,6 +531,8 @@ class PartFile:
     def discard(self, keep: bool = False) -> None:
         """Delete the part file: now, or once the writer thread is out of it; idempotent.
         With ``keep``, a named part (and its sidecar) stays for the next run."""
+        if self.pacer is not None:
+            self.pacer.stopped = True
         with self.lock:
             if not self.cancelled:
                 self.keep = keep
@@ -647,11 +664,27 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
     appends a ``206`` to the same part file, its digest continued. A ``200`` (the server
     ignores ranges, or the file changed), a ``416`` or a ``206`` of another range or version
     restarts the file from byte 0.
+
+    With ``RAVEL_BANDWIDTH_LIMIT``, every file body (streamed, or in memory for S3 and FTP)
+    is read under the node's one token bucket (``ravelscraper.downloader.bandwidth``).
     """
+
+    def __init__(self, crawler: Any):
+        super().__init__(crawler)
+        self.bucket = bucket_for(crawler.settings)
+        stats = crawler.stats
+        if self.bucket is not None and stats is not None:
+            self.bucket.on_pause = lambda: stats.inc_value("ravel/bandwidth_pauses")
 
     async def download_request(self, request: Request) -> Response:
         target = request.meta.get(STREAM_META)
         if not isinstance(target, StreamTarget):
+            if self.bucket is not None and "ravel_name" in request.meta:  # a file, in memory
+                bucket = self.bucket
+                response, _ = await download_to_sink(
+                    self, request, lambda txresponse, reader: PacedBuffer(bucket, reader)
+                )
+                return response
             return await super().download_request(request)
         resume = await target.resume_point()
 
@@ -661,12 +694,13 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
             if txresponse.code == 200:
                 if resume is not None and target.resume is resume:
                     target.restart("the server sent the whole file")
-                return PartFile(target, reader, validator_of(txresponse.headers))
+                validator = validator_of(txresponse.headers)
+                return PartFile(target, reader, validator, bucket=self.bucket)
             if txresponse.code == 206 and resume is not None and target.resume is resume:
                 why = continuation_problem(txresponse.headers, resume)
                 if why is None:
                     target.continued(resume)
-                    return PartFile(target, reader, base=resume)
+                    return PartFile(target, reader, base=resume, bucket=self.bucket)
                 target.restart(why)
                 return RefusedRange(reader)
             return None
