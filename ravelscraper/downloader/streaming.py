@@ -313,6 +313,11 @@ class PartFile:
     :class:`StreamedBody` whose :meth:`StreamedBody.result` waits for the last queued write:
     the file is neither closed nor reported complete before it. ``truncate()`` (called when
     DOWNLOAD_MAXSIZE is exceeded) and :meth:`discard` delete it (once the writer is out).
+    :meth:`failed` (the transfer was cut off mid-body) keeps it, once its queued bytes are
+    written, as the target's resume point, which the next attempt's ``PartFile`` continues
+    (``base``: same file, same digest object). With a ``bucket``
+    (``RAVEL_BANDWIDTH_LIMIT``), each chunk read also pauses the transport while the
+    node's bucket is in debt; it is resumed only when neither reason holds it.
     """
 
     def __init__(
@@ -371,7 +376,8 @@ class PartFile:
             try:
                 fd = create_part(place, self.validator, FILE_MODE)
             except UnsafePartPlace as exc:
-                logger.warning(f"not resumable: {exc}")
+                why = exc.strerror or exc
+                logger.warning(f"[resume] {self.target.label}: not resumable by a later run: {why}")
                 fd = None
             except OSError as exc:
                 if not is_name_problem(exc):
