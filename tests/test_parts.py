@@ -17,6 +17,7 @@ from ravelscraper.stores.parts import (
     create_part,
     part_place,
     remove_old_parts,
+    remove_place,
 )
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes
@@ -125,3 +126,15 @@ def test_old_leftovers_go_and_recent_ones_stay(tmp_path):
 
     assert not (tmp_path / ".ravel/parts/item").exists()  # empty folders go too
     assert recent.path.exists()
+
+
+def test_removing_a_part_removes_the_folders_it_leaves_empty(tmp_path):
+    first = left_part(tmp_path, BODY[:10])
+    second = part_place(tmp_path, "item", "b.flac", **LISTING)
+    os.close(create_part(second, '"e"', 0o644))
+
+    remove_place(first)
+    assert not (tmp_path / ".ravel/parts/item/disc1").exists()
+    assert second.path.exists()  # its folder is not empty
+    remove_place(second)
+    assert list((tmp_path / ".ravel/parts").iterdir()) == []

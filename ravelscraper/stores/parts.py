@@ -132,6 +132,16 @@ def lock(fd: int) -> bool:
 def create_part(place: PartPlace, validator: str, mode: int) -> int | None:
     """A new, empty, locked part file for ``place`` (its sidecar written first), or None
     when another process holds that part. Raises OSError (UnsafePartPlace for a symlink)."""
+    for attempt in range(3):  # a finished part of the same item may remove empty folders
+        try:
+            return create_part_once(place, validator, mode)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    return None
+
+
+def create_part_once(place: PartPlace, validator: str, mode: int) -> int | None:
     folder = open_folder(place.root, place.folders, create=True)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -164,7 +174,8 @@ def write_sidecar(folder: int, place: PartPlace, validator: str) -> None:
 
 
 def remove_place(place: PartPlace) -> None:
-    """Delete the part and its sidecar (never through a symlink); errors are ignored."""
+    """Delete the part and its sidecar, then the folders left empty below ``.ravel/parts``
+    (never through a symlink); errors are ignored."""
     with contextlib.suppress(OSError):
         folder = open_folder(place.root, place.folders, create=False)
         try:
@@ -173,6 +184,19 @@ def remove_place(place: PartPlace) -> None:
                     os.unlink(name, dir_fd=folder)
         finally:
             os.close(folder)
+    folders = place.folders
+    while len(folders) > len(PARTS):
+        *folders, name = folders
+        try:
+            parent = open_folder(place.root, folders, create=False)
+        except OSError:
+            return
+        try:
+            os.rmdir(name, dir_fd=parent)  # only if empty
+        except OSError:
+            return
+        finally:
+            os.close(parent)
 
 
 @dataclass
