@@ -39,7 +39,8 @@ def fake() -> Iterator[FakeArchive]:
 @pytest.fixture(autouse=True)
 def clean(fake: FakeArchive) -> Iterator[None]:
     yield
-    fake.configure(faults=[], bandwidth=None, latency=0, ignore_ranges=None, validator_epoch=None)
+    ranges = dict.fromkeys(["ignore_ranges", "validator_epoch", "ignore_if_range", "refuse_ranges"])
+    fake.configure(faults=[], bandwidth=None, latency=0, **ranges)
     fake.reset()
 
 
@@ -130,6 +131,11 @@ def test_ranges_as_storage_nodes_answer_them(fake: FakeArchive) -> None:
     assert headers["ETag"] != etag and headers["Last-Modified"] != modified
     status, _, body = get(url, {"Range": "bytes=10-", "If-Range": etag})
     assert status == 200 and body == whole
+    fake.configure(ignore_if_range=True)
+    status, _, body = get(url, {"Range": "bytes=10-", "If-Range": etag})
+    assert status == 206 and body == whole[10:]
+    fake.configure(refuse_ranges=True)
+    assert get(url, {"Range": "bytes=10-"})[0] == 416
     fake.configure(ignore_ranges=True)
     status, headers, body = get(url, {"Range": "bytes=10-"})
     assert status == 200 and body == whole and "Accept-Ranges" not in headers

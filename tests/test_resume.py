@@ -25,9 +25,10 @@ BIG_FILES = ["track01.mp3", "track02.mp3"]
 
 
 def storage_requests(archive: FakeArchive, name: str) -> list[dict]:
-    return [
-        e for e in archive.stats()["log"] if e["host"] == "127.0.0.2" and e["path"].endswith(name)
-    ]
+    """The storage node's requests for ``name``, in the order they started."""
+    log = archive.stats()["log"]  # in the order they ended
+    found = [e for e in log if e["host"] == "127.0.0.2" and e["path"].endswith(name)]
+    return sorted(found, key=lambda e: e["start"])
 
 
 def assert_verified_whole(archive: FakeArchive, store: Path, identifier: str) -> None:
@@ -195,3 +196,31 @@ def test_old_leftover_parts_are_removed_and_a_symlinked_ravel_folder_is_refused(
     assert list(elsewhere.rglob("*.part")) == []
     assert "not resumable" in crawl.log
     assert_verified_whole(archive, store, RAVEL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("broken", "first_status"),
+    [
+        ({"refuse_ranges": True}, 416),  # the range can't be served
+        ({"ignore_if_range": True, "validator_epoch": 1}, 206),  # a 206 of another version
+    ],
+)
+def test_a_range_answer_that_cant_continue_the_part_restarts_it(
+    archive, tmp_path, broken, first_status
+):
+    parts = kill_mid_transfer(archive, tmp_path)
+    archive.configure(broken)
+
+    crawl = crawl_big(archive, tmp_path)
+
+    assert crawl.returncode == 0, crawl.log
+    for name in BIG_FILES:
+        ranged, whole = storage_requests(archive, name)
+        assert ranged["range"] == f"bytes={parts[name + '.part']}-"
+        assert ranged["status"] == first_status
+        assert whole["range"] is None and whole["status"] == 200
+        assert whole["bytes_sent"] == BIG_SIZE
+    assert crawl.stat("ravel/bytes_refetched") == sum(parts.values())
+    assert crawl.stat("ravel/bytes_resumed") == 0
+    assert_verified_whole(archive, tmp_path, BIG)

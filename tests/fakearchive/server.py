@@ -40,7 +40,8 @@ gets ``206 Partial Content`` with ``Content-Range``, an unsatisfiable one ``416`
 Last-Modified date gets the whole file (``200``). Knobs: ``ignore_ranges`` (true: always a
 ``200`` with the whole body, a server without ranges) and ``validator_epoch`` (an integer
 added to every file's Last-Modified and ETag: the file "changed" on the server, its bytes
-the same).
+the same). Broken servers: ``ignore_if_range`` (true: a range is served whatever
+``If-Range`` says) and ``refuse_ranges`` (true: ``416`` to every ranged request).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
 KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes", "hostile"})
 KNOBS |= {"collections", "revisions"}  # generated collections, rewritten files: collections.py
 KNOBS |= {"ignore_ranges", "validator_epoch"}  # storage nodes' Range answers (see the docstring)
+KNOBS |= {"ignore_if_range", "refuse_ranges"}  # broken Range answers (see the docstring)
 SCRAPE_PATH = "/services/search/v1/scrape"
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
@@ -600,9 +602,11 @@ class Handler(BaseHTTPRequestHandler):
         if not ignore_ranges:
             headers.append(("Accept-Ranges", "bytes"))
         wanted = _parse_range(self.headers.get("Range"), size)
-        if_range = self.headers.get("If-Range")
+        if_range = None if self.state.knob("ignore_if_range") else self.headers.get("If-Range")
         if ignore_ranges or (if_range is not None and if_range not in (etag, last_modified)):
             wanted = None  # the whole file: the client's copy is of another version
+        if wanted is not None and self.state.knob("refuse_ranges"):
+            wanted = "unsatisfiable"
         if wanted == "unsatisfiable":
             self._send(416, b"", headers=[("Content-Range", f"bytes */{size}")])
             return
