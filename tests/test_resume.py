@@ -16,12 +16,19 @@ import pytest
 
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import Crawl, scrapy_crawl, start_crawl, stored_files
+from tests.support.redisserver import RedisServer
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
 TARGET = "02JeuxDeauPourPianoMr30.mp3"  # 158,911 bytes in the fake
 BIG = "resume-big"
 BIG_SIZE = 3_000_000
 BIG_FILES = ["track01.mp3", "track02.mp3"]
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as server:
+        yield server
 
 
 def storage_requests(archive: FakeArchive, name: str) -> list[dict]:
@@ -224,3 +231,39 @@ def test_a_range_answer_that_cant_continue_the_part_restarts_it(
     assert crawl.stat("ravel/bytes_refetched") == sum(parts.values())
     assert crawl.stat("ravel/bytes_resumed") == 0
     assert_verified_whole(archive, tmp_path, BIG)
+
+
+@pytest.mark.slow
+def test_a_fleet_node_resumes_the_part_a_killed_node_left_in_the_shared_store(
+    archive, fleet, tmp_path
+):
+    archive.configure({"bandwidth": 1_000_000, "items": {BIG: {"count": 2, "size": BIG_SIZE}}})
+    store = tmp_path / "shared-store"
+    victim = fleet.start("-a", f"item={BIG}", store=store, RAVEL_ORIGIN=archive.archive)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        parts = parts_of(store, BIG)
+        if len(parts) == 2 and min(parts.values()) >= 400_000:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the victim never got half-way: {parts_of(store, BIG)}")
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait(timeout=30)
+    victim.exited = time.time()
+    parts = parts_of(store, BIG)
+    archive.configure({"bandwidth": None})
+    deadline = time.monotonic() + 10
+    while archive.stats()["127.0.0.2"]["active"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    archive.reset()
+
+    survivor = fleet.start("-a", f"item={BIG}", store=store, RAVEL_ORIGIN=archive.archive)
+    fleet.wait()
+
+    assert survivor.returncode == 0, survivor.log[-3000:]
+    for name in BIG_FILES:
+        (request,) = storage_requests(archive, name)
+        assert request["range"] == f"bytes={parts[name + '.part']}-" and request["status"] == 206
+    assert archive.stats()["served"]["storage"] == 2 * BIG_SIZE - sum(parts.values())
+    assert_verified_whole(archive, store, BIG)
