@@ -695,15 +695,17 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
         resume = await target.resume_point()
 
         def part_file(txresponse: Any, reader: Any) -> PartFile | RefusedRange | None:
-            if txresponse.headers.hasHeader(b"Content-Encoding"):
-                return None
+            encoded = txresponse.headers.hasHeader(b"Content-Encoding")  # kept in memory
             if txresponse.code == 200:
                 if resume is not None and target.resume is resume:
                     target.restart("the server sent the whole file")
+                if encoded:
+                    return None
                 validator = validator_of(txresponse.headers)
                 return PartFile(target, reader, validator, bucket=self.bucket)
             if txresponse.code == 206 and resume is not None and target.resume is resume:
-                why = continuation_problem(txresponse.headers, resume)
+                why = "the server encoded the range" if encoded else None
+                why = why or continuation_problem(txresponse.headers, resume)
                 if why is None:
                     target.continued(resume)
                     return PartFile(target, reader, base=resume, bucket=self.bucket)
