@@ -243,12 +243,12 @@ def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
 
 def search_entries(searches: list[tuple[str, str]]) -> list[dict[str, str]]:
     """The start-URL entries of ``--collection``/``--search``; FleetError for a bad one."""
-    from ravelscraper.distributed.starturls import search_job
+    from ravelscraper.distributed.starturls import search_entry_job
 
     entries = []
     for kind, value in searches:
         try:
-            job = search_job({kind: value})
+            job = search_entry_job({kind: value})
         except BadInput as exc:
             raise FleetError(f"--{kind} {value[:200]!r} not pushed: {exc}") from None
         entries.append({"collection": job.collection} if job.collection else {"search": job.query})
