@@ -24,6 +24,8 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_RETRY_BACKOFF_BASE": (0, None, False),
     "RAVEL_RETRY_BACKOFF_MAX": (0, None, False),
     "RAVEL_VERIFY_RETRIES": (0, None, True),
+    "RAVEL_PART_MAX_AGE": (0, None, False),
+    "RAVEL_BANDWIDTH_LIMIT": (0, None, True),
     "RAVEL_PROGRESS_INTERVAL": (0, None, False),
     "RAVEL_FLEET_MAX_TRANSFERS": (0, None, True),
     "RAVEL_NODE_TTL": (1, None, False),  # a node is dead after this: not a blip

@@ -89,6 +89,9 @@ class BodySink(Protocol):
 
     def discard(self) -> None: ...
 
+    def failed(self) -> None:
+        """The transfer failed mid-body: delete what was written, or keep it to resume."""
+
 
 # Given the Twisted response (headers read, body not) and the reader about to receive its
 # body, the sink to write the body to, or None to keep it in memory.
@@ -138,7 +141,7 @@ def _fresh_reader(reader: Any) -> bool:
 
 
 def _discard_on_failure(failure: Failure, sink: BodySink) -> Failure:
-    sink.discard()
+    sink.failed()
     return failure
 
 

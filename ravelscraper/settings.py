@@ -41,6 +41,8 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ravelscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
 }
+# Bytes per second for all of one node's file transfers together; 0: no limit (bandwidth.py).
+RAVEL_BANDWIDTH_LIMIT = 0
 # Opt-in: -s AUTOTHROTTLE_ENABLED=1 adapts the delay to archive.org's latency.
 AUTOTHROTTLE_ENABLED = False
 
@@ -49,6 +51,9 @@ AUTOTHROTTLE_ENABLED = False
 FILES_STORE = "downloads"
 ITEM_PIPELINES = {"ravelscraper.pipelines.files.VerifiedFilesPipeline": 300}
 RAVEL_VERIFY_RETRIES = 1  # downloads again of a file whose md5 or size is wrong
+# Part files of cut-off downloads (<FILES_STORE>/.ravel/parts/) that no listing claimed are
+# deleted once untouched for this many days (stores/parts.py).
+RAVEL_PART_MAX_AGE = 7.0
 # "quick": trust a stored file whose size and mtime match its verification record (records.py);
 # "full": hash every stored file again (and ignore item records).
 RAVEL_RECHECK = "quick"

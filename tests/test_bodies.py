@@ -119,12 +119,21 @@ def test_a_write_error_reported_by_the_target_comes_first():
     assert streamed.discards == 1
 
 
-@pytest.mark.parametrize("status", [206, 301, 404, 503])
+@pytest.mark.parametrize("status", [301, 404, 503])
 def test_only_a_200_is_a_body(status):
     streamed = FakeStreamed(len(BODY), MD5)
     with pytest.raises(FileException, match=f"HTTP {status} from {URL}"):
         receive(response(status=status, flags=(STREAMED,)), streamed)
     assert streamed.discards == 1  # never left behind
+
+
+def test_a_206_is_a_body_only_when_it_was_streamed_onto_its_part_file():
+    # A resumed transfer appends the range to the part file, which then holds the whole file.
+    streamed = FakeStreamed(len(BODY), MD5)
+    body = receive(response(b"", status=206, flags=(STREAMED,)), streamed)
+    assert (body.size, body.checksum) == (len(BODY), MD5) and body.streamed is streamed
+    with pytest.raises(FileException, match=f"HTTP 206 from {URL}"):
+        receive(response(BODY[5:], status=206))  # a range in memory is never a whole file
 
 
 # --- the verdicts on what was received --------------------------------------------------------

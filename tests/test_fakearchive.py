@@ -39,7 +39,8 @@ def fake() -> Iterator[FakeArchive]:
 @pytest.fixture(autouse=True)
 def clean(fake: FakeArchive) -> Iterator[None]:
     yield
-    fake.configure(faults=[], bandwidth=None, latency=0)
+    ranges = dict.fromkeys(["ignore_ranges", "validator_epoch", "ignore_if_range", "refuse_ranges"])
+    fake.configure(faults=[], bandwidth=None, latency=0, **ranges)
     fake.reset()
 
 
@@ -108,6 +109,36 @@ def test_range_requests(fake: FakeArchive) -> None:
     assert headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
     status, _, body = get(url, {"Range": f"bytes={len(whole) - 10}-"})
     assert status == 206 and body == whole[-10:]
+
+
+def test_ranges_as_storage_nodes_answer_them(fake: FakeArchive) -> None:
+    name = ORIGINALS[4]
+    whole = file_bytes(RAVEL, name)
+    url = f"{fake.storage}/28/items/{RAVEL}/{name}"
+    _, headers, _ = get(url)
+    etag, modified = headers["ETag"], headers["Last-Modified"]
+    for validator in (etag, modified):  # If-Range matching: the range
+        status, _, body = get(url, {"Range": "bytes=10-", "If-Range": validator})
+        assert status == 206 and body == whole[10:]
+    status, _, body = get(url, {"Range": "bytes=10-", "If-Range": '"another"'})
+    assert status == 200 and body == whole  # another version: the whole file
+    status, headers, _ = get(url, {"Range": f"bytes={len(whole)}-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(whole)}"
+    assert fake.stats()["served"]["storage"] == 2 * (len(whole) - 10) + 2 * len(whole)
+
+    fake.configure(validator_epoch=1)
+    _, headers, _ = get(url)
+    assert headers["ETag"] != etag and headers["Last-Modified"] != modified
+    status, _, body = get(url, {"Range": "bytes=10-", "If-Range": etag})
+    assert status == 200 and body == whole
+    fake.configure(ignore_if_range=True)
+    status, _, body = get(url, {"Range": "bytes=10-", "If-Range": etag})
+    assert status == 206 and body == whole[10:]
+    fake.configure(refuse_ranges=True)
+    assert get(url, {"Range": "bytes=10-"})[0] == 416
+    fake.configure(ignore_ranges=True)
+    status, headers, body = get(url, {"Range": "bytes=10-"})
+    assert status == 200 and body == whole and "Accept-Ranges" not in headers
 
 
 def test_unknown_item(fake: FakeArchive) -> None:

@@ -1,4 +1,4 @@
-"""``scrapy fleet status|push|reset``: watch, feed or reset the fleet's job in Redis.
+"""``scrapy fleet status|push|reset|serve``: watch, feed or reset the fleet's job in Redis.
 
 Reads ``REDIS_URL`` (``-s REDIS_URL=...`` or the environment) and ``RAVEL_REDIS_PREFIX``
 like a node does, so it works wherever ``scrapy crawl ravel`` works.
@@ -17,11 +17,13 @@ from scrapy.exceptions import UsageError
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
 from ravelscraper.archive.names import shown
-from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix, text
+from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.distributed.watch import status_data
 from ravelscraper.extensions import redact
 
 SPIDER = "ravel"
-ACTIONS = ("status", "push", "reset")
+ACTIONS = ("status", "push", "reset", "serve")
+WATCH_EVERY = 2.0  # seconds between two summaries of `status --watch`
 MAX_ITEM_ROWS = 50  # items shown by `status` (unfinished and failed ones first)
 MAX_START_URL_ROWS = 5  # start URLs shown by `status` (the first ones waiting)
 # The snapshot's counters that are hand-writable fields of <prefix>:tally / <prefix>:counters.
@@ -39,8 +41,9 @@ class Command(ScrapyCommand):
 
     def syntax(self) -> str:
         return (
-            "status [--json] | push [<identifier or details URL>...] [--collection <identifier>]"
-            ' [--search "<query>"] | reset [--force]'
+            "status [--json] [--watch] | push [<identifier or details URL>...]"
+            ' [--collection <identifier>] [--search "<query>"] | reset [--force]'
+            " | serve [--bind ADDRESS] [--port PORT]"
         )
 
     def short_desc(self) -> str:
@@ -52,13 +55,26 @@ class Command(ScrapyCommand):
             "item, the queue and the live nodes. push: validate items (identifiers on "
             "RAVEL_ORIGIN, or details URLs on RAVEL_ORIGIN / RAVEL_ALLOWED_ORIGINS), "
             "collections (--collection) and searches (--search) and queue them for a waiting "
-            "fleet. reset: delete the job's keys (refused while nodes run)."
+            "fleet. reset: delete the job's keys (refused while nodes run). serve: a read-only web "
+            "page, /status.json and /metrics (Prometheus) over the job, on loopback by default."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--json", action="store_true", help="status: one JSON object")
         parser.add_argument("--force", action="store_true", help="reset: even with live nodes")
+        parser.add_argument(
+            "--watch", action="store_true", help="status: refresh it every 2 s until Ctrl-C"
+        )
+        parser.add_argument(
+            "--bind",
+            default="127.0.0.1",
+            metavar="ADDRESS",
+            help="serve: the IP address to listen on (default: 127.0.0.1)",
+        )
+        parser.add_argument(
+            "--port", type=int, default=8080, help="serve: the port (default: 8080; 0: any)"
+        )
         parser.add_argument(
             "--collection",
             action="append",
@@ -87,6 +103,10 @@ class Command(ScrapyCommand):
             )
         if action != "push" and (rest or searches):
             raise UsageError(f"{action} takes no arguments")
+        if opts.watch and (action != "status" or opts.json):
+            raise UsageError("--watch goes with status (without --json)")
+        if action == "serve":
+            check_bind(opts.bind, opts.port)
         from redis import RedisError  # here: `scrapy crawl` imports this module too
 
         try:
@@ -95,8 +115,12 @@ class Command(ScrapyCommand):
                 entries += search_entries(searches)
             data, where = self.connect()
             try:
-                if action == "status":
+                if action == "status" and opts.watch:
+                    watch_status(data, where)
+                elif action == "status":
                     show_status(data, where, opts.json)
+                elif action == "serve":
+                    serve(data, where, opts.bind, opts.port)
                 elif action == "push":
                     push(data, where, entries)
                 else:
@@ -139,6 +163,60 @@ class Command(ScrapyCommand):
         return JobData(client, keys), where
 
 
+def check_bind(bind: str, port: int) -> None:
+    """``--bind`` must be an IP address; anything but loopback gets one WARNING line."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        raise UsageError(
+            f"--bind takes an IP address (e.g. 127.0.0.1), not {bind[:100]!r}"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port takes 0 to 65535, not {port}")
+    if not address.is_loopback:
+        print(
+            f"WARNING: serving on {bind}, not loopback: whoever reaches it sees the job's "
+            "items, file names and nodes (there is no login)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def serve(data: JobData, where: str, bind: str, port: int) -> None:
+    from ravelscraper.distributed.web import ServeError
+    from ravelscraper.distributed.web import serve as serve_web
+
+    try:
+        serve_web(data, where, bind, port)
+    except ServeError as exc:
+        raise FleetError(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C before the reactor took over the signal
+        pass
+
+
+def watch_status(data: JobData, where: str) -> None:
+    """``status`` again every WATCH_EVERY seconds, the screen cleared, until Ctrl-C; a Redis
+    outage is shown and ridden out."""
+    import time
+
+    from redis import RedisError
+
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    try:
+        while True:  # until Ctrl-C: the user's to stop
+            try:
+                print(clear, end="")
+                show_status(data, where, as_json=False)
+            except RedisError as exc:
+                print(f"Redis unreachable at {where} ({type(exc).__name__}); retrying")
+            print(f"(every {WATCH_EVERY:.0f} s; Ctrl-C stops)", flush=True)
+            time.sleep(WATCH_EVERY)
+    except KeyboardInterrupt:
+        print()
+
+
 def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
     """The start-URL entries for ``targets``; FleetError for the first one a node would refuse."""
     from ravelscraper.distributed.origins import AllowedOrigins
@@ -165,12 +243,12 @@ def push_entries(settings: Any, targets: list[str]) -> list[dict[str, str]]:
 
 def search_entries(searches: list[tuple[str, str]]) -> list[dict[str, str]]:
     """The start-URL entries of ``--collection``/``--search``; FleetError for a bad one."""
-    from ravelscraper.distributed.starturls import search_job
+    from ravelscraper.distributed.starturls import search_entry_job
 
     entries = []
     for kind, value in searches:
         try:
-            job = search_job({kind: value})
+            job = search_entry_job({kind: value})
         except BadInput as exc:
             raise FleetError(f"--{kind} {value[:200]!r} not pushed: {exc}") from None
         entries.append({"collection": job.collection} if job.collection else {"search": job.query})
@@ -184,124 +262,9 @@ def push(data: JobData, where: str, entries: list[dict[str, str]]) -> None:
         print(f"pushed {line} to {data.keys.start_urls} on {where} ({waiting} waiting)")
 
 
-def status_data(data: JobData) -> dict[str, Any]:
-    """The current run's ledger per item, the queue and the live nodes, as one dict."""
-    keys = data.keys
-    state: dict[str, int | None] = dict(data.snapshot())
-    now = data.redis_now_ms()
-    live_nodes = data.live_nodes()
-    run = data.strings(keys.run)
-    tally = data.strings(keys.tally)
-    item_states = data.strings(keys.items)
-    failures = data.strings(keys.failures)
-    counters = data.strings(keys.counters)
-    malformed: dict[str, str] = {}  # "<key> <field>" -> the value written there, escaped
-
-    def well_formed(key: str, values: dict[str, str], field: str) -> bool:
-        """A counter is a whole number >= 0 (or missing); anything else was written by hand
-        and is shown as malformed, never as a number."""
-        value = values.get(field, "0")
-        if value.isascii() and value.isdigit():
-            return True
-        malformed[f"{key} {shown(field)}"] = repr(value[:100])
-        return False
-
-    def count(field: str, values: dict[str, str] = tally) -> int:
-        """A counter as Redis holds it; anything else written there by hand counts as 0."""
-        value = values.get(field, "")
-        return int(value) if value.isascii() and value.isdigit() else 0
-
-    def counter(field: str) -> int | None:
-        """A tally counter, None if malformed."""
-        return count(field) if well_formed(keys.tally, tally, field) else None
-
-    for field in TALLY_FIELDS:
-        if not well_formed(keys.tally, tally, field):
-            state[field] = None
-    for field in COUNTER_FIELDS:
-        if not well_formed(keys.counters, counters, field):
-            state[field] = None
-
-    items = {}
-    searches = {
-        job.removeprefix("search:"): failure(state)
-        for job, state in item_states.items()
-        if job.startswith("search:")
-    }
-    names = set(item_states) | {f.split(":", 1)[1] for f in tally if ":" in f}
-    for identifier in sorted(n for n in names if not n.startswith("search:")):
-        listed, verified = counter(f"listed:{identifier}"), counter(f"verified:{identifier}")
-        failed = counter(f"failed:{identifier}")
-        job = item_states.get(identifier, "listed")
-        items[identifier] = {
-            "listed": listed,
-            "verified": verified,
-            "failed": failed,
-            "pending": pending(listed, verified, failed),
-            "error": failure(job),
-        }
-    failed_items = sum(1 for row in items.values() if row["error"])
-    listed_items, done_items = counter("items_listed"), counter("items_done")
-    opened, closed = count("opened", run), count("closed", run)
-    return {
-        "run": state["run"],
-        "run_state": run.get("state", "none"),
-        "run_opened_s_ago": round((now - opened) / 1000, 1) if opened else None,
-        "run_closed_s_ago": round((now - closed) / 1000, 1) if closed else None,
-        "files": {
-            **{k: state[k] for k in ("listed", "verified", "failed")},
-            "pending": pending(state["listed"], state["verified"], state["failed"]),
-        },
-        # items: listed (their files are in the ledger), done (every file verified or
-        # failed), failed (could not be listed), pending (listed, files still pending)
-        "item_counts": {
-            "listed": listed_items,
-            "done": done_items,
-            "failed": failed_items,
-            "pending": pending(listed_items, done_items),
-        },
-        "searches": searches,  # query -> "" or why it failed
-        "bytes": {"listed": state["bytes_listed"], "verified": state["bytes_verified"]},
-        "items": items,
-        "failed_files": dict(sorted(failures.items())),
-        "queued": state["queued"],
-        "inflight": state["inflight"],
-        "start_urls": state["start_urls"],
-        # the first ones waiting, as pushed (a job no node could queue yet stays there)
-        "start_url_entries": [
-            text(raw)[:300]
-            for raw in data.client.lrange(keys.start_urls, 0, MAX_START_URL_ROWS - 1)
-        ],
-        "live_nodes": len(live_nodes),
-        "nodes": live_nodes,  # the live ones: an expired node is not listed
-        "acked": state["acked"],
-        "reclaimed": state["reclaimed"],
-        "dead": state["dead"],
-        "rejected": state["rejected"],
-        "last_activity_s_ago": (
-            round(state["quiet_ms"] / 1000, 1) if state["last_activity_ms"] else None
-        ),
-        # counters written by hand (not a whole number): their values are None above
-        "malformed": malformed,
-    }
-
-
-def pending(listed: int | None, *settled: int | None) -> int | None:
-    """What is left of ``listed`` once ``settled`` is taken off; None if a counter is
-    malformed."""
-    if listed is None or None in settled:
-        return None
-    return max(0, listed - sum(n or 0 for n in settled))
-
-
 def cell(value: int | None, width: int) -> str:
     """A counter in a column of the table: ``?`` for a malformed one."""
     return f"{'?' if value is None else value:>{width}}"
-
-
-def failure(state: str) -> str:
-    """Why a job failed, from its state in the ledger ("" if it did not)."""
-    return state.removeprefix("failed: ") if state.startswith("failed") else ""
 
 
 def show_status(job: JobData, where: str, as_json: bool) -> None:

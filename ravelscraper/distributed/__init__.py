@@ -9,6 +9,8 @@ job), ``origins`` (the hosts an entry may name), ``serializer`` (checked JSON en
 in the ledger), ``entries`` (files as queue entries), ``fleet`` (what a node's components
 share, and its one policy when Redis fails), ``extension`` (heartbeat, reclaim, closing the run),
 ``starturls`` (start URLs from Redis), ``fleetspider`` (what the fleet needs of its
-spider), ``fleetcap`` (fleet-wide transfer cap). The ``scrapy fleet status|push|reset``
+spider), ``fleetcap`` (fleet-wide transfer cap), ``watch`` (the one reader of a job for people:
+``fleet status``, and ``fleet serve``'s page, ``/status.json`` and ``/metrics``), ``web`` (the
+server of ``fleet serve``), ``page`` (its page). The ``scrapy fleet status|push|reset|serve``
 command is :mod:`ravelscraper.commands.fleet`.
 """

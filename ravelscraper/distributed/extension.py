@@ -22,7 +22,7 @@ from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
 
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
-from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.schema import JobData, NodeSample
 from ravelscraper.distributed.starturls import StartUrlFeed
 from ravelscraper.scrapy_compat import engine_closing, wake_engine
 from ravelscraper.stop import fatal, stop_crawl
@@ -94,7 +94,7 @@ class FleetCoordinator:
     def heartbeat(self) -> None:
         data, settings = self.data, self.fleet.settings
         self.last_heartbeat = monotonic()
-        if data.heartbeat(int(settings.node_ttl * 1000)):
+        if data.heartbeat(int(settings.node_ttl * 1000), self.sample()):
             logger.warning(
                 "[fleet] this node had been presumed dead (no heartbeat for RAVEL_NODE_TTL); "
                 "its entries went to other nodes"
@@ -110,6 +110,20 @@ class FleetCoordinator:
                 "holding them: their files fail; see `scrapy fleet status`"
             )
         self.data_lost(data.snapshot())
+
+    def sample(self) -> NodeSample:
+        """This node's counters, for the fleet's history (``scrapy fleet serve``)."""
+        stat = self.crawler.stats.get_value
+
+        def count(name: str) -> int:
+            return int(stat(f"ravel/{name}", 0) or 0)
+
+        failed = count("files_failed")
+        return NodeSample(
+            files=count("files_downloaded") + count("files_uptodate") + failed,
+            failed=failed,
+            bytes=count("bytes_downloaded") + count("bytes_uptodate"),
+        )
 
     def data_lost(self, state: dict[str, int]) -> bool:
         """The ledger of the runs this node saw has vanished, or another took its place (its

@@ -45,10 +45,10 @@ def owner_of(request: Request) -> str:
     if isinstance(location, ItemLocation):
         return f"item:{location.identifier}"
     query = request.cb_kwargs.get("query")
-    return search_job(query) if isinstance(query, str) else ""
+    return search_ledger_name(query) if isinstance(query, str) else ""
 
 
-def search_job(query: str) -> str:
+def search_ledger_name(query: str) -> str:
     """A search's name in the ledger (``items``): ``search:<query>``."""
     return f"search:{query}"[:1000]
 

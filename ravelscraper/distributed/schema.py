@@ -59,6 +59,9 @@ class JobKeys:
     # items_listed, items_done, jobs_failed
     item_records: str  # HASH identifier -> JSON [fingerprint, selection, [names]] until done
     owners: str  # HASH entry id -> "file:<path>" or "item:<identifier>"
+    # --- what `scrapy fleet serve` shows (ravelscraper.distributed.watch) ---
+    history: str  # STREAM node, files, failed, bytes: each node's counters at each heartbeat
+    # (HISTORY_MAXLEN entries at most; gone HISTORY_TTL_MS after the last heartbeat)
 
     @classmethod
     def for_prefix(cls, prefix: str) -> JobKeys:
@@ -87,6 +90,7 @@ class JobKeys:
         kinds = {"requests": "zset", "nodes": "zset", "start_urls": "list", "dupefilter": "set"}
         kinds |= dict.fromkeys(("fleetcap", "fleetcap_queue", "fleetcap_waiting"), "zset")
         kinds |= dict.fromkeys(("seq", "activity", "fleetcap_seq", "runs"), "string")
+        kinds["history"] = "stream"
         return {getattr(self, f.name): kinds.get(f.name, "hash") for f in fields(self)}
 
 
@@ -388,8 +392,26 @@ return {moved, dead}
 """
 )
 
-# KEYS nodes / ARGV node ttl_ms  -> 1 if the node was not registered (new, or declared dead)
-HEARTBEAT = NOW_MS + "return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])"
+# The history of each node's counters, for `scrapy fleet serve`'s chart: bounded in length
+# (about an hour of 5 nodes at the default RAVEL_HEARTBEAT) and in time.
+HISTORY_MAXLEN = 10_000
+HISTORY_TTL_MS = 3_600_000
+
+# KEYS nodes history / ARGV node ttl_ms [files failed bytes maxlen history_ttl_ms]
+# -> 1 if the node was not registered (new, or declared dead). With its counters, the node's
+# sample is appended to the history in the same step.
+HEARTBEAT = (
+    NOW_MS
+    + """
+local new = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if #ARGV >= 7 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'node', ARGV[1], 'files', ARGV[3],
+             'failed', ARGV[4], 'bytes', ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+return new
+"""
+)
 
 # KEYS requests inflight start_urls activity nodes dead rejected counters tally run
 SNAPSHOT = (
@@ -631,9 +653,13 @@ class JobData:
 
     # --- the nodes -------------------------------------------------------------------------
 
-    def heartbeat(self, ttl_ms: int) -> bool:
-        """Say this node is alive for ``ttl_ms``; True if it was not registered before."""
-        return bool(self.scripts("heartbeat", [self.keys.nodes], [self.node, ttl_ms]))
+    def heartbeat(self, ttl_ms: int, sample: NodeSample | None = None) -> bool:
+        """Say this node is alive for ``ttl_ms``; True if it was not registered before.
+        ``sample``, this node's counters, goes to the job's ``history`` in the same step."""
+        args: list[Any] = [self.node, ttl_ms]
+        if sample is not None:
+            args += [sample.files, sample.failed, sample.bytes, HISTORY_MAXLEN, HISTORY_TTL_MS]
+        return bool(self.scripts("heartbeat", [self.keys.nodes, self.keys.history], args))
 
     def leave(self) -> None:
         self.client.zrem(self.keys.nodes, self.node)
@@ -834,6 +860,15 @@ class RunLedger:
             if state.startswith("failed")
         )
         return failed[:limit], len(failed)
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    """A node's own counters since it started, sent with each heartbeat (``history``)."""
+
+    files: int  # files done: downloaded, already up to date or failed
+    failed: int
+    bytes: int  # bytes of the files downloaded or already up to date
 
 
 @dataclass(frozen=True)

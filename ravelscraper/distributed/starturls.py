@@ -59,7 +59,7 @@ def check_query(query: str) -> str:
     return query
 
 
-def search_job(entry: dict[str, str]) -> SearchJob:
+def search_entry_job(entry: dict[str, str]) -> SearchJob:
     """The job of a ``collection`` or ``search`` entry; raises BadInput."""
     if "collection" in entry:
         identifier = check_identifier(entry["collection"])
@@ -143,7 +143,7 @@ def read_start_url(raw: bytes, spider: Spider, origins: AllowedOrigins) -> ItemL
         raise BadStartUrl(EXPECTED)
     try:
         if {"collection", "search"} & set(entry):
-            return search_job(entry)
+            return search_entry_job(entry)
         if "url" in entry:
             location = ItemLocation.from_details_url(entry["url"])
         else:

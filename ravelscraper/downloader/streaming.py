@@ -18,8 +18,11 @@ stays open until then: a file is never verified, committed or reported before it
 byte is on disk.
 
 Responses with a ``Content-Encoding`` (decompressed later by a middleware) and any status
-other than 200 (redirects, errors) are kept in memory as usual. Each attempt (a retry, a
-re-download after a bad md5) writes its own part file, deleted if the attempt fails. A
+other than 200 and 206 (redirects, errors) are kept in memory as usual. A transfer cut off
+mid-body (a reset, a timeout, a short body) keeps its part file as the target's resume
+point when the answer had a validator (ETag or Last-Modified): the retry asks for the rest
+(``Range``/``If-Range``), and a ``206`` is appended to the same file, its digest continued
+(:class:`StreamingDownloadHandler`). A re-download after a bad checksum starts a new part. A
 failed write (a full disk) aborts the transfer with :class:`StoreWriteError`.
 
 Scrapy has no public hook for this (scrapy/scrapy#7987): the swap of Scrapy's body buffer
@@ -29,10 +32,13 @@ Scrapy's HTTP/1.1 handler. It does not fail safe, it fails early and loudly: the
 command checks those names before anything starts and, if one is gone (another Scrapy than
 the pinned one), exits 1 with one ERROR line naming it.
 
-Where the filesystem supports it (Linux ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part
-file has no name until it is verified, so even SIGKILL leaves nothing behind; elsewhere it
-is a named ``.ravel-*.part`` file, which a crawl killed with SIGKILL can leave behind and
-which is safe to delete.
+A file the listing gives a size or checksum streams to its named part in
+``<FILES_STORE>/.ravel/parts/`` (``ravelscraper.stores.parts``), which a crawl killed at any
+moment leaves for the next run to resume. Otherwise (or when that place can't be used: a
+symlinked ``.ravel``, a name too long), where the filesystem supports it (Linux
+``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part file has no name until it is verified,
+so even SIGKILL leaves nothing behind; elsewhere it is a named ``.ravel-*.part`` file, which
+a crawl killed with SIGKILL can leave behind and which is safe to delete.
 """
 
 from __future__ import annotations
@@ -56,9 +62,18 @@ from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
 
+from ravelscraper.downloader.bandwidth import PacedBuffer, Pacer, TokenBucket, bucket_for
 from ravelscraper.scrapy_compat import abort_body, download_to_sink
-from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX
+from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX, is_name_problem
 from ravelscraper.stores.local import FILE_MODE, write_all
+from ravelscraper.stores.parts import (
+    ClaimedPart,
+    PartPlace,
+    UnsafePartPlace,
+    claim_part,
+    create_part,
+    remove_place,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +126,82 @@ class StreamedBody:
 
 
 class StreamTarget:
-    """Where a request's body may be streamed, and the last complete attempt's result."""
+    """Where a request's body may be streamed, and the last complete attempt's result.
 
-    def __init__(self, directory: str | os.PathLike[str], algorithm: str = "md5"):
+    With a ``place`` (a named part in the store, ``ravelscraper.stores.parts``) the part
+    survives the process and a later run resumes it. ``resume`` is a part cut off mid-body
+    (this run's, or claimed from an earlier run's), continued by the next attempt.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        algorithm: str = "md5",
+        place: PartPlace | None = None,
+        stats: Any = None,
+    ):
         self.directory = Path(directory)
         self.algorithm = algorithm  # the hash computed as the body is written
         self.body: StreamedBody | None = None
         self.error: OSError | None = None
+        self.place = place
+        self.stats = stats
+        self.resume: PartFile | None = None  # a part cut off mid-body, to continue
+        self.claimed = place is None  # an earlier run's part was looked for
+        self.label = f"{place.identifier}/{place.name}" if place else str(directory)
+
+    async def resume_point(self) -> PartFile | None:
+        """The part to continue (all its bytes on disk), or None: start from byte 0."""
+        if not self.claimed:
+            self.claimed = True
+            assert self.place is not None
+            claimed = await asyncio.to_thread(claim_part, self.place, self.algorithm)
+            if claimed is not None:
+                self.resume = PartFile.from_claim(self, claimed)
+        part = self.resume
+        if part is None:
+            return None
+        try:
+            await asyncio.wrap_future(part.done)
+        except OSError:  # its last writes failed: it is gone
+            if self.resume is part:
+                self.resume = None
+            return None
+        if self.resume is not part:
+            return self.resume
+        if part.size == 0:
+            self.resume = None
+            part.discard()
+            return None
+        return part
+
+    def interrupted(self, part: PartFile) -> None:
+        """``part`` was cut off mid-body: the next attempt continues it."""
+        if self.resume is not None and self.resume is not part:
+            self.resume.discard()
+        self.resume = part
+
+    def continued(self, part: PartFile) -> None:
+        """The resume point ``part`` is being continued: count it."""
+        self.resume = None
+        self.count("ravel/bytes_resumed", part.size)
+        logger.info(f"[resume] {self.label}: continuing from byte {part.size}")
+
+    def restart(self, why: str) -> None:
+        """Throw the resume point away: the file is fetched again from byte 0."""
+        part, self.resume = self.resume, None
+        if part is None:
+            return
+        self.count("ravel/bytes_refetched", part.size)
+        logger.info(f"[resume] {self.label}: {why}; fetching it again from byte 0")
+        part.discard()
+
+    def count(self, key: str, value: int) -> None:
+        if self.stats is not None and value:
+            self.stats.inc_value(key, value)
 
     def publish(self, body: StreamedBody) -> None:
-        self.discard()
+        self.discard_body()
         self.body = body
 
     def take(self) -> StreamedBody | None:
@@ -128,11 +209,18 @@ class StreamTarget:
         body, self.body = self.body, None
         return body
 
-    def discard(self) -> None:
-        """Delete a streamed body nobody took."""
+    def discard_body(self) -> None:
         body, self.body = self.body, None
         if body is not None:
             body.discard()
+
+    def discard(self) -> None:
+        """Delete a streamed body nobody took; a part cut off mid-body is left for the next
+        run where it has a place (closed, and deleted otherwise)."""
+        self.discard_body()
+        part, self.resume = self.resume, None
+        if part is not None:
+            part.discard(keep=True)
 
 
 class PartFiles:
@@ -144,12 +232,16 @@ class PartFiles:
     before those files were verified).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stats: Any = None) -> None:
         self.targets: set[StreamTarget] = set()  # targets whose part file may await us
+        self.stats = stats  # where bytes resumed and fetched again are counted
 
-    def meta(self, directory: str | os.PathLike[str], algorithm: str) -> dict[str, StreamTarget]:
-        """The request meta that streams the body to a part file in ``directory``."""
-        target = StreamTarget(directory, algorithm)
+    def meta(
+        self, directory: str | os.PathLike[str], algorithm: str, place: PartPlace | None = None
+    ) -> dict[str, StreamTarget]:
+        """The request meta that streams the body to a part file in ``directory`` (or at
+        ``place``, a named part a later run can resume)."""
+        target = StreamTarget(directory, algorithm, place, self.stats)
         self.targets.add(target)
         return {STREAM_META: target}
 
@@ -221,15 +313,39 @@ class PartFile:
     :class:`StreamedBody` whose :meth:`StreamedBody.result` waits for the last queued write:
     the file is neither closed nor reported complete before it. ``truncate()`` (called when
     DOWNLOAD_MAXSIZE is exceeded) and :meth:`discard` delete it (once the writer is out).
+    :meth:`failed` (the transfer was cut off mid-body) keeps it, once its queued bytes are
+    written, as the target's resume point, which the next attempt's ``PartFile`` continues
+    (``base``: same file, same digest object). With a ``bucket``
+    (``RAVEL_BANDWIDTH_LIMIT``), each chunk read also pauses the transport while the
+    node's bucket is in debt; it is resumed only when neither reason holds it.
     """
 
-    def __init__(self, target: StreamTarget, reader: Any):
+    def __init__(
+        self,
+        target: StreamTarget,
+        reader: Any,
+        validator: str | None = None,
+        base: PartFile | None = None,
+        bucket: TokenBucket | None = None,
+    ):
         self.target = target
         self.reader = reader
+        # RAVEL_BANDWIDTH_LIMIT: reads paused while the node's bucket is in debt
+        self.pacer = None if bucket is None else Pacer(bucket, reader, lambda: self.paused)
         self.hash = hashlib.new(target.algorithm)
         self.size = 0  # bytes written and hashed (by the writer thread)
         self.fd: int | None = None
         self.path: Path | None = None
+        self.validator = validator  # the server's ETag or Last-Modified: resumable if set
+        self.named = False  # the file is at the target's place (a later run may resume it)
+        self.keep = False  # removing it keeps a named file for the next run
+        self.interrupted = False  # cut off mid-body: kept as the target's resume point
+        if base is not None:  # continue ``base``, a resume point (all its writes done)
+            self.hash, self.size, self.validator = base.hash, base.size, base.validator
+            self.fd, self.path, self.named = base.fd, base.path, base.named
+            base.fd, base.path, base.named = None, None, False
+            live_parts.discard(base)
+            live_parts.add(self)
         self.closed = False  # no more writes: handed over, discarded or failed
         self.finished = False  # handed over to the target
         self.done: Future[tuple[int, str]] = Future()  # (size, hex digest) after the last write
@@ -240,6 +356,37 @@ class PartFile:
         self.paused = False
         self.cancelled = False
         self.write_error: OSError | None = None
+
+    @classmethod
+    def from_claim(cls, target: StreamTarget, claimed: ClaimedPart) -> PartFile:
+        """An earlier run's part, as a resume point of ``target``."""
+        part = cls(target, None, claimed.validator)
+        part.fd, part.path, part.named = claimed.fd, claimed.path, True
+        part.hash, part.size = claimed.digest, claimed.size
+        part.closed = part.interrupted = True
+        live_parts.add(part)
+        resolve(part.done, result=(part.size, ""))
+        return part
+
+    def open_file(self) -> tuple[int, Path | None, bool]:
+        """(fd, path, named): at the target's place where there is one and the answer has
+        a validator to resume it with; otherwise an anonymous part in its folder."""
+        place = self.target.place
+        if place is not None and self.validator:
+            try:
+                fd = create_part(place, self.validator, FILE_MODE)
+            except UnsafePartPlace as exc:
+                why = exc.strerror or exc
+                logger.warning(f"[resume] {self.target.label}: not resumable by a later run: {why}")
+                fd = None
+            except OSError as exc:
+                if not is_name_problem(exc):
+                    raise
+                fd = None  # a name too long with ".part": an anonymous part will do
+            if fd is not None:
+                return fd, place.path, True
+        fd, path = open_part(self.target.directory)
+        return fd, path, False
 
     def write(self, data: bytes) -> int:
         if self.closed or not data:
@@ -254,6 +401,8 @@ class PartFile:
             self.start_writer()
         if pause:
             self.call_transport("pauseProducing")
+        if self.pacer is not None:
+            self.pacer.read(len(data))
         return len(data)
 
     def should_start_writer(self) -> bool:
@@ -285,7 +434,7 @@ class PartFile:
             del chunks
             try:
                 if self.fd is None:
-                    self.fd, self.path = open_part(self.target.directory)
+                    self.fd, self.path, self.named = self.open_file()
                 write_all(self.fd, data)
             except OSError as exc:
                 with self.lock:
@@ -299,7 +448,7 @@ class PartFile:
                 resume = self.paused and self.backlog <= BACKLOG_RESUME
                 self.paused = self.paused and not resume
             if resume:
-                call_on_reactor(self.call_transport, "resumeProducing")
+                call_on_reactor(self.unpause)
         self.settle()
 
     def settle(self) -> None:
@@ -312,18 +461,25 @@ class PartFile:
             self.remove_file()
         elif error is not None:
             self.remove_file()
-            if self.finished:
+            if self.finished or self.interrupted:
                 resolve(self.done, error=error)
             else:
                 call_on_reactor(self.fail, error)
         elif self.finished:
             try:
                 if self.fd is None:  # an empty body still gets its (empty) file
-                    self.fd, self.path = open_part(self.target.directory)
+                    self.fd, self.path, self.named = self.open_file()
             except OSError as exc:
                 resolve(self.done, error=exc)
                 return
             resolve(self.done, result=(self.size, self.hash.hexdigest()))
+        elif self.interrupted:  # every byte received is on disk: ready to be continued
+            resolve(self.done, result=(self.size, ""))
+
+    def unpause(self) -> None:
+        """The writer caught up: resume reading, unless the bandwidth limit holds it."""
+        if self.pacer is None or not self.pacer.throttled:
+            self.call_transport("resumeProducing")
 
     def call_transport(self, method: str) -> None:
         transport = getattr(self.reader, "transport", None)
@@ -339,6 +495,8 @@ class PartFile:
         abort_body(self.reader, StoreWriteError(exc))
 
     def getvalue(self) -> bytes:
+        if self.pacer is not None:
+            self.pacer.stopped = True
         if self.closed:
             return b""
         with self.lock:
@@ -356,9 +514,34 @@ class PartFile:
         self.discard()
         return 0
 
-    def discard(self) -> None:
-        """Delete the part file: now, or once the writer thread is out of it; idempotent."""
+    def failed(self) -> None:
+        """The transfer failed mid-body: keep what was received as the target's resume
+        point (once written), if the answer had a validator to resume it with."""
+        if self.pacer is not None:
+            self.pacer.stopped = True
+        if self.validator is None:
+            self.discard()
+            return
         with self.lock:
+            if self.closed:
+                return  # already discarded, failed or handed over
+            self.closed = self.interrupted = True
+            start = self.should_start_writer()  # the rest of the queue, whatever its size
+            writing = self.writing
+        self.target.interrupted(self)
+        if start:
+            self.start_writer()
+        elif not writing:
+            self.settle()
+
+    def discard(self, keep: bool = False) -> None:
+        """Delete the part file: now, or once the writer thread is out of it; idempotent.
+        With ``keep``, a named part (and its sidecar) stays for the next run."""
+        if self.pacer is not None:
+            self.pacer.stopped = True
+        with self.lock:
+            if not self.cancelled:
+                self.keep = keep
             self.closed = self.cancelled = True
             writing = self.writing
         if not writing:
@@ -369,7 +552,13 @@ class PartFile:
     def remove_file(self) -> None:
         live_parts.discard(self)
         fd, self.fd = self.fd, None
-        remove_part(fd, self.path)
+        if not self.named:
+            remove_part(fd, self.path)
+            return
+        remove_part(fd, None)  # closing it releases its lock
+        place = self.target.place
+        if not self.keep and place is not None:
+            remove_place(place)  # gone already if it was committed: then only the sidecar
 
 
 def resolve(
@@ -392,9 +581,10 @@ def call_on_reactor(function: Callable[..., Any], *args: Any) -> None:
 
 @atexit.register
 def discard_live_parts() -> None:
-    """A crawl stopped mid-transfer (a second Ctrl-C) leaves no part file behind."""
+    """A crawl stopped mid-transfer (a second Ctrl-C) leaves no anonymous part file behind;
+    named parts stay for the next run to resume."""
     for part in list(live_parts):
-        part.discard()
+        part.discard(keep=True)
 
 
 def streamable(txresponse: Any) -> bool:
@@ -402,18 +592,135 @@ def streamable(txresponse: Any) -> bool:
     return txresponse.code == 200 and not txresponse.headers.hasHeader(b"Content-Encoding")
 
 
+def header(headers: Any, name: bytes) -> str | None:
+    """A response header of Twisted's ``Headers`` as text, or None."""
+    values = headers.getRawHeaders(name)
+    return values[-1].decode("latin-1").strip() if values else None
+
+
+def validator_of(headers: Any) -> str | None:
+    """What ``If-Range`` can name this answer by: its strong ETag, else its Last-Modified."""
+    etag = header(headers, b"ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return header(headers, b"Last-Modified")
+
+
+def continuation_problem(headers: Any, part: PartFile) -> str | None:
+    """Why a 206 answer can't continue ``part`` (None if it can): it must start at the
+    part's size and name the same version of the file."""
+    content_range = header(headers, b"Content-Range") or ""
+    unit, _, rest = content_range.partition(" ")
+    first = rest.split("-", 1)[0]
+    if unit != "bytes" or not first.isdigit() or int(first) != part.size:
+        return f"the server answered another range ({content_range or 'none'!r})"
+    validator = part.validator or ""
+    now = (
+        header(headers, b"ETag") if validator.startswith('"') else header(headers, b"Last-Modified")
+    )
+    if now is not None and now != validator:
+        return "the file changed on the server (its validator changed)"
+    return None
+
+
+class RangeRefused(Exception):
+    """A 206 that can't continue the part: the file is fetched again from byte 0."""
+
+
+class RefusedRange:
+    """The sink of a 206 that can't continue the part: aborts the transfer at once."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+        self.aborted = False
+
+    def write(self, data: bytes) -> int:
+        if not self.aborted:
+            self.aborted = True
+            abort_body(self.reader, RangeRefused())
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b""
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0
+
+    def discard(self) -> None:
+        pass
+
+    def failed(self) -> None:
+        pass
+
+
+def with_range(request: Request, part: PartFile) -> Request:
+    """``request`` asking for the rest of the file after ``part``, if it is still the
+    version ``part`` was started from (``If-Range``)."""
+    headers = request.headers.copy()
+    headers[b"Range"] = f"bytes={part.size}-"
+    headers[b"If-Range"] = part.validator or ""
+    return request.replace(headers=headers)
+
+
 class StreamingDownloadHandler(HTTP11DownloadHandler):
-    """HTTP11DownloadHandler that streams opted-in file downloads to the store."""
+    """HTTP11DownloadHandler that streams opted-in file downloads to the store.
+
+    A file cut off mid-body is continued: the next attempt (a retry, or the next run for a
+    named part) asks for ``Range: bytes=<received>-`` with ``If-Range: <validator>`` and
+    appends a ``206`` to the same part file, its digest continued. A ``200`` (the server
+    ignores ranges, or the file changed), a ``416`` or a ``206`` of another range or version
+    restarts the file from byte 0.
+
+    With ``RAVEL_BANDWIDTH_LIMIT``, every file body (streamed, or in memory for S3 and FTP)
+    is read under the node's one token bucket (``ravelscraper.downloader.bandwidth``).
+    """
+
+    def __init__(self, crawler: Any):
+        super().__init__(crawler)
+        self.bucket = bucket_for(crawler.settings)
+        stats = crawler.stats
+        if self.bucket is not None and stats is not None:
+            self.bucket.on_pause = lambda: stats.inc_value("ravel/bandwidth_pauses")
 
     async def download_request(self, request: Request) -> Response:
         target = request.meta.get(STREAM_META)
         if not isinstance(target, StreamTarget):
+            if self.bucket is not None and "ravel_name" in request.meta:  # a file, in memory
+                bucket = self.bucket
+                response, _ = await download_to_sink(
+                    self, request, lambda txresponse, reader: PacedBuffer(bucket, reader)
+                )
+                return response
             return await super().download_request(request)
+        resume = await target.resume_point()
 
-        def part_file(txresponse: Any, reader: Any) -> PartFile | None:
-            return PartFile(target, reader) if streamable(txresponse) else None
+        def part_file(txresponse: Any, reader: Any) -> PartFile | RefusedRange | None:
+            encoded = txresponse.headers.hasHeader(b"Content-Encoding")  # kept in memory
+            if txresponse.code == 200:
+                if resume is not None and target.resume is resume:
+                    target.restart("the server sent the whole file")
+                if encoded:
+                    return None
+                validator = validator_of(txresponse.headers)
+                return PartFile(target, reader, validator, bucket=self.bucket)
+            if txresponse.code == 206 and resume is not None and target.resume is resume:
+                why = "the server encoded the range" if encoded else None
+                why = why or continuation_problem(txresponse.headers, resume)
+                if why is None:
+                    target.continued(resume)
+                    return PartFile(target, reader, base=resume, bucket=self.bucket)
+                target.restart(why)
+                return RefusedRange(reader)
+            return None
 
-        response, part = await download_to_sink(self, request, part_file)
+        sent = request if resume is None else with_range(request, resume)
+        try:
+            response, part = await download_to_sink(self, sent, part_file)
+        except RangeRefused:
+            return await self.download_request(request)  # no resume point now: from 0
+        if response.status == 416 and resume is not None and target.resume is resume:
+            target.restart("the server can't send the rest (416)")
+            return await self.download_request(request)
         if isinstance(part, PartFile) and part.finished:
             response.flags.append(STREAMED)
         return response

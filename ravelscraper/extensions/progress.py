@@ -248,7 +248,7 @@ class Progress:
         logger.log(
             level,
             f"[main finished] {downloaded} downloaded ({mb(bytes_downloaded)} MB in {elapsed:.1f} "
-            f"s, {rate(bytes_downloaded, elapsed) / 1_000_000:.2f} MB/s), "
+            f"s, {rate(bytes_downloaded, elapsed) / 1_000_000:.2f} MB/s{self.resume_text()}), "
             f"{self.stat('files_uptodate')} already up to date, "
             + (
                 f"{unverified} unverified, "
@@ -260,6 +260,13 @@ class Progress:
             + ("" if reason == "finished" else f"; stopped: {reason}"),
         )
         self.log_failures(spider)
+
+    def resume_text(self) -> str:
+        """``"; 1.2 MB resumed, 0.3 MB fetched again"``: what cut-off transfers cost."""
+        resumed, again = self.stat("bytes_resumed"), self.stat("bytes_refetched")
+        if not resumed and not again:
+            return ""
+        return f"; {mb(resumed)} MB resumed, {mb(again)} MB fetched again"
 
     def log_failures(self, spider: Spider) -> None:
         """The summary of what failed: the first few items and files, and how many."""

@@ -44,7 +44,8 @@ async def received_body(
     that failed."""
     partial = "partial" in response.flags
     try:
-        if response.status != 200:
+        resumed = response.status == 206 and STREAMED in response.flags  # the whole file
+        if response.status != 200 and not resumed:
             raise FileException(f"HTTP {response.status} from {response.url}")
         if write_error is not None:
             raise StoreWriteError(write_error)

@@ -16,7 +16,8 @@ archive.org's size and checksum: its sha1 where listed, else its md5
 * A name the filesystem refuses (a directory in the way, a path too long) fails that file
   only; a full or broken store stops the crawl (``ravelscraper.stop``).
 * On the local store, a file's body is streamed to a part file as it arrives (``PartFiles``,
-  ``ravelscraper.downloader.streaming``), then verified, given its verification record
+  ``ravelscraper.downloader.streaming``; a cut-off transfer resumes there, in this run or
+  the next: ``ravelscraper.stores.parts``), then verified, given its verification record
   (``ravelscraper.pipelines.records``) and renamed into place. With ``RAVEL_RECHECK=quick`` (the
   default) a stored file whose record still matches its size and mtime is up to date without
   being read; ``full`` hashes every stored file.
@@ -112,8 +113,9 @@ class VerifiedFilesPipeline(FilesPipeline):
         assert crawler.stats is not None
         self.stats = crawler.stats
         self.verify_retries = crawler.settings.getint("RAVEL_VERIFY_RETRIES")
+        self.part_max_age = crawler.settings.getfloat("RAVEL_PART_MAX_AGE")
         self.transfers = TransferLog(crawler)
-        self.part_files = PartFiles()
+        self.part_files = PartFiles(crawler.stats)
         self.store_error: str | None = None
         self.failures: dict[tuple[str, str], str] = {}  # (identifier, name) -> reason
         self.book = Bookkeeping(crawler, self.store)  # records, the dry run, items
@@ -124,6 +126,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         if problem is not None:
             raise fatal(self.crawler, "files_store_unusable", problem)
         self.book.store_opened()
+        if self.store.streams_parts and not self.book.dry_run:
+            self.store.remove_old_parts(self.part_max_age)
 
     def close_spider(self) -> None:
         self.part_files.discard_all()  # the crawl stopped before their files were verified
@@ -156,7 +160,12 @@ class VerifiedFilesPipeline(FilesPipeline):
         if not self.store.streams_parts:
             return {}
         folder = self.store.folder_of(f"{item.identifier}/{item.name}")
-        return {} if folder is None else self.part_files.meta(folder, expected_checksum(item)[0])
+        if folder is None:
+            return {}
+        listing = {"size": item.size, "mtime": getattr(item, "mtime", None)}
+        listing.update(md5=item.md5, sha1=item.sha1)
+        place = self.store.part_place(item.identifier, item.name, listing)
+        return self.part_files.meta(folder, expected_checksum(item)[0], place)
 
     def file_path(
         self,

@@ -34,7 +34,9 @@ class Store(Protocol):
 
     # Its calls do disk I/O and run in a thread; otherwise they return Deferreds.
     blocking: ClassVar[bool]
-    # Bodies stream to part files in ``folder_of(path)``, stored by ``commit_part``.
+    # Bodies stream to part files in ``folder_of(path)`` (or at ``part_place(...)``, where a
+    # cut-off download waits for the next run; ``remove_old_parts`` ages them out), stored by
+    # ``commit_part``.
     streams_parts: ClassVar[bool]
     # The checksums ``stat_file`` answers in; a file listed with another is checked by md5.
     checksums: ClassVar[frozenset[str]]

@@ -24,6 +24,14 @@ from ravelscraper.pipelines.records import (
     write_record,
 )
 from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX, StoreProblem
+from ravelscraper.stores.parts import (
+    PartPlace,
+    UnsafePartPlace,
+    open_folder,
+    part_place,
+    parts_root,
+)
+from ravelscraper.stores.parts import remove_old_parts as remove_parts_older_than
 
 logger = logging.getLogger("ravelscraper.stores")
 
@@ -229,6 +237,9 @@ class AtomicFSFilesStore:
         """
         target = self.filesystem_path(path)
         stamp(fd, mtime)
+        if part is not None and Path(part).is_relative_to(parts_root(self.basedir)):
+            self.commit_named_part(fd, Path(part), target, record)
+            return
         if part is not None:
             if Path(part).parent != target.parent:
                 raise UnsafeName(f"{str(part)!r} is not in the folder of {str(path)!r}")
@@ -295,6 +306,44 @@ class AtomicFSFilesStore:
             return True
         finally:
             os.close(fd)
+
+    def part_place(self, identifier: str, name: str, listing: dict[str, Any]) -> PartPlace | None:
+        """Where the named part of ``<identifier>/<name>`` waits between runs (``parts``)."""
+        return part_place(self.basedir, identifier, name, **listing)
+
+    def commit_named_part(
+        self, fd: int, part: Path, target: Path, record: tuple[str, str] | None
+    ) -> None:
+        """Rename a part of ``.ravel/parts`` into place, its folders opened without following
+        a symbolic link (UnsafeName for one), each side by its folder (no long paths)."""
+        folders = list(part.relative_to(self.basedir).parts[:-1])
+        try:
+            source = open_folder(Path(self.basedir), folders, create=False)
+        except UnsafePartPlace as exc:
+            raise UnsafeName(f"{str(part)!r}: {exc.strerror}") from None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # the part streamed elsewhere
+            destination = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self.record(fd, record)
+                os.replace(part.name, target.name, src_dir_fd=source, dst_dir_fd=destination)
+            finally:
+                os.close(destination)
+        finally:
+            os.close(source)
+
+    def remove_old_parts(self, max_age_days: float) -> None:
+        """Delete the named parts untouched for ``max_age_days`` (no listing claimed them)."""
+        try:
+            removed = remove_parts_older_than(self.basedir, max_age_days)
+        except UnsafePartPlace as exc:
+            logger.warning(f"leftover parts not cleaned: {exc}")
+            return
+        except OSError as exc:
+            logger.warning(f"leftover parts not cleaned: {exc.strerror or exc}")
+            return
+        if removed:
+            logger.info(f"removed {removed} leftover part files older than {max_age_days:g} days")
 
     def filesystem_path(self, path: str | os.PathLike[str]) -> Path:
         """Where ``path`` (``<identifier>/<name>``) is stored; UnsafeName if that is outside

@@ -30,7 +30,18 @@ Collections: ``GET|POST /services/search/v1/scrape`` is archive.org's scrape API
 catalogue and the generated collections of the knobs ``collections`` and ``revisions``
 (``collections.py`` says what it answers). ``/_fake/stats`` has ``routes``: requests per
 route (``scrape``, ``metadata``, ``metadata_subkey``, ``details``, ``download``,
-``storage``, ``other``), so a test can assert "no /metadata for unchanged items".
+``storage``, ``other``), so a test can assert "no /metadata for unchanged items", and
+``served``: body bytes written per route (a resumed transfer fetches only what is missing).
+
+Ranges, as archive.org's storage nodes (nginx) answer them: every file is sent with
+``Accept-Ranges: bytes``, ``Last-Modified`` and an ``ETag``; a single ``Range: bytes=`` range
+gets ``206 Partial Content`` with ``Content-Range``, an unsatisfiable one ``416`` with
+``Content-Range: bytes */<size>``, and an ``If-Range`` that matches neither the ETag nor the
+Last-Modified date gets the whole file (``200``). Knobs: ``ignore_ranges`` (true: always a
+``200`` with the whole body, a server without ranges) and ``validator_epoch`` (an integer
+added to every file's Last-Modified and ETag: the file "changed" on the server, its bytes
+the same). Broken servers: ``ignore_if_range`` (true: a range is served whatever
+``If-Range`` says) and ``refuse_ranges`` (true: ``416`` to every ranged request).
 """
 
 from __future__ import annotations
@@ -64,6 +75,8 @@ STORAGE_IP = "127.0.0.2"
 ROLES = {ARCHIVE_IP: "archive", STORAGE_IP: "storage"}
 KNOBS = frozenset({"latency", "bandwidth", "faults", "metadata_fail", "items", "sizes", "hostile"})
 KNOBS |= {"collections", "revisions", "scrape"}  # generated collections...: collections.py
+KNOBS |= {"ignore_ranges", "validator_epoch"}  # storage nodes' Range answers (see the docstring)
+KNOBS |= {"ignore_if_range", "refuse_ranges"}  # broken Range answers (see the docstring)
 SCRAPE_PATH = "/services/search/v1/scrape"
 STATUS_KINDS = frozenset({"429", "503", "500", "404", "status"})
 BODY_KINDS = frozenset({"reset", "truncate", "stall", "corrupt"})
@@ -149,6 +162,7 @@ class State:
     config: dict[str, Any] = field(default_factory=dict)
     catalog: Catalog = field(default_factory=lambda: Catalog({}, {}))
     routes: dict[str, int] = field(default_factory=dict)  # requests per route (see route_of)
+    served: dict[str, int] = field(default_factory=dict)  # body bytes written per route
     rules: list[FaultRule] = field(default_factory=list)
     hosts: dict[str, HostStats] = field(default_factory=lambda: {ip: HostStats() for ip in ROLES})
     combined: HostStats = field(default_factory=HostStats)
@@ -188,6 +202,10 @@ class State:
         with self.lock:
             self.routes[route] = self.routes.get(route, 0) + 1
 
+    def count_served(self, route: str, size: int) -> None:
+        with self.lock:
+            self.served[route] = self.served.get(route, 0) + size
+
     def enter(self, ip: str) -> None:
         with self.lock:
             for counter in (self.hosts[ip], self.combined):
@@ -210,6 +228,7 @@ class State:
                 counter.max_active = counter.active
                 counter.requests = 0
             self.routes.clear()
+            self.served.clear()
             self.log.clear()
             self.faults_fired.clear()
 
@@ -221,6 +240,7 @@ class State:
                 "max_active": self.combined.max_active,
             }
             stats["routes"] = dict(self.routes)
+            stats["served"] = dict(self.served)
             stats["log"] = list(self.log)
             stats["faults_fired"] = list(self.faults_fired)
         return stats
@@ -289,6 +309,7 @@ class Handler(BaseHTTPRequestHandler):
             "end": None,
             "user_agent": self.headers.get("User-Agent"),
             "range": self.headers.get("Range"),
+            "if_range": self.headers.get("If-Range"),
         }
         if self.counted:
             self.state.enter(self.server.ip)
@@ -305,6 +326,8 @@ class Handler(BaseHTTPRequestHandler):
             self.entry.update(
                 status=self.status_sent, bytes_sent=self.bytes_sent, fault=self.fault_kind
             )
+            if self.counted:
+                self.state.count_served(self._route_name(), self.bytes_sent)
             self.state.record(self.entry)
 
     def _done(self) -> None:
@@ -562,6 +585,10 @@ class Handler(BaseHTTPRequestHandler):
         size = entry.size
         first, last = 0, size - 1
         status = 200
+        modified = entry.mtime + int(self.state.knob("validator_epoch", 0))
+        last_modified = email.utils.formatdate(modified, usegmt=True)
+        etag = f'"{modified:x}-{size:x}"'
+        ignore_ranges = bool(self.state.knob("ignore_ranges", False))
         headers = [
             (
                 "Content-Type",
@@ -569,11 +596,17 @@ class Handler(BaseHTTPRequestHandler):
                     os.path.splitext(entry.name)[1].lower(), "application/octet-stream"
                 ),
             ),
-            ("Last-Modified", email.utils.formatdate(entry.mtime, usegmt=True)),
-            ("ETag", f'"{entry.mtime:x}-{size:x}"'),
-            ("Accept-Ranges", "bytes"),
+            ("Last-Modified", last_modified),
+            ("ETag", etag),
         ]
+        if not ignore_ranges:
+            headers.append(("Accept-Ranges", "bytes"))
         wanted = _parse_range(self.headers.get("Range"), size)
+        if_range = None if self.state.knob("ignore_if_range") else self.headers.get("If-Range")
+        if ignore_ranges or (if_range is not None and if_range not in (etag, last_modified)):
+            wanted = None  # the whole file: the client's copy is of another version
+        if wanted is not None and self.state.knob("refuse_ranges"):
+            wanted = "unsatisfiable"
         if wanted == "unsatisfiable":
             self._send(416, b"", headers=[("Content-Range", f"bytes */{size}")])
             return
