@@ -220,7 +220,10 @@ def test_a_pushed_collection_redis_cannot_queue_stays_and_the_node_exits_1(route
 def test_redis_full_while_listing_is_one_error_line_and_a_rerun_completes(routes, tmp_path):
     """What held in issue 18, kept: `maxmemory` reached while a node lists a collection."""
     store = tmp_path / "store"
-    routes.configure({"bandwidth": 16384})  # a second per file
+    # A second per file; the last item's /metadata stalls, so that its listing is still under
+    # way when Redis is full (whatever the machine's load), not only the acks of the others.
+    stall = {"kind": "stall", "host": "archive", "match": "/metadata/full-00004", "stall": 6}
+    routes.configure({"bandwidth": 16384, "faults": [stall]})
     settings = {**FAST_LISTING, **routes_origin(routes), "CONCURRENT_REQUESTS_PER_DOMAIN": 1}
     with RedisServer(databases=1) as server, NodeGroup.on(server, tmp_path) as group:
         first = group.start("-a", "collection=full", store=store, RAVEL_REDIS_GRACE=3, **settings)
