@@ -26,6 +26,7 @@ from ravelscraper.items import AudioFile
 from tests.support.redisserver import RedisServer
 
 URL = "http://127.0.0.1:1/download/item/a.mp3"
+MD5 = "0" * 32
 
 
 def engine(running: bool = True, stopping: bool = False, closing: bool = False) -> SimpleNamespace:
@@ -90,12 +91,15 @@ def test_a_lease_is_found_by_its_request_and_marked_only_there():
 
 
 @pytest.mark.parametrize("status", ["downloaded", "uptodate", "unverified"])
-def test_a_stored_file_is_verified_with_its_listed_size(status):
+@pytest.mark.parametrize("md5", [MD5, None])
+def test_a_stored_file_is_verified_with_its_listed_size(status, md5):
     leases = node()
     request = Request(URL)
     leases.take("1", request, is_file=True)
-    leases.item_scraped(audio(size=7, files=[{"status": status}]), answer(request), None)
-    assert leases.by_entry["1"].outcome == ("item/a.mp3", "verified", "", 7)
+    leases.item_scraped(audio(size=7, md5=md5, files=[{"status": status}]), answer(request), None)
+    # Only a file checked against a listed checksum counts toward its item's record.
+    recordable = status != "unverified" and md5 is not None
+    assert leases.by_entry["1"].outcome == ("item/a.mp3", "verified", "", 7, recordable)
 
 
 @pytest.mark.parametrize(
@@ -117,8 +121,8 @@ def test_a_file_not_stored_fails_with_the_first_reason_known(item, kwargs, reaso
         leases.item_scraped(item, answer(request), None)
     else:
         leases.item_not_stored(item, answer(request), None, **kwargs)
-    path, outcome, why, size = leases.by_entry["1"].outcome
-    assert (path, outcome, size) == ("item/a.mp3", "failed", 0)
+    path, outcome, why, size, recordable = leases.by_entry["1"].outcome
+    assert (path, outcome, size, recordable) == ("item/a.mp3", "failed", 0, False)
     assert why == (reason or "OSError: disk")  # an error after storing still fails it
 
 
@@ -133,7 +137,7 @@ def test_a_file_cut_short_by_a_stopping_node_is_unfinished_not_failed():
     assert leases.by_entry["1"].unfinished and leases.by_entry["1"].outcome is None
     # Stored before the node stopped: that counts, stopping or not.
     leases.item_scraped(audio(size=1, files=[{"status": "downloaded"}]), answer(request), None)
-    assert leases.by_entry["1"].outcome == ("item/a.mp3", "verified", "", 1)
+    assert leases.by_entry["1"].outcome == ("item/a.mp3", "verified", "", 1, False)
 
 
 def test_only_a_file_lease_settles_and_only_with_a_file():
@@ -192,7 +196,7 @@ def test_each_state_is_settled_its_way(data: JobData):
     ids = {r.url.rsplit("/", 1)[1]: entry_of(leases, r) for r in leases.by_request}
     leases.entry_rejected(rejected, "not JSON")
     leases.unfinished(unfinished)
-    leases.by_request[stored].outcome = ("item/a.mp3", "verified", "", 3)
+    leases.by_request[stored].outcome = ("item/a.mp3", "verified", "", 3, True)
     leases.crawler.engine.in_progress = {busy}
     leases.acknowledge_finished()
     assert client.hget(keys.rejected, ids["rejected"]) == b"not JSON"
@@ -244,7 +248,9 @@ def test_the_last_verified_file_of_an_item_records_it(data: JobData):
     recorded: list[ItemRecord] = []
     leases.record_item = recorded.append  # writing the record needs a running reactor
     request = leased(data, leases, "a", is_file=True, owner="file:item/a.mp3")
-    leases.item_scraped(audio(size=3, files=[{"status": "downloaded"}]), answer(request), None)
+    leases.item_scraped(
+        audio(size=3, md5=MD5, files=[{"status": "downloaded"}]), answer(request), None
+    )
     leases.acknowledge_finished()
     assert recorded == [record] and not leases.by_entry
 

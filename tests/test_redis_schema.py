@@ -344,3 +344,23 @@ def test_a_failed_item_or_search_given_up_is_a_failed_job(client, keys):
     assert alive.reclaim(max_attempts=1) == (0, 1)
     assert alive.strings(keys.items)["search:collection:gen"].startswith("failed: given up")
     assert alive.snapshot()["jobs_failed"] == 1
+
+
+def test_an_item_with_a_file_stored_unverified_is_done_but_never_recorded(client, keys):
+    """The rule of issue 18 (3) in a fleet: a file stored without a checksum match counts as
+    stored in the account, but its item is never recorded complete, whichever file is last."""
+    for unverified_first in (True, False):
+        client.flushdb()
+        data = node(client, keys)
+        record = ItemRecord("a", "0123456789abcdef", "", ("x.mp3", "y.mp3")).encode()
+        data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1), ("a/y.mp3", "a/y.mp3", 1)], record)
+        first, last = ("a/x.mp3", "a/y.mp3")
+        settled_first = data.ledger.settle_file(
+            "", first, "verified", recordable=not unverified_first
+        )
+        assert settled_first == (False, None)
+        _acked, done = data.ledger.settle_file("", last, "verified", recordable=unverified_first)
+        assert done is None
+        state = data.snapshot()
+        assert (state["verified"], state["failed"], state["items_done"]) == (2, 0, 1)
+        assert not client.exists(keys.item_records)

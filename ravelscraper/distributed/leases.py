@@ -20,6 +20,7 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema import ItemRecord, JobData
 from ravelscraper.items import AudioFile
+from ravelscraper.pipelines.bookkeeping import counts_toward_item
 from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.scrapy_compat import engine_closing, in_progress
 
@@ -35,7 +36,8 @@ class Lease:
     entry_id: str
     request: Request
     is_file: bool
-    outcome: tuple[str, str, str, int] | None = None  # (path, verified|failed, reason, size)
+    # (path, verified|failed, reason, size, whether it counts toward its item's record)
+    outcome: tuple[str, str, str, int, bool] | None = None
     completed: bool = False  # a page entry whose output is all queued
     unfinished: bool = False  # cut short (the node is stopping): goes back to the queue
     rejected: str | None = None  # a bad entry: recorded in <prefix>:rejected
@@ -117,7 +119,7 @@ class Leases:
         path = f"{item.identifier}/{item.name}"
         results = [r for r in item.files or () if isinstance(r, dict)]
         if error is None and any(r.get("status") in STORED for r in results):
-            lease.outcome = (path, "verified", "", item.size or 0)
+            lease.outcome = (path, "verified", "", item.size or 0, counts_toward_item(item))
             return
         if node_stopping(self.crawler):
             lease.unfinished = True  # cancelled or cut short: another node will do it
@@ -128,7 +130,7 @@ class Leases:
             or item.error
             or f"not stored (see the log of node {self.fleet.node})"
         )
-        lease.outcome = (path, "failed", reason, 0)
+        lease.outcome = (path, "failed", reason, 0, False)
 
     # --- settling them in Redis ------------------------------------------------------------
 
@@ -155,8 +157,10 @@ class Leases:
                 self.data.nack([entry_id])
                 acked = True
             elif lease.outcome is not None:
-                path, outcome, reason, size = lease.outcome
-                acked, done = self.data.ledger.settle_file(entry_id, path, outcome, reason, size)
+                path, outcome, reason, size, recordable = lease.outcome
+                acked, done = self.data.ledger.settle_file(
+                    entry_id, path, outcome, reason, size, recordable
+                )
                 if done is not None:
                     self.record_item(done)
             elif lease.is_file:

@@ -239,6 +239,7 @@ COMPLETE = (
     + """
 local settled, record = 0, false
 if redis.call('HGET', KEYS[7], ARGV[3]) == 'pending' then
+  if ARGV[8] == '0' then redis.call('HDEL', KEYS[11], ARGV[7]) end  -- stored, unverified
   redis.call('HSET', KEYS[7], ARGV[3], ARGV[4])
   hincr(KEYS[9], ARGV[4], 1)
   hincr(KEYS[9], ARGV[4] .. ':' .. ARGV[7], 1)
@@ -805,16 +806,24 @@ class RunLedger:
         return self.settle_file(entry_id, path, outcome, reason, size)[0]
 
     def settle_file(
-        self, entry_id: str, path: str, outcome: str, reason: str = "", size: int = 0
+        self,
+        entry_id: str,
+        path: str,
+        outcome: str,
+        reason: str = "",
+        size: int = 0,
+        recordable: bool = True,
     ) -> tuple[bool, ItemRecord | None]:
         """:meth:`complete`, and the item's record data when this was the last file of an
-        item whose every file was verified (once per item and run, to one node)."""
+        item whose every file was verified (once per item and run, to one node). A file
+        stored without a checksum match (not ``recordable``) counts as stored, but its item
+        is never recorded complete."""
         k = self.keys
         identifier = path.split("/", 1)[0]
         found = self.scripts(
             "complete",
             [*k.ack_keys(), k.files, k.failures, k.tally, k.items, k.item_records],
-            [self.node, entry_id, path, outcome, reason[:500], size, identifier],
+            [self.node, entry_id, path, outcome, reason[:500], size, identifier, int(recordable)],
         )
         acked, settled = bool(found[0]), int(found[1]) if len(found) > 1 else 0
         raw = found[2] if len(found) > 2 and settled == 1 else None

@@ -38,6 +38,14 @@ logger = logging.getLogger("ravelscraper.pipelines.files")  # its lines are the 
 VERIFIED = frozenset({"downloaded", "uptodate"})
 
 
+def counts_toward_item(item: AudioFile) -> bool:
+    """Whether the file ended verified against a checksum archive.org lists: only then does
+    it count toward its item's record (a fleet's ledger asks the same)."""
+    if expected_checksum(item)[1] is None:
+        return False  # nothing to verify it against: its item is never recorded complete
+    return any(f.get("status") in VERIFIED for f in item.files)
+
+
 class Bookkeeping:
     """The records, the dry run's plan and the items' completion of one pipeline."""
 
@@ -81,9 +89,7 @@ class Bookkeeping:
         wanted: int = getattr(item, "item_files", 0)
         if not fingerprint or wanted <= 0 or self.dry_run:
             return
-        if expected_checksum(item)[1] is None:
-            return  # nothing to verify it against: its item is never recorded complete
-        if not any(f.get("status") in VERIFIED for f in item.files):
+        if not counts_toward_item(item):
             return
         names = self.verified_files.setdefault(item.identifier, set())
         names.add(item.name)
