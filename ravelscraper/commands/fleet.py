@@ -235,6 +235,10 @@ def status_data(data: JobData) -> dict[str, Any]:
         "items": items,
         "failed_files": dict(sorted(failures.items())),
         "queued": state["queued"],
+        # back-pressure (RAVEL_FLEET_MAX_PENDING), as the nodes' last pop found it
+        "listing_queued": state["listing_queued"],
+        "listing_held": bool(state["listing_held"]) and state["listing_queued"] > 0,
+        "max_pending": state["max_pending"],
         "inflight": state["inflight"],
         "start_urls": state["start_urls"],
         "live_nodes": len(live_nodes),
@@ -297,6 +301,12 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
         f"queue: {data['queued']} entries waiting, {data['inflight']} in progress, "
         f"{data['start_urls']} start URLs waiting"
     )
+    if data["listing_held"]:
+        print(
+            f"listing held back: {data['files']['pending']:,} pending files (and the items "
+            f"being listed) reach RAVEL_FLEET_MAX_PENDING {data['max_pending']:,}; "
+            f"{data['listing_queued']:,} listing entries wait while files download"
+        )
     print(
         f"live nodes: {data['live_nodes']}"
         + (f" ({', '.join(data['nodes'])})" if data["nodes"] else "")
