@@ -79,6 +79,7 @@ class AtomicFSFilesStore:
     streams_parts = True
     checksums = frozenset({"md5", "sha1"})
     keeps_records = True
+    keeps_item_records = False  # its item records are files: pipelines.records
 
     def __init__(self, basedir: str | os.PathLike[str]):
         basedir = str(basedir)
