@@ -171,10 +171,12 @@ return 1
 # the whole bound before any item was listed), stay below ARGV[3] (0: no bound). So pending
 # passes the bound by at most about one item's files. The verdict and its figures are kept
 # in the run's hash (listing_held, max_pending, held_pending, held_leased, held_per_item,
-# held_changed) when they change, for `scrapy fleet status`. Needs NOW_MS and NUM; KEYS as POP.
+# held_changed) when they change, for `scrapy fleet status`; listing_held is 1 only once an
+# item was listed (before, one listing entry at a time is pacing, not files piling up).
+# Needs NOW_MS and NUM; KEYS as POP.
 LISTING_HELD = """
 local function listing_held(bound)
-  local held, pending, leased, per_item = false, 0, 0, 0
+  local held, pending, leased, per_item, known = false, 0, 0, 0, false
   if bound > 0 then
     local t = function(f) return num(redis.call('HGET', KEYS[7], f)) end
     local listed, items = t('listed'), t('items_listed')
@@ -184,10 +186,10 @@ local function listing_held(bound)
       else redis.call('HDEL', KEYS[6], id) end
     end
     per_item = bound
-    if items > 0 then per_item = math.max(1, math.ceil(listed / items)) end
+    if items > 0 then per_item, known = math.max(1, math.ceil(listed / items)), true end
     held = pending + leased * per_item >= bound
   end
-  local state = held and '1' or '0'
+  local state = (held and known) and '1' or '0'
   if redis.call('HGET', KEYS[8], 'listing_held') ~= state
      or redis.call('HGET', KEYS[8], 'max_pending') ~= tostring(bound) then
     redis.call('HSET', KEYS[8], 'listing_held', state, 'max_pending', bound,
