@@ -4,6 +4,7 @@ bodies at a few kB/s). The test polls the ledger while the run goes on."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -56,13 +57,14 @@ def test_listing_waits_while_too_many_files_are_pending(fake, fleet, tmp_path):
     }
     for _ in range(2):
         fleet.start("-a", "collection=bp", store=store, **settings)
-    peak, held_seen, shown = 0, False, ""
+    peak, held_seen, shown, asked = 0, False, "", 0
     deadline = time.monotonic() + 180
     while any(n.process.poll() is None for n in fleet.nodes) and time.monotonic() < deadline:
         now, held = pending(fleet)
         peak = max(peak, now)
-        if held and not held_seen:
-            held_seen = True
+        held_seen = held_seen or held
+        if held and "listing held back" not in shown and asked < 5:  # it may resume meanwhile
+            asked += 1
             shown = scrapy_fleet(fleet.url, "status").stdout
         time.sleep(0.02)
     fleet.wait(timeout=30)
@@ -80,3 +82,46 @@ def test_listing_waits_while_too_many_files_are_pending(fake, fleet, tmp_path):
     assert state["max_pending"] == BOUND and state["listing_held"] is False
     assert len(stored_files(store)) == files
     assert sum(n.downloaded for n in fleet.nodes) == files
+
+
+def test_nodes_killed_and_stopped_while_listing_is_held_back_lose_nothing(fake, fleet, tmp_path):
+    """One node SIGKILLed and one SIGTERMed while listing waits: their leases (files and
+    listing entries) go back to the queue, a third node finishes the run, nothing is lost."""
+    fake.reset()
+    fake.configure({"bandwidth": 4000})
+    store = tmp_path / "store"
+    settings = {
+        **FAST_LISTING,
+        "RAVEL_ORIGIN": fake.archive,
+        "RAVEL_FLEET_MAX_PENDING": BOUND,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": 4,
+    }
+    killed = fleet.start("-a", "collection=bp", store=store, **settings)
+    stopped = fleet.start("-a", "collection=bp", store=store, **settings)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (
+        pending(fleet)[1] and all(n.lines("[download start]") for n in (killed, stopped))
+    ):
+        time.sleep(0.02)
+    assert pending(fleet)[1], "listing was never held back"
+    assert killed.process.poll() is None and stopped.process.poll() is None
+    killed.process.send_signal(signal.SIGKILL)
+    killed.exited = time.time()
+    stopped.process.send_signal(signal.SIGTERM)
+    stopped.process.wait(timeout=60)
+    stopped.exited = time.time()
+    left, _ = pending(fleet)
+    assert 0 < left <= BOUND + FILES
+    fake.configure({"bandwidth": None})
+    finisher = fleet.start("-a", "collection=bp", store=store, **settings)
+    fleet.wait(timeout=180)
+    assert_clean(finisher)
+    assert "Traceback" not in stopped.log
+    assert stopped.lines("[ERROR]") == []  # stopped: whatever it held went back at once
+    state = fleet.queue_state()
+    files = ITEMS * FILES
+    assert state["files"] == {"listed": files, "verified": files, "failed": 0, "pending": 0}
+    assert state["item_counts"]["done"] == ITEMS and state["run_state"] == "closed"
+    assert (state["queued"], state["inflight"], state["dead"]) == (0, 0, 0)
+    assert state["reclaimed"] >= 1  # the killed node's leases, taken over after its TTL
+    assert len(stored_files(store)) == files
