@@ -189,6 +189,9 @@ def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
     data.ack(entry_id)
     assert data.ledger.finish_run() == (1, 0)
     assert data.strings(keys.run)["state"] == "closed" and not client.exists(keys.dupefilter)
+    # Every file settled: the per-file states and names go, the tally keeps the account.
+    assert not client.exists(keys.files) and not client.exists(keys.names)
+    assert data.snapshot()["verified"] == 1 and data.strings(keys.tally)["verified:a"] == "1"
     assert data.ledger.open_run() == 2 and not client.exists(keys.files)
 
 

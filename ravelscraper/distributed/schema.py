@@ -47,8 +47,8 @@ class JobKeys:
     # --- the ledger of the current run ---
     run: str  # HASH id, state (open|closed), opened, closed (ms): the current run
     runs: str  # INCR: run ids; a smaller id than a node saw means the data was lost
-    files: str  # HASH "<identifier>/<name>" -> pending | verified | failed
-    names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide
+    files: str  # HASH "<identifier>/<name>" -> pending | verified | failed (until closed)
+    names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide (until closed)
     failures: str  # HASH path -> why the file failed
     items: str  # HASH identifier -> listed | done | "failed: <reason>" (a job that failed);
     # a search's job is "search:<query>"
@@ -464,9 +464,12 @@ return id
 )
 
 # Close the run once nothing is waiting, leased or pending: forget its fingerprints, so that
-# a re-run lists again the items not recorded. -> {1} closed now, {0} not idle or not open,
+# a re-run lists again the items not recorded, and its per-file states and names (every file
+# settled: the tally, the failures and the items keep the run's account). -> {1} closed now,
+# {0} not idle or not open,
 # {-1, pending} files are pending that no entry will ever complete (the queue was lost).
-# KEYS requests inflight start_urls dupefilter attempts counters run tally listing / ARGV node
+# KEYS requests inflight start_urls dupefilter attempts counters run tally listing files names
+#      listing_leases / ARGV node
 FINISH = (
     NOW_MS
     + NUM
@@ -477,7 +480,7 @@ if redis.call('HGET', KEYS[7], 'state') ~= 'open' then return {0} end
 local t = function(field) return num(redis.call('HGET', KEYS[8], field)) end
 local pending = t('listed') - t('verified') - t('failed')
 if pending > 0 then return {-1, pending} end
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[10], KEYS[11], KEYS[12])
 redis.call('HSET', KEYS[7], 'state', 'closed', 'closed', now, 'closed_by', ARGV[1])
 hincr(KEYS[6], 'runs_finished', 1)
 return {1}
@@ -857,6 +860,9 @@ class RunLedger:
                 k.run,
                 k.tally,
                 k.listing,
+                k.files,
+                k.names,
+                k.listing_leases,
             ],
             [self.node],
         )
