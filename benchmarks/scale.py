@@ -245,13 +245,17 @@ def e1_listing(fake: FakeArchive, plan: ScalePlan, work: Path) -> list[dict[str,
 
 
 class RedisSampler:
-    """Samples ``used_memory`` and the pending entries (queued + leased) of a job."""
+    """Samples ``used_memory``, the pending entries (queued + leased) of a job, its pending
+    files (the ledger's listed - verified - failed) and whether listing was held back."""
 
     def __init__(self, client: Any, prefix: str = "ravel") -> None:
         self.client = client
         self.prefix = prefix
         self.calls = 0  # INFO/ZCARD/HLEN calls made here, left out of the command count
         self.best: tuple[int, int] = (0, 0)  # (pending, used_memory) at the fullest queue
+        self.best_files: tuple[int, int] = (0, 0)  # (pending files, used_memory) at the most
+        self.peak_memory = 0
+        self.held = False  # listing held back (RAVEL_FLEET_MAX_PENDING) at some sample
         self.baseline = self.memory()
 
     def memory(self) -> int:
@@ -261,12 +265,22 @@ class RedisSampler:
     def __call__(self) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(f"{self.prefix}:requests")
+        pipe.zcard(f"{self.prefix}:listing")
         pipe.hlen(f"{self.prefix}:inflight")
-        queued, leased = pipe.execute()
-        self.calls += 2
-        pending = int(queued) + int(leased)
+        pipe.hmget(f"{self.prefix}:tally", "listed", "verified", "failed")
+        pipe.hget(f"{self.prefix}:run", "listing_held")
+        queued, listing, leased, tally, held = pipe.execute()
+        self.calls += 5
+        pending = int(queued) + int(listing) + int(leased)
+        listed, verified, failed = (int(v or 0) for v in tally)
+        files = listed - verified - failed
+        self.held = self.held or held == b"1"
+        used = self.memory()
+        self.peak_memory = max(self.peak_memory, used)
         if pending > self.best[0]:
-            self.best = (pending, self.memory())
+            self.best = (pending, used)
+        if files > self.best_files[0]:
+            self.best_files = (files, used)
 
     def commands(self) -> int:
         """Calls of every command since CONFIG RESETSTAT (this INFO not yet counted)."""
@@ -304,6 +318,10 @@ def e2_coordination(fake: FakeArchive, plan: ScalePlan, work: Path) -> dict[str,
                     sources.remove("collection")
                     continue
                 break
+        bound = int(os.environ.get("RAVEL_BENCH_E2_BOUND", "0"))  # a bound the runs reach
+        for nodes in plan.e2_nodes if bound else ():
+            run = _e2_run(fake, plan, work, server, nodes, sources[0], collection, single, bound)
+            out["runs"].append(run)
     return out
 
 
@@ -316,6 +334,7 @@ def _e2_run(
     source: str,
     collection: str,
     single: str,
+    max_pending: int | None = None,
 ) -> dict[str, Any]:
     with server.client() as client:
         client.flushall()
@@ -332,6 +351,8 @@ def _e2_run(
             "RAVEL_STORAGE_HOSTS": FAKE_STORAGE_HOST,
             "RAVEL_ORIGIN": fake.archive,
         }
+        if max_pending is not None:
+            settings["RAVEL_FLEET_MAX_PENDING"] = max_pending
         if source == "collection":
             command = scrapy_command("-a", f"collection={collection}", **settings)
         else:
@@ -361,9 +382,17 @@ def _e2_run(
             else None
         )
         pending, used = sampler.best
+        pending_files, used_files = sampler.best_files
         run = {
             "nodes": nodes,
             "source": source,
+            "max_pending": max_pending,  # RAVEL_FLEET_MAX_PENDING given (None: the default)
+            "pending_files_max": pending_files,
+            "redis_bytes_per_pending_file": (
+                (used_files - sampler.baseline) / pending_files if pending_files else None
+            ),
+            "redis_peak": sampler.peak_memory - sampler.baseline,
+            "listing_held": sampler.held,
             "refused": refused,
             "ok": all(m.returncode == 0 for m in measured) and files == plan.e2_total,
             "rc": [m.returncode for m in measured],
@@ -392,7 +421,10 @@ def _e2_run(
             f"  E2 {nodes} node(s), {source}: {wall:.1f} s, {files} files "
             f"({run['files_per_s_node'] or 0:.0f}/s per node), refused={refused}, "
             f"{run['redis_bytes_per_pending'] or 0:.0f} B/pending, "
-            f"{run['redis_commands_per_file'] or 0:.1f} commands/file",
+            f"{run['redis_commands_per_file'] or 0:.1f} commands/file, peak Redis "
+            f"{run['redis_peak'] / MB:.1f} MB, peak pending files {pending_files}, "
+            f"{run['redis_bytes_per_pending_file'] or 0:.0f} B/pending file, "
+            f"held={sampler.held}",
             flush=True,
         )
         return run
@@ -492,6 +524,16 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _bound(run: Mapping[str, Any]) -> str:
+    if "max_pending" not in run:
+        return "- (before)"
+    return "default" if run["max_pending"] is None else f"{run['max_pending']:,}"
+
+
+def _held(run: Mapping[str, Any]) -> str:
+    return "-" if "listing_held" not in run else ("yes" if run["listing_held"] else "no")
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -557,8 +599,10 @@ def section(results: Mapping[str, Any]) -> str:
             "",
             "| nodes | source | files | wall (s) | files/s per node | span files/s per node | "
             "per node | node CPU (s) | fake CPU (s) | pending max | Redis B/pending | "
-            "Redis B/file at the end | commands/file | load before | ok |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "Redis B/file at the end | commands/file | RAVEL_FLEET_MAX_PENDING | peak Redis "
+            "(MB) | peak pending files | Redis B/pending file | listing held back | "
+            "load before | ok |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in e2["runs"]:
             end = run["redis_bytes_end"] / run["files"] if run["files"] else None
@@ -568,8 +612,11 @@ def section(results: Mapping[str, Any]) -> str:
                 f" {_num(run['span_files_per_s_node'], 0)} | {run['per_node']} | "
                 f"{'/'.join(f'{c:.0f}' for c in run['cpu'])} | {run['fake_cpu']:.0f} | "
                 f"{run['pending_max']:,} | {_num(run['redis_bytes_per_pending'], 0)} | "
-                f"{_num(end, 0)} | {_num(run['redis_commands_per_file'])} | {run['load']} | "
-                f"{run['ok']} |"
+                f"{_num(end, 0)} | {_num(run['redis_commands_per_file'])} | "
+                f"{_bound(run)} | {_num((run.get('redis_peak') or 0) / MB)} | "
+                f"{_num(run.get('pending_files_max'), 0)} | "
+                f"{_num(run.get('redis_bytes_per_pending_file'), 0)} | "
+                f"{_held(run)} | {run['load']} | {run['ok']} |"
             )
         lines.append("")
         good = [r for r in e2["runs"] if r["ok"]]

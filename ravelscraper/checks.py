@@ -40,6 +40,7 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_MAX_START_URL_BYTES": (1, None, True),
     "RAVEL_FLEET_LEASE_TTL": (5, None, False),  # renewed with each heartbeat
     "RAVEL_FLEET_WAIT_TIMEOUT": (1, None, False),
+    "RAVEL_FLEET_MAX_PENDING": (0, None, True),
 }
 
 

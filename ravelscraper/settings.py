@@ -138,3 +138,5 @@ RAVEL_MAX_START_URL_BYTES = 65536  # larger start-URL entries are rejected unrea
 RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all nodes; 0 = no cap
 RAVEL_FLEET_LEASE_TTL = 60.0  # seconds before a killed node's fleet-cap places come back
 RAVEL_FLEET_WAIT_TIMEOUT = 600.0  # seconds a transfer waits for a fleet-cap place, then fails
+# Files listed and not yet settled, fleet-wide, above which no node lists more (0 = no bound)
+RAVEL_FLEET_MAX_PENDING = 20000

@@ -111,12 +111,14 @@ def test_rejected_entries_failed_jobs_and_a_listing_bound_are_shown(client, keys
     one, _ = a_run(client, keys)
     one.ledger.item_failed("b", "no such item")
     client.hset(keys.rejected, mapping={f"e{n}": f"bad {n}" for n in range(30)})
-    client.hset(keys.run, "max_pending", "1")  # what back-pressure would record
+    # What back-pressure records when a pop finds listing held back, with an item waiting.
+    assert one.push(b"meta-c", 1, "fc", "item:c", listing=True)
+    client.hset(keys.run, mapping={"listing_held": "1", "max_pending": "1"})
     data = watch_data(JobData(client, keys), History(keys))
     assert data["rejected_entries"]["count"] == 30 and len(data["rejected_entries"]["first"]) == 10
     assert data["failed_jobs"] == {"count": 1, "first": [["b", "no such item"]]}
     assert data["listing"] == {"bound": 1, "held_back": True}
-    client.hset(keys.run, "held_back", "0")  # the nodes' own word wins
+    client.hset(keys.run, "listing_held", "0")  # the nodes' last pop took a listing entry
     assert not watch_data(JobData(client, keys), History(keys))["listing"]["held_back"]
 
 

@@ -213,6 +213,9 @@ def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
     data.ack(entry_id)
     assert data.ledger.finish_run() == (1, 0)
     assert data.strings(keys.run)["state"] == "closed" and not client.exists(keys.dupefilter)
+    # Every file settled: the per-file states and names go, the tally keeps the account.
+    assert not client.exists(keys.files) and not client.exists(keys.names)
+    assert data.snapshot()["verified"] == 1 and data.strings(keys.tally)["verified:a"] == "1"
     assert data.ledger.open_run() == (2, token) and not client.exists(keys.files)
 
 
@@ -364,3 +367,60 @@ def test_an_item_with_a_file_stored_unverified_is_done_but_never_recorded(client
         state = data.snapshot()
         assert (state["verified"], state["failed"], state["items_done"]) == (2, 0, 1)
         assert not client.exists(keys.item_records)
+
+
+def test_listing_is_held_back_while_too_many_files_are_pending(client, keys):
+    """RAVEL_FLEET_MAX_PENDING: a listing entry is taken only while the pending files (and
+    what the listing entries already leased may add) stay below the bound; files always."""
+    data = node(client, keys)
+    data.ledger.open_run()
+    assert data.push(b"meta-a", 1, "fa", "item:a", listing=True)
+    assert data.push(b"meta-b", 1, "fb", "item:b", listing=True)
+    assert data.queued() == 2 and client.zcard(keys.listing) == 2
+    first = data.pop(1000, max_pending=5)
+    assert first is not None and first[1] == b"meta-a"
+    # Nothing is known of an item's size yet: one leased listing entry reserves the bound.
+    assert data.pop(1000, max_pending=5) is None
+    # That is pacing, not files piling up: status does not call it held back.
+    assert data.snapshot()["listing_held"] == 0 and data.snapshot()["max_pending"] == 5
+    data.ledger.list_files("a", [(f"a/{n}", f"a/{n}", 1) for n in "123456"])
+    for n in "123456":
+        assert data.push(f"file-{n}".encode(), 0, f"f{n}", f"file:a/{n}")
+    assert data.ack(first[0])
+    # 6 pending files >= 5: listing waits, the files (lower priority) are still taken.
+    taken = [data.pop(1000, max_pending=5) for _ in range(3)]
+    assert [t[1] for t in taken if t] == [b"file-1", b"file-2", b"file-3"]
+    for entry_id, _ in filter(None, taken):
+        assert data.ledger.complete(entry_id, f"a/{_.decode()[-1]}", "verified", size=1)
+    # 3 pending: below the bound, one more item is listed (pending may reach 3 + its files).
+    assert data.pop(1000, max_pending=5)[1] == b"meta-b"
+    assert data.push(b"meta-d", 1, "fd", "item:d", listing=True)
+    # 3 pending + the leased item's 6 (the average item) reach 5: held, files still taken.
+    assert data.pop(1000, max_pending=5)[1] == b"file-4"
+    state = data.snapshot()
+    assert state["listing_held"] == 1 and state["listing_queued"] == 1
+    assert data.pop(1000, max_pending=0)[1] == b"meta-d"  # no bound: taken at once
+    assert data.snapshot()["listing_held"] == 0
+    # The run cannot close while a listing entry waits.
+    assert data.push(b"meta-c", 1, "fc", "item:c", listing=True)
+    assert data.ledger.finish_run() == (0, 0)
+
+
+def test_a_listing_entry_handed_back_is_always_taken(client, keys):
+    """An item whose listing was under way finishes: a listing entry given back (a node
+    stopped) is requeued with the files, which back-pressure never holds."""
+    data = node(client, keys)
+    data.ledger.open_run()
+    assert data.push(b"meta-a", 1, "fa", "item:a", listing=True)
+    entry_id, _ = data.pop(1000, max_pending=1)
+    data.ledger.list_files("b", [("b/1", "b/1", 1), ("b/2", "b/2", 1)])
+    assert data.nack([entry_id]) == 1
+    assert client.zcard(keys.listing) == 0 and client.zcard(keys.requests) == 1
+    assert data.pop(1000, max_pending=1)[1] == b"meta-a"  # 2 files pending: taken anyway
+    assert data.ack(entry_id)
+    # A listing lease that ended is forgotten by the next pop that weighs a listing entry.
+    assert data.push(b"meta-c", 1, "fc", "item:c", listing=True)
+    data.ledger.complete("", "b/1", "verified")
+    data.ledger.complete("", "b/2", "verified")
+    assert data.pop(1000, max_pending=10)[1] == b"meta-c"
+    assert client.hkeys(keys.listing_leases) != [entry_id.encode()]

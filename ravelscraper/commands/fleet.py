@@ -313,6 +313,12 @@ def show_status(job: JobData, where: str, as_json: bool) -> None:
     )
     for entry in data["start_url_entries"]:
         print(f"  start URL waiting: {shown(entry)}")
+    if data["listing_held"]:
+        print(
+            f"listing held back: {data['files']['pending'] or 0:,} pending files (and the items "
+            f"being listed) reach RAVEL_FLEET_MAX_PENDING {data['max_pending']:,}; "
+            f"{data['listing_queued']:,} listing entries wait while files download"
+        )
     print(
         f"live nodes: {data['live_nodes']}"
         + (f" ({', '.join(shown(n) for n in data['nodes'])})" if data["nodes"] else "")

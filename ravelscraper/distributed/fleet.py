@@ -47,6 +47,7 @@ class FleetSettings:
     max_attempts: int  # an entry held by this many dead nodes is given up
     max_leases: int  # entries one node holds at once
     redis_grace: float  # seconds of failing Redis calls a node rides out before it stops
+    max_pending: int = 0  # RAVEL_FLEET_MAX_PENDING: listing waits while more files are pending
 
     @classmethod
     def from_settings(cls, settings: Any) -> FleetSettings:
@@ -62,6 +63,7 @@ class FleetSettings:
             max_attempts=settings.getint("RAVEL_MAX_ATTEMPTS"),
             max_leases=settings.getint("RAVEL_NODE_MAX_LEASES") or per_node,
             redis_grace=settings.getfloat("RAVEL_REDIS_GRACE"),
+            max_pending=settings.getint("RAVEL_FLEET_MAX_PENDING"),
         )
 
 
@@ -198,7 +200,11 @@ class Fleet:
         check_key_types(self.client, keys)
         self.data = JobData(self.client, keys, self.node)
         self.queue = ReliableQueue(
-            spider, serializer, data=self.data, origins=AllowedOrigins.for_spider(spider)
+            spider,
+            serializer,
+            data=self.data,
+            origins=AllowedOrigins.for_spider(spider),
+            max_pending=self.settings.max_pending,
         )
         try:
             self.data.heartbeat(int(self.settings.node_ttl * 1000))

@@ -16,7 +16,7 @@ from scrapy_redis.queue import Base
 
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.schema import JobData
-from ravelscraper.distributed.serializer import MAX_ENTRY_BYTES, decode
+from ravelscraper.distributed.serializer import HELD_CALLBACKS, MAX_ENTRY_BYTES, decode
 
 ENTRY_META = "ravel_entry"  # the id of the queue entry a popped request came from
 
@@ -40,10 +40,12 @@ class ReliableQueue(Base):
         *,
         data: JobData,
         origins: AllowedOrigins,
+        max_pending: int = 0,
     ) -> None:
         super().__init__(data.client, spider, data.keys.requests, serializer)
         self.data = data
         self.origins = origins
+        self.max_pending = max_pending  # RAVEL_FLEET_MAX_PENDING (0: no bound)
 
     def __len__(self) -> int:
         return self.data.queued()
@@ -61,13 +63,16 @@ class ReliableQueue(Base):
     # ("file:<path>" or "item:<identifier>") the ledger fails if the entry is ever given up.
     def push(self, request: Request, fingerprint: str | None = None, owner: str = "") -> bool:
         """Queue ``request`` unless its fingerprint was seen in this run; False if it was."""
-        return self.data.push(self.encode(request), request.priority, fingerprint or "", owner)
+        listing = getattr(request.callback, "__name__", "") in HELD_CALLBACKS
+        return self.data.push(
+            self.encode(request), request.priority, fingerprint or "", owner, listing
+        )
 
     # Overrides Base.pop, which removes the entry for good: here it is leased (``ENTRY_META``
     # names it) until the scheduler acknowledges it or hands it back.
     def pop(self, timeout: int = 0) -> Request | None:
         """Lease the first entry and decode it; RejectedEntry if it cannot be used."""
-        popped = self.data.pop(MAX_ENTRY_BYTES)
+        popped = self.data.pop(MAX_ENTRY_BYTES, self.max_pending)
         if popped is None:
             return None
         entry_id, payload = popped

@@ -50,8 +50,8 @@ class JobKeys:
     # (ledger: a random token, drawn when a run opens without a previous one and kept by the
     # runs after it; a node that finds another token, or none, than it saw: the data was lost)
     runs: str  # INCR: run ids, for people (they start again at 1 after a FLUSHDB)
-    files: str  # HASH "<identifier>/<name>" -> pending | verified | failed
-    names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide
+    files: str  # HASH "<identifier>/<name>" -> pending | verified | failed (until closed)
+    names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide (until closed)
     failures: str  # HASH path -> why the file failed
     items: str  # HASH identifier -> listed | done | "failed: <reason>" (a job that failed);
     # a search's job is "search:<query>"
@@ -62,6 +62,11 @@ class JobKeys:
     # --- what `scrapy fleet serve` shows (ravelscraper.distributed.watch) ---
     history: str  # STREAM node, files, failed, bytes: each node's counters at each heartbeat
     # (HISTORY_MAXLEN entries at most; gone HISTORY_TTL_MS after the last heartbeat)
+    # --- back-pressure (RAVEL_FLEET_MAX_PENDING) ---
+    listing: str  # ZSET entry id -> -priority: waiting listing entries (search pages and
+    # /metadata, serializer.HELD_CALLBACKS), taken only while the run's pending files are
+    # below the bound; an entry handed back or reclaimed goes to ``requests`` (always taken)
+    listing_leases: str  # HASH entry id -> node: listing entries leased (POP drops stale ones)
 
     @classmethod
     def for_prefix(cls, prefix: str) -> JobKeys:
@@ -88,6 +93,7 @@ class JobKeys:
     def types(self) -> dict[str, str]:
         """The Redis type each key must have when it exists."""
         kinds = {"requests": "zset", "nodes": "zset", "start_urls": "list", "dupefilter": "set"}
+        kinds |= {"listing": "zset"}
         kinds |= dict.fromkeys(("fleetcap", "fleetcap_queue", "fleetcap_waiting"), "zset")
         kinds |= dict.fromkeys(("seq", "activity", "fleetcap_seq", "runs"), "string")
         kinds["history"] = "stream"
@@ -178,29 +184,81 @@ local function fail_owner(owner, why, files, failures, tally, items, records)
 end
 """
 
-# KEYS dupefilter requests payloads seq activity owners
-# ARGV fingerprint ('' = dont_filter) json score owner ('' = none)
+# KEYS dupefilter requests payloads seq activity owners listing
+# ARGV fingerprint ('' = dont_filter) json score owner ('' = none) listing ('1': a listing
+# entry, queued in `listing`, held back by POP while too many files are pending)
 PUSH = (
     NOW_MS
     + """
 if ARGV[1] ~= '' and redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 local id = string.format('%014d', incr(KEYS[4], now))
 redis.call('HSET', KEYS[3], id, ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], id)
+redis.call('ZADD', ARGV[5] == '1' and KEYS[7] or KEYS[2], ARGV[3], id)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], id, ARGV[4]) end
 redis.call('SET', KEYS[5], now)
 return 1
 """
 )
 
-# KEYS requests payloads inflight activity / ARGV node max_bytes
-# -> {id, payload} | {id, '', size} for a payload too large to send | {id} if none
+# Back-pressure: a listing entry may be taken only while the run's pending files, plus what
+# the listing entries already leased may add (each counted as an average item's files, or as
+# the whole bound before any item was listed), stay below ARGV[3] (0: no bound). So pending
+# passes the bound by at most about one item's files. The verdict and its figures are kept
+# in the run's hash (listing_held, max_pending, held_pending, held_leased, held_per_item,
+# held_changed) when they change, for `scrapy fleet status`; listing_held is 1 only once an
+# item was listed (before, one listing entry at a time is pacing, not files piling up).
+# Needs NOW_MS and NUM; KEYS as POP.
+LISTING_HELD = """
+local function listing_held(bound)
+  local held, pending, leased, per_item, known = false, 0, 0, 0, false
+  if bound > 0 then
+    local t = function(f) return num(redis.call('HGET', KEYS[7], f)) end
+    local listed, items = t('listed'), t('items_listed')
+    pending = listed - t('verified') - t('failed')
+    for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
+      if redis.call('HEXISTS', KEYS[3], id) == 1 then leased = leased + 1
+      else redis.call('HDEL', KEYS[6], id) end
+    end
+    per_item = bound
+    if items > 0 then per_item, known = math.max(1, math.ceil(listed / items)), true end
+    held = pending + leased * per_item >= bound
+  end
+  local state = (held and known) and '1' or '0'
+  if redis.call('HGET', KEYS[8], 'listing_held') ~= state
+     or redis.call('HGET', KEYS[8], 'max_pending') ~= tostring(bound) then
+    redis.call('HSET', KEYS[8], 'listing_held', state, 'max_pending', bound,
+               'held_pending', pending, 'held_leased', leased, 'held_per_item', per_item,
+               'held_changed', now)
+  end
+  return held
+end
+"""
+
+# KEYS requests payloads inflight activity listing listing_leases tally run
+# ARGV node max_bytes max_pending
+# -> {id, payload} | {id, '', size} for a payload too large to send | {id} if none; false if
+# nothing can be taken. The first entry in priority order (then FIFO) of `requests` and
+# `listing`; a listing entry only if LISTING_HELD lets it through (files are always taken).
 POP = (
     NOW_MS
+    + NUM
+    + LISTING_HELD
     + """
-local top = redis.call('ZPOPMIN', KEYS[1])
+local key = KEYS[1]
+local files = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local lists = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+if #lists > 0 then
+  local ls, fs = tonumber(lists[2]), files[2] and tonumber(files[2])
+  if #files == 0 or ls < fs or (ls == fs and lists[1] < files[1]) then
+    if not listing_held(tonumber(ARGV[3]) or 0) then key = KEYS[5] end
+  end
+end
+local top = redis.call('ZPOPMIN', key)
 if #top == 0 then return false end
 redis.call('HSET', KEYS[3], top[1], ARGV[1] .. '|' .. top[2])
+if key == KEYS[5] and (tonumber(ARGV[3]) or 0) > 0 then
+  redis.call('HSET', KEYS[6], top[1], ARGV[1])
+end
 redis.call('SET', KEYS[4], now)
 local size = redis.call('HSTRLEN', KEYS[2], top[1])
 if size > tonumber(ARGV[2]) then return {top[1], '', tostring(size)} end
@@ -414,21 +472,25 @@ return new
 """
 )
 
-# KEYS requests inflight start_urls activity nodes dead rejected counters tally run
+# KEYS requests inflight start_urls activity nodes dead rejected counters tally run listing
 SNAPSHOT = (
     NOW_MS
     + NUM
     + """
 local last = num(redis.call('GET', KEYS[4]))
 local tally = function(field) return num(redis.call('HGET', KEYS[9], field)) end
-return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2]), redis.call('LLEN', KEYS[3]),
+local listing = redis.call('ZCARD', KEYS[11])
+return {redis.call('ZCARD', KEYS[1]) + listing, redis.call('HLEN', KEYS[2]),
+        redis.call('LLEN', KEYS[3]),
         now - last, redis.call('ZCOUNT', KEYS[5], now, '+inf'), redis.call('HLEN', KEYS[6]),
         redis.call('HLEN', KEYS[7]), num(redis.call('HGET', KEYS[8], 'acked')),
         num(redis.call('HGET', KEYS[8], 'reclaimed')), tally('listed'), tally('verified'),
         tally('failed'), tally('bytes_listed'), tally('bytes_verified'), tally('jobs_failed'),
         num(redis.call('HGET', KEYS[10], 'id')),
         redis.call('HGET', KEYS[10], 'state') == 'open' and 1 or 0, last,
-        tally('items_listed'), tally('items_done')}
+        tally('items_listed'), tally('items_done'), listing,
+        num(redis.call('HGET', KEYS[10], 'listing_held')),
+        num(redis.call('HGET', KEYS[10], 'max_pending'))}
 """
 )
 
@@ -450,26 +512,29 @@ local id = incr(KEYS[2], 1)
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10])
 redis.call('HSET', KEYS[1], 'id', id, 'state', 'open', 'opened', now, 'opened_by', ARGV[1],
            'ledger', ledger)
-redis.call('HDEL', KEYS[1], 'closed', 'closed_by')
+redis.call('HDEL', KEYS[1], 'closed', 'closed_by', 'listing_held')
 return {id, ledger}
 """
 )
 
 # Close the run once nothing is waiting, leased or pending: forget its fingerprints, so that
-# a re-run lists again the items not recorded. -> {1} closed now, {0} not idle or not open,
+# a re-run lists again the items not recorded, and its per-file states and names (every file
+# settled: the tally, the failures and the items keep the run's account). -> {1} closed now,
+# {0} not idle or not open,
 # {-1, pending} files are pending that no entry will ever complete (the queue was lost).
-# KEYS requests inflight start_urls dupefilter attempts counters run tally / ARGV node
+# KEYS requests inflight start_urls dupefilter attempts counters run tally listing files names
+#      listing_leases / ARGV node
 FINISH = (
     NOW_MS
     + NUM
     + """
 if redis.call('ZCARD', KEYS[1]) > 0 or redis.call('HLEN', KEYS[2]) > 0
-   or redis.call('LLEN', KEYS[3]) > 0 then return {0} end
+   or redis.call('LLEN', KEYS[3]) > 0 or redis.call('ZCARD', KEYS[9]) > 0 then return {0} end
 if redis.call('HGET', KEYS[7], 'state') ~= 'open' then return {0} end
 local t = function(field) return num(redis.call('HGET', KEYS[8], field)) end
 local pending = t('listed') - t('verified') - t('failed')
 if pending > 0 then return {-1, pending} end
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[10], KEYS[11], KEYS[12])
 redis.call('HSET', KEYS[7], 'state', 'closed', 'closed', now, 'closed_by', ARGV[1])
 hincr(KEYS[6], 'runs_finished', 1)
 return {1}
@@ -509,6 +574,9 @@ SNAPSHOT_FIELDS = (
     "last_activity_ms",
     "items_listed",
     "items_done",
+    "listing_queued",  # of queued: listing entries, held back while listing_held
+    "listing_held",  # 1 while the last pop found listing held back (RAVEL_FLEET_MAX_PENDING)
+    "max_pending",  # the bound the nodes apply (0: none), as the last pop saw it
 )
 
 # The start URL ARGV[1] (raw) is refused: removed, and recorded in rejected with ARGV[2] as the
@@ -593,25 +661,48 @@ class JobData:
     # --- the queue and the leases ----------------------------------------------------------
 
     def queued(self) -> int:
-        return int(self.client.zcard(self.keys.requests))
+        return int(self.client.zcard(self.keys.requests)) + int(
+            self.client.zcard(self.keys.listing)
+        )
 
-    def push(self, payload: bytes, priority: int, fingerprint: str = "", owner: str = "") -> bool:
-        """Queue an entry unless ``fingerprint`` was seen in this run; the two in one step."""
+    def push(
+        self,
+        payload: bytes,
+        priority: int,
+        fingerprint: str = "",
+        owner: str = "",
+        listing: bool = False,
+    ) -> bool:
+        """Queue an entry unless ``fingerprint`` was seen in this run; the two in one step.
+        A ``listing`` entry (a search page, an item's /metadata) waits in ``listing``, held
+        back while too many files are pending (:meth:`pop`)."""
         k = self.keys
         return bool(
             self.scripts(
                 "push",
-                [k.dupefilter, k.requests, k.payloads, k.seq, k.activity, k.owners],
-                [fingerprint, payload, -priority, owner],
+                [k.dupefilter, k.requests, k.payloads, k.seq, k.activity, k.owners, k.listing],
+                [fingerprint, payload, -priority, owner, "1" if listing else ""],
             )
         )
 
-    def pop(self, max_bytes: int) -> tuple[str, bytes | int | None] | None:
+    def pop(self, max_bytes: int, max_pending: int = 0) -> tuple[str, bytes | int | None] | None:
         """Lease the first entry: ``(id, payload)``; the payload is None if it is missing, its
-        size (an int) if it is larger than ``max_bytes``: then it is never sent."""
+        size (an int) if it is larger than ``max_bytes``: then it is never sent. A listing entry
+        is skipped while the run's pending files reach ``max_pending`` (0: no bound)."""
         k = self.keys
         found = self.scripts(
-            "pop", [k.requests, k.payloads, k.inflight, k.activity], [self.node, max_bytes]
+            "pop",
+            [
+                k.requests,
+                k.payloads,
+                k.inflight,
+                k.activity,
+                k.listing,
+                k.listing_leases,
+                k.tally,
+                k.run,
+            ],
+            [self.node, max_bytes, max_pending],
         )
         if not found:
             return None
@@ -716,6 +807,7 @@ class JobData:
                 k.counters,
                 k.tally,
                 k.run,
+                k.listing,
             ],
             [],
         )
@@ -851,6 +943,10 @@ class RunLedger:
                 k.counters,
                 k.run,
                 k.tally,
+                k.listing,
+                k.files,
+                k.names,
+                k.listing_leases,
             ],
             [self.node],
         )

@@ -29,6 +29,10 @@ FIELDS = {"v", "url", "method", "callback", "errback", "headers", "body", "meta"
 FIELDS |= {"priority", "dont_filter"}
 FILE_ENTRY_CALLBACK = "parse_file_entry"
 SEARCH_CALLBACK = "parse_search_page"
+# Listing entries: back-pressure (RAVEL_FLEET_MAX_PENDING) holds them back while too many files
+# are pending. Every other entry (a file, an item's details page or its fallback) is always
+# taken, so an item whose listing is under way finishes.
+HELD_CALLBACKS = frozenset({SEARCH_CALLBACK, "parse_metadata"})
 MAX_QUERY = 4096  # bytes of an archive.org query in a search page's cb_kwargs
 FINGERPRINT = re.compile(r"[0-9a-f]{0,16}")  # ravelscraper.archive.search.fingerprint's, or ""
 # callback -> (errback, cb_kwargs it must have, cb_kwargs it may have); each cb_kwarg's kind:

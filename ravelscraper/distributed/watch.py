@@ -120,6 +120,10 @@ def status_data(data: JobData) -> dict[str, Any]:
         "items": items,
         "failed_files": dict(sorted(failures.items())),
         "queued": state["queued"],
+        # back-pressure (RAVEL_FLEET_MAX_PENDING), as the nodes' last pop found it
+        "listing_queued": state["listing_queued"],
+        "listing_held": bool(state["listing_held"]) and bool(state["listing_queued"]),
+        "max_pending": state["max_pending"],
         "inflight": state["inflight"],
         "start_urls": state["start_urls"],
         # the first ones waiting, as pushed (a job no node could queue yet stays there)
@@ -255,16 +259,6 @@ def throughput(by_node: dict[str, list[Sample]], now_ms: int) -> dict[str, Any]:
     }
 
 
-def listing_bound(run: dict[str, str], pending: int | None) -> dict[str, Any]:
-    """Whether listing is held back: the bound on pending files as the run records it
-    (``run`` fields ``max_pending``, and ``held_back`` "1"/"0" when the nodes say so)."""
-    raw = run.get("max_pending", "")
-    bound = count_of(raw) or None
-    held = run.get("held_back")
-    held_back = held == "1" if held is not None else bound is not None and (pending or 0) >= bound
-    return {"bound": bound, "held_back": held_back}
-
-
 def node_rows(data: JobData, now_ms: int, by_node: dict[str, list[Sample]]) -> list[dict[str, Any]]:
     """One row per node seen in the last hour: alive (its heartbeat has not expired) or gone,
     its counters and rate, and the entries it holds."""
@@ -332,7 +326,6 @@ def watch_data(data: JobData, history: History) -> dict[str, Any]:
     failed_files = list(status["failed_files"].items())
     failed_jobs = sorted([i, row["error"]] for i, row in status["items"].items() if row["error"])
     failed_jobs += sorted([f"search:{q}", why] for q, why in status["searches"].items() if why)
-    run = data.strings(keys.run)
     status.update(
         {
             "now_ms": now,
@@ -351,7 +344,11 @@ def watch_data(data: JobData, history: History) -> dict[str, Any]:
                 "count": status["rejected"],
                 "first": first_of(client, keys.rejected),
             },
-            "listing": listing_bound(run, status["files"]["pending"]),
+            # whether listing is held back (RAVEL_FLEET_MAX_PENDING; None: no bound)
+            "listing": {
+                "bound": status["max_pending"] or None,
+                "held_back": status["listing_held"],
+            },
         }
     )
     return status

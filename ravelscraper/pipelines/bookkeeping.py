@@ -54,7 +54,7 @@ class Bookkeeping:
         self.stats = crawler.stats
         self.store = store
         self.dry_run = crawler.settings.getbool("RAVEL_DRY_RUN")
-        self.item_records = ItemRecords.from_settings(crawler.settings)
+        self.item_records = ItemRecords.from_settings(crawler.settings, store)
         self.verified_files: dict[str, set[str]] = {}  # identifier -> names verified here
         if store.keeps_records:
             store.quick = crawler.settings["RAVEL_RECHECK"] == "quick"

@@ -1,7 +1,7 @@
 """What a crawl remembers of what it verified, so that a re-run need not read it again.
 
-Owns two records, both on the local store only (S3's check is already a HEAD of the ETag;
-FTP and S3 keep no records, so they behave as ``RAVEL_RECHECK=full``):
+Owns two records. The file record is the local store's only (S3's check is already a HEAD of
+the ETag; FTP's reads the file back); item records are kept on every store:
 
 * **The file record**: an extended attribute ``user.ravel.verified`` on each stored file,
   ``v1 <algorithm> <hex digest> <size> <mtime_ns>``. It is set on the part file, through its
@@ -18,6 +18,12 @@ FTP and S3 keep no records, so they behave as ``RAVEL_RECHECK=full``):
   of this item was stored and verified in a crawl, with this search fingerprint and this
   selection, and which files (name, size, mtime) they were. An item with a file stored
   unverified is never recorded: where the store keeps file records, every file must carry
+  On S3 and FTP (stores whose ``keeps_item_records`` is true) the record is an object under
+  the store's prefix, ``.ravel/items/<identifier>.json``, written by the store, and each file
+  is named with its size and what the store's listing says of it besides (S3: its ETag, the
+  md5 of a single-part upload; FTP: its ``MLSD`` modification time). ``unchanged`` then costs
+  one read of the record and one listing of the item's folder (S3: ``ListObjectsV2``, 1,000
+  objects a request): no file is downloaded, and no ``/metadata`` asked.
   one that matches its size and mtime (whichever node of a fleet says the item is done).
   :meth:`ItemRecords.unchanged` trusts it only while each of those files is still there
   with that size and mtime.
@@ -37,6 +43,7 @@ import os
 import secrets
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,23 +180,62 @@ class ItemRecords:
     kind, or with ``RAVEL_RECHECK=full``, an item is never ``unchanged`` and nothing is
     recorded."""
 
-    def __init__(self, root: Path | None, recheck: str, write: bool = True):
+    def __init__(
+        self,
+        root: Path | None,
+        recheck: str,
+        write: bool = True,
+        *,
+        store: Any = None,
+        files_store: str = "",
+    ):
         self.root = root
         self.recheck = recheck
         self.write = write  # False in a dry run: nothing is written
         self.file_records: bool | None = None  # whether the store keeps them; probed once
         self.write_failed = False  # a record could not be written (said once)
+        self.store = store  # a store that keeps item records itself (S3, FTP), or None
+        self.files_store = files_store  # FILES_STORE, to make that store on first use
+        self.store_made = store is not None
+        self.making = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: BaseSettings) -> ItemRecords:
-        """Reads ``FILES_STORE``, ``RAVEL_RECHECK`` and ``RAVEL_DRY_RUN``."""
-        root = local_root(str(settings["FILES_STORE"] or ""))
+    def from_settings(cls, settings: BaseSettings, store: Any = None) -> ItemRecords:
+        """Reads ``FILES_STORE``, ``RAVEL_RECHECK`` and ``RAVEL_DRY_RUN``; ``store``, the
+        pipeline's, if the caller has it (else one is made on first use, for S3 and FTP)."""
+        files_store = str(settings["FILES_STORE"] or "")
+        root = local_root(files_store)
         write = not settings.getbool("RAVEL_DRY_RUN")
-        return cls(root, str(settings["RAVEL_RECHECK"]), write)
+        keeping = store if store is not None and store.keeps_item_records else None
+        return cls(
+            root, str(settings["RAVEL_RECHECK"]), write, store=keeping, files_store=files_store
+        )
+
+    def remote(self) -> Any:
+        """The store that keeps the item records as objects (S3, FTP), or None: the local
+        store (its records are files here), or a store that keeps none."""
+        if self.root is not None:
+            return None
+        with self.making:  # records are written from threads: the store is made once
+            if not self.store_made:
+                from ravelscraper.stores import STORE_SCHEMES  # stores import this module
+
+                kind = STORE_SCHEMES.get(self.files_store.partition("://")[0].lower())
+                if kind is not None and getattr(kind, "keeps_item_records", False):
+                    try:
+                        self.store = kind(self.files_store)
+                    except Exception as exc:  # its start-up check said why already
+                        logger.warning(f"item records can't be used: {type(exc).__name__}")
+                self.store_made = True
+        return self.store
+
+    @staticmethod
+    def can_have_record(identifier: str) -> bool:
+        return bool(identifier) and "/" not in identifier and identifier[0] != "."
 
     def path(self, identifier: str) -> Path | None:
         """Where ``identifier``'s record is, or None if it can have none."""
-        if self.root is None or not identifier or "/" in identifier or identifier[0] == ".":
+        if self.root is None or not self.can_have_record(identifier):
             return None
         return self.root.joinpath(*ITEM_RECORDS, f"{identifier}.json")
 
@@ -244,17 +290,13 @@ class ItemRecords:
         verified) with this ``fingerprint`` and ``selection``, every file it names is still
         in the store with its recorded size and mtime, and ``RAVEL_RECHECK`` is not "full".
         False on any doubt (no record, unreadable, another store kind)."""
-        if self.recheck != "quick" or not fingerprint or self.root is None:
+        if self.recheck != "quick" or not fingerprint:
             return False
+        if self.root is None:
+            return self.unchanged_remote(identifier, fingerprint, selection)
         record = self.read(identifier)
-        if record is None or record.get("v") != ITEM_RECORD_VERSION:
-            return False
-        if record.get("identifier") != identifier or record.get("complete") is not True:
-            return False
-        if record.get("fingerprint") != fingerprint or record.get("selection") != selection:
-            return False
-        files = record.get("files")
-        if not isinstance(files, list):
+        files = vouched_files(record, identifier, fingerprint, selection)
+        if files is None:
             return False
         folder = self.root / identifier
         for entry in files:
@@ -267,6 +309,48 @@ class ItemRecords:
                 return False
         return True
 
+    def unchanged_remote(self, identifier: str, fingerprint: str, selection: str) -> bool:
+        """:meth:`unchanged` on a store that keeps its item records (S3, FTP): the record,
+        then one listing of the item's folder, whose size and tag (ETag, modification time)
+        must be the recorded ones. False on any doubt, or any error of the store."""
+        store = self.remote()
+        if store is None or not self.can_have_record(identifier):
+            return False
+        try:
+            raw = store.read_item_record(identifier)
+            record = json.loads(raw) if raw is not None else None
+            files = vouched_files(record, identifier, fingerprint, selection)
+            if files is None:
+                return False
+            found = store.item_files(identifier)
+        except Exception as exc:  # any doubt: list the item again
+            logger.debug(f"item record of {identifier!r} not read: {type(exc).__name__}")
+            return False
+        for entry in files:
+            try:
+                name, size, tag = str(entry["name"]), int(entry["size"]), str(entry["tag"])
+            except (KeyError, TypeError, ValueError):
+                return False
+            if found.get(name) != (size, tag):
+                return False
+        return True
+
+    def complete_remote(
+        self, store: Any, identifier: str, fingerprint: str, selection: str, files: list[str]
+    ) -> None:
+        """:meth:`complete` on a store that keeps its item records: each file's size and
+        tag as the store lists them now."""
+        found = store.item_files(identifier)
+        stored: list[dict[str, Any]] = []
+        for name in files:
+            if name not in found:
+                return  # gone already: no record
+            size, tag = found[name]
+            stored.append({"name": name, "size": size, "tag": tag})
+        store.write_item_record(
+            identifier, record_bytes(identifier, fingerprint, selection, stored)
+        )
+
     def complete(
         self,
         identifier: str,
@@ -277,8 +361,18 @@ class ItemRecords:
         """Record that every chosen file of the item (``files``: their names, whose size and
         mtime are read now) ended verified in this crawl, with this fingerprint and
         selection. Never raises: a record that can't be written only costs a re-listing."""
+        if not self.write or not fingerprint or not self.can_have_record(identifier):
+            return
+        store = self.remote()
+        if store is not None:
+            try:
+                self.complete_remote(store, identifier, fingerprint, selection, sorted(files or ()))
+            except Exception as exc:  # a record not written costs a listing
+                why = " ".join(str(exc).split())[:200] or type(exc).__name__
+                logger.warning(f"cannot record item {identifier!r} as complete: {why}")
+            return
         path = self.path(identifier)
-        if path is None or not self.write or not fingerprint:
+        if path is None:
             return
         assert self.root is not None
         if self.file_records is None:
@@ -296,18 +390,11 @@ class ItemRecords:
                 logger.info(f"[item not recorded] {identifier}: {name!r} is not verified")
                 return
             stored.append({"name": name, "size": found.st_size, "mtime_ns": found.st_mtime_ns})
-        record = {
-            "v": ITEM_RECORD_VERSION,
-            "identifier": identifier,
-            "fingerprint": fingerprint,
-            "selection": selection,
-            "complete": True,
-            "files": stored,
-        }
+        record = record_bytes(identifier, fingerprint, selection, stored)
         try:
             folder = self.records_folder(create=True)
             try:
-                write_atomically(path.name, json.dumps(record, sort_keys=True).encode(), folder)
+                write_atomically(path.name, record, folder)
             finally:
                 os.close(folder)
         except OSError as exc:
@@ -319,6 +406,36 @@ class ItemRecords:
                 f"cannot record item {identifier!r} as complete: {exc}; items not recorded "
                 "are listed again next run (further failures are not logged)"
             )
+
+
+def record_bytes(
+    identifier: str, fingerprint: str, selection: str, files: list[dict[str, Any]]
+) -> bytes:
+    """An item record: every chosen file (``files``) was stored and verified."""
+    record = {
+        "v": ITEM_RECORD_VERSION,
+        "identifier": identifier,
+        "fingerprint": fingerprint,
+        "selection": selection,
+        "complete": True,
+        "files": files,
+    }
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def vouched_files(
+    record: Any, identifier: str, fingerprint: str, selection: str
+) -> list[Any] | None:
+    """The files an item record names, if it is a complete record of ``identifier`` with
+    this fingerprint and selection; None otherwise."""
+    if not isinstance(record, dict) or record.get("v") != ITEM_RECORD_VERSION:
+        return None
+    if record.get("identifier") != identifier or record.get("complete") is not True:
+        return None
+    if record.get("fingerprint") != fingerprint or record.get("selection") != selection:
+        return None
+    files = record.get("files")
+    return files if isinstance(files, list) else None
 
 
 def read_bounded(name: str | Path, limit: int, dir_fd: int | None = None) -> bytes:

@@ -17,6 +17,8 @@ NAME_ERRNOS = frozenset(
     {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ELOOP}
 )
 STORE_CHECK_TIMEOUT = 10.0  # seconds for each network step of the start-up store check
+ITEM_RECORD_FOLDER = ".ravel/items"  # item records, under the store's folder or prefix
+MAX_ITEM_RECORD_BYTES = 16 * 1024 * 1024  # a larger record is not read (not trusted)
 
 
 class StoreProblem(ValueError):
@@ -45,6 +47,10 @@ class Store(Protocol):
     # It can give a stored file, found up to date, archive.org's mtime (``set_mtime``).
     # Every store takes ``mtime=`` (epoch seconds) when storing a file.
     restamps: ClassVar[bool]
+    # It keeps item records itself, as objects under its prefix (``.ravel/items/<id>.json``):
+    # ``read_item_record``, ``write_item_record`` and ``item_files`` (S3, FTP). The local
+    # store's item records are files under its folder, read by ``pipelines.records``.
+    keeps_item_records: ClassVar[bool]
 
     def stat_file(
         self,

@@ -18,7 +18,15 @@ from scrapy.utils.ftp import ftp_makedirs_cwd
 from twisted.internet.defer import Deferred
 
 from ravelscraper.extensions.redact import redact_url
-from ravelscraper.stores.base import PARTIAL_PREFIX, STORE_CHECK_TIMEOUT, StoreProblem
+from ravelscraper.stores.base import (
+    ITEM_RECORD_FOLDER,
+    MAX_ITEM_RECORD_BYTES,
+    PARTIAL_PREFIX,
+    STORE_CHECK_TIMEOUT,
+    StoreProblem,
+)
+
+MAX_FOLDERS = 1000  # folders of one item walked by item_files
 
 
 def set_remote_mtime(ftp: ftplib.FTP, name: str, mtime: int) -> bool:
@@ -40,6 +48,7 @@ class FTPStore(FTPFilesStore):
     checksums = frozenset({"md5"})  # Scrapy's FTP store hashes what it reads back
     keeps_records = False
     restamps = False  # a file found up to date keeps its time (one MDTM+MFMT each otherwise)
+    keeps_item_records = True  # files under the folder: <folder>/.ravel/items/<id>.json
 
     def __init__(self, uri: str):
         parts = urlsplit(uri)
@@ -98,6 +107,80 @@ class FTPStore(FTPFilesStore):
             ftp.storbinary(f"STOR {name}", BytesIO(data))
             if mtime is not None:
                 set_remote_mtime(ftp, name, mtime)
+
+    # --- item records (ravelscraper.pipelines.records.ItemRecords): blocking calls ---------
+
+    def session(self) -> ftplib.FTP:
+        """A logged-in connection (the caller closes it)."""
+        ftp = ftplib.FTP(timeout=STORE_CHECK_TIMEOUT)  # noqa: S321 - the user's choice
+        try:
+            ftp.connect(self.host, self.port)
+            ftp.login(self.username, self.password)
+            if self.USE_ACTIVE_MODE:
+                ftp.set_pasv(False)
+        except BaseException:
+            ftp.close()
+            raise
+        return ftp
+
+    def read_item_record(self, identifier: str) -> bytes | None:
+        """The item's record file, or None if there is none (one RETR)."""
+        chunks: list[bytes] = []
+        size = 0
+
+        def keep(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+            if size > MAX_ITEM_RECORD_BYTES:
+                raise ValueError("item record too large")
+            chunks.append(chunk)
+
+        with self.session() as ftp:
+            try:
+                ftp.retrbinary(f"RETR {self.basedir}/{ITEM_RECORD_FOLDER}/{identifier}.json", keep)
+            except ftplib.error_perm as exc:
+                if str(exc).startswith("550"):
+                    return None
+                raise
+        return b"".join(chunks)
+
+    def write_item_record(self, identifier: str, data: bytes) -> None:
+        """Store the item's record: a temporary file renamed over the old one."""
+        folder = f"{self.basedir}/{ITEM_RECORD_FOLDER}"
+        temporary = f"{PARTIAL_PREFIX}{identifier}-{secrets.token_hex(6)}.json"
+        with self.session() as ftp:
+            ftp_makedirs_cwd(ftp, folder)
+            ftp.storbinary(f"STOR {temporary}", BytesIO(data))
+            try:
+                ftp.rename(temporary, f"{identifier}.json")
+            except ftplib.Error:
+                ftp.delete(temporary)
+                raise
+
+    def item_files(self, identifier: str) -> dict[str, tuple[int, str]]:
+        """Every stored file of the item: name -> (size, modification time), from ``MLSD``
+        listings of its folders (nothing is downloaded)."""
+        found: dict[str, tuple[int, str]] = {}
+        with self.session() as ftp:
+            folders = [""]
+            for _ in range(MAX_FOLDERS):
+                if not folders:
+                    break
+                relative = folders.pop()
+                where = f"{self.basedir}/{identifier}" + (f"/{relative}" if relative else "")
+                try:
+                    entries = list(ftp.mlsd(where, facts=["type", "size", "modify"]))
+                except ftplib.error_perm as exc:
+                    if str(exc).startswith("550"):
+                        return found
+                    raise
+                for name, facts in entries:
+                    path = f"{relative}/{name}" if relative else name
+                    if facts.get("type") == "dir":
+                        folders.append(path)
+                    elif facts.get("type") == "file":
+                        found[path] = (int(facts.get("size", -1)), facts.get("modify", ""))
+        return found
 
     def check(self, write: bool = True) -> None:
         """Raises StoreProblem unless we can log in and write (then delete) a probe file

@@ -115,6 +115,7 @@ class AtomicFSFilesStore:
     checksums = frozenset({"md5", "sha1"})
     keeps_records = True
     restamps = True
+    keeps_item_records = False  # its item records are files: pipelines.records
 
     def __init__(self, basedir: str | os.PathLike[str]):
         basedir = str(basedir)

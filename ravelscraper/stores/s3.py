@@ -13,7 +13,15 @@ from scrapy.utils.defer import deferred_from_coro
 from twisted.internet.defer import Deferred
 
 from ravelscraper.extensions.redact import redact_url
-from ravelscraper.stores.base import PARTIAL_PREFIX, STORE_CHECK_TIMEOUT, StoreProblem
+from ravelscraper.stores.base import (
+    ITEM_RECORD_FOLDER,
+    MAX_ITEM_RECORD_BYTES,
+    PARTIAL_PREFIX,
+    STORE_CHECK_TIMEOUT,
+    StoreProblem,
+)
+
+MAX_LISTING_PAGES = 1000  # of an item's folder: 1,000,000 objects
 
 MTIME_METADATA = "mtime"  # rclone's name for it: x-amz-meta-mtime
 
@@ -39,6 +47,7 @@ class S3Store(S3FilesStore):
     checksums = frozenset({"md5"})  # its ETag
     keeps_records = False
     restamps = False  # an object's metadata can't change in place (it would be a copy)
+    keeps_item_records = True  # objects under the prefix: <prefix>.ravel/items/<id>.json
 
     def __init__(self, uri: str):
         import botocore.session
@@ -111,6 +120,48 @@ class S3Store(S3FilesStore):
             "last_modified": found["LastModified"].timestamp(),
             "size": found.get("ContentLength"),
         }
+
+    # --- item records (ravelscraper.pipelines.records.ItemRecords): blocking calls ---------
+
+    def item_record_key(self, identifier: str) -> str:
+        return f"{self.prefix}{ITEM_RECORD_FOLDER}/{identifier}.json"
+
+    def read_item_record(self, identifier: str) -> bytes | None:
+        """The item's record object, or None if there is none (one GET)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.s3_client.get_object(
+                Bucket=self.bucket, Key=self.item_record_key(identifier)
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        with found["Body"] as body:
+            return body.read(MAX_ITEM_RECORD_BYTES + 1)
+
+    def write_item_record(self, identifier: str, data: bytes) -> None:
+        """Store the item's record (one PUT: S3 replaces an object whole)."""
+        self.s3_client.put_object(
+            Bucket=self.bucket, Key=self.item_record_key(identifier), Body=data, ACL=self.POLICY
+        )
+
+    def item_files(self, identifier: str) -> dict[str, tuple[int, str]]:
+        """Every stored object of the item: name -> (size, ETag), from the bucket's listing
+        (1,000 objects per request; nothing is downloaded)."""
+        folder = f"{self.prefix}{identifier}/"
+        found: dict[str, tuple[int, str]] = {}
+        pages = self.s3_client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=folder
+        )
+        for number, page in enumerate(pages):
+            if number >= MAX_LISTING_PAGES:
+                break
+            for entry in page.get("Contents", []):
+                name = entry["Key"][len(folder) :]
+                found[name] = (int(entry["Size"]), str(entry["ETag"]).strip('"'))
+        return found
 
     def check(self, write: bool = True) -> None:
         """Raises StoreProblem unless the bucket exists and a probe object can be written
