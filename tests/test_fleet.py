@@ -13,7 +13,7 @@ from scrapy.utils.test import get_crawler
 
 from ravelscraper.distributed import fleet as fleet_module
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet, FleetSettings
-from ravelscraper.distributed.schema import JobKeys
+from ravelscraper.distributed.schema.keys import JobKeys
 
 START = 1000.0
 WRONGTYPE = ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from scrapy.exceptions import UsageError
 
 from ravelscraper.commands.fleet import check_bind
-from ravelscraper.distributed.schema import HISTORY_MAXLEN, JobData, JobKeys, NodeSample
+from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.queue import HISTORY_MAXLEN, JobData, NodeSample
 from ravelscraper.distributed.watch import History, status_data, watch_data
 from ravelscraper.distributed.web import Snapshot
 from tests.support.redisserver import RedisServer

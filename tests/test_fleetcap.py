@@ -19,7 +19,8 @@ from scrapy.utils.test import get_crawler
 
 from ravelscraper.distributed import fleetcap
 from ravelscraper.distributed.fleetcap import POLL, FleetTransferCap
-from ravelscraper.distributed.schema import JobKeys, TransferPlaces
+from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.places import TransferPlaces
 from tests.support.redisserver import RedisServer
 
 URL = "http://127.0.0.1:1/download/item/a.mp3"

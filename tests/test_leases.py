@@ -21,7 +21,9 @@ from twisted.python.failure import Failure
 
 from ravelscraper.distributed import leases as leases_module
 from ravelscraper.distributed.leases import Lease, Leases, node_stopping
-from ravelscraper.distributed.schema import ItemRecord, JobData, JobKeys
+from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.ledger import ItemRecord
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.items import AudioFile
 from tests.support.redisserver import RedisServer
 

@@ -13,7 +13,8 @@ from ravelscraper.archive.metadata import ItemLocation
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ENTRY_META, RejectedEntry, ReliableQueue, describe
-from ravelscraper.distributed.schema import JobData, JobKeys
+from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.serializer import MAX_ENTRY_BYTES, BadEntry
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.support.redisserver import RedisServer

@@ -11,14 +11,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from ravelscraper.distributed.schema import (
-    BadPrefix,
-    ItemRecord,
-    JobData,
-    JobKeys,
-    TransferPlaces,
-    job_prefix,
-)
+from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
+from ravelscraper.distributed.schema.ledger import ItemRecord
+from ravelscraper.distributed.schema.places import TransferPlaces
+from ravelscraper.distributed.schema.queue import JobData
 from tests.support.redisserver import RedisServer
 
 

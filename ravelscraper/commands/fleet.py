@@ -17,7 +17,8 @@ from scrapy.exceptions import UsageError
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
 from ravelscraper.archive.names import shown
-from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.watch import status_data
 from ravelscraper.extensions import redact
 

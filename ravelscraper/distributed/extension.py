@@ -22,7 +22,7 @@ from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
 
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
-from ravelscraper.distributed.schema import JobData, NodeSample
+from ravelscraper.distributed.schema.queue import JobData, NodeSample
 from ravelscraper.distributed.starturls import StartUrlFeed
 from ravelscraper.scrapy_compat import engine_closing, wake_engine
 from ravelscraper.stop import fatal, stop_crawl

@@ -29,7 +29,8 @@ from ravelscraper.distributed.connection import FleetUnavailable, connect, scrub
 from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
-from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
+from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.stop import report_fatal, stop_crawl
 
 logger = logging.getLogger(__name__)

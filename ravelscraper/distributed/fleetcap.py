@@ -25,7 +25,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 
 from ravelscraper.distributed.fleet import Fleet
-from ravelscraper.distributed.schema import TransferPlaces
+from ravelscraper.distributed.schema.places import TransferPlaces
 
 logger = logging.getLogger(__name__)
 

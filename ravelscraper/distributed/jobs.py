@@ -27,7 +27,7 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
-from ravelscraper.distributed.schema import ItemRecord, RunLedger
+from ravelscraper.distributed.schema.ledger import ItemRecord, RunLedger
 from ravelscraper.items import AudioFile
 
 logger = logging.getLogger(__name__)

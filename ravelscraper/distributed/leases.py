@@ -18,7 +18,8 @@ from twisted.internet.threads import deferToThread
 
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.queue import describe
-from ravelscraper.distributed.schema import ItemRecord, JobData
+from ravelscraper.distributed.schema.ledger import ItemRecord
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.bookkeeping import counts_toward_item
 from ravelscraper.pipelines.records import ItemRecords

@@ -15,7 +15,7 @@ from scrapy import Request, Spider
 from scrapy_redis.queue import Base
 
 from ravelscraper.distributed.origins import AllowedOrigins
-from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.serializer import HELD_CALLBACKS, MAX_ENTRY_BYTES, decode
 
 ENTRY_META = "ravel_entry"  # the id of the queue entry a popped request came from

@@ -38,7 +38,7 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.jobs import JobListing, owner_of
 from ravelscraper.distributed.leases import Leases, node_stopping
 from ravelscraper.distributed.queue import ENTRY_META, RejectedEntry, ReliableQueue
-from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile

@@ -16,7 +16,8 @@ from itertools import pairwise
 from typing import Any
 
 from ravelscraper.archive.names import shown
-from ravelscraper.distributed.schema import JobData, JobKeys, text
+from ravelscraper.distributed.schema.keys import JobKeys, text
+from ravelscraper.distributed.schema.queue import JobData
 
 WINDOW_MS = 3_600_000  # the chart's hour
 RATE_WINDOW_MS = 15_000  # a rate is measured over the samples of the last 15 s

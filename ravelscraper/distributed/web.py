@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ravelscraper.distributed.page import PAGE
-from ravelscraper.distributed.schema import JobData
+from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.watch import History, watch_data
 from ravelscraper.extensions import redact
 
