@@ -77,3 +77,15 @@ def test_no_record_is_built_below_the_log_level(monkeypatch) -> None:
     finally:
         logging.setLogRecordFactory(previous)
         logging.Logger.manager._clear_cache()
+
+
+def test_connections_read_in_large_chunks_when_the_allocator_allows(monkeypatch) -> None:
+    from scrapy.utils.test import get_crawler
+    from twisted.internet import tcp
+
+    from ravelscraper.extensions.startup import READ_SIZE, FreezeStartupObjects
+
+    monkeypatch.setattr(tcp.Connection, "bufferSize", 65536)
+    FreezeStartupObjects.from_crawler(get_crawler())
+    # glibc (Linux): its allocator serves 1 MiB recv() buffers from the heap, so reads grow
+    assert tcp.Connection.bufferSize == READ_SIZE
