@@ -10,14 +10,16 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
-from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
 from ravelscraper.extensions import redact
+
+if TYPE_CHECKING:  # Scrapy imports every command at start-up: a plain crawl skips the schema
+    from ravelscraper.distributed.schema import JobData
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset")
@@ -118,6 +120,7 @@ class Command(ScrapyCommand):
             connect,
             redis_url,
         )
+        from ravelscraper.distributed.schema import BadPrefix, JobData, JobKeys, job_prefix
 
         assert self.settings is not None
         url = redis_url(self.settings)
