@@ -1,19 +1,21 @@
-"""``python -m benchmarks``: scenarios A-E and the start-up profile, then RESULTS.md and plots.
+"""``python -m benchmarks``: scenarios A-F and the start-up profile, then RESULTS.md and plots.
 
-    python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,E,S] [--out DIR]
+    python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,E,F,S] [--out DIR]
     python -m benchmarks --scenarios E1,E2,E3 [--full | --quick]
 
 E1-E3 (issue 10's scale scenarios, ``benchmarks/scale.py``) replace only their own part of
 RESULTS.md (and write scale.json); a run of A-E keeps that part.
 
 Competitors run in the same invocation, alternating (the order rotates every round), and
-the report gives medians and ratios. Every server (the fake archive.org, Redis) is started
-here on loopback and stopped at the end; every download lands in a temporary directory.
+the report gives medians and ratios. Every server (the fake archive.org, nginx for B, E and
+F when installed, Redis) is started here on loopback and stopped at the end; every download
+lands in a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,12 +23,13 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.competitors import ensure_aria2
+from benchmarks.competitors import ensure_aria2, ensure_tool
 from benchmarks.model import Plan, Results
+from benchmarks.nginx import NginxArchive, nginx_binary
 from benchmarks.report import write_report
 from benchmarks.scale import SCALE_KEYS, ScalePlan, run_scale, scale_part, section, splice
 from benchmarks.scenarios import (
@@ -35,6 +38,7 @@ from benchmarks.scenarios import (
     scenario_c,
     scenario_d,
     scenario_e,
+    scenario_f,
     server_ceiling,
     startup_profile,
 )
@@ -51,18 +55,37 @@ def warm_up(fake: FakeArchive, plan: Plan, chosen: set[str]) -> None:
             response.read()
 
 
-def environment(aria2: str | None) -> dict[str, str]:
+def environment(tools: dict[str, str | None]) -> dict[str, str]:
     import scrapy
 
     env = {
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}",
+        "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
         "python": platform.python_version(),
         "scrapy": scrapy.__version__,
     }
-    if aria2:
-        version = subprocess.run([aria2, "--version"], capture_output=True, text=True).stdout
-        env["aria2c"] = version.splitlines()[0] if version else "?"
+    for name, path in tools.items():
+        if path:
+            flag = "-v" if name == "nginx" else "--version"
+            done = subprocess.run([path, flag], capture_output=True, text=True)
+            version = (done.stdout or done.stderr).strip()
+            env[name] = version.splitlines()[0] if version else "?"
     return env
+
+
+@contextlib.contextmanager
+def fast_server(
+    fake: FakeArchive, plan: Plan, chosen: set[str], nginx: str | None, results: Results
+) -> Iterator[FakeArchive | NginxArchive]:
+    """nginx serving B, E and F's datasets if it is installed and chosen, else the fake."""
+    keys = chosen & {"B", "E", "F"}
+    if not keys or not nginx:
+        if keys:
+            results.notes["server"] = "nginx not available: B, E and F ran on the fake"
+        yield fake
+        return
+    with NginxArchive(fake, plan.datasets(keys), nginx) as server:
+        yield server
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,8 +98,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default="A,B,C,D,E,S",
-        help="comma-separated subset of A,B,C,D,E,S,E1,E2,E3 (S: start-up profile; "
+        default="A,B,C,D,E,F,S",
+        help="comma-separated subset of A,B,C,D,E,F,S,E1,E2,E3 (S: start-up profile; "
         "E1-E3: the scale scenarios, run on their own)",
     )
     parser.add_argument(
@@ -95,14 +118,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=HERE,
         help="where RESULTS.md and the plots go (default: benchmarks/)",
     )
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install aria2")
+    parser.add_argument(
+        "--no-install", action="store_true", help="never apt-get install aria2, rclone, nginx"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     chosen = {s.strip().upper() for s in args.scenarios.split(",") if s.strip()}
-    unknown = chosen - {"A", "B", "C", "D", "E", "S"} - SCALE_KEYS
+    unknown = chosen - {"A", "B", "C", "D", "E", "F", "S"} - SCALE_KEYS
     if unknown:
         raise SystemExit(f"ERROR: unknown scenarios {sorted(unknown)}")
     if chosen & SCALE_KEYS:
@@ -112,10 +137,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     rounds = max(1, args.rounds or (1 if args.quick else 3))
     plan = Plan.quick(rounds) if args.quick else Plan.full(rounds)
-    aria2 = None
-    if chosen & {"B", "E"}:
-        aria2 = ensure_aria2(install=not (args.quick or args.no_install))
-    results = Results(plan, environment=environment(aria2))
+    install = not (args.quick or args.no_install)
+    aria2 = rclone = nginx = None
+    if chosen & {"B", "E", "F"}:
+        aria2 = ensure_aria2(install=install)
+        nginx = nginx_binary() or (ensure_tool("nginx", "nginx", install) and nginx_binary())
+    if chosen & {"A", "B", "E", "F"}:
+        rclone = ensure_tool("rclone", "rclone", install)
+    tools = {"aria2c": aria2, "rclone": rclone, "nginx": nginx}
+    results = Results(plan, environment=environment(tools))
     args.out.mkdir(parents=True, exist_ok=True)
     items = {d.item: {"count": d.count, "size": d.size} for d in plan.datasets(chosen)}
     begun = time.monotonic()
@@ -125,20 +155,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         work = Path(tmp)
         warm_up(fake, plan, chosen)
-        steps: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
-            ("A", scenario_a, ()),
-            ("B", server_ceiling, ()),
-            ("B", scenario_b, (aria2,)),
-            ("C", scenario_c, ()),
-            ("D", scenario_d, ()),
-            ("E", scenario_e, (aria2,)),
-            ("S", startup_profile, ()),
-        ]
-        for key, step, more in steps:
-            if key in chosen:
-                print(f"[{key}] {(step.__doc__ or '').splitlines()[0]}", flush=True)
-                step(fake, results, work, *more)
+        with fast_server(fake, plan, chosen, nginx, results) as fast:
+            results.environment["server for B, E, F"] = (
+                "nginx" if isinstance(fast, NginxArchive) else "the fake"
+            )
+            steps: list[tuple[str, Callable[..., None], Any, tuple[Any, ...]]] = [
+                ("A", scenario_a, fake, (rclone,)),
+                ("B", server_ceiling, fast, ()),
+                ("B", scenario_b, fast, (aria2, rclone)),
+                ("C", scenario_c, fake, ()),
+                ("D", scenario_d, fake, ()),
+                ("E", scenario_e, fast, (aria2, rclone)),
+                ("F", scenario_f, fast, (aria2, rclone)),
+                ("S", startup_profile, fake, ()),
+            ]
+            for key, step, server, more in steps:
+                if key in chosen:
+                    print(f"[{key}] {(step.__doc__ or '').splitlines()[0]}", flush=True)
+                    step(server, results, work, *more)
     results.environment["duration"] = f"{time.monotonic() - begun:.0f} s"
+    results.environment["load after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     previous = args.out / "RESULTS.md"
     kept = scale_part(previous.read_text(encoding="utf-8")) if previous.exists() else ""
     path = write_report(results, args.out, chosen)

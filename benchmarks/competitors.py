@@ -1,5 +1,6 @@
 """The competitors' command lines: the project (``scrapy crawl ravel``), the tutorial's seed
-(``benchmarks.seed``) and aria2c, with the URL lists the last two are given."""
+(``benchmarks.seed``), aria2c, with the URL lists the last two are given, and rclone's
+internetarchive backend, which reads ``/metadata`` and ``/download`` as on archive.org."""
 
 from __future__ import annotations
 
@@ -38,23 +39,54 @@ def aria2_command(url_file: Path, out: Path, jobs: int) -> list[str]:
     return ["aria2c", "-j", str(jobs), "-q", "-d", str(out), "-i", str(url_file)]
 
 
-def ensure_aria2(install: bool) -> str | None:
-    """The aria2c path, installing Debian's ``aria2`` when missing (if allowed)."""
-    found = shutil.which("aria2c")
+def rclone_command(archive: str, item: str, out: Path, jobs: int) -> list[str]:
+    """``rclone copy`` of an item's audio files from the archive at ``archive`` (its origin,
+    ``http://127.0.0.1:PORT``): the front end gives ``/metadata`` and ``/download``; the
+    IAS3 endpoint (uploads only) points there too, so nothing leaves loopback. rclone checks
+    each file's md5 against the metadata by default, and sets its mtime."""
+    return [
+        "rclone",
+        "copy",
+        "-q",
+        "--config",
+        "/dev/null",
+        "--transfers",
+        str(jobs),
+        "--checkers",
+        str(jobs),
+        "--internetarchive-front-endpoint",
+        archive,
+        "--internetarchive-endpoint",
+        archive,
+        "--include",
+        "*.mp3",
+        f":internetarchive:{item}",
+        str(out),
+    ]
+
+
+def ensure_tool(binary: str, package: str, install: bool) -> str | None:
+    """The path of ``binary``, installing Debian's ``package`` when missing (if allowed)."""
+    found = shutil.which(binary)
     if found or not install:
         return found
-    print("aria2c is missing: apt-get install -y aria2 ...", flush=True)
+    print(f"{binary} is missing: apt-get install -y {package} ...", flush=True)
     try:
         subprocess.run(
-            ["apt-get", "install", "-y", "aria2"], check=True, capture_output=True, timeout=300
+            ["apt-get", "install", "-y", package], check=True, capture_output=True, timeout=300
         )
     except (OSError, subprocess.SubprocessError) as error:
         print(
-            f"could not install aria2 ({error}); aria2c is left out of scenario B. "
-            "Install it with `apt-get install -y aria2` (as root) and run again.",
+            f"could not install {package} ({error}); {binary} is left out. "
+            f"Install it with `apt-get install -y {package}` (as root) and run again.",
             flush=True,
         )
-    return shutil.which("aria2c")
+    return shutil.which(binary)
+
+
+def ensure_aria2(install: bool) -> str | None:
+    """The aria2c path, installing Debian's ``aria2`` when missing (if allowed)."""
+    return ensure_tool("aria2c", "aria2", install)
 
 
 def file_urls(fake: FakeArchive, data: Dataset) -> list[str]:

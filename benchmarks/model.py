@@ -45,6 +45,9 @@ class Plan:
     d_rate: int
     e: Dataset  # the multi-GB job: unthrottled, b_concurrency at a time, every file verified
     timeout: float
+    # many small files, b_concurrency at a time; the small twin gives the per-file slope
+    f: Dataset = Dataset("bench-f-2000x8k", 2000, 8000)
+    f_base: Dataset = Dataset("bench-f-20x8k", 20, 8000)
 
     @classmethod
     def full(cls, rounds: int) -> Plan:
@@ -76,11 +79,20 @@ class Plan:
             d_rate=MB,
             e=Dataset("bench-e-4x1m", 4, MB),
             timeout=60,
+            f=Dataset("bench-f-40x8k", 40, 8000),
+            f_base=Dataset("bench-f-4x8k", 4, 8000),
         )
 
     def datasets(self, chosen: set[str] | None = None) -> list[Dataset]:
         """The datasets the chosen scenarios use (all by default)."""
-        wanted = {"A": [self.a], "B": list(self.b), "C": [self.a], "D": [self.d], "E": [self.e]}
+        wanted = {
+            "A": [self.a],
+            "B": list(self.b),
+            "C": [self.a],
+            "D": [self.d],
+            "E": [self.e],
+            "F": [self.f_base, self.f],
+        }
         keys = wanted if chosen is None else [k for k in wanted if k in chosen]
         found: dict[str, Dataset] = {}
         for key in keys:

@@ -2,7 +2,11 @@
 
 A: bandwidth-bound; B: machinery-bound (unthrottled), after the fake server's own ceiling;
 C: scale-out on 1 to 3 fleet nodes; D: politeness with the defaults; E: multi-GB;
-S: the start-up's import profile.
+F: many small files; S: the start-up's import profile.
+
+A, C and D run against the fake archive.org (throttled); B, E and F against nginx when it is
+installed (``benchmarks.nginx``), so that the client's cost shows rather than the server's.
+``rclone`` is the path of rclone, or None to leave it out.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from benchmarks.competitors import (
     bench_env,
     file_urls,
     project_command,
+    rclone_command,
     seed_command,
     write_urls,
 )
@@ -29,15 +34,25 @@ from benchmarks.harness import (
     stored,
     timing_from_log,
 )
-from benchmarks.model import MB, Results, Run
+from benchmarks.model import MB, Dataset, Results, Run
+from benchmarks.nginx import NginxArchive
 from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.crawl import ROOT
 from tests.support.measure import run_many, run_measured
 from tests.support.redisserver import RedisServer, server_binary
 
+Server = FakeArchive | NginxArchive
 
-def scenario_a(fake: FakeArchive, results: Results, work: Path) -> None:
-    """Bandwidth-bound: the project vs the seed (no sleep) vs the ideal."""
+
+def add_rclone(
+    tools: dict[str, Command], rclone: str | None, server: Server, data: Dataset, jobs: int
+) -> None:
+    if rclone:
+        tools["rclone"] = lambda out: rclone_command(server.archive, data.item, out, jobs)
+
+
+def scenario_a(fake: FakeArchive, results: Results, work: Path, rclone: str | None) -> None:
+    """Bandwidth-bound: the project vs the seed (no sleep) vs rclone vs the ideal."""
     plan, data = results.plan, results.plan.a
     fake.configure(bandwidth=plan.a_rate, latency=0)
     urls = write_urls(fake, data, work)
@@ -49,11 +64,12 @@ def scenario_a(fake: FakeArchive, results: Results, work: Path) -> None:
         ),
         "seed": lambda out: seed_command(urls, out, plan.a_concurrency, sleep=False),
     }
+    add_rclone(tools, rclone, fake, data, plan.a_concurrency)
     alternate(fake, results, work, "A", data, tools)
 
 
-def server_ceiling(fake: FakeArchive, results: Results, work: Path) -> None:
-    """The fake server's own ceiling: curl into /dev/null, 8 at a time."""
+def server_ceiling(fake: Server, results: Results, work: Path) -> None:
+    """The server's own ceiling: curl into /dev/null, 8 at a time."""
     curl = shutil.which("curl")
     if not curl:
         results.notes["ceiling"] = "curl not found: server ceiling not measured"
@@ -82,8 +98,10 @@ def server_ceiling(fake: FakeArchive, results: Results, work: Path) -> None:
             results.server_ceiling[data.label] = data.total / MB / statistics.median(walls)
 
 
-def scenario_b(fake: FakeArchive, results: Results, work: Path, aria2: str | None) -> None:
-    """Machinery-bound: unthrottled, the project vs the seed vs aria2c, 8 at a time."""
+def scenario_b(
+    fake: Server, results: Results, work: Path, aria2: str | None, rclone: str | None
+) -> None:
+    """Machinery-bound: unthrottled, the project vs the seed vs aria2c vs rclone, 8 at a time."""
     plan = results.plan
     fake.configure(bandwidth=None, latency=0)
     jobs = plan.b_concurrency
@@ -103,11 +121,15 @@ def scenario_b(fake: FakeArchive, results: Results, work: Path, aria2: str | Non
             tools["aria2c"] = lambda out, urls=urls: aria2_command(urls, out, jobs)
             md5s = write_urls(fake, data, work, checksums=True)
             tools["aria2c-md5"] = lambda out, md5s=md5s: aria2_command(md5s, out, jobs)
+        add_rclone(tools, rclone, fake, data, jobs)
         alternate(fake, results, work, "B", data, tools)
 
 
-def scenario_e(fake: FakeArchive, results: Results, work: Path, aria2: str | None) -> None:
-    """Multi-GB: the project (every file verified) vs aria2c, unverified and with md5s."""
+def scenario_e(
+    fake: Server, results: Results, work: Path, aria2: str | None, rclone: str | None
+) -> None:
+    """Multi-GB: the project (every file verified) vs aria2c, unverified and with md5s, vs
+    rclone (md5s)."""
     plan, data = results.plan, results.plan.e
     free = shutil.disk_usage(work).free
     if free < 2 * data.total:
@@ -130,7 +152,33 @@ def scenario_e(fake: FakeArchive, results: Results, work: Path, aria2: str | Non
         tools["aria2c-md5"] = lambda out: aria2_command(md5s, out, jobs)
     else:
         results.notes["E"] = "aria2c not available: left out"
+    add_rclone(tools, rclone, fake, data, jobs)
     alternate(fake, results, work, "E", data, tools)
+
+
+def scenario_f(
+    fake: Server, results: Results, work: Path, aria2: str | None, rclone: str | None
+) -> None:
+    """Many small files: the project vs rclone (and aria2c-md5), 8 at a time, every file
+    verified; the small twin of the set gives each tool's per-file slope."""
+    plan = results.plan
+    fake.configure(bandwidth=None, latency=0)
+    jobs = plan.b_concurrency
+    if not rclone:
+        results.notes["F"] = "rclone not available: left out"
+    for data in (plan.f_base, plan.f):
+        tools: dict[str, Command] = {
+            "project": lambda out, data=data: project_command(
+                fake.details_url(data.item),
+                out,
+                {"CONCURRENT_REQUESTS_PER_DOMAIN": jobs, "DOWNLOAD_DELAY": 0},
+            ),
+        }
+        add_rclone(tools, rclone, fake, data, jobs)
+        if aria2:
+            md5s = write_urls(fake, data, work, checksums=True)
+            tools["aria2c-md5"] = lambda out, md5s=md5s: aria2_command(md5s, out, jobs)
+        alternate(fake, results, work, "F", data, tools)
 
 
 def scenario_c(fake: FakeArchive, results: Results, work: Path) -> None:

@@ -49,7 +49,7 @@ def test_a_plan_lists_each_dataset_of_the_chosen_scenarios_once() -> None:
     plan = Plan.quick(rounds=1)
     assert plan.datasets({"A", "C"}) == [plan.a]  # C runs on A's files
     assert plan.datasets({"E"}) == [plan.e]
-    assert plan.datasets() == [plan.a, *plan.b, plan.d, plan.e]
+    assert plan.datasets() == [plan.a, *plan.b, plan.d, plan.e, plan.f_base, plan.f]
     assert (
         Dataset("x", 40, 8 * MB).label == "40 x 8 MB" and Dataset("y", 4, 64_000).total == 256_000
     )

@@ -43,3 +43,49 @@ def test_a_crawl_never_imports_unused_components_and_freezes_its_start_up(archiv
         body == file_bytes("d-small", path.split("/", 1)[1], 20_000) for path, body in files.items()
     )
     assert len(manifest.read_text().splitlines()) == 2
+
+
+def test_no_record_is_built_below_the_log_level(monkeypatch) -> None:
+    """Scrapy leaves the root logger at NOTSET: a debug() built (and masked) a record only for
+    the handler to drop it; once the level is on the logger, no record is built."""
+    import logging
+
+    from ravelscraper.extensions.startup import skip_unshown_records
+
+    built: list[str] = []
+    previous = logging.getLogRecordFactory()
+
+    def counting(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        built.append(record.levelname)
+        return record
+
+    monkeypatch.setattr(logging.root, "level", logging.NOTSET)
+    monkeypatch.setattr(logging.root, "handlers", [logging.NullHandler()])
+    logging.setLogRecordFactory(counting)
+    try:
+        log = logging.getLogger("scrapy.core.engine")
+        log.debug("Crawled (200)")
+        assert built == ["DEBUG"]  # Scrapy's default: built, then dropped by the handler
+        skip_unshown_records("INFO")
+        assert logging.root.level == logging.INFO
+        log.debug("Crawled (200)")
+        log.info("[download finished]")
+        assert built == ["DEBUG", "INFO"]  # the second debug() built nothing
+        skip_unshown_records("DEBUG")  # a level already set is left alone
+        assert logging.root.level == logging.INFO
+    finally:
+        logging.setLogRecordFactory(previous)
+        logging.Logger.manager._clear_cache()
+
+
+def test_connections_read_in_large_chunks_when_the_allocator_allows(monkeypatch) -> None:
+    from scrapy.utils.test import get_crawler
+    from twisted.internet import tcp
+
+    from ravelscraper.extensions.startup import READ_SIZE, FreezeStartupObjects
+
+    monkeypatch.setattr(tcp.Connection, "bufferSize", 65536)
+    FreezeStartupObjects.from_crawler(get_crawler())
+    # glibc (Linux): its allocator serves 1 MiB recv() buffers from the heap, so reads grow
+    assert tcp.Connection.bufferSize == READ_SIZE

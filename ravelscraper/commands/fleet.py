@@ -10,26 +10,22 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
 from ravelscraper.archive.names import shown
-from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
-from ravelscraper.distributed.schema.queue import JobData
-from ravelscraper.distributed.watch import status_data
 from ravelscraper.extensions import redact
+
+if TYPE_CHECKING:  # Scrapy imports every command at start-up: a plain crawl skips the schema
+    from ravelscraper.distributed.schema.queue import JobData
 
 SPIDER = "ravel"
 ACTIONS = ("status", "push", "reset", "serve")
 WATCH_EVERY = 2.0  # seconds between two summaries of `status --watch`
 MAX_ITEM_ROWS = 50  # items shown by `status` (unfinished and failed ones first)
-MAX_START_URL_ROWS = 5  # start URLs shown by `status` (the first ones waiting)
-# The snapshot's counters that are hand-writable fields of <prefix>:tally / <prefix>:counters.
-TALLY_FIELDS = ("listed", "verified", "failed", "bytes_listed", "bytes_verified", "jobs_failed")
-COUNTER_FIELDS = ("acked", "reclaimed")
 
 
 class FleetError(Exception):
@@ -148,6 +144,8 @@ class Command(ScrapyCommand):
             connect,
             redis_url,
         )
+        from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
+        from ravelscraper.distributed.schema.queue import JobData
 
         assert self.settings is not None
         url = redis_url(self.settings)
@@ -270,6 +268,8 @@ def cell(value: int | None, width: int) -> str:
 
 def show_status(job: JobData, where: str, as_json: bool) -> None:
     keys = job.keys
+    from ravelscraper.distributed.watch import status_data
+
     data = status_data(job)
     if as_json:
         print(json.dumps(data))
