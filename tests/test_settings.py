@@ -125,3 +125,20 @@ def test_the_bases_are_scrapys_own_less_the_unused_components():
         **default_settings.DOWNLOADER_MIDDLEWARES_BASE,
     }
     assert set(everything) >= project_settings.UNUSED_COMPONENTS
+
+
+def test_log_tags_are_named_once_in_logtags():
+    """A log line's tag is written in ravelscraper/logtags.py and only used elsewhere."""
+    import re
+    from pathlib import Path
+
+    from ravelscraper import logtags
+
+    package = Path(logtags.__file__).parent
+    written = {
+        f"{path.relative_to(package)}: {tag}"
+        for path in package.rglob("*.py")
+        if path.name != "logtags.py"
+        for tag in re.findall(r"\"(\[[a-z][a-z ]+\])[ :\"]", path.read_text())
+    }
+    assert written == set()

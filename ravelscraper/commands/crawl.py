@@ -30,6 +30,7 @@ from scrapy.extensions.feedexport import FeedExporter
 
 from ravelscraper.checks import settings_problem
 from ravelscraper.extensions import redact
+from ravelscraper.logtags import SPIDER_ERROR
 from ravelscraper.scrapy_compat import PINNED, installed_versions, missing_names
 from ravelscraper.stores import store_uri_problem
 
@@ -59,7 +60,7 @@ def report_spider_exceptions(sender: Crawler, **kwargs: Any) -> None:
     count = spider_exceptions(sender.stats)
     if count:
         logger.error(
-            f"[spider error] {count} exception(s) escaped the spider (the tracebacks are "
+            f"{SPIDER_ERROR} {count} exception(s) escaped the spider (the tracebacks are "
             "above); what they interrupted was not done: the run failed"
         )
 

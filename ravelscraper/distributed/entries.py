@@ -36,6 +36,7 @@ from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import DATA_PREFIX
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import FLEET
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
         yield item_from_record(response.body, origins)
     except BadRecord as exc:
         spider.crawler.stats.inc_value("ravel/entries_rejected")
-        logger.error(f"[fleet] rejected a file entry: {exc}")
+        logger.error(f"{FLEET} rejected a file entry: {exc}")
         from ravelscraper.distributed.fleet import Fleet  # only a fleet pops file entries
 
         scheduler = Fleet.of(spider.crawler).scheduler
@@ -184,7 +185,7 @@ class FileEntries:
                 spider.check_arguments()
             except BadInput as exc:
                 spider.fail("bad_input", str(exc))
-            logger.info("[fleet] waiting for work: the spider's own start item is not crawled")
+            logger.info(f"{FLEET} waiting for work: the spider's own start item is not crawled")
             return
         async for item_or_request in start:
             yield item_or_request

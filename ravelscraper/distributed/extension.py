@@ -24,6 +24,7 @@ from scrapy.utils.asyncio import create_looping_call
 from ravelscraper.distributed.fleet import REDIS_UNAVAILABLE, Fleet
 from ravelscraper.distributed.schema.queue import JobData, NodeSample
 from ravelscraper.distributed.starturls import StartUrlFeed
+from ravelscraper.logtags import FLEET
 from ravelscraper.scrapy_compat import engine_closing, wake_engine
 from ravelscraper.stop import fatal, stop_crawl
 
@@ -96,17 +97,17 @@ class FleetCoordinator:
         self.last_heartbeat = monotonic()
         if data.heartbeat(int(settings.node_ttl * 1000), self.sample()):
             logger.warning(
-                "[fleet] this node had been presumed dead (no heartbeat for RAVEL_NODE_TTL); "
+                f"{FLEET} this node had been presumed dead (no heartbeat for RAVEL_NODE_TTL); "
                 "its entries went to other nodes"
             )
         for renew in self.fleet.on_heartbeat:
             renew()
         moved, dead = data.reclaim(settings.max_attempts)
         if moved:
-            logger.warning(f"[fleet] requeued {moved} entries of nodes that stopped heart-beating")
+            logger.warning(f"{FLEET} requeued {moved} entries of nodes that stopped heart-beating")
         if dead:
             logger.error(
-                f"[fleet] gave up {dead} entries after {settings.max_attempts} nodes stopped "
+                f"{FLEET} gave up {dead} entries after {settings.max_attempts} nodes stopped "
                 "holding them: their files fail; see `scrapy fleet status`"
             )
         self.data_lost(data.snapshot())
@@ -135,7 +136,7 @@ class FleetCoordinator:
             return False
         now = f"run {state['run']} is another" if token else "there is no run"
         self.fleet_lost(
-            f"[fleet] the fleet's data in Redis is gone (run {self.fleet.run_seen}, which this "
+            f"{FLEET} the fleet's data in Redis is gone (run {self.fleet.run_seen}, which this "
             f"node worked on, no longer exists; {now}: FLUSHDB, `scrapy fleet reset --force`, "
             "or a Redis restarted without persistence); stopping: files of this run may be "
             "missing, run the job again"
@@ -184,7 +185,7 @@ class FleetCoordinator:
         if wait < 0 or (wait > 0 and quiet < wait):
             raise DontCloseSpider
         logger.info(
-            f"[fleet] no work left in the fleet (run {state['run']}: {state['verified']} of "
+            f"{FLEET} no work left in the fleet (run {state['run']}: {state['verified']} of "
             f"{state['listed']} files verified, {state['failed']} failed); this node stops"
         )
 
@@ -200,7 +201,7 @@ class FleetCoordinator:
     def report_run(self, state: dict[str, int]) -> None:
         """This node closed the run: say how it ended; failures make this node exit 1."""
         listed, verified, failed = state["listed"], state["verified"], state["failed"]
-        run = f"[fleet] run {state['run']} closed: {verified} of {listed} files verified"
+        run = f"{FLEET} run {state['run']} closed: {verified} of {listed} files verified"
         if state["items_listed"] > 1 or state["jobs_failed"]:
             run += f", {state['items_done']} of {state['items_listed']} items done"
         if not failed and not state["jobs_failed"]:
@@ -223,7 +224,7 @@ class FleetCoordinator:
 
     def queue_lost(self, pending: int) -> None:
         self.fleet_lost(
-            f"[fleet] {pending} files of the run are pending but no entry is left to complete "
+            f"{FLEET} {pending} files of the run are pending but no entry is left to complete "
             "them: the queue was lost (FLUSHDB, keys deleted, or a Redis restarted without "
             "persistence); stopping: `scrapy fleet reset`, then run the job again"
         )

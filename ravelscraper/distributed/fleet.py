@@ -31,6 +31,7 @@ from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ReliableQueue
 from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
 from ravelscraper.distributed.schema.queue import JobData
+from ravelscraper.logtags import FLEET
 from ravelscraper.stop import report_fatal, stop_crawl
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Fleet:
         if is_wrong_type(exc):  # no waiting cures a key of the wrong type
             prefix = self.keys.prefix if self.keys else "?"
             self.give_up(
-                f"[fleet] a key under {prefix}:* has the wrong Redis type (WRONGTYPE): another "
+                f"{FLEET} a key under {prefix}:* has the wrong Redis type (WRONGTYPE): another "
                 "program uses this prefix or it was written by hand; `scrapy fleet reset` "
                 "clears it; stopping"
             )
@@ -137,7 +138,7 @@ class Fleet:
         if self.down_since is None:
             self.down_since = now
             logger.warning(
-                f"[fleet] Redis at {self.where} failed ({type(exc).__name__}); "
+                f"{FLEET} Redis at {self.where} failed ({type(exc).__name__}); "
                 f"retrying for up to {self.settings.redis_grace:.0f} s"
             )
         if now - self.down_since < self.settings.redis_grace:
@@ -145,7 +146,7 @@ class Fleet:
         # Redis answered with an error (OOM under maxmemory, say): it was not lost.
         how = "Redis refused our commands at" if isinstance(exc, ResponseError) else "lost Redis at"
         self.give_up(
-            f"[fleet] {how} {self.where} for {self.settings.redis_grace:.0f} s "
+            f"{FLEET} {how} {self.where} for {self.settings.redis_grace:.0f} s "
             f"({type(exc).__name__}); stopping"
         )
         return True
@@ -165,7 +166,7 @@ class Fleet:
         if self.down_since is None or self.stopped or (self.writes_refused and not wrote):
             return
         logger.info(
-            f"[fleet] Redis at {self.where} answers again after "
+            f"{FLEET} Redis at {self.where} answers again after "
             f"{monotonic() - self.down_since:.1f} s"
         )
         self.down_since = None

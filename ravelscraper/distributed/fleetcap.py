@@ -26,6 +26,7 @@ from scrapy.http import Response
 
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.schema.places import TransferPlaces
+from ravelscraper.logtags import FLEET
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class FleetTransferCap:
         try:
             self.transfer_places().release(held[0])
         except RedisError as exc:  # the lease expires by itself
-            logger.warning(f"[fleet] could not return a fleet-cap lease: {type(exc).__name__}")
+            logger.warning(f"{FLEET} could not return a fleet-cap lease: {type(exc).__name__}")
 
     def renew(self) -> None:
         """Extend the leases of transfers still running (called with each heartbeat)."""

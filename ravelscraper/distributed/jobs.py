@@ -29,6 +29,7 @@ from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema.ledger import ItemRecord, RunLedger
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import DOWNLOAD_FAILED, FLEET
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class JobListing:
         if path is not None:
             self.ledger.complete("", path, "failed", reason)
         self.stats.inc_value("ravel/files_failed")
-        logger.error(f"[download failed] {item.name!r}: {reason}")
+        logger.error(f"{DOWNLOAD_FAILED} {item.name!r}: {reason}")
 
     def job_failed(self, request: Request, exc: Exception) -> bool:
         """A page entry's callback stopped its job (``RavelSpider.fail`` raises CloseSpider)
@@ -162,7 +163,7 @@ class JobListing:
         else:  # a bug or a malformed answer: one line, not a traceback
             message = f"cannot list {job!r}: {describe(exc)}"
             code = type(exc).__name__
-            logger.error(f"[fleet] {message}")
+            logger.error(f"{FLEET} {message}")
         try:
             self.ledger.item_failed(job, message)
         except RedisError as error:
@@ -172,7 +173,7 @@ class JobListing:
         lease.completed = True
         self.stats.inc_value("ravel/jobs_failed")
         logger.info(
-            f"[fleet] job {job[:200]!r} failed ({code}): recorded in "
+            f"{FLEET} job {job[:200]!r} failed ({code}): recorded in "
             f"{self.fleet.keys.items if self.fleet.keys else 'the ledger'}; this node carries on"
         )
         return True

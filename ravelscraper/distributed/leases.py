@@ -21,6 +21,7 @@ from ravelscraper.distributed.queue import describe
 from ravelscraper.distributed.schema.ledger import ItemRecord
 from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import FLEET
 from ravelscraper.pipelines.bookkeeping import counts_toward_item
 from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.scrapy_compat import engine_closing, in_progress
@@ -178,7 +179,7 @@ class Leases:
             self.by_request.pop(lease.request, None)
             if not acked:
                 logger.warning(
-                    f"[fleet] lease of {lease.request.url[:100]!r} was lost (this node missed "
+                    f"{FLEET} lease of {lease.request.url[:100]!r} was lost (this node missed "
                     "heartbeats for RAVEL_NODE_TTL); another node may process it again"
                 )
 
@@ -201,7 +202,7 @@ class Leases:
         # Off the reactor thread, like the pipeline's: it stats files and fsyncs a record.
         deferToThread(
             records.complete, done.identifier, done.fingerprint, done.selection, done.names
-        ).addErrback(lambda failure: logger.warning(f"[fleet] {failure.getErrorMessage()}"))
+        ).addErrback(lambda failure: logger.warning(f"{FLEET} {failure.getErrorMessage()}"))
         self.crawler.stats.inc_value("ravel/fleet_items_recorded")
 
     def hand_back(self) -> int:

@@ -42,6 +42,7 @@ from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import FLEET
 from ravelscraper.stop import report_fatal
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class FleetDupeFilter(RFPDupeFilter):
     def log(self, request: Request, spider: Spider) -> None:
         if self.debug or self.logdupes:
             logger.info(
-                f"[fleet] already queued or done by the fleet in this run: {request.url[:200]!r}"
+                f"{FLEET} already queued or done by the fleet in this run: {request.url[:200]!r}"
                 + ("" if self.debug else " (further duplicates not shown)")
             )
             self.logdupes = self.debug
@@ -105,13 +106,13 @@ def ignored_settings(settings: Any) -> list[str]:
         "SCHEDULER_FLUSH_ON_START"
     ):
         warnings.append(
-            "[fleet] SCHEDULER_PERSIST=False / SCHEDULER_FLUSH_ON_START ignored: the queue is "
+            f"{FLEET} SCHEDULER_PERSIST=False / SCHEDULER_FLUSH_ON_START ignored: the queue is "
             "shared by the fleet; reset a job with `scrapy fleet reset`"
         )
     chosen = settings.get("SCHEDULER_SERIALIZER")
     if chosen is not None and chosen not in (serializer.__name__, serializer):
         warnings.append(
-            f"[fleet] SCHEDULER_SERIALIZER={chosen!r} ignored:"
+            f"{FLEET} SCHEDULER_SERIALIZER={chosen!r} ignored:"
             f" fleet entries are always checked JSON ({serializer.__name__})"
         )
     return warnings
@@ -161,14 +162,14 @@ class RavelScheduler(BaseScheduler):
         except FleetUnavailable as exc:
             # Raising here would skip opening the pipelines (and fail their closing): the
             # extension's spider_opened stops the crawl with this line (stop.fatal) instead.
-            self.fleet.error = f"[fleet] {exc}"
+            self.fleet.error = f"{FLEET} {exc}"
             self.failed = True
             return
         keys = self.data.keys
         self.jobs.hook_spider(self.fleet.spider)
         self.df.server, self.df.key = self.data.client, keys.dupefilter
         logger.info(
-            f"[fleet] node {self.fleet.node} joined {self.fleet.where}, keys {keys.prefix}:*"
+            f"{FLEET} node {self.fleet.node} joined {self.fleet.where}, keys {keys.prefix}:*"
             f" ({state['queued']} entries queued, {state['inflight']} being worked on, "
             f"{state['live_nodes']} live nodes)"
         )
@@ -182,7 +183,7 @@ class RavelScheduler(BaseScheduler):
             # it came from (a start URL, a leased page entry) stays in Redis.
             report_fatal(
                 self.crawler,
-                f"[fleet] stopping with {unqueued} requests Redis could not queue (it refused "
+                f"{FLEET} stopping with {unqueued} requests Redis could not queue (it refused "
                 "them); they are dropped here, and the start URL or page they came from stays "
                 "in Redis for another node or a re-run",
             )
@@ -190,11 +191,11 @@ class RavelScheduler(BaseScheduler):
             self.acknowledge_finished()
             handed_back = self.leases.hand_back()
             if handed_back:
-                logger.info(f"[fleet] handed {handed_back} unfinished entries back to the queue")
+                logger.info(f"{FLEET} handed {handed_back} unfinished entries back to the queue")
             self.data.leave()
         except RedisError as exc:
             logger.warning(
-                f"[fleet] could not sign off from Redis ({type(exc).__name__}); "
+                f"{FLEET} could not sign off from Redis ({type(exc).__name__}); "
                 "other nodes will take this node's entries after RAVEL_NODE_TTL"
             )
             return
@@ -222,7 +223,7 @@ class RavelScheduler(BaseScheduler):
             self.unsent.append(request)
             return True
         except Exception as exc:  # BadEntry, or a request that can't be JSON
-            logger.error(f"[fleet] cannot queue {request.url[:200]!r}: {exc}")
+            logger.error(f"{FLEET} cannot queue {request.url[:200]!r}: {exc}")
             return False
         if not pushed:
             self.df.log(request, self.spider)
@@ -294,7 +295,7 @@ class RavelScheduler(BaseScheduler):
             self.leases.acknowledge_finished()
 
     def reject(self, entry_id: str, reason: str) -> None:
-        logger.error(f"[fleet] rejected queue entry {entry_id[:40]!r}: {reason}")
+        logger.error(f"{FLEET} rejected queue entry {entry_id[:40]!r}: {reason}")
         self.stats.inc_value("ravel/entries_rejected")
         failed = self.data.reject(entry_id, reason)
         if failed:  # an entry of the run's work: its file or job failed in the ledger

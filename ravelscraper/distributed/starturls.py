@@ -23,6 +23,7 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.serializer import MAX_QUERY
+from ravelscraper.logtags import FLEET
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class StartUrlFeed:
             if kind != "ok":
                 self.crawler.stats.inc_value("ravel/entries_rejected")
                 logger.error(
-                    f"[fleet] rejected a {keys.start_urls} entry of {raw} bytes: larger than "
+                    f"{FLEET} rejected a {keys.start_urls} entry of {raw} bytes: larger than "
                     f"RAVEL_MAX_START_URL_BYTES ({self.max_start_url_bytes})"
                 )
                 continue
@@ -206,10 +207,10 @@ class StartUrlFeed:
             except BadStartUrl as exc:
                 # Several nodes may read the same entry: the one that removes it reports it.
                 if data.start_urls.reject(raw, str(exc)):
-                    logger.error(f"[fleet] rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
+                    logger.error(f"{FLEET} rejected {keys.start_urls} entry {raw[:100]!r}: {exc}")
                     self.crawler.stats.inc_value("ravel/entries_rejected")
                 continue
-            logger.info(f"[fleet] start URL from {keys.start_urls}: {requests[0].url[:300]!r}")
+            logger.info(f"{FLEET} start URL from {keys.start_urls}: {requests[0].url[:300]!r}")
             # Queued in Redis before it is removed; a second node queuing it too is
             # stopped by the shared dupefilter.
             waiting = len(unsent)

@@ -63,6 +63,7 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.http import Response
 
 from ravelscraper.downloader.bandwidth import PacedBuffer, Pacer, TokenBucket, bucket_for
+from ravelscraper.logtags import RESUME
 from ravelscraper.scrapy_compat import abort_body, download_to_sink
 from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX, is_name_problem
 from ravelscraper.stores.local import FILE_MODE, write_all
@@ -185,7 +186,7 @@ class StreamTarget:
         """The resume point ``part`` is being continued: count it."""
         self.resume = None
         self.count("ravel/bytes_resumed", part.size)
-        logger.info(f"[resume] {self.label}: continuing from byte {part.size}")
+        logger.info(f"{RESUME} {self.label}: continuing from byte {part.size}")
 
     def restart(self, why: str) -> None:
         """Throw the resume point away: the file is fetched again from byte 0."""
@@ -193,7 +194,7 @@ class StreamTarget:
         if part is None:
             return
         self.count("ravel/bytes_refetched", part.size)
-        logger.info(f"[resume] {self.label}: {why}; fetching it again from byte 0")
+        logger.info(f"{RESUME} {self.label}: {why}; fetching it again from byte 0")
         part.discard()
 
     def count(self, key: str, value: int) -> None:
@@ -377,7 +378,7 @@ class PartFile:
                 fd = create_part(place, self.validator, FILE_MODE)
             except UnsafePartPlace as exc:
                 why = exc.strerror or exc
-                logger.warning(f"[resume] {self.target.label}: not resumable by a later run: {why}")
+                logger.warning(f"{RESUME} {self.target.label}: not resumable by a later run: {why}")
                 fd = None
             except OSError as exc:
                 if not is_name_problem(exc):

@@ -26,6 +26,7 @@ from scrapy.exceptions import (
 from scrapy.http import Response
 from twisted.internet import error as tx_error
 
+from ravelscraper.logtags import RETRY
 from ravelscraper.stop import stop_crawl
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
     async def wait(self, request: Request, response: Response | None, reason: str) -> None:
         delay = self.backoff(request, response)
         self.crawler.stats.inc_value("ravel/retry_wait_seconds", delay)
-        logger.warning(f"[retry] {request.url}: {reason}, retrying in {delay:.1f} s")
+        logger.warning(f"{RETRY} {request.url}: {reason}, retrying in {delay:.1f} s")
         await asyncio.sleep(delay)
 
     def declare_offline(self, request: Request, cause: str) -> None:

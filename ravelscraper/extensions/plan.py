@@ -21,6 +21,7 @@ from scrapy.exceptions import NotConfigured
 from ravelscraper.archive.names import shown
 from ravelscraper.extensions.progress import size_text
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import DRY_RUN
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class DryRunPlan:
         return plan
 
     def spider_opened(self, spider: Spider) -> None:
-        logger.info("[dry run] listing only: nothing will be downloaded or stored")
+        logger.info(f"{DRY_RUN} listing only: nothing will be downloaded or stored")
 
     def item_scraped(self, item: Any, **kwargs: Any) -> None:
         if not isinstance(item, AudioFile) or item.failed_item:
@@ -105,22 +106,22 @@ class DryRunPlan:
         for identifier in list(self.open):  # items whose files did not all come through
             self.close_item(identifier)
         lines = [
-            f"[dry run] {shown(identifier)}: {plan.files} files to download "
+            f"{DRY_RUN} {shown(identifier)}: {plan.files} files to download "
             f"({size_text(plan.size)}), {plan.uptodate} up to date"
             + (f", {plan.failed} failed" if plan.failed else "")
             for identifier, plan in self.shown
         ]
         if self.items_to_fetch > len(self.shown):
             lines.append(
-                f"[dry run] and {self.items_to_fetch - len(self.shown)} more items to download"
+                f"{DRY_RUN} and {self.items_to_fetch - len(self.shown)} more items to download"
             )
         total = self.total
         lines.append(
-            f"[dry run] total: {total.files} files to download ({size_text(total.size)}) from "
+            f"{DRY_RUN} total: {total.files} files to download ({size_text(total.size)}) from "
             f"{self.items_to_fetch} of {self.items} items, {total.uptodate} files up to date"
             + (f", {total.failed} failed" if total.failed else "")
         )
-        lines.append("[dry run] nothing was downloaded")
+        lines.append(f"{DRY_RUN} nothing was downloaded")
         return lines
 
     def spider_closed(self, spider: Spider, reason: str) -> None:

@@ -51,6 +51,8 @@ from typing import Any, Self
 
 from scrapy.settings import BaseSettings
 
+from ravelscraper.logtags import ITEM_NOT_RECORDED
+
 logger = logging.getLogger(__name__)
 
 XATTR = "user.ravel.verified"
@@ -387,7 +389,7 @@ class ItemRecords:
             if self.file_records and not verified_as_is(read_record(file), found):
                 # Stored without a checksum match (unverified), or changed since: whoever
                 # reported it verified, the item is not complete, and is listed again.
-                logger.info(f"[item not recorded] {identifier}: {name!r} is not verified")
+                logger.info(f"{ITEM_NOT_RECORDED} {identifier}: {name!r} is not verified")
                 return
             stored.append({"name": name, "size": found.st_size, "mtime_ns": found.st_mtime_ns})
         record = record_bytes(identifier, fingerprint, selection, stored)

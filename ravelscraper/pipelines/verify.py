@@ -18,6 +18,7 @@ from scrapy.pipelines.media import FileException
 
 from ravelscraper.archive.names import shown
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import STALE, UNVERIFIED, VERIFY
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ async def up_to_date(
         return None
     why = stale(item, stored, algorithm, expected)
     if why:
-        logger.info(f"[stale] {shown(item.name)}: {why}, downloading again")
+        logger.info(f"{STALE} {shown(item.name)}: {why}, downloading again")
         return None
     return stored
 
@@ -123,11 +124,11 @@ async def verified_body(item: AudioFile, retries: int, fetch: Callable[[int], Aw
                 raise FileException(why)
             # INFO: the one WARNING for unverified files comes at the end of the crawl.
             logger.info(
-                f"[unverified] {shown(item.name)}: {why}; archive.org regenerates this "
+                f"{UNVERIFIED} {shown(item.name)}: {why}; archive.org regenerates this "
                 "file, so it is stored unverified"
             )
             return body
         log = logger.info if item.regenerated else logger.warning  # expected, for those
-        log(f"[verify] {shown(item.name)}: {why}; downloading it again")
+        log(f"{VERIFY} {shown(item.name)}: {why}; downloading it again")
         body.discard()
         attempt += 1

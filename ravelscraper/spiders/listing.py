@@ -21,6 +21,7 @@ from scrapy.http import Response
 from ravelscraper.archive.metadata import BadInput, ItemLocation
 from ravelscraper.archive.names import NameClaims, refused_name
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import ITEM, METADATA
 from ravelscraper.spiders.choice import choose_linked, choose_listed, linked_names, read_metadata
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class ItemListing:
         logger = self.spider.logger
         metadata = read_metadata(item, body)
         for warning in metadata.warnings:
-            logger.warning(f"[metadata] {item.identifier}: {warning}")
+            logger.warning(f"{METADATA} {item.identifier}: {warning}")
         chosen = choose_listed(item, metadata, self.spider.selection)
         if chosen.warning:  # access-restricted files: never requested, said once
             logger.warning(chosen.warning)
@@ -75,7 +76,7 @@ class ItemListing:
         stats.inc_value("ravel/files_total", len(files))
         stats.inc_value("ravel/bytes_total", sum(f.size or 0 for f in files))
         self.spider.logger.info(
-            f"[item] {files[0].identifier}: {len(files)} files"
+            f"{ITEM} {files[0].identifier}: {len(files)} files"
             + ("" if verified else " (no checksums)")
         )
         return files

@@ -38,6 +38,7 @@ from ravelscraper.archive.search import (
     scrape_url,
 )
 from ravelscraper.items import AudioFile
+from ravelscraper.logtags import ITEM_FAILED, ITEM_SKIPPED, ITEM_UNCHANGED, ITEMS, SEARCH
 from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.spiders.choice import ListingRefused
 
@@ -109,7 +110,7 @@ class ManyItems:
             if not listed:
                 raise BadInput(self.no_item(path))
             self.stats.set_value("ravel/items_total", len(also) + extra)
-            self.spider.logger.info(f"[items] {len(also) + extra} items in the item list")
+            self.spider.logger.info(f"{ITEMS} {len(also) + extra} items in the item list")
         yield from (self.listed_item_request(item, "") for item in also)
         listed = extra = 0
         for item in self.item_list(path):
@@ -122,7 +123,7 @@ class ManyItems:
                 raise BadInput(self.no_item(path))
             self.stats.set_value("ravel/items_total", len(also) + extra)
             source = "standard input" if path == "-" else "the item list"
-            self.spider.logger.info(f"[items] {len(also) + extra} items read from {source}")
+            self.spider.logger.info(f"{ITEMS} {len(also) + extra} items read from {source}")
         elif len(also) + extra != self.stats.get_value("ravel/items_total"):
             raise BadInput(f"the item list {path!r} changed while the crawl read it")
 
@@ -173,7 +174,7 @@ class ManyItems:
         except SearchFailed as exc:
             fail("search_failed", f"search {query!r}: {exc}")
         for warning in page.warnings:
-            self.spider.logger.warning(f"[search] {warning}")
+            self.spider.logger.warning(f"{SEARCH} {warning}")
         cursor = page_cursor(response.url)
         if cursor is None:  # the first page
             if page.total is not None:
@@ -182,7 +183,7 @@ class ManyItems:
                 since = query_since(query)
                 if since is not None:  # a nightly -a since= run: nothing changed is normal
                     self.spider.logger.info(
-                        f"[search] {query!r}: no item was updated since {since}"
+                        f"{SEARCH} {query!r}: no item was updated since {since}"
                     )
                     return
                 hint = f"; is {collection!r} a collection?" if collection else ""
@@ -197,7 +198,7 @@ class ManyItems:
         else:
             found_count = self.stats.get_value("ravel/items_found", 0)
             self.spider.logger.info(
-                f"[search] {query!r}: every page read ({found_count} items found)"
+                f"{SEARCH} {query!r}: every page read ({found_count} items found)"
             )
             self.check_total(query, found_count)
 
@@ -209,7 +210,7 @@ class ManyItems:
         if total is None or found >= total or self.spider.settings.get("REDIS_URL"):
             return
         self.spider.logger.warning(
-            f"[search] {query!r}: archive.org announced {total} items but the search gave "
+            f"{SEARCH} {query!r}: archive.org announced {total} items but the search gave "
             f"{found}; the {total - found} others were not listed"
         )
 
@@ -276,7 +277,7 @@ class ManyItems:
         stats.inc_value("ravel/items_found")
         if found.is_collection:
             stats.inc_value("ravel/collections_skipped")
-            logger.info(f"[item skipped] {found.identifier}: a collection, not followed")
+            logger.info(f"{ITEM_SKIPPED} {found.identifier}: a collection, not followed")
             return None
         selection = self.spider.selection.describe()
         fingerprint = found.fingerprint
@@ -286,7 +287,7 @@ class ManyItems:
         if fingerprint and records.unchanged(found.identifier, fingerprint, selection):
             stats.inc_value("ravel/items_unchanged")
             logger.info(
-                f"[item unchanged] {found.identifier}: archive.org reports no change "
+                f"{ITEM_UNCHANGED} {found.identifier}: archive.org reports no change "
                 "since its files were stored and verified"
             )
             return None
@@ -307,7 +308,7 @@ class ManyItems:
         self.stats.inc_value("ravel/items_failed")
         if len(self.failed_items) < FAILED_ITEMS_KEPT:
             self.failed_items.append(item.identifier)
-        self.spider.logger.error(f"[item failed] {item.identifier}: {shown(reason)}")
+        self.spider.logger.error(f"{ITEM_FAILED} {item.identifier}: {shown(reason)}")
         if self.on_item_failed is not None:
             self.on_item_failed(item.identifier, reason)
         return AudioFile.item_failed(item, reason)

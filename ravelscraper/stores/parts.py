@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ravelscraper.logtags import RESUME
+
 logger = logging.getLogger("ravelscraper.stores")
 
 PARTS = (".ravel", "parts")  # under the store's folder
@@ -265,7 +267,7 @@ def claim_part(place: PartPlace, algorithm: str) -> ClaimedPart | None:
     finally:
         os.close(folder)
     if why != "it has no sidecar" or os.path.lexists(place.path):
-        logger.info(f"[resume] {place.identifier}/{place.name}: part discarded, {why}")
+        logger.info(f"{RESUME} {place.identifier}/{place.name}: part discarded, {why}")
     remove_place(place)
     return None
 
