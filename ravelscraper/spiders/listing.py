@@ -14,24 +14,33 @@ stops the crawl (its one item) or fails the item alone (one of many).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import Protocol
 
+from scrapy.crawler import Crawler
 from scrapy.http import Response
 
-from ravelscraper.archive.metadata import BadInput, ItemLocation
+from ravelscraper.archive.metadata import BadInput, ItemLocation, Selection
 from ravelscraper.archive.names import NameClaims, refused_name
 from ravelscraper.items import AudioFile
 from ravelscraper.logtags import ITEM, METADATA
 from ravelscraper.spiders.choice import choose_linked, choose_listed, linked_names, read_metadata
 
-if TYPE_CHECKING:
-    from ravelscraper.spiders.ravel import RavelSpider
+
+class ListingSpider(Protocol):
+    """What an item's listing needs of its spider (``RavelSpider`` provides it)."""
+
+    crawler: Crawler
+    selection: Selection
+
+    @property
+    def logger(self) -> logging.LoggerAdapter: ...
 
 
 class ItemListing:
     """What the spider yields of each item it lists."""
 
-    def __init__(self, spider: RavelSpider) -> None:
+    def __init__(self, spider: ListingSpider) -> None:
         self.spider = spider
         self.name_claims = NameClaims()  # the paths of the files listed in this crawl
 

@@ -13,18 +13,21 @@ here; every request this module builds is the spider's, with the spider's callba
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, Any, NoReturn, Protocol
 
 import scrapy
+from scrapy.crawler import Crawler
 from scrapy.http import Response
+from scrapy.settings import BaseSettings
 from scrapy.statscollectors import StatsCollector
 from twisted.python.failure import Failure
 
-from ravelscraper.archive.metadata import BadInput, ItemLocation
+from ravelscraper.archive.metadata import BadInput, ItemLocation, Selection
 from ravelscraper.archive.names import shown
 from ravelscraper.archive.search import (
     FoundItem,
@@ -40,10 +43,31 @@ from ravelscraper.archive.search import (
 from ravelscraper.items import AudioFile
 from ravelscraper.logtags import ITEM_FAILED, ITEM_SKIPPED, ITEM_UNCHANGED, ITEMS, SEARCH
 from ravelscraper.pipelines.records import ItemRecords
+from ravelscraper.spiders.arguments import SpiderArguments
 from ravelscraper.spiders.choice import ListingRefused
 
-if TYPE_CHECKING:
-    from ravelscraper.spiders.ravel import RavelSpider
+
+class WalkingSpider(Protocol):
+    """What the walk over many items needs of its spider (``RavelSpider`` provides it)."""
+
+    crawler: Crawler
+    settings: BaseSettings
+    arguments: SpiderArguments
+    selection: Selection
+
+    @property
+    def logger(self) -> logging.LoggerAdapter: ...
+
+    def metadata_request(self, item: ItemLocation) -> scrapy.Request: ...
+
+    def parse_search_page(
+        self, response: Response, query: str, collection: str
+    ) -> Iterator[scrapy.Request]: ...
+
+    def search_page_failed(self, failure: Failure) -> None: ...
+
+    def fail(self, reason: str, message: str) -> NoReturn: ...
+
 
 FAILED_ITEMS_KEPT = 5  # failed items named in the summary; the stat counts them all
 
@@ -59,7 +83,7 @@ def regular_file(path: str) -> bool:
 class ManyItems:
     """The walk over the items of a collection, a search or an item list, for one spider."""
 
-    def __init__(self, spider: RavelSpider) -> None:
+    def __init__(self, spider: WalkingSpider) -> None:
         self.spider = spider
         self.failed_items: list[str] = []  # the first few, for the summary
         self.records: Any = (
