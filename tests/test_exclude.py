@@ -13,7 +13,6 @@ from ravelscraper.spiders.choice import choose_linked
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.support.fleet import NodeGroup
-from tests.support.redisserver import RedisServer
 
 ITEM = ItemLocation("https://archive.org", "item")
 
@@ -131,12 +130,6 @@ def test_collections_searches_and_item_lists_leave_out_the_excluded_files(routes
         assert again.returncode == 0, again.log[-3000:]
         assert again.stat("ravel/items_unchanged") == 0
         assert len(stored_files(store)) == 9
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.mark.slow

@@ -42,12 +42,6 @@ def routes(fake: FakeArchive) -> FakeArchive:
     return fake
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
-
-
 def assert_clean(node: Node) -> None:
     assert node.returncode == 0, node.log[-3000:]
     assert "Traceback" not in node.log and node.lines("[ERROR]") == []

@@ -13,7 +13,6 @@ import pytest
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAST_LISTING, Crawl, scrapy_crawl
 from tests.support.fleet import storage_gets
-from tests.support.redisserver import RedisServer
 from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
 
 pytestmark = pytest.mark.slow
@@ -114,12 +113,6 @@ def test_a_nightly_rerun_on_ftp_asks_no_metadata_for_unchanged_items(fake, tmp_p
     assert storage_gets(fake) == []
     assert again.log.count("[item unchanged]") == ITEMS
     assert "Ftp-Pa55word" not in first.log + again.log
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 def test_two_fleet_nodes_rerun_a_collection_on_s3_without_metadata(fake, s3, fleet):
