@@ -10,7 +10,7 @@ import pytest
 from ravelscraper.archive.metadata import ItemLocation, RemoteFile, Selection
 from ravelscraper.spiders.arguments import SpiderArguments
 from ravelscraper.spiders.choice import choose_linked
-from tests.fakearchive import FakeArchive
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.support.fleet import NodeGroup
 
@@ -91,16 +91,7 @@ CONFIG = {"collections": {"exgen": {"items": 3, "files": 3, "size": 1500}}}
 EXPECTED = sorted(f"exgen-0000{n}/track{t}.mp3" for n in (1, 2, 3) for t in ("01", "03"))
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
+fake, routes = catalog_fixtures(CONFIG)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from ravelscraper.archive.metadata import ItemLocation
 from ravelscraper.items import AudioFile
-from tests.fakearchive import FakeArchive
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.support.fleet import NodeGroup
 
@@ -26,16 +26,7 @@ def test_a_failed_items_row_has_no_file_to_fetch():
     assert not listed.failed_item  # a failed file keeps its name
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
+fake, routes = catalog_fixtures(CONFIG)
 
 
 def manifest(path: Path) -> list[dict]:
