@@ -21,7 +21,12 @@ from ravelscraper.pipelines.records import FileRecord, quick_match, read_record,
 from ravelscraper.stores.ftp import set_remote_mtime
 from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import get_item
-from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
+from tests.support.crawl import (
+    RAVEL,
+    RAVEL_MP3S,
+    scrapy_crawl,
+    storage_get_paths,
+)
 from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
 
 BODY = b"a verified body\n"
@@ -137,16 +142,6 @@ def test_a_stale_record_is_not_revived_by_a_restamp(tmp_path):
 # --- end to end: each store ----------------------------------------------------------------
 
 
-def storage_gets(archive) -> list[str]:
-    return [
-        e["path"]
-        for e in archive.stats()["log"]
-        if e["host"] == FAKE_STORAGE_HOST
-        and e["method"] == "GET"
-        and not e["path"].endswith("robots.txt")
-    ]
-
-
 @pytest.mark.slow
 def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archive, tmp_path):
     store = tmp_path / "store"
@@ -162,7 +157,7 @@ def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archiv
     assert again.stat("ravel/files_quick_checked") == len(RAVEL_MP3S)
     assert again.stat("ravel/files_rehashed") == 0  # no stored byte was read
     assert again.stat("ravel/files_mtime_set") == 0
-    assert storage_gets(archive) == []
+    assert storage_get_paths(archive) == []
 
     # A mirror made before mtimes were kept: download times, valid records. The next run
     # trusts the records and puts archive.org's mtimes back; the run after reads nothing.
@@ -181,7 +176,7 @@ def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archiv
     archive.reset()
     quick = scrapy_crawl("-a", url, store=store)
     assert quick.stat("ravel/files_quick_checked") == len(RAVEL_MP3S), quick.log
-    assert quick.stat("ravel/files_mtime_set") == 0 and storage_gets(archive) == []
+    assert quick.stat("ravel/files_mtime_set") == 0 and storage_get_paths(archive) == []
 
 
 @pytest.mark.slow
