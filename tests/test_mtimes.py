@@ -10,7 +10,6 @@ import tempfile
 import time
 from io import BytesIO
 
-import boto3
 import pytest
 
 from ravelscraper.archive.metadata import RemoteFile, parse_mtime
@@ -27,7 +26,7 @@ from tests.support.crawl import (
     scrapy_crawl,
     storage_get_paths,
 )
-from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
+from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3, s3_client
 
 BODY = b"a verified body\n"
 SHA1 = "bbd5a8ae5b5bc1a5a8a0dff0abd3f0a6c9d66b5f"  # any 40 hex digits: a record is not rechecked
@@ -182,13 +181,7 @@ def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archiv
 @pytest.mark.slow
 def test_an_s3_object_carries_the_mtime_as_metadata(archive, tmp_path):
     with moto_s3() as endpoint:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
-            region_name=S3_SETTINGS["AWS_REGION_NAME"],
-        )
+        client = s3_client(endpoint)
         try:
             client.create_bucket(Bucket="mtimes")
             crawl = crawl_with_env(
