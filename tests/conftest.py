@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import settings as hypothesis_settings
 
+from ravelscraper.distributed.schema.keys import JobKeys
 from tests.fakearchive import FakeArchive
 from tests.fakearchive.server import KNOBS
 from tests.support.fleet import NodeGroup
@@ -47,6 +49,26 @@ def archive(fake_archive: FakeArchive) -> FakeArchive:
     fake_archive.configure(NO_KNOBS)
     fake_archive.reset()
     return fake_archive
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for the module (a module that needs another kind overrides this)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client on a fresh database of the module's ``redis_server``."""
+    with redis_server.client(redis_server.fresh_db()) as opened:
+        yield opened
+
+
+@pytest.fixture
+def keys() -> JobKeys:
+    """The keys of job "job"."""
+    return JobKeys.for_prefix("job")
 
 
 @pytest.fixture

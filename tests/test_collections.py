@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakearchive import FakeArchive
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import (
     FAST_LISTING,
     RAVEL,
@@ -31,16 +32,7 @@ CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
+fake, routes = catalog_fixtures(CONFIG)
 
 
 def stored(store: Path) -> list[str]:

@@ -8,17 +8,14 @@ import re
 import pytest
 
 from tests.fakearchive import file_bytes, get_item, md5_of, sha1_of
-from tests.support.crawl import LOG_LINE, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
-
-
-def storage_gets(archive) -> list[str]:
-    return [
-        e["path"]
-        for e in archive.stats()["log"]
-        if e["host"] == "127.0.0.2"
-        and e["method"] == "GET"
-        and not e["path"].endswith("robots.txt")
-    ]
+from tests.support.crawl import (
+    LOG_LINE,
+    RAVEL,
+    RAVEL_MP3S,
+    scrapy_crawl,
+    storage_get_paths,
+    stored_files,
+)
 
 
 def test_mirrors_the_original_mp3s_byte_exact_with_a_manifest(archive, tmp_path):
@@ -49,7 +46,7 @@ def test_mirrors_the_original_mp3s_byte_exact_with_a_manifest(archive, tmp_path)
     records = [line for line in crawl.log.splitlines() if re.match(r"\[[A-Z]+\]", line)]
     assert len(records) > 10 and all(LOG_LINE.match(line) for line in records)
     # Every file went through the 302 to the storage host.
-    assert sorted(p.rsplit("/", 1)[-1] for p in storage_gets(archive)) == RAVEL_MP3S
+    assert sorted(p.rsplit("/", 1)[-1] for p in storage_get_paths(archive)) == RAVEL_MP3S
 
 
 @pytest.mark.slow
@@ -61,7 +58,7 @@ def test_a_second_run_downloads_nothing_and_a_damaged_copy_is_replaced(archive, 
 
     again = scrapy_crawl("-a", url, store=store)
     assert again.returncode == 0, again.log
-    assert storage_gets(archive) == []
+    assert storage_get_paths(archive) == []
     assert "[main finished] 0 downloaded" in again.log and "5 already up to date" in again.log
 
     damaged = store / RAVEL / RAVEL_MP3S[2]
@@ -69,7 +66,7 @@ def test_a_second_run_downloads_nothing_and_a_damaged_copy_is_replaced(archive, 
     archive.reset()
     repaired = scrapy_crawl("-a", url, store=store)
     assert repaired.returncode == 0, repaired.log
-    assert len(storage_gets(archive)) == 1
+    assert len(storage_get_paths(archive)) == 1
     assert damaged.read_bytes() == file_bytes(RAVEL, RAVEL_MP3S[2])
 
 
@@ -125,7 +122,7 @@ def test_a_file_whose_checksum_never_matches_fails_loudly_and_is_not_stored(arch
     assert len(failed) == 1 and sha1_of(RAVEL, name) in failed[0] and "sha1 mismatch" in failed[0]
     assert "Traceback" not in crawl.log
     assert sorted(stored_files(tmp_path)) == [f"{RAVEL}/{n}" for n in RAVEL_MP3S if n != name]
-    corrupt_gets = [p for p in storage_gets(archive) if p.endswith(name)]
+    corrupt_gets = [p for p in storage_get_paths(archive) if p.endswith(name)]
     assert len(corrupt_gets) == 2  # one retry, then reported
     assert "4 downloaded" in crawl.log and "1 failed" in crawl.log
 
@@ -203,7 +200,7 @@ def test_bad_input_gives_one_clear_line_and_a_failing_status(archive, tmp_path, 
     assert len(crawl.errors) == 1, crawl.errors
     assert message in crawl.errors[0]
     assert "Traceback" not in crawl.log
-    assert storage_gets(archive) == []
+    assert storage_get_paths(archive) == []
 
 
 @pytest.mark.slow

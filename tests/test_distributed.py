@@ -15,11 +15,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
-from tests.fakearchive import max_simultaneous
+from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
 from tests.support.fleet import Node, scrapy_fleet, storage_gets
 from tests.support.loopback import free_port
@@ -245,6 +246,22 @@ def test_the_fleet_cap_holds_at_the_server(archive, fleet, tmp_path):
     assert max_simultaneous(stats["log"]) <= 3
 
 
+def crawl_on_redis(archive: FakeArchive, tmp_path: Path, url: str) -> tuple[int, str, list[str]]:
+    """A crawl of bulk-40 with ``REDIS_URL=url``: its exit code, its log and its ERROR and
+    CRITICAL lines."""
+    done = subprocess.run(
+        crawl_command("-a", f"url={archive.details_url('bulk-40')}", store=tmp_path),
+        cwd=ROOT,
+        env=crawl_env(REDIS_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    log = done.stdout + done.stderr
+    problems = [line for line in log.splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
+    return done.returncode, log, problems
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "expected"),
@@ -274,17 +291,8 @@ def test_an_unusable_redis_is_one_line_and_a_failed_exit(
         "wrong-password": redis_with_password.url(0, password=SECRET[::-1]),
         "no-password": f"redis://127.0.0.1:{port}/0",
     }[case]
-    done = subprocess.run(
-        crawl_command("-a", f"url={archive.details_url('bulk-40')}", store=tmp_path),
-        cwd=ROOT,
-        env=crawl_env(REDIS_URL=url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    log = done.stdout + done.stderr
-    problems = [line for line in log.splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
-    assert done.returncode == 1, log
+    returncode, log, problems = crawl_on_redis(archive, tmp_path, url)
+    assert returncode == 1, log
     assert len(problems) == 1 and expected in problems[0], log
     assert "Traceback" not in log
     for secret in (SECRET, SECRET[::-1], SECRET[:6], SECRET[6:]):
@@ -418,17 +426,8 @@ def test_redis_refusing_the_nodes_commands_at_start_is_one_line_and_exit_1(
             url = f"redis://limited:pw@127.0.0.1:{server.port}/0"
         else:
             admin.config_set("maxmemory", 1)  # every write that needs memory is refused
-        done = subprocess.run(
-            crawl_command("-a", f"url={archive.details_url('bulk-40')}", store=tmp_path),
-            cwd=ROOT,
-            env=crawl_env(REDIS_URL=url),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    log = done.stdout + done.stderr
-    problems = [line for line in log.splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
-    assert done.returncode == 1, log[-3000:]
+        returncode, log, problems = crawl_on_redis(archive, tmp_path, url)
+    assert returncode == 1, log[-3000:]
     assert len(problems) == 1 and expected in problems[0], log[-3000:]
     assert "Traceback" not in log and "pw@" not in log
     assert archive.stats()["log"] == []  # nothing was fetched

@@ -10,10 +10,9 @@ import pytest
 from ravelscraper.archive.metadata import ItemLocation, RemoteFile, Selection
 from ravelscraper.spiders.arguments import SpiderArguments
 from ravelscraper.spiders.choice import choose_linked
-from tests.fakearchive import FakeArchive
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.support.fleet import NodeGroup
-from tests.support.redisserver import RedisServer
 
 ITEM = ItemLocation("https://archive.org", "item")
 
@@ -92,16 +91,7 @@ CONFIG = {"collections": {"exgen": {"items": 3, "files": 3, "size": 1500}}}
 EXPECTED = sorted(f"exgen-0000{n}/track{t}.mp3" for n in (1, 2, 3) for t in ("01", "03"))
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
+fake, routes = catalog_fixtures(CONFIG)
 
 
 @pytest.mark.slow
@@ -131,12 +121,6 @@ def test_collections_searches_and_item_lists_leave_out_the_excluded_files(routes
         assert again.returncode == 0, again.log[-3000:]
         assert again.stat("ravel/items_unchanged") == 0
         assert len(stored_files(store)) == 9
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.mark.slow

@@ -10,10 +10,9 @@ import pytest
 
 from ravelscraper.archive.metadata import ItemLocation
 from ravelscraper.items import AudioFile
-from tests.fakearchive import FakeArchive
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, scrapy_crawl, stored_files
 from tests.support.fleet import NodeGroup
-from tests.support.redisserver import RedisServer
 
 SAMPLES_ONLY = "samples-only-cd"  # every recording access-restricted: fails as an item
 CONFIG = {"collections": {"mixed": {"members": [RAVEL, SAMPLES_ONLY]}}}
@@ -27,16 +26,7 @@ def test_a_failed_items_row_has_no_file_to_fetch():
     assert not listed.failed_item  # a failed file keeps its name
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
+fake, routes = catalog_fixtures(CONFIG)
 
 
 def manifest(path: Path) -> list[dict]:
@@ -83,12 +73,6 @@ def test_a_failed_item_is_a_manifest_row_and_the_crawl_exits_1(routes, tmp_path,
     assert "[download failed]" not in crawl.log and "[failed files]" not in crawl.log
     assert "5 downloaded" in crawl.log and " 0 failed" in crawl.log
     assert sorted(stored_files(tmp_path / "store")) == sorted(f"{RAVEL}/{n}" for n in RAVEL_MP3S)
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.mark.slow

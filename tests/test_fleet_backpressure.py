@@ -12,7 +12,6 @@ import pytest
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAST_LISTING, stored_files
 from tests.support.fleet import Node, NodeGroup, scrapy_fleet
-from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +23,6 @@ CONFIG = {"collections": {"bp": {"items": ITEMS, "files": FILES, "size": 1000}}}
 @pytest.fixture(scope="module")
 def fake() -> FakeArchive:
     with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
         yield server
 
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.fakearchive import FakeArchive, max_simultaneous
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, stored_files
 from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets, wait_for
 from tests.support.redisserver import RedisServer
@@ -30,22 +31,7 @@ CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
+fake, routes = catalog_fixtures(CONFIG)
 
 
 def assert_clean(node: Node) -> None:

@@ -62,12 +62,10 @@ class Served:
         return iter((self.base, self.process))
 
 
-@contextmanager
-def serving(redis_url: str, *args: str, timeout: float = 30) -> Iterator[Served]:
-    """``scrapy fleet serve --port 0`` running (its address from the line it prints); stopped
-    with Ctrl-C at the end."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scrapy", "fleet", "serve", "--port", "0", *args],
+def start_fleet(redis_url: str, *args: str) -> subprocess.Popen[str]:
+    """``scrapy fleet ARGS`` started with its output piped, to be stopped with Ctrl-C."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "scrapy", "fleet", *args],
         cwd=ROOT,
         env=crawl_env(REDIS_URL=redis_url),
         stdin=subprocess.DEVNULL,
@@ -77,6 +75,13 @@ def serving(redis_url: str, *args: str, timeout: float = 30) -> Iterator[Served]
         # Ctrl-C as a terminal sends it: not ignored, as it would be for a background job
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+@contextmanager
+def serving(redis_url: str, *args: str, timeout: float = 30) -> Iterator[Served]:
+    """``scrapy fleet serve --port 0`` running (its address from the line it prints); stopped
+    with Ctrl-C at the end."""
+    process = start_fleet(redis_url, "serve", "--port", "0", *args)
     served = Served("", process)
     try:
         assert process.stdout is not None
@@ -359,16 +364,7 @@ def test_serve_answers_503_while_redis_is_down_and_recovers(tmp_path):
 @pytest.mark.slow
 def test_status_watch_refreshes_until_ctrl_c_and_exits_0(redis_server):
     url = redis_server.url(redis_server.fresh_db())
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scrapy", "fleet", "status", "--watch"],
-        cwd=ROOT,
-        env=crawl_env(REDIS_URL=url),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = start_fleet(url, "status", "--watch")
     assert process.stdout is not None
     lines = []
     deadline = time.monotonic() + 30

@@ -6,8 +6,6 @@ Fast: one server for the module, a fresh database per test, no crawl, no HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,26 +17,8 @@ from ravelscraper.distributed.schema.keys import JobKeys
 from ravelscraper.distributed.schema.queue import HISTORY_MAXLEN, JobData, NodeSample
 from ravelscraper.distributed.watch import History, status_data, watch_data
 from ravelscraper.distributed.web import Snapshot
-from tests.support.redisserver import RedisServer
 
 HOSTILE = '<img src=x onerror=alert(1)>"\\\n'
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[redis.Redis]:
-    with server.client(server.fresh_db()) as opened:
-        yield opened
-
-
-@pytest.fixture
-def keys() -> JobKeys:
-    return JobKeys.for_prefix("job")
 
 
 def a_run(client: redis.Redis, keys: JobKeys) -> tuple[JobData, JobData]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -259,14 +258,8 @@ def test_renew_extends_running_transfers_and_forgets_the_lost(clock):
 # --- two nodes on one Redis -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-def test_two_nodes_share_one_place(server: RedisServer, clock):
-    with server.client(server.fresh_db()) as client:
+def test_two_nodes_share_one_place(redis_server: RedisServer, clock):
+    with redis_server.client(redis_server.fresh_db()) as client:
         keys = JobKeys.for_prefix("job")
         one, two = cap(limit=1), cap(limit=1)
         two.fleet.node = "n2"

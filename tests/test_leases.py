@@ -10,10 +10,10 @@ tests/test_redis_schema.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+import redis
 from scrapy import Request
 from scrapy.http import Response
 from scrapy.utils.test import get_crawler
@@ -25,7 +25,6 @@ from ravelscraper.distributed.schema.keys import JobKeys
 from ravelscraper.distributed.schema.ledger import ItemRecord
 from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.items import AudioFile
-from tests.support.redisserver import RedisServer
 
 URL = "http://127.0.0.1:1/download/item/a.mp3"
 MD5 = "0" * 32
@@ -157,16 +156,9 @@ def test_only_a_file_lease_settles_and_only_with_a_file():
 # --- settling them in Redis -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
 @pytest.fixture
-def data(server: RedisServer) -> Iterator[JobData]:
-    with server.client(server.fresh_db()) as client:
-        yield JobData(client, JobKeys.for_prefix("job"), "n1")
+def data(client: redis.Redis, keys: JobKeys) -> JobData:
+    return JobData(client, keys, "n1")
 
 
 def leased(data: JobData, leases: Leases, name: str, is_file: bool, owner: str = "") -> Request:

@@ -10,7 +10,6 @@ import tempfile
 import time
 from io import BytesIO
 
-import boto3
 import pytest
 
 from ravelscraper.archive.metadata import RemoteFile, parse_mtime
@@ -21,8 +20,13 @@ from ravelscraper.pipelines.records import FileRecord, quick_match, read_record,
 from ravelscraper.stores.ftp import set_remote_mtime
 from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import get_item
-from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
-from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
+from tests.support.crawl import (
+    RAVEL,
+    RAVEL_MP3S,
+    scrapy_crawl,
+    storage_get_paths,
+)
+from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3, s3_client
 
 BODY = b"a verified body\n"
 SHA1 = "bbd5a8ae5b5bc1a5a8a0dff0abd3f0a6c9d66b5f"  # any 40 hex digits: a record is not rechecked
@@ -137,16 +141,6 @@ def test_a_stale_record_is_not_revived_by_a_restamp(tmp_path):
 # --- end to end: each store ----------------------------------------------------------------
 
 
-def storage_gets(archive) -> list[str]:
-    return [
-        e["path"]
-        for e in archive.stats()["log"]
-        if e["host"] == FAKE_STORAGE_HOST
-        and e["method"] == "GET"
-        and not e["path"].endswith("robots.txt")
-    ]
-
-
 @pytest.mark.slow
 def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archive, tmp_path):
     store = tmp_path / "store"
@@ -162,7 +156,7 @@ def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archiv
     assert again.stat("ravel/files_quick_checked") == len(RAVEL_MP3S)
     assert again.stat("ravel/files_rehashed") == 0  # no stored byte was read
     assert again.stat("ravel/files_mtime_set") == 0
-    assert storage_gets(archive) == []
+    assert storage_get_paths(archive) == []
 
     # A mirror made before mtimes were kept: download times, valid records. The next run
     # trusts the records and puts archive.org's mtimes back; the run after reads nothing.
@@ -181,19 +175,13 @@ def test_a_local_mirror_has_archive_orgs_mtimes_and_a_rerun_reads_nothing(archiv
     archive.reset()
     quick = scrapy_crawl("-a", url, store=store)
     assert quick.stat("ravel/files_quick_checked") == len(RAVEL_MP3S), quick.log
-    assert quick.stat("ravel/files_mtime_set") == 0 and storage_gets(archive) == []
+    assert quick.stat("ravel/files_mtime_set") == 0 and storage_get_paths(archive) == []
 
 
 @pytest.mark.slow
 def test_an_s3_object_carries_the_mtime_as_metadata(archive, tmp_path):
     with moto_s3() as endpoint:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
-            region_name=S3_SETTINGS["AWS_REGION_NAME"],
-        )
+        client = s3_client(endpoint)
         try:
             client.create_bucket(Bucket="mtimes")
             crawl = crawl_with_env(

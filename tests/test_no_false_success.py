@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from tests.support.crawl import (
     scrapy_crawl,
     stored_files,
 )
-from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +43,6 @@ def test_a_search_whose_cursor_loops_back_fails_the_run_in_one_line(tmp_path: Pa
     assert len(repeated) == 1, crawl.errors
     assert "Traceback" not in crawl.log and scrapes == 3
     assert len(stored_files(tmp_path)) < 350
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 def test_a_search_whose_cursor_loops_back_fails_a_fleet_node_too(fleet, tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.starturls import BadStartUrl, start_location, start_requests
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.support.fleet import wait_for
-from tests.support.redisserver import RedisServer
 
 ORIGIN = "https://archive.org"
 ORIGINS = AllowedOrigins([ORIGIN])
@@ -64,12 +63,6 @@ def test_a_bad_plain_entry_is_refused_in_one_line(spider, raw, reason):
         start_requests(raw, spider, ORIGINS)
     assert "\n" not in str(refused.value)
     assert "pw" not in str(refused.value)
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 def push(url: str, *entries: str) -> str:

@@ -3,8 +3,6 @@ entries leased, rejected with one line, never cleared; and ``describe``'s one-li
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 from scrapy.utils.test import get_crawler
@@ -17,7 +15,6 @@ from ravelscraper.distributed.schema.keys import JobKeys
 from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.distributed.serializer import MAX_ENTRY_BYTES, BadEntry
 from ravelscraper.spiders.ravel import RavelSpider
-from tests.support.redisserver import RedisServer
 
 ORIGIN = "http://127.0.0.1:1"
 
@@ -46,18 +43,6 @@ def test_a_description_is_one_short_line():
 
 
 # --- the queue ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[redis.Redis]:
-    with server.client(server.fresh_db()) as opened:
-        yield opened
 
 
 @pytest.fixture

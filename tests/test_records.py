@@ -36,7 +36,12 @@ from ravelscraper.pipelines.records import (
 from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import file_bytes, sha1_of
-from tests.support.crawl import FAKE_STORAGE_HOST, RAVEL, RAVEL_MP3S, scrapy_crawl
+from tests.support.crawl import (
+    RAVEL,
+    RAVEL_MP3S,
+    scrapy_crawl,
+    storage_get_paths,
+)
 
 BODY = b"a verified body\n"
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -279,16 +284,6 @@ def test_recheck_refuses_anything_else_in_one_line() -> None:
 # --- end to end: the quick check in real crawls -------------------------------------------
 
 
-def storage_gets(archive) -> list[str]:
-    return [
-        e["path"]
-        for e in archive.stats()["log"]
-        if e["host"] == FAKE_STORAGE_HOST
-        and e["method"] == "GET"
-        and not e["path"].endswith("robots.txt")
-    ]
-
-
 @pytest.mark.slow
 def test_a_rerun_trusts_recorded_files_and_rehashes_only_what_changed(archive, tmp_path):
     store = tmp_path / "store"
@@ -305,14 +300,14 @@ def test_a_rerun_trusts_recorded_files_and_rehashes_only_what_changed(archive, t
     assert again.returncode == 0, again.log
     assert again.stat("ravel/files_quick_checked") == len(RAVEL_MP3S)
     assert again.stat("ravel/files_rehashed") == 0  # no stored byte was read
-    assert storage_gets(archive) == []
+    assert storage_get_paths(archive) == []
 
     archive.reset()
     full = scrapy_crawl("-a", url, store=store, RAVEL_RECHECK="full")
     assert full.returncode == 0, full.log
     assert full.stat("ravel/files_rehashed") == len(RAVEL_MP3S)
     assert full.stat("ravel/files_quick_checked") == 0
-    assert storage_gets(archive) == []
+    assert storage_get_paths(archive) == []
 
     # Rewritten in place with the same size: its mtime moved, so it is hashed and replaced.
     altered = store / RAVEL / RAVEL_MP3S[1]
@@ -345,7 +340,7 @@ def test_a_file_corrupted_with_its_mtime_restored_is_caught_only_by_a_full_reche
     archive.reset()
     quick = scrapy_crawl("-a", url, store=store)
     assert quick.returncode == 0, quick.log
-    assert storage_gets(archive) == [] and forged.read_bytes() == b"\0" * before.st_size
+    assert storage_get_paths(archive) == [] and forged.read_bytes() == b"\0" * before.st_size
 
     full = scrapy_crawl("-a", url, store=store, RAVEL_RECHECK="full")
     assert full.returncode == 0, full.log

@@ -6,7 +6,6 @@ Fast: one server for the module, a fresh database per test, no crawl.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,24 +14,6 @@ from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
 from ravelscraper.distributed.schema.ledger import ItemRecord
 from ravelscraper.distributed.schema.places import TransferPlaces
 from ravelscraper.distributed.schema.queue import JobData
-from tests.support.redisserver import RedisServer
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[redis.Redis]:
-    with server.client(server.fresh_db()) as opened:
-        yield opened
-
-
-@pytest.fixture
-def keys() -> JobKeys:
-    return JobKeys.for_prefix("job")
 
 
 def node(client: redis.Redis, keys: JobKeys, name: str = "n1") -> JobData:

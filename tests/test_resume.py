@@ -16,19 +16,12 @@ import pytest
 
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import Crawl, scrapy_crawl, start_crawl, stored_files
-from tests.support.redisserver import RedisServer
 
 RAVEL = "ThePianoMusicOfMauriceRavel"
 TARGET = "02JeuxDeauPourPianoMr30.mp3"  # 158,911 bytes in the fake
 BIG = "resume-big"
 BIG_SIZE = 3_000_000
 BIG_FILES = ["track01.mp3", "track02.mp3"]
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
 
 
 def storage_requests(archive: FakeArchive, name: str) -> list[dict]:

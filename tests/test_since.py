@@ -13,6 +13,7 @@ from ravelscraper.archive.search import check_since, query_since, since_query
 from ravelscraper.spiders.arguments import SpiderArguments
 from tests.fakearchive import FakeArchive
 from tests.fakearchive.collections import Catalog, parse_query, scrape
+from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, scrapy_crawl, stored_files
 
 # Items 2 and 4 of "upd" were changed 30 days after the others (2022-04-15 + 30 days).
@@ -75,16 +76,7 @@ def test_the_fake_scrape_api_filters_by_the_range():
 # --- end to end ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake() -> FakeArchive:
-    with FakeArchive(CONFIG) as server:
-        yield server
-
-
-@pytest.fixture
-def routes(fake: FakeArchive) -> FakeArchive:
-    fake.reset()
-    return fake
+fake, routes = catalog_fixtures(CONFIG)
 
 
 def scrape_queries(archive: FakeArchive) -> list[str]:

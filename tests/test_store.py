@@ -6,13 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import boto3
 import pytest
 
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
 from ravelscraper.stores import store_uri_problem
 from ravelscraper.stores.s3 import s3_bucket_and_prefix
 from tests.fakearchive import md5_of
+from tests.support import stores
 from tests.support.crawl import (
     RAVEL,
     RAVEL_MP3S,
@@ -49,13 +49,7 @@ def s3():
 
 @pytest.fixture
 def s3_client(s3):
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3,
-        aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_SETTINGS["AWS_REGION_NAME"],
-    )
+    client = stores.s3_client(s3)
     yield client
     client.close()
 

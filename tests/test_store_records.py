@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import boto3
 import pytest
 
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAST_LISTING, Crawl, scrapy_crawl
 from tests.support.fleet import storage_gets
-from tests.support.redisserver import RedisServer
-from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3
+from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server, moto_s3, s3_client
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +45,7 @@ def assert_clean(crawl: Crawl) -> None:
 
 
 def test_a_nightly_rerun_on_s3_asks_no_metadata_for_unchanged_items(fake, s3):
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3,
-        aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_SETTINGS["AWS_REGION_NAME"],
-    )
+    client = s3_client(s3)
     client.create_bucket(Bucket="nightly")
     fake.configure(collections={"night": NIGHT})
     fake.reset()
@@ -116,21 +108,9 @@ def test_a_nightly_rerun_on_ftp_asks_no_metadata_for_unchanged_items(fake, tmp_p
     assert "Ftp-Pa55word" not in first.log + again.log
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
-
-
 def test_two_fleet_nodes_rerun_a_collection_on_s3_without_metadata(fake, s3, fleet):
     """A fleet always shares its store: the item records on S3 serve every node."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3,
-        aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_SETTINGS["AWS_REGION_NAME"],
-    )
+    client = s3_client(s3)
     client.create_bucket(Bucket="fleet")
     client.close()
     fake.configure(collections={"night": NIGHT})

@@ -132,7 +132,9 @@ class PageResource(Resource):
         return PAGE.encode()
 
 
-class StatusResource(Resource):
+class ReadingResource(Resource):
+    """A resource that answers with the latest reading of the job (``answer``), or 503."""
+
     isLeaf = True
 
     def __init__(self, reading: Reading) -> None:
@@ -140,30 +142,26 @@ class StatusResource(Resource):
         self.reading = reading
 
     def render_GET(self, request: Request) -> int:
-        def answer(data: dict[str, Any]) -> bytes:
-            request.setHeader(b"Content-Type", b"application/json")
-            return json.dumps(
-                {"job": self.reading.data.keys.prefix, "redis": self.reading.where, **data}
-            ).encode()
+        return served(self.reading, request, lambda data: self.answer(request, data))
 
-        return served(self.reading, request, answer)
+    def answer(self, request: Request, data: dict[str, Any]) -> bytes:
+        raise NotImplementedError
 
 
-class MetricsResource(Resource):
-    isLeaf = True
+class StatusResource(ReadingResource):
+    def answer(self, request: Request, data: dict[str, Any]) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(
+            {"job": self.reading.data.keys.prefix, "redis": self.reading.where, **data}
+        ).encode()
 
-    def __init__(self, reading: Reading) -> None:
-        super().__init__()
-        self.reading = reading
 
-    def render_GET(self, request: Request) -> int:
-        def answer(data: dict[str, Any]) -> bytes:
-            request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(Snapshot(data))
-            return generate_latest(registry)
-
-        return served(self.reading, request, answer)
+class MetricsResource(ReadingResource):
+    def answer(self, request: Request, data: dict[str, Any]) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Snapshot(data))
+        return generate_latest(registry)
 
 
 class Snapshot(Collector):

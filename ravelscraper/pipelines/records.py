@@ -36,7 +36,6 @@ verified (two nodes writing one item's record write the same thing; the last ren
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from typing import Any, Self
 
 from scrapy.settings import BaseSettings
 
+from ravelscraper.folders import open_below
 from ravelscraper.logtags import ITEM_NOT_RECORDED
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ XATTR = "user.ravel.verified"
 RECORD_VERSION = "v1"
 ITEM_RECORDS = (".ravel", "items")  # under the store's folder
 ITEM_RECORD_VERSION = 1
-NO_LINK_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_ITEM_RECORD = 8 * 1024 * 1024  # bytes; a record names an item's files (~100 bytes each)
 RECHECK_MODES = ("quick", "full")
 DIGEST_LENGTHS = {"md5": 32, "sha1": 40}
@@ -265,27 +264,18 @@ class ItemRecords:
         following any symbolic link below the store's folder, so that records are never
         read from, nor written to, outside the store; raises OSError."""
         assert self.root is not None
-        folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for part in ITEM_RECORDS:
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(part, 0o755, dir_fd=folder)
-                try:
-                    below = os.open(part, NO_LINK_FOLDER, dir_fd=folder)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        where = self.root.joinpath(*ITEM_RECORDS[: ITEM_RECORDS.index(part) + 1])
-                        raise OSError(
-                            exc.errno, f"{where} is a symbolic link or not a folder (refused)"
-                        ) from None
-                    raise
-                os.close(folder)
-                folder = below
-        except BaseException:
-            os.close(folder)
-            raise
-        return folder
+        root = self.root
+        return open_below(
+            root,
+            ITEM_RECORDS,
+            create,
+            0o755,
+            lambda code, index: OSError(
+                code,
+                f"{root.joinpath(*ITEM_RECORDS[: index + 1])} is a symbolic link or not a folder"
+                " (refused)",
+            ),
+        )
 
     def unchanged(self, identifier: str, fingerprint: str, selection: str) -> bool:
         """True only if a record says this item was complete (every chosen file stored and

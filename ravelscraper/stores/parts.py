@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ravelscraper.folders import open_below
 from ravelscraper.logtags import RESUME
 
 logger = logging.getLogger("ravelscraper.stores")
@@ -98,26 +99,15 @@ def part_place(
 def open_folder(root: Path, folders: list[str], create: bool) -> int:
     """An fd of ``root/folders...``, each component opened without following a symlink
     (created if ``create``); raises UnsafePartPlace for a symlink, OSError otherwise."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for folder in folders:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder, 0o777, dir_fd=fd)
-            try:
-                inner = os.open(folder, DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePartPlace(
-                        exc.errno, f"{folder!r} under the store is not a folder (a symlink?)"
-                    ) from None
-                raise
-            os.close(fd)
-            fd = inner
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return open_below(
+        root,
+        folders,
+        create,
+        0o777,
+        lambda code, index: UnsafePartPlace(
+            code, f"{folders[index]!r} under the store is not a folder (a symlink?)"
+        ),
+    )
 
 
 def lock(fd: int) -> bool:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +113,18 @@ def scrapy_crawl(
         timeout=timeout,
     )
     return Crawl(done.returncode, done.stdout + done.stderr)
+
+
+def storage_get_paths(archive: Any) -> list[str]:
+    """The paths of the file downloads the fake archive's storage node served (robots.txt
+    left out)."""
+    return [
+        e["path"]
+        for e in archive.stats()["log"]
+        if e["host"] == FAKE_STORAGE_HOST
+        and e["method"] == "GET"
+        and not e["path"].endswith("robots.txt")
+    ]
 
 
 def stored_files(store: Path) -> dict[str, bytes]:

@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import boto3
 from moto.server import ThreadedMotoServer
 
 from tests.support.crawl import ROOT, Crawl, crawl_command, crawl_env
@@ -26,6 +28,17 @@ S3_ENV = {
     "AWS_CONFIG_FILE": "/nonexistent",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
 }
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client on ``endpoint`` with the tests' credentials (``S3_SETTINGS``)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_SETTINGS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_SETTINGS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_SETTINGS["AWS_REGION_NAME"],
+    )
 
 
 @contextmanager

@@ -78,6 +78,11 @@ class JobKeys:
             self.owners,
         ]
 
+    def fail_owner_keys(self) -> list[str]:
+        """The keys an entry's owner fails in (``FAIL_OWNER``), in a script's ``KEYS`` order:
+        owners, files, failures, tally, items, item_records."""
+        return [self.owners, self.files, self.failures, self.tally, self.items, self.item_records]
+
     def types(self) -> dict[str, str]:
         """The Redis type each key must have when it exists."""
         kinds = {"requests": "zset", "nodes": "zset", "start_urls": "list", "dupefilter": "set"}
