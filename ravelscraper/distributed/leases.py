@@ -25,6 +25,7 @@ from ravelscraper.logtags import FLEET
 from ravelscraper.pipelines.bookkeeping import counts_toward_item
 from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.scrapy_compat import engine_closing, in_progress
+from ravelscraper.stores import item_record_store
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,9 @@ class Leases:
         reads every file's size and mtime; where a file is not in this node's store (per-node
         folders) no record is written and the item is listed again next time."""
         if self.item_records is None:
-            self.item_records = ItemRecords.from_settings(self.crawler.settings)
+            self.item_records = ItemRecords.from_settings(
+                self.crawler.settings, make_store=item_record_store
+            )
         records = self.item_records
         # Off the reactor thread, like the pipeline's: it stats files and fsyncs a record.
         deferToThread(

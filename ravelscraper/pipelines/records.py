@@ -43,7 +43,7 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -189,6 +189,7 @@ class ItemRecords:
         *,
         store: Any = None,
         files_store: str = "",
+        make_store: Callable[[str], Any] | None = None,
     ):
         self.root = root
         self.recheck = recheck
@@ -197,19 +198,31 @@ class ItemRecords:
         self.write_failed = False  # a record could not be written (said once)
         self.store = store  # a store that keeps item records itself (S3, FTP), or None
         self.files_store = files_store  # FILES_STORE, to make that store on first use
+        self.make_store = make_store  # ravelscraper.stores.item_record_store, or None
         self.store_made = store is not None
         self.making = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: BaseSettings, store: Any = None) -> ItemRecords:
+    def from_settings(
+        cls,
+        settings: BaseSettings,
+        store: Any = None,
+        make_store: Callable[[str], Any] | None = None,
+    ) -> ItemRecords:
         """Reads ``FILES_STORE``, ``RAVEL_RECHECK`` and ``RAVEL_DRY_RUN``; ``store``, the
-        pipeline's, if the caller has it (else one is made on first use, for S3 and FTP)."""
+        pipeline's, if the caller has it, else one is made on first use by ``make_store``
+        (``ravelscraper.stores.item_record_store``: S3 and FTP keep item records)."""
         files_store = str(settings["FILES_STORE"] or "")
         root = local_root(files_store)
         write = not settings.getbool("RAVEL_DRY_RUN")
         keeping = store if store is not None and store.keeps_item_records else None
         return cls(
-            root, str(settings["RAVEL_RECHECK"]), write, store=keeping, files_store=files_store
+            root,
+            str(settings["RAVEL_RECHECK"]),
+            write,
+            store=keeping,
+            files_store=files_store,
+            make_store=make_store,
         )
 
     def remote(self) -> Any:
@@ -218,16 +231,9 @@ class ItemRecords:
         if self.root is not None:
             return None
         with self.making:  # records are written from threads: the store is made once
-            if not self.store_made:
-                from ravelscraper.stores import STORE_SCHEMES  # stores import this module
-
-                kind = STORE_SCHEMES.get(self.files_store.partition("://")[0].lower())
-                if kind is not None and getattr(kind, "keeps_item_records", False):
-                    try:
-                        self.store = kind(self.files_store)
-                    except Exception as exc:  # its start-up check said why already
-                        logger.warning(f"item records can't be used: {type(exc).__name__}")
-                self.store_made = True
+            if not self.store_made and self.make_store is not None:
+                self.store = self.make_store(self.files_store)
+            self.store_made = True
         return self.store
 
     @staticmethod

@@ -45,6 +45,7 @@ from ravelscraper.logtags import ITEM_FAILED, ITEM_SKIPPED, ITEM_UNCHANGED, ITEM
 from ravelscraper.pipelines.records import ItemRecords
 from ravelscraper.spiders.arguments import SpiderArguments
 from ravelscraper.spiders.choice import ListingRefused
+from ravelscraper.stores import item_record_store
 
 
 class WalkingSpider(Protocol):
@@ -306,7 +307,9 @@ class ManyItems:
         selection = self.spider.selection.describe()
         fingerprint = found.fingerprint
         if self.records is None:  # on a fleet node too, whoever started the search
-            self.records = ItemRecords.from_settings(self.spider.settings)
+            self.records = ItemRecords.from_settings(
+                self.spider.settings, make_store=item_record_store
+            )
         records = self.records
         if fingerprint and records.unchanged(found.identifier, fingerprint, selection):
             stats.inc_value("ravel/items_unchanged")

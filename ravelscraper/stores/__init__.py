@@ -9,6 +9,7 @@ of ``FILES_STORE``, each store's ``check()`` the store itself. The name rules li
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,8 @@ from ravelscraper.stores.local import AtomicFSFilesStore
 from ravelscraper.stores.s3 import S3Store
 
 # FILES_STORE's scheme -> its store (Scrapy's "gs" stays, refused: see scrapy_compat).
+logger = logging.getLogger(__name__)
+
 STORE_SCHEMES: dict[str, type] = {
     "": AtomicFSFilesStore,
     "file": AtomicFSFilesStore,
@@ -34,6 +37,19 @@ STORE_SCHEMES: dict[str, type] = {
 
 # (Written without "user:password@": the log's masking would show it as "***@".)
 STORE_KINDS = "a folder, file:///folder, s3://bucket[/prefix] or ftp://host[:port]/folder"
+
+
+def item_record_store(files_store: str) -> Any:
+    """A store of ``FILES_STORE`` that keeps item records itself (S3, FTP), made for them
+    (``pipelines.records.ItemRecords``); None for the others, or one that can't be made."""
+    kind = STORE_SCHEMES.get(files_store.partition("://")[0].lower())
+    if kind is None or not getattr(kind, "keeps_item_records", False):
+        return None
+    try:
+        return kind(files_store)
+    except Exception as exc:  # its start-up check said why already
+        logger.warning(f"item records can't be used: {type(exc).__name__}")
+        return None
 
 
 def store_uri_problem(uri: str) -> str | None:
