@@ -93,6 +93,7 @@ def test_sigint_with_delay_0_on_two_nodes_loses_nothing_and_both_show_the_fleet_
     victim = fleet.start("-a", details, store=store, RAVEL_PROGRESS_INTERVAL=1)
     survivor = fleet.start("-a", details, store=store, RAVEL_PROGRESS_INTERVAL=1)
     wait_for(survivor, "[progress] fleet")
+    wait_for(victim, "[progress] fleet")  # under load, its first line can come late
     wait_for(victim, "[download start]")
     assert stop(victim, signal.SIGINT) == 1  # Ctrl-C in the middle of a job
     fleet.wait()
@@ -386,7 +387,9 @@ def test_a_flush_before_a_search_page_is_answered_is_reported_never_a_new_run_1(
     assert node.returncode == 1, node.log[-3000:]
     errors = node.lines("[ERROR]")
     assert len(errors) == 1 and "the fleet's data in Redis is gone" in errors[0], errors
-    assert "run 1 is another" in errors[0]
+    # Found at the page's answer (run 1 again, another token), or, on a loaded machine, by
+    # the idle check before it (no run at all): either way never taken for this node's run.
+    assert "run 1 is another" in errors[0] or "there is no run" in errors[0], errors
     assert "Traceback" not in node.log
     assert not node.lines("closed: ")  # no run was closed as if nothing had happened
     print(f"\n[ledger] flushed mid-search: {len(list(store.rglob('*.mp3')))} of 6 files stored")
