@@ -179,7 +179,10 @@ def test_a_full_disk_stops_the_crawl_and_keeps_what_is_stored(archive, small_dis
     kept = stored_files(small_disk)
     assert 1 <= len(kept) < 5
     assert_all_verified(small_disk)
-    assert list(small_disk.rglob("*.part")) == []
+    # No partial file among the stored ones: a transfer the full disk cut off may only wait
+    # in .ravel/parts, for the next run to resume (see Resumed downloads).
+    parts = small_disk / ".ravel" / "parts"
+    assert [p for p in small_disk.rglob("*.part") if not p.is_relative_to(parts)] == []
 
 
 @pytest.mark.slow

@@ -207,13 +207,13 @@ def test_redis_full_while_listing_is_one_error_line_and_a_rerun_completes(routes
     """What held in issue 18, kept: `maxmemory` reached while a node lists a collection."""
     store = tmp_path / "store"
     # A second per file; the last item's /metadata stalls, so that its listing is still under
-    # way when Redis is full (whatever the machine's load), not only the acks of the others.
+    # way when Redis is full (whatever the machine's load): its files can't be queued.
     stall = {"kind": "stall", "host": "archive", "match": "/metadata/full-00004", "stall": 6}
     routes.configure({"bandwidth": 16384, "faults": [stall]})
     settings = {**FAST_LISTING, **routes_origin(routes), "CONCURRENT_REQUESTS_PER_DOMAIN": 1}
     with RedisServer(databases=1) as server, NodeGroup.on(server, tmp_path) as group:
         first = group.start("-a", "collection=full", store=store, RAVEL_REDIS_GRACE=3, **settings)
-        wait_for(first, "[download finished]")
+        wait_for(first, "[item] full-00001")  # listing; full-00004's /metadata stalls 6 s
         group.redis.config_set("maxmemory", 1)
         group.wait(timeout=60)
         assert first.returncode == 1, first.log[-3000:]
