@@ -89,3 +89,15 @@ def test_connections_read_in_large_chunks_when_the_allocator_allows(monkeypatch)
     FreezeStartupObjects.from_crawler(get_crawler())
     # glibc (Linux): its allocator serves 1 MiB recv() buffers from the heap, so reads grow
     assert tcp.Connection.bufferSize == READ_SIZE
+
+
+def test_under_a_bandwidth_limit_reads_keep_twisteds_size(monkeypatch) -> None:
+    from scrapy.utils.test import get_crawler
+    from twisted.internet import tcp
+
+    from ravelscraper.extensions.startup import FreezeStartupObjects
+
+    monkeypatch.setattr(tcp.Connection, "bufferSize", 65536)
+    FreezeStartupObjects.from_crawler(get_crawler(settings_dict={"RAVEL_BANDWIDTH_LIMIT": 1e6}))
+    # a large read would pass a file's last megabyte unpaced, past the limit
+    assert tcp.Connection.bufferSize == 65536
