@@ -108,25 +108,18 @@ def test_a_nightly_rerun_on_ftp_asks_no_metadata_for_unchanged_items(fake, tmp_p
     assert "Ftp-Pa55word" not in first.log + again.log
 
 
-def test_two_fleet_nodes_rerun_a_collection_on_s3_without_metadata(fake, s3, fleet):
-    """A fleet always shares its store: the item records on S3 serve every node."""
-    client = s3_client(s3)
-    client.create_bucket(Bucket="fleet")
-    client.close()
+def rerun_with_two_fleet_nodes(fake: FakeArchive, fleet, store: str, **settings: object) -> None:
+    """Two nights of a two-node fleet on one shared store: the second night asks nothing."""
     fake.configure(collections={"night": NIGHT})
     settings = {
-        **S3_SETTINGS,
         **FAST_LISTING,
         "RAVEL_ORIGIN": fake.archive,
-        "AWS_ENDPOINT_URL": s3,
         "CONCURRENT_REQUESTS_PER_DOMAIN": 4,
+        **settings,
     }
     for night in range(2):
         fake.reset()
-        nodes = [
-            fleet.start("-a", "collection=night", store="s3://fleet/m", **settings)
-            for _ in range(2)
-        ]
+        nodes = [fleet.start("-a", "collection=night", store=store, **settings) for _ in range(2)]
         fleet.wait(timeout=180)
         for node in nodes:
             assert node.returncode == 0, node.log[-3000:]
@@ -138,3 +131,19 @@ def test_two_fleet_nodes_rerun_a_collection_on_s3_without_metadata(fake, s3, fle
             assert routes.get("metadata", 0) == 0 and routes["scrape"] == 1
             assert storage_gets(fake) == []
             assert sum(len(n.lines("[item unchanged]")) for n in nodes) == ITEMS
+
+
+def test_two_fleet_nodes_rerun_a_collection_on_s3_without_metadata(fake, s3, fleet):
+    """A fleet always shares its store: the item records on S3 serve every node."""
+    client = s3_client(s3)
+    client.create_bucket(Bucket="fleet")
+    client.close()
+    rerun_with_two_fleet_nodes(fake, fleet, "s3://fleet/m", **S3_SETTINGS, AWS_ENDPOINT_URL=s3)
+
+
+def test_two_fleet_nodes_rerun_a_collection_on_ftp_without_metadata(fake, fleet, tmp_path: Path):
+    home = tmp_path / "ftp-home"
+    home.mkdir()
+    with ftp_server(home, "fleet", "Ftp-Pa55word") as address:
+        rerun_with_two_fleet_nodes(fake, fleet, f"ftp://fleet:Ftp-Pa55word@{address}/m")
+    assert len(list((home / "m" / ".ravel" / "items").glob("*.json"))) == ITEMS
