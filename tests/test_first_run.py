@@ -118,8 +118,8 @@ def test_a_refused_connection_once_archive_org_has_answered_keeps_its_retries(ar
 
 @pytest.mark.slow
 def test_the_first_file_starts_within_one_pause_with_the_defaults(archive, tmp_path):
-    """DOWNLOAD_DELAY 2 s ± 50 %: the first file request within 3 s of launch, measured at
-    the server; the pause between files and the cap stay."""
+    """DOWNLOAD_DELAY 2 s ± 50 %: the first file request within one pause of the item's
+    /metadata answer, measured at the server; the pause between files and the cap stay."""
     archive.configure(items={"first-file-3": {"count": 3, "size": 20_000}})
     launched = time.time()
     result = scrapy_crawl(
@@ -136,8 +136,12 @@ def test_the_first_file_starts_within_one_pause_with_the_defaults(archive, tmp_p
     log = [e for e in archive.stats()["log"] if e["host"] == "127.0.0.1"]
     files = sorted(e["start"] for e in log if e["path"].startswith("/download/"))
     assert len(files) == 3
-    first_file = files[0] - launched
-    assert first_file < 2.0 * 1.5, f"first file after {first_file:.2f} s"
+    # Within one pause (at most 2 s x 1.5) of the /metadata answer, measured at the server:
+    # the crawl's start-up is not counted (seconds on a loaded machine), an extra pause is.
+    metadata_end = next(e["end"] for e in log if e["path"].startswith("/metadata/"))
+    first_file = files[0] - metadata_end
+    assert first_file < 2.0 * 1.5 + 0.2, f"first file {first_file:.2f} s after /metadata"
+    assert files[0] - launched < 60  # not stuck behind a retry
     assert min(b - a for a, b in itertools.pairwise(files)) >= 0.95  # 2 s ± 50 %
     everything = archive.stats()["log"]
     assert max_simultaneous(e for e in everything if "/items/" in e["path"]) <= 2

@@ -57,11 +57,17 @@ def test_listing_waits_while_too_many_files_are_pending(fake, fleet, tmp_path):
         peak = max(peak, now)
         held_seen = held_seen or held
         if held and not shown:
-            # Files crawl while `status` starts, so no file settles and listing stays held.
-            fake.configure({"bandwidth": 250})
-            shown = scrapy_fleet(fleet.url, "status").stdout
-            peak = max(peak, pending(fleet)[0])
-            fake.configure({"bandwidth": 8000})
+            # The nodes paused while `status` starts (seconds under load): the ledger stays
+            # as it is, listing held back, for its answer.
+            paused = [n.process for n in fleet.nodes if n.process.poll() is None]
+            for process in paused:
+                process.send_signal(signal.SIGSTOP)
+            now, held = pending(fleet)
+            if held:
+                peak = max(peak, now)
+                shown = scrapy_fleet(fleet.url, "status").stdout
+            for process in paused:
+                process.send_signal(signal.SIGCONT)
         time.sleep(0.02)
     fleet.wait(timeout=30)
     fake.configure({"bandwidth": None})
