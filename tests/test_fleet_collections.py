@@ -74,7 +74,10 @@ def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_on
     assert min(split) >= ITEMS // 10 and min(listed) >= 1  # both nodes worked
     assert peak <= 2  # the fleet-wide cap holds search pages and /metadata too
     assert len(stored_files(store)) == ITEMS
-    assert second.lines("already queued or done by the fleet")  # joined, did not re-page
+    # One node pushed the search, the other joined it and did not re-page (which one depends
+    # on which got through start-up first, seconds apart on a loaded machine).
+    joined = [bool(n.lines("already queued or done by the fleet")) for n in (first, second)]
+    assert sorted(joined) == [False, True]
     closing = [line for n in fleet.nodes for line in n.lines("[fleet] run 1 closed")]
     assert closing == [
         f"{closing[0].split('[fleet]')[0]}[fleet] run 1 closed: {ITEMS} of {ITEMS} files "
