@@ -185,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {path}", flush=True)
 
 
-STANDARD = "standard sizes: E1/E3 up to 10,000 items, E2 10,000 files (--full: 100,000)"
+STANDARD = (
+    "standard sizes: E1/E3 up to 10,000 items, E2 10,000 files (--full: 100,000), "
+    "E2R 2,000 files, E4 1,000,000 files"
+)
 
 
 def scale_main(args: argparse.Namespace, chosen: set[str]) -> None:

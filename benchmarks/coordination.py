@@ -57,7 +57,6 @@ from tests.support.redisserver import RedisServer, server_binary
 FILES_PER_ITEM = 20  # as E2's generated collection
 SIZE = 1024
 ORIGIN = "https://archive.org"
-SAMPLE = 0.1  # seconds between Redis samples
 TICK = 1.0  # seconds between a node's snapshots (its extension's tick)
 SAMPLER_COMMANDS = frozenset({"info", "scan", "memory", "config"})  # never sent by the node
 
@@ -151,13 +150,13 @@ def run_node(
     *,
     bound: int,
     leases: int,
-    tick: Callable[[int], None],
+    tick: Callable[[int, int], None],
     before_close: Callable[[], None],
 ) -> NodeCounts:
     """One node mirroring ``collection`` from its first search page to the closed run, with the
     fleet's own code for every step that touches Redis (the scheduler's push, pop and
     acknowledgement, the ledger's list, settle and close, the extension's heartbeat, reclaim
-    and snapshot). ``tick(pending)`` is called after each round of leases."""
+    and snapshot). ``tick(pending, verified)`` is called after each round of leases."""
     counts = NodeCounts()
     queue = ReliableQueue(
         spider,
@@ -249,7 +248,7 @@ def run_node(
                 data.snapshot()
                 data.ledger.token()
             counts.listing_held |= bool(data.snapshot()["listing_held"])
-        tick(pending)
+        tick(pending, counts.files_verified)
     before_close()
     counts.closed = data.ledger.finish_run()
     data.leave()
@@ -275,25 +274,21 @@ class Counted:
 
 @dataclass
 class Sampler:
-    """``used_memory`` every ``SAMPLE`` s from another connection, against the pending files."""
+    """``used_memory`` from another connection each time the pending files reach a new high
+    (so at the first time they peak, before the ledger of settled files grows)."""
 
     probe: redis.Redis
     baseline: int = 0
-    at_max_pending: tuple[int, int] = (0, 0)  # (pending files, used_memory growth)
+    at_max_pending: tuple[int, int, int] = (0, 0, 0)  # (pending, used_memory growth, verified)
     keys_before_close: dict[str, int] = field(default_factory=dict)
     used_before_close: int = 0
-    last: float = 0.0
 
     def used(self) -> int:
         return int(self.probe.info("memory")["used_memory"]) - self.baseline
 
-    def __call__(self, pending: int) -> None:
-        now = time.monotonic()
-        if now - self.last < SAMPLE and pending <= self.at_max_pending[0]:
-            return
-        self.last = now
-        if pending >= self.at_max_pending[0]:
-            self.at_max_pending = (pending, self.used())
+    def __call__(self, pending: int, verified: int) -> None:
+        if pending > self.at_max_pending[0]:
+            self.at_max_pending = (pending, self.used(), verified)
 
     def before_close(self) -> None:
         """Every key's ``MEMORY USAGE`` and the total once every file is settled."""
@@ -355,7 +350,7 @@ def e4_coordination(files: int, bound: int, leases: int) -> dict[str, Any]:
             for k in probe.scan_iter(match="ravel:*", count=1000)
         }
     done = counts.files_verified
-    pending, used = sampler.at_max_pending
+    pending, used, verified = sampler.at_max_pending
     figures = {
         "files": files,
         "items": collection.items,
@@ -382,6 +377,7 @@ def e4_coordination(files: int, bound: int, leases: int) -> dict[str, Any]:
         "redis_peak": peak,
         "redis_at_max_pending": used,
         "pending_at_sample": pending,
+        "verified_at_sample": verified,
         "redis_bytes_per_pending_file": used / pending if pending else None,
         "redis_before_close": sampler.used_before_close,
         "redis_keys_before_close": dict(

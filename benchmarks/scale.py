@@ -810,11 +810,12 @@ def _section_e4(e4: Mapping[str, Any]) -> list[str]:
         "the node's ticks, the run closed at the end. No download, no Scrapy engine (a real "
         "node adds its engine's polls: E2). *Commands*: `INFO commandstats` calls, those run "
         "by scripts included; *round trips*: commands the node sent. *Peak Redis*: "
-        "`used_memory_peak` over the empty server; *B/pending file*: `used_memory` growth at "
-        "the most pending files / those files; *before close*: once every file is settled, "
-        "the run still open; *left*: after the close, as `used_memory` growth and as the "
-        "keys' `MEMORY USAGE` (used_memory keeps ~0.8 MB Redis does not give back, whatever "
-        "the size).",
+        "`used_memory_peak` over the empty server; *B/pending file*: `used_memory` growth the "
+        "first time the pending files peaked / those files (the ledger of the files settled "
+        f"by then, {run.get('verified_at_sample', 0):,}, included); *before close*: once "
+        "every file is settled, the run still open; *left*: after the close, as "
+        "`used_memory` growth and as the keys' `MEMORY USAGE` (used_memory keeps ~0.8 MB "
+        "Redis does not give back, whatever the size).",
         "",
         "| files | wall (s) | s per 1,000 files | node CPU s per 1,000 | Redis CPU s per 1,000 |"
         " round trips/file | commands/file | pending files max | listing held back | peak "
