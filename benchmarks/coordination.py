@@ -42,6 +42,7 @@ import ravelscraper.settings as defaults
 from ravelscraper.archive.metadata import ItemLocation, RemoteFile
 from ravelscraper.archive.search import fingerprint
 from ravelscraper.distributed import serializer
+from ravelscraper.distributed.connection import REDIS_PARAMS
 from ravelscraper.distributed.entries import entry_request, item_from_record
 from ravelscraper.distributed.jobs import OWNER_META, item_record, owner_of
 from ravelscraper.distributed.origins import AllowedOrigins
@@ -141,6 +142,8 @@ class NodeCounts:
     pending_max: int = 0  # files listed and not settled, at most
     listing_held: bool = False  # a snapshot saw listing held back (RAVEL_FLEET_MAX_PENDING)
     closed: tuple[int, int] = (0, 0)  # finish_run's answer: (1, 0) once closed
+    close_seconds: float = 0.0  # how long closing the run took (Redis deletes its ledger)
+    left: dict[str, int] = field(default_factory=dict)  # the job's snapshot if not closed
 
 
 def run_node(
@@ -250,7 +253,11 @@ def run_node(
             counts.listing_held |= bool(data.snapshot()["listing_held"])
         tick(pending, counts.files_verified)
     before_close()
+    begun = time.perf_counter()
     counts.closed = data.ledger.finish_run()
+    counts.close_seconds = time.perf_counter() - begun
+    if counts.closed != (1, 0):
+        counts.left = {k: v for k, v in data.snapshot().items() if v and k != "quiet_ms"}
     data.leave()
     return counts
 
@@ -312,7 +319,11 @@ def e4_coordination(files: int, bound: int, leases: int) -> dict[str, Any]:
     collection = Collection(f"bench-e4-{files}", files)
     spider = spider_for(collection)
     before = load()
-    with RedisServer(databases=1) as server, server.client() as probe, server.client() as client:
+    with (
+        RedisServer(databases=1) as server,
+        server.client() as probe,
+        redis.Redis.from_url(server.url(), **REDIS_PARAMS) as client,  # as a node connects
+    ):
         rtt = Counted(client)
         data = JobData(client, JobKeys.for_prefix("ravel"), node="bench-e4")
         info = probe.info()
@@ -359,6 +370,8 @@ def e4_coordination(files: int, bound: int, leases: int) -> dict[str, Any]:
         "leases": leases,
         "ok": counts.closed == (1, 0) and done == files == counts.files_listed,
         "closed": list(counts.closed),
+        "close_seconds": counts.close_seconds,
+        "left": counts.left,  # what kept the run open (a snapshot), if anything did
         "files_verified": done,
         "items_recorded": counts.items_recorded,
         "pages": counts.pages,

@@ -807,7 +807,8 @@ def _section_e4(e4: Mapping[str, Any]) -> list[str]:
         "`/metadata` entry lists its files in the ledger and queues them, each file entry is "
         f"settled as verified; {run['leases']} entries leased at a time, popped under "
         f"`RAVEL_FLEET_MAX_PENDING={run['bound']:,}`, heartbeats, reclaims and snapshots on "
-        "the node's ticks, the run closed at the end. No download, no Scrapy engine (a real "
+        "the node's ticks, the run closed at the end (*closing the run*: its `finish` script, "
+        "which deletes the run's per-file keys). No download, no Scrapy engine (a real "
         "node adds its engine's polls: E2). *Commands*: `INFO commandstats` calls, those run "
         "by scripts included; *round trips*: commands the node sent. *Peak Redis*: "
         "`used_memory_peak` over the empty server; *B/pending file*: `used_memory` growth the "
@@ -820,17 +821,24 @@ def _section_e4(e4: Mapping[str, Any]) -> list[str]:
         "| files | wall (s) | s per 1,000 files | node CPU s per 1,000 | Redis CPU s per 1,000 |"
         " round trips/file | commands/file | pending files max | listing held back | peak "
         "Redis (MB) | B/pending file | before close (MB) | left: used_memory (B/file) | "
-        "left: keys (B/file) | load before | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "left: keys (B/file) | closing the run (s) | load before | ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {files:,} | {run['wall']:.0f} | {_num(run['s_per_1000'], 2)} | "
         f"{_num(run['cpu_per_1000'], 2)} | {_num(run['redis_cpu_per_1000'], 2)} | "
         f"{_num(run['round_trips_per_file'], 2)} | {_num(run['commands_per_file'])} | "
         f"{run['pending_max']:,} | {'yes' if run['listing_held'] else 'no'} | "
         f"{_num(run['redis_peak'] / MB)} | {_num(run['redis_bytes_per_pending_file'], 0)} | "
         f"{_num(run['redis_before_close'] / MB)} | {_num(run['redis_end_per_file'], 0)} | "
-        f"{_num(run['redis_keys_end_total'] / files, 1)} | {run['load']} | {run['ok']} |",
+        f"{_num(run['redis_keys_end_total'] / files, 1)} | {_num(run.get('close_seconds'), 2)} "
+        f"| {run['load']} | {run['ok']} |",
         "",
     ]
+    if not run["ok"]:
+        lines += [
+            f"Not ok: closing the run answered {run['closed']} (what was left: "
+            f"{run.get('left') or 'not recorded'}).",
+            "",
+        ]
     per_pending = run["redis_bytes_per_pending_file"]
     commands = run["commands_per_file"]
     left = run["redis_keys_end_total"] / files
