@@ -1,10 +1,11 @@
 """``python -m benchmarks``: scenarios A-F and the start-up profile, then RESULTS.md and plots.
 
     python -m benchmarks [--rounds 3] [--quick] [--scenarios A,B,C,D,E,F,S] [--out DIR]
-    python -m benchmarks --scenarios E1,E2,E3 [--full | --quick]
+    python -m benchmarks --scenarios E1,E2,E2R,E3,E4 [--full | --quick]
 
-E1-E3 (issue 10's scale scenarios, ``benchmarks/scale.py``) replace only their own part of
-RESULTS.md (and write scale.json); a run of A-E keeps that part.
+E1-E4 (the scale scenarios of issues 10 and 19, ``benchmarks/scale.py``; E2R: E2 with Redis
+through a delay proxy; E4: coordination alone, ``benchmarks/coordination.py``) replace only
+their own part of RESULTS.md (and write scale.json); a run of A-F keeps that part.
 
 Competitors run in the same invocation, alternating (the order rotates every round), and
 the report gives medians and ratios. Every server (the fake archive.org, nginx for B, E and
@@ -99,8 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default="A,B,C,D,E,F,S",
-        help="comma-separated subset of A,B,C,D,E,F,S,E1,E2,E3 (S: start-up profile; "
-        "E1-E3: the scale scenarios, run on their own)",
+        help="comma-separated subset of A,B,C,D,E,F,S,E1,E2,E2R,E3,E4 (S: start-up profile; "
+        "E1-E4: the scale scenarios, run on their own)",
     )
     parser.add_argument(
         "--full",
@@ -110,7 +111,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="with E1-E3: rewrite their part of RESULTS.md from scale.json, run nothing",
+        help="with E1-E4: rewrite their part of RESULTS.md from scale.json, run nothing",
     )
     parser.add_argument(
         "--out",
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"ERROR: unknown scenarios {sorted(unknown)}")
     if chosen & SCALE_KEYS:
         if chosen - SCALE_KEYS:
-            raise SystemExit("ERROR: run E1-E3 on their own (--scenarios E1,E2,E3)")
+            raise SystemExit("ERROR: run E1-E4 on their own (--scenarios E1,E2,E2R,E3,E4)")
         scale_main(args, chosen)
         return
     rounds = max(1, args.rounds or (1 if args.quick else 3))
@@ -184,11 +185,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {path}", flush=True)
 
 
-STANDARD = "standard sizes: E1/E3 up to 10,000 items, E2 10,000 files (--full: 100,000)"
+STANDARD = (
+    "standard sizes: E1/E3 up to 10,000 items, E2 10,000 files (--full: 100,000), "
+    "E2R 2,000 files, E4 1,000,000 files"
+)
 
 
 def scale_main(args: argparse.Namespace, chosen: set[str]) -> None:
-    """E1-E3: their part of RESULTS.md replaced (the rest kept), their figures in scale.json."""
+    """E1-E4: their part of RESULTS.md replaced (the rest kept), their figures in scale.json."""
     if args.quick:
         plan, label = ScalePlan.quick(), "--quick"
     elif args.full:

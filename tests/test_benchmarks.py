@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from benchmarks.coordination import FILES_PER_ITEM, e4_coordination
 from benchmarks.harness import exit_after_last_byte, rotate, timing_from_log
 from benchmarks.model import MB, Dataset, Plan, Results, Run
 from benchmarks.scale import BEGIN, END, Sampled, ScalePlan, scale_part, splice, stat
@@ -78,9 +79,10 @@ def test_results_are_saved_without_their_plan_or_timelines() -> None:
 
 @pytest.mark.slow
 def test_a_quick_scale_run_lists_stores_and_skips_unchanged_items(tmp_path):
-    """E1-E3 at tiny sizes: their part of RESULTS.md is added, what was there is kept."""
+    """E1-E4 at tiny sizes: their part of RESULTS.md is added, what was there is kept."""
     (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## A. kept\n")
-    command = [sys.executable, "-m", "benchmarks", "--quick", "--scenarios", "E1,E2,E3"]
+    scenarios = "E1,E2,E2R,E3,E4"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--scenarios", scenarios]
     done = subprocess.run(
         [*command, "--out", str(tmp_path)],
         cwd=ROOT,
@@ -88,12 +90,13 @@ def test_a_quick_scale_run_lists_stores_and_skips_unchanged_items(tmp_path):
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
     assert "## A. kept" in text and text.count(BEGIN) == 1 and END in text
     assert "### E1. Listing" in text and "### E2. Coordination" in text and "### E3. Re-run" in text
+    assert "### E2R. Redis on another machine" in text and "### E4. Coordination alone" in text
     figures = json.loads((tmp_path / "scale.json").read_text())
     plan = ScalePlan.quick()
     assert [row["items"] for row in figures["E1"]["figures"]] == list(plan.e1_items)
@@ -110,6 +113,25 @@ def test_a_quick_scale_run_lists_stores_and_skips_unchanged_items(tmp_path):
     changed_items = plan.e3_items // plan.change_every
     assert changed["requests"]["metadata"] == changed_items
     assert changed["files_downloaded"] == changed_items  # only the rewritten first file
+    remote = figures["E2R"]["figures"]["runs"]  # Redis on loopback, then through the proxy
+    assert [run["redis"] for run in remote] == ["loopback", "proxy"]
+    assert all(run["ok"] and run["files"] == plan.e2r_items * plan.e2_files for run in remote)
+    e4 = figures["E4"]["figures"]
+    assert e4["ok"] and e4["files_verified"] == plan.e4_files and e4["commands_per_file"] > 0
+
+
+@pytest.mark.slow  # a redis-server
+def test_e4_pushes_every_file_through_the_fleets_code_and_honours_the_bound():
+    """E4 at a tiny size, with a bound the collection reaches: every file is listed, leased
+    and verified, the run closes, and listing stops at the bound (passed by less than one
+    item's files), as on a fleet node."""
+    figures = e4_coordination(files=410, bound=60, leases=8)
+    assert figures["ok"] and figures["closed"] == [1, 0]
+    assert figures["files_verified"] == 410 and figures["items"] == 21  # the last one: 10 files
+    assert 60 <= figures["pending_max"] < 60 + FILES_PER_ITEM
+    assert figures["round_trips_per_file"] >= 3  # push, pop and settle, at least
+    assert figures["commands_per_file"] > figures["round_trips_per_file"]  # scripts count too
+    assert figures["redis_peak"] > figures["redis_keys_end_total"] > 0
 
 
 def test_the_scale_part_of_results_is_replaced_and_the_rest_kept() -> None:
@@ -127,3 +149,4 @@ def test_rss_quarters_and_stats_come_from_the_samples_and_the_log() -> None:
     log = "{'ravel/files_planned': 300,\n 'ravel/files_total': 301}"
     assert stat(log, "ravel/files_planned") == 300 and stat(log, "ravel/items_unchanged") == 0
     assert ScalePlan.full().e2_total == 100_000 and ScalePlan.standard().e2_total == 10_000
+    assert ScalePlan.standard().e4_files == 1_000_000
