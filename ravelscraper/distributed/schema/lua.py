@@ -44,26 +44,71 @@ end
 """
 
 
-# The owner of an entry that will never be done ("file:<path>", "item:<identifier>" or
-# "search:<query>") fails in the ledger, with why: its file if still pending (which may
-# settle its item), else its job, once. -> 'file', 'job' or '' (nothing failed here).
-# Needs NOW_MS's hincr and SETTLE.
-FAIL_OWNER = """
-local function fail_owner(owner, why, files, failures, tally, items, records)
-  if string.sub(owner, 1, 5) == 'file:' then
-    local path = string.sub(owner, 6)
-    if redis.call('HGET', files, path) ~= 'pending' then return '' end
-    local ident = string.match(path, '^[^/]*')
-    redis.call('HSET', files, path, 'failed')
-    redis.call('HSET', failures, path, why)
-    hincr(tally, 'failed', 1)
-    hincr(tally, 'failed:' .. ident, 1)
-    settle(tally, items, records, ident)
-    return 'file'
-  elseif string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
-    local ident = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
-    if string.sub(redis.call('HGET', items, ident) or '', 1, 6) == 'failed' then return '' end
-    redis.call('HSET', items, ident, 'failed: ' .. why)
+# Commands that take many fields (HSET, ZADD...), in batches: Lua's stack is not unbounded.
+BATCHED = """
+local function batched(cmd, key, args)
+  for i = 1, #args, 400 do redis.call(cmd, key, unpack(args, i, math.min(i + 399, #args))) end
+end
+"""
+
+
+# A file entry's payload (JSON [2, origin, identifier, album, creator, [[name, ...], ...]],
+# ravelscraper.distributed.entries.Chunk) -> its identifier and its files' paths; nil for any
+# other payload (a page entry, or one written by hand).
+ENTRY_FILES = """
+local function entry_files(raw)
+  if not raw or string.sub(raw, 1, 1) ~= '[' then return nil end
+  local ok, c = pcall(cjson.decode, raw)
+  if not ok or type(c) ~= 'table' or c[1] ~= 2 or type(c[3]) ~= 'string'
+     or type(c[6]) ~= 'table' then return nil end
+  local paths = {}
+  for _, row in ipairs(c[6]) do
+    if type(row) == 'table' and type(row[1]) == 'string' then
+      table.insert(paths, c[3] .. '/' .. row[1])
+    end
+  end
+  return c[3], paths
+end
+"""
+
+
+# Files of item ident fail, each with its reason (a flat {path, why, ...}); settles the item.
+# Needs NOW_MS's hincr, BATCHED and SETTLE.
+FAIL_FILES = """
+local function fail_files(ident, failed, failures, tally, items, records)
+  local n = #failed / 2
+  if n == 0 then return end
+  batched('HSET', failures, failed)
+  hincr(tally, 'failed', n)
+  hincr(tally, 'failed:' .. ident, n)
+  settle(tally, items, records, ident)
+end
+"""
+
+
+# An entry that will never be done fails in the ledger, with why, as its owner says: the
+# files a file entry (owner "files") still holds, which may settle their item, or the job of
+# a page entry ("item:<identifier>" or "search:<query>"), once. -> 'file', 'job' or ''
+# (nothing failed: an entry of no job). Read before the payload is deleted. Needs FAIL_FILES
+# and ENTRY_FILES.
+FAIL_ENTRY = """
+local function fail_entry(id, why, owners, payloads, failures, tally, items, records)
+  local owner = redis.call('HGET', owners, id) or ''
+  local ident, paths = nil, nil
+  if owner == 'files' then ident, paths = entry_files(redis.call('HGET', payloads, id)) end
+  if ident then
+    local failed = {}
+    for _, path in ipairs(paths) do
+      table.insert(failed, path)
+      table.insert(failed, why)
+    end
+    fail_files(ident, failed, failures, tally, items, records)
+    return #paths > 0 and 'file' or ''
+  end
+  if string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
+    local job = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
+    if string.sub(redis.call('HGET', items, job) or '', 1, 6) == 'failed' then return '' end
+    redis.call('HSET', items, job, 'failed: ' .. why)
     hincr(tally, 'jobs_failed', 1)
     return 'job'
   end
