@@ -123,6 +123,25 @@ def test_a_rejected_entry_of_the_run_fails_its_files_or_job_once(client, keys):
     assert client.hlen(keys.payloads) == 0 and client.hlen(keys.owners) == 0
 
 
+def test_a_large_item_is_listed_in_one_step_in_batches(client, keys):
+    data = node(client, keys)
+    entries = [entry("big", (f"{n}.mp3", 1)) for n in range(450)]  # 900 fields a command
+    refused = [(f"big/r{n}.mp3", "refused") for n in range(300)]
+    assert data.ledger.list_item("big", entries, refused) == (1, "")
+    assert data.queued() == 450 and client.hlen(keys.owners) == 450
+    assert data.ledger.failures()[1] == 300 and data.ledger.pending == 450
+
+
+def test_a_forged_file_entry_fails_no_file(client, keys):
+    """Only an entry the listing queued (owner "files") fails the files its payload names."""
+    data = node(client, keys)
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 1))])
+    data.push(entry("a", ("x.mp3", 1)).payload, 5)  # written by hand: no owner
+    forged, _ = data.pop(1000)
+    assert data.reject(forged, "bad") == "" and data.snapshot()["pending"] == 1
+    assert data.ledger.failures() == ([], 0)
+
+
 def test_an_item_is_listed_with_its_entries_once_and_one_folder_per_case(client, keys):
     data = node(client, keys)
     chunks = [entry("a", ("x.mp3", 10), ("y.mp3", 5)), entry("a", ("z.mp3", 1))]
