@@ -10,8 +10,12 @@ NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2]
     """
 local function whole(v) return v ~= nil and v == math.floor(v) and math.abs(v) < 2^53 end
 local function hincr(key, field, by)
-  if not whole(tonumber(redis.call('HGET', key, field))) then redis.call('HSET', key, field, 0) end
-  return redis.call('HINCRBY', key, field, by)
+  local v = redis.pcall('HINCRBY', key, field, by)
+  if type(v) == 'table' and v.err then  -- not an integer: counted again from 0
+    redis.call('HSET', key, field, 0)
+    v = redis.call('HINCRBY', key, field, by)
+  end
+  return v
 end
 local function incr(key, restart)
   if not whole(tonumber(redis.call('GET', key))) then redis.call('SET', key, restart - 1) end
@@ -30,15 +34,16 @@ NUM = "local function num(v) return tonumber(v) or 0 end "
 # dropped from item_records either way (returned for 1). Needs NOW_MS's hincr.
 SETTLE = """
 local function settle(tally, items, records, ident)
-  local t = function(f) return tonumber(redis.call('HGET', tally, f .. ':' .. ident)) or 0 end
-  local listed = t('listed')
-  if listed == 0 or t('verified') + t('failed') < listed then return 0, false end
+  local t = redis.call('HMGET', tally, 'listed:' .. ident, 'verified:' .. ident,
+                       'failed:' .. ident)
+  local listed, failed = tonumber(t[1]) or 0, tonumber(t[3]) or 0
+  if listed == 0 or (tonumber(t[2]) or 0) + failed < listed then return 0, false end
   if redis.call('HGET', items, ident) ~= 'listed' then return 0, false end
   redis.call('HSET', items, ident, 'done')
   hincr(tally, 'items_done', 1)
   local record = redis.call('HGET', records, ident)
   redis.call('HDEL', records, ident)
-  if t('failed') == 0 then return 1, record end
+  if failed == 0 then return 1, record end
   return 2, false
 end
 """

@@ -50,9 +50,9 @@ LISTING_HELD = """
 local function listing_held(bound)
   local held, pending, leased, per_item, known = false, 0, 0, 0, false
   if bound > 0 then
-    local t = function(f) return num(redis.call('HGET', KEYS[7], f)) end
-    local listed, items = t('listed'), t('items_listed')
-    pending = listed - t('verified') - t('failed')
+    local t = redis.call('HMGET', KEYS[7], 'listed', 'items_listed', 'verified', 'failed')
+    local listed, items = num(t[1]), num(t[2])
+    pending = listed - num(t[3]) - num(t[4])
     for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
       if redis.call('HEXISTS', KEYS[3], id) == 1 then leased = leased + 1
       else redis.call('HDEL', KEYS[6], id) end
@@ -62,8 +62,8 @@ local function listing_held(bound)
     held = pending + leased * per_item >= bound
   end
   local state = (held and known) and '1' or '0'
-  if redis.call('HGET', KEYS[8], 'listing_held') ~= state
-     or redis.call('HGET', KEYS[8], 'max_pending') ~= tostring(bound) then
+  local was = redis.call('HMGET', KEYS[8], 'listing_held', 'max_pending')
+  if was[1] ~= state or was[2] ~= tostring(bound) then
     redis.call('HSET', KEYS[8], 'listing_held', state, 'max_pending', bound,
                'held_pending', pending, 'held_leased', leased, 'held_per_item', per_item,
                'held_changed', now)
@@ -227,19 +227,17 @@ SNAPSHOT = (
     + NUM
     + """
 local last = num(redis.call('GET', KEYS[4]))
-local tally = function(field) return num(redis.call('HGET', KEYS[9], field)) end
+local t = redis.call('HMGET', KEYS[9], 'listed', 'verified', 'failed', 'bytes_listed',
+                     'bytes_verified', 'jobs_failed', 'items_listed', 'items_done')
+local c = redis.call('HMGET', KEYS[8], 'acked', 'reclaimed')
+local r = redis.call('HMGET', KEYS[10], 'id', 'state', 'listing_held', 'max_pending')
 local listing = redis.call('ZCARD', KEYS[11])
 return {redis.call('ZCARD', KEYS[1]) + listing, redis.call('HLEN', KEYS[2]),
         redis.call('LLEN', KEYS[3]),
         now - last, redis.call('ZCOUNT', KEYS[5], now, '+inf'), redis.call('HLEN', KEYS[6]),
-        redis.call('HLEN', KEYS[7]), num(redis.call('HGET', KEYS[8], 'acked')),
-        num(redis.call('HGET', KEYS[8], 'reclaimed')), tally('listed'), tally('verified'),
-        tally('failed'), tally('bytes_listed'), tally('bytes_verified'), tally('jobs_failed'),
-        num(redis.call('HGET', KEYS[10], 'id')),
-        redis.call('HGET', KEYS[10], 'state') == 'open' and 1 or 0, last,
-        tally('items_listed'), tally('items_done'), listing,
-        num(redis.call('HGET', KEYS[10], 'listing_held')),
-        num(redis.call('HGET', KEYS[10], 'max_pending'))}
+        redis.call('HLEN', KEYS[7]), num(c[1]), num(c[2]), num(t[1]), num(t[2]), num(t[3]),
+        num(t[4]), num(t[5]), num(t[6]), num(r[1]), r[2] == 'open' and 1 or 0, last,
+        num(t[7]), num(t[8]), listing, num(r[3]), num(r[4])}
 """
 )
 
