@@ -132,7 +132,7 @@ RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to
 RAVEL_HEARTBEAT = 2.0  # seconds between heartbeats (and reclaim passes)
 RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
 RAVEL_MAX_ATTEMPTS = 5  # an entry held by this many stopped nodes is given up (failed)
-RAVEL_NODE_MAX_LEASES = 0  # entries one node holds at once; 0: CONCURRENT_REQUESTS_PER_DOMAIN
+RAVEL_NODE_MAX_LEASES = 0  # a node takes entries while it holds fewer files; 0: per-domain
 RAVEL_REDIS_GRACE = 30.0  # seconds a node rides out a Redis down (a restart) or refusing writes
 RAVEL_MAX_START_URL_BYTES = 65536  # larger start-URL entries are rejected unread
 RAVEL_FLEET_MAX_TRANSFERS = 0  # simultaneous transfers to archive.org, all nodes; 0 = no cap

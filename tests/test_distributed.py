@@ -6,7 +6,6 @@ Each test takes its own Redis database. Figures (split, times, peaks) are printe
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import pickle
@@ -86,7 +85,7 @@ def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
     assert second.lines("already queued or done by the fleet")  # joined, did not re-list
     state = fleet.queue_state()
     assert (state["queued"], state["inflight"], state["live_nodes"]) == (0, 0, 0)
-    assert state["acked"] == 42  # details page, metadata, 40 files
+    assert state["acked"] == 42  # details page, metadata, 40 files (a small item: an entry each)
     assert not fleet.redis.exists("ravel:dupefilter")  # the run is closed
 
     archive.reset()
@@ -160,14 +159,8 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
         "headers": {}, "body": "", "meta": {}, "cb_kwargs": {}, "priority": 0,
         "dont_filter": True,
     }  # fmt: skip
-    evil_record = {
-        "identifier": "alpha", "url": "", "file": {"name": "../../escape.mp3"},
-        "regenerated": False, "error": "",
-    }  # fmt: skip
-    good_entry["url"] = (
-        "data:application/json;base64,"
-        + base64.b64encode(json.dumps(evil_record).encode()).decode()
-    )
+    # A file entry (entries.Chunk) whose file would escape the store.
+    evil_record = [2, archive.archive, "alpha", "", "", [["../../escape.mp3"]]]
     hostile = {
         "evil-pickle": pickle.dumps({"url": archive.archive}),
         "evil-class": json.dumps({**good_entry, "_class": "scrapy.http.JsonRequest"}),
@@ -181,7 +174,7 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
                 "cb_kwargs": {"item": {"origin": foreign, "identifier": "x"}},
             }
         ),
-        "evil-record": json.dumps(good_entry),
+        "evil-record": json.dumps(evil_record),
     }
     for entry_id, payload in hostile.items():
         redis.zadd("ravel:requests", {entry_id: 0})

@@ -13,10 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from scrapy.exceptions import UsageError
 
 from ravelscraper.commands.fleet import check_bind
+from ravelscraper.distributed.entries import chunks_of
 from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.ledger import EntryFiles
 from ravelscraper.distributed.schema.queue import HISTORY_MAXLEN, JobData, NodeSample
 from ravelscraper.distributed.watch import History, status_data, watch_data
 from ravelscraper.distributed.web import Snapshot
+from ravelscraper.items import AudioFile
 
 HOSTILE = '<img src=x onerror=alert(1)>"\\\n'
 
@@ -25,10 +28,15 @@ def a_run(client: redis.Redis, keys: JobKeys) -> tuple[JobData, JobData]:
     """Two nodes on a run of item "a" (3 files): one verified, one failed, one held."""
     one, two = JobData(client, keys, "one"), JobData(client, keys, HOSTILE)
     one.ledger.open_run()
-    one.ledger.list_files("a", [(f"a/{n}.mp3", f"a/{n}.mp3", 100) for n in "xyz"])
-    one.ledger.complete("", "a/x.mp3", "verified", size=100)
-    one.ledger.complete("", "a/y.mp3", "failed", "md5 differs")
-    two.push(b"{}", 0, "", "file:a/z.mp3")
+    files = [
+        AudioFile("a", f"{n}.mp3", f"http://127.0.0.1:1/download/a/{n}.mp3", size=100)
+        for n in "xyz"
+    ]
+    entries = [EntryFiles(chunks_of([f])[0].encode(), 1, 100) for f in files]
+    one.ledger.list_item("a", entries)
+    x, y = one.pop(1000)[0], one.pop(1000)[0]
+    one.ledger.complete(x, "a/x.mp3", "verified", size=100)
+    one.ledger.complete(y, "a/y.mp3", "failed", "md5 differs")
     two.pop(1000)
     return one, two
 

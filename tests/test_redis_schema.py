@@ -5,13 +5,14 @@ Fast: one server for the module, a fresh database per test, no crawl.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import redis
 
 from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
-from ravelscraper.distributed.schema.ledger import ItemRecord
+from ravelscraper.distributed.schema.ledger import EntryFiles, ItemRecord, Outcome
 from ravelscraper.distributed.schema.places import TransferPlaces
 from ravelscraper.distributed.schema.queue import JobData
 
@@ -20,11 +21,22 @@ def node(client: redis.Redis, keys: JobKeys, name: str = "n1") -> JobData:
     return JobData(client, keys, name)
 
 
+def entry(identifier: str, *files: tuple[str, int]) -> EntryFiles:
+    """A file entry of ``(name, size)`` files of one item (entries.Chunk's payload)."""
+    rows = [[name, str(size)] for name, size in files]
+    payload = json.dumps([2, "http://127.0.0.1:1", identifier, "", "", rows]).encode()
+    return EntryFiles(payload, len(rows), sum(size for _, size in files))
+
+
+def verified(path: str, size: int = 1, recordable: bool = True) -> Outcome:
+    return Outcome(path, "verified", "", size, recordable)
+
+
 def test_keys_are_under_the_prefix_and_typed(keys):
     assert keys.prefix == "job" and keys.start_urls == "job:start_urls"
     assert keys.rejected == "job:rejected"  # documented in the README
     assert all(k.startswith("job:") for k in keys.all())
-    assert keys.types()["job:requests"] == "zset" and keys.types()["job:files"] == "hash"
+    assert keys.types()["job:requests"] == "zset" and keys.types()["job:names"] == "hash"
     assert job_prefix("%(spider)s", "ravel") == "ravel"
     for bad in ("ravel%", "two words", ""):
         with pytest.raises(BadPrefix):
@@ -81,58 +93,87 @@ def test_reject_records_the_reason(client, keys):
     assert not client.hexists(keys.payloads, entry_id) and client.hlen(keys.owners) == 0
 
 
-def test_a_rejected_entry_of_the_run_fails_its_file_or_job_once(client, keys):
-    """Issue 18 (6): a rejected entry of the run's work is its file's or job's failure."""
+def test_a_rejected_entry_of_the_run_fails_its_files_or_job_once(client, keys):
+    """Issue 18 (6): a rejected entry of the run's work is its files' or job's failure."""
     data = node(client, keys)
-    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
-    owners = ["file:a/x.mp3", "item:far", "search:collection:c", "item:far", ""]
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 1), ("y.mp3", 2))])
+    owners = ["item:far", "search:collection:c", "item:far", ""]
     for owner in owners:
         data.push(b"{}", 0, "", owner)
     outcomes = []
-    for _ in owners:
+    for _ in ["files", *owners]:
         entry_id, _ = data.pop(1000)
         outcomes.append(data.reject(entry_id, "host of 'x' is not allowed"))
     assert outcomes == ["file", "job", "job", "", ""]  # a job fails once; no owner: forged
-    assert data.strings(keys.files) == {"a/x.mp3": "failed"}
-    assert data.ledger.failures()[0] == [("a/x.mp3", "rejected: host of 'x' is not allowed")]
+    assert data.ledger.failures() == (
+        [
+            ("a/x.mp3", "rejected: host of 'x' is not allowed"),
+            ("a/y.mp3", "rejected: host of 'x' is not allowed"),
+        ],
+        2,
+    )
     failed = dict(data.ledger.failed_items()[0])
     assert failed == {
         "far": "rejected: host of 'x' is not allowed",
         "search:collection:c": "rejected: host of 'x' is not allowed",
     }
     state = data.snapshot()
-    assert (state["failed"], state["jobs_failed"], state["rejected"]) == (1, 2, 5)
-    assert data.strings(keys.items)["a"] == "done"  # its last file settled the item
+    assert (state["failed"], state["jobs_failed"], state["rejected"]) == (2, 2, 5)
+    assert data.strings(keys.items)["a"] == "done"  # its last files settled the item
+    assert client.hlen(keys.payloads) == 0 and client.hlen(keys.owners) == 0
 
 
-def test_list_files_pends_each_name_once_and_refuses_case_twins(client, keys):
+def test_a_large_item_is_listed_in_one_step_in_batches(client, keys):
     data = node(client, keys)
-    refused = data.ledger.list_files("a", [("a/X.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
-    assert refused == []
-    refused = data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
-    assert refused == [("a/x.mp3", "a/X.mp3")]
-    assert data.strings(keys.files) == {
-        "a/X.mp3": "pending",
-        "a/y.mp3": "pending",
-        "a/x.mp3": "failed",
-    }
+    entries = [entry("big", (f"{n}.mp3", 1)) for n in range(450)]  # 900 fields a command
+    refused = [(f"big/r{n}.mp3", "refused") for n in range(300)]
+    assert data.ledger.list_item("big", entries, refused) == (1, "")
+    assert data.queued() == 450 and client.hlen(keys.owners) == 450
+    assert data.ledger.failures()[1] == 300 and data.ledger.pending == 450
+
+
+def test_a_forged_file_entry_fails_no_file(client, keys):
+    """Only an entry the listing queued (owner "files") fails the files its payload names."""
+    data = node(client, keys)
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 1))])
+    data.push(entry("a", ("x.mp3", 1)).payload, 5)  # written by hand: no owner
+    forged, _ = data.pop(1000)
+    assert data.reject(forged, "bad") == "" and data.snapshot()["pending"] == 1
+    assert data.ledger.failures() == ([], 0)
+
+
+def test_an_item_is_listed_with_its_entries_once_and_one_folder_per_case(client, keys):
+    data = node(client, keys)
+    chunks = [entry("a", ("x.mp3", 10), ("y.mp3", 5)), entry("a", ("z.mp3", 1))]
+    assert data.ledger.list_item("a", chunks, [("a/X.mp3", "refused the name: twin")]) == (1, "")
+    assert data.ledger.pending == 3  # listed 4, one failed at once
+    assert data.ledger.list_item("a", chunks) == (0, "")  # listed in this run: nothing again
+    assert data.queued() == 2
+    assert sorted(client.hvals(keys.payloads)) == sorted(c.payload for c in chunks)
     tally = data.strings(keys.tally)
-    assert tally["listed"] == "3" and tally["failed"] == "1" and tally["bytes_listed"] == "15"
-    assert data.strings(keys.items) == {"a": "listed"}
+    assert (tally["listed"], tally["failed"], tally["bytes_listed"]) == ("4", "1", "16")
+    assert data.ledger.failures() == ([("a/X.mp3", "refused the name: twin")], 1)
+    # One folder per case-folded identifier, fleet-wide, as a single node keeps.
+    assert data.ledger.list_item("A", [entry("A", ("x.mp3", 1))]) == (-1, "a")
+    assert data.queued() == 2 and "A" not in data.strings(keys.items)
+    assert data.ledger.list_item("A", [], [("A/x.mp3", "refused")], claim=False) == (1, "")
+    assert data.strings(keys.items) == {"a": "listed", "A": "done"}
+    assert data.snapshot()["pending"] == 3
 
 
-def test_complete_records_the_outcome_once_and_acks(client, keys):
-    data = node(client, keys)
-    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)])
-    data.push(b"file", 0, "fp", "file:a/x.mp3")
+def test_settling_an_entry_records_its_outcomes_once_and_acks(client, keys):
+    data, other = node(client, keys), node(client, keys, "n2")
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 10), ("y.mp3", 5))])
     entry_id, _ = data.pop(1000)
-    assert data.ledger.complete(entry_id, "a/x.mp3", "verified", size=10)
-    assert not data.ledger.complete("", "a/x.mp3", "failed", "late")  # recorded once
-    assert not data.ledger.complete("", "a/y.mp3", "failed", "bad name")  # no entry: outcome only
+    done = [verified("a/x.mp3", 10), Outcome("a/y.mp3", "failed", "bad md5")]
+    assert other.ledger.settle_entry(entry_id, "a", done) == (False, None)  # not its lease
+    assert data.ledger.settle_entry(entry_id, "a", done) == (True, None)
+    assert data.ledger.settle_entry(entry_id, "a", done) == (False, None)  # recorded once
     tally = data.strings(keys.tally)
     assert (tally["verified"], tally["failed"], tally["bytes_verified"]) == ("1", "1", "10")
     assert tally["verified:a"] == "1" and tally["failed:a"] == "1"
-    assert data.ledger.failures() == ([("a/y.mp3", "bad name")], 1)
+    assert data.ledger.failures() == ([("a/y.mp3", "bad md5")], 1)
+    assert client.hlen(keys.payloads) == 0 and client.hget(keys.counters, "acked") == b"1"
 
 
 def test_item_failed_once(client, keys):
@@ -156,8 +197,7 @@ def test_heartbeat_leave_and_live_nodes(client, keys):
 def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(client, keys):
     alive, dead = node(client, keys, "alive"), node(client, keys, "dead")
     alive.heartbeat(60_000)
-    alive.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
-    dead.push(b"file", 2, "", "file:a/x.mp3")
+    alive.ledger.list_item("a", [entry("a", ("x.mp3", 1))], priority=2)
     dead.push(b"page", 0, "", "item:b")
     alive.push(b"mine", 0)
     held = [dead.pop(1000)[0], dead.pop(1000)[0]]
@@ -170,9 +210,10 @@ def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(clie
         client.zrem(keys.requests, entry_id)
         client.hset(keys.inflight, entry_id, "dead|0")
     assert alive.reclaim(max_attempts=2) == (0, 2)
-    assert alive.strings(keys.files)["a/x.mp3"] == "failed"
+    assert alive.ledger.failures()[0][0][0] == "a/x.mp3"
     assert "given up" in alive.ledger.failures()[0][0][1]
     assert alive.strings(keys.items)["b"].startswith("failed: given up")
+    assert alive.snapshot()["pending"] == 0
     assert client.hlen(keys.dead) == 2 and client.hget(keys.counters, "reclaimed") == b"3"
 
 
@@ -181,19 +222,22 @@ def test_open_run_clears_the_previous_ledger_and_finish_closes_it(client, keys):
     assert data.snapshot()["run"] == 0  # no run yet
     first, token = data.ledger.open_run()
     assert first == 1 and data.ledger.open_run() == (1, token)  # open: joined, not reopened
-    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1)])
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 1))])
+    file_entry, _ = data.pop(1000)
+    client.hdel(keys.inflight, file_entry)  # the entry lost (keys deleted by hand)
     assert data.ledger.finish_run() == (-1, 1)  # pending, but nothing left to complete it
-    data.ledger.complete("", "a/x.mp3", "verified")
+    client.hset(keys.inflight, file_entry, "n1|0")
+    data.ledger.settle_file(file_entry, "a/x.mp3", "verified")
     data.push(b"p", 0, "fp")
     assert data.ledger.finish_run() == (0, 0)  # something waits
     entry_id, _ = data.pop(1000)
     data.ack(entry_id)
     assert data.ledger.finish_run() == (1, 0)
     assert data.strings(keys.run)["state"] == "closed" and not client.exists(keys.dupefilter)
-    # Every file settled: the per-file states and names go, the tally keeps the account.
-    assert not client.exists(keys.files) and not client.exists(keys.names)
+    # Every file settled: the folder names go, the tally keeps the account.
+    assert not client.exists(keys.names) and not client.exists(keys.payloads)
     assert data.snapshot()["verified"] == 1 and data.strings(keys.tally)["verified:a"] == "1"
-    assert data.ledger.open_run() == (2, token) and not client.exists(keys.files)
+    assert data.ledger.open_run() == (2, token) and not client.exists(keys.items)
 
 
 def test_the_ledger_token_is_kept_by_later_runs_and_never_repeats_after_a_flush(client, keys):
@@ -219,8 +263,7 @@ def test_snapshot_counts_and_repairs_nothing_it_reads(client, keys):
     data = node(client, keys)
     data.heartbeat(60_000)
     data.ledger.open_run()
-    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 7)])
-    data.push(b"p", 0)
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 7))])
     data.start_urls.push('{"item": "b"}')
     client.hset(keys.tally, "verified", "not a number")  # written by hand: counts as 0
     state = data.snapshot()
@@ -288,16 +331,17 @@ def test_transfer_places_are_capped_served_in_order_and_expire(client, keys):
 def test_an_item_is_listed_once_and_done_when_its_last_file_settles(client, keys):
     data = node(client, keys)
     record = ItemRecord("a", "0123456789abcdef", "formats=mp3", ("x.mp3", "y.mp3")).encode()
-    files = [("a/x.mp3", "a/x.mp3", 10), ("a/y.mp3", "a/y.mp3", 5)]
-    data.ledger.list_files("a", files, record=record)
-    data.ledger.list_files("a", files, record=record)  # listed again (a page handed back)
-    data.ledger.list_files("b", [("b/z.mp3", "b/z.mp3", 1)])  # no fingerprint: no record
+    chunks = [entry("a", ("x.mp3", 10)), entry("a", ("y.mp3", 5))]
+    data.ledger.list_item("a", chunks, record=record)
+    data.ledger.list_item("a", chunks, record=record)  # listed again (a page handed back)
+    data.ledger.list_item("b", [entry("b", ("z.mp3", 1))])  # no fingerprint: no record
     assert data.snapshot()["items_listed"] == 2 and data.snapshot()["items_done"] == 0
-    assert data.ledger.settle_file("", "a/x.mp3", "verified", size=10) == (False, None)
-    _acked, done = data.ledger.settle_file("", "a/y.mp3", "verified", size=5)
+    ids = [data.pop(1000)[0] for _ in range(3)]
+    assert data.ledger.settle_file(ids[0], "a/x.mp3", "verified", size=10) == (True, None)
+    _acked, done = data.ledger.settle_file(ids[1], "a/y.mp3", "verified", size=5)
     assert done == ItemRecord("a", "0123456789abcdef", "formats=mp3", ("x.mp3", "y.mp3"))
-    assert data.ledger.settle_file("", "a/y.mp3", "verified", size=5) == (False, None)  # once
-    assert data.ledger.settle_file("", "b/z.mp3", "verified", size=1) == (False, None)
+    assert data.ledger.settle_file(ids[1], "a/y.mp3", "verified", size=5) == (False, None)
+    assert data.ledger.settle_file(ids[2], "b/z.mp3", "verified", size=1) == (True, None)
     state = data.snapshot()
     assert (state["items_listed"], state["items_done"]) == (2, 2)
     assert data.strings(keys.items) == {"a": "done", "b": "done"}
@@ -307,13 +351,14 @@ def test_an_item_is_listed_once_and_done_when_its_last_file_settles(client, keys
 def test_an_item_with_a_failed_file_is_done_but_never_recorded(client, keys):
     data = node(client, keys)
     record = ItemRecord("a", "0123456789abcdef", "", ("x.mp3", "y.mp3")).encode()
-    data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1), ("a/y.mp3", "a/y.mp3", 1)], record)
-    assert data.ledger.settle_file("", "a/x.mp3", "failed", "bad md5") == (False, None)
-    assert data.ledger.settle_file("", "a/y.mp3", "verified") == (False, None)
+    data.ledger.list_item("a", [entry("a", ("x.mp3", 1)), entry("a", ("y.mp3", 1))], [], record)
+    first, second = data.pop(1000)[0], data.pop(1000)[0]
+    assert data.ledger.settle_file(first, "a/x.mp3", "failed", "bad md5") == (True, None)
+    assert data.ledger.settle_file(second, "a/y.mp3", "verified") == (True, None)
     assert data.snapshot()["items_done"] == 1 and not client.exists(keys.item_records)
     # A record that is not what a node writes is never handed to a node.
-    data.ledger.list_files("c", [("c/x.mp3", "c/x.mp3", 1)], '["", 3, "x"]')
-    assert data.ledger.settle_file("", "c/x.mp3", "verified") == (False, None)
+    data.ledger.list_item("c", [entry("c", ("x.mp3", 1))], [], '["", 3, "x"]')
+    assert data.ledger.settle_file(data.pop(1000)[0], "c/x.mp3", "verified") == (True, None)
 
 
 def test_a_failed_item_or_search_given_up_is_a_failed_job(client, keys):
@@ -333,14 +378,13 @@ def test_an_item_with_a_file_stored_unverified_is_done_but_never_recorded(client
         client.flushdb()
         data = node(client, keys)
         record = ItemRecord("a", "0123456789abcdef", "", ("x.mp3", "y.mp3")).encode()
-        data.ledger.list_files("a", [("a/x.mp3", "a/x.mp3", 1), ("a/y.mp3", "a/y.mp3", 1)], record)
-        first, last = ("a/x.mp3", "a/y.mp3")
-        settled_first = data.ledger.settle_file(
-            "", first, "verified", recordable=not unverified_first
-        )
-        assert settled_first == (False, None)
-        _acked, done = data.ledger.settle_file("", last, "verified", recordable=unverified_first)
-        assert done is None
+        chunks = [entry("a", ("x.mp3", 1)), entry("a", ("y.mp3", 1))]
+        data.ledger.list_item("a", chunks, [], record)
+        first, last = data.pop(1000)[0], data.pop(1000)[0]
+        done = [verified("a/x.mp3", recordable=not unverified_first)]
+        assert data.ledger.settle_entry(first, "a", done) == (True, None)
+        done = [verified("a/y.mp3", recordable=unverified_first)]
+        assert data.ledger.settle_entry(last, "a", done) == (True, None)
         state = data.snapshot()
         assert (state["verified"], state["failed"], state["items_done"]) == (2, 0, 1)
         assert not client.exists(keys.item_records)
@@ -360,20 +404,19 @@ def test_listing_is_held_back_while_too_many_files_are_pending(client, keys):
     assert data.pop(1000, max_pending=5) is None
     # That is pacing, not files piling up: status does not call it held back.
     assert data.snapshot()["listing_held"] == 0 and data.snapshot()["max_pending"] == 5
-    data.ledger.list_files("a", [(f"a/{n}", f"a/{n}", 1) for n in "123456"])
-    for n in "123456":
-        assert data.push(f"file-{n}".encode(), 0, f"f{n}", f"file:a/{n}")
+    files = [entry("a", (n, 1)) for n in "123456"]
+    data.ledger.list_item("a", files)
     assert data.ack(first[0])
     # 6 pending files >= 5: listing waits, the files (lower priority) are still taken.
     taken = [data.pop(1000, max_pending=5) for _ in range(3)]
-    assert [t[1] for t in taken if t] == [b"file-1", b"file-2", b"file-3"]
-    for entry_id, _ in filter(None, taken):
-        assert data.ledger.complete(entry_id, f"a/{_.decode()[-1]}", "verified", size=1)
+    assert [t[1] for t in taken if t] == [f.payload for f in files[:3]]
+    for (entry_id, _), n in zip(filter(None, taken), "123", strict=True):
+        assert data.ledger.complete(entry_id, f"a/{n}", "verified", size=1)
     # 3 pending: below the bound, one more item is listed (pending may reach 3 + its files).
     assert data.pop(1000, max_pending=5)[1] == b"meta-b"
     assert data.push(b"meta-d", 1, "fd", "item:d", listing=True)
     # 3 pending + the leased item's 6 (the average item) reach 5: held, files still taken.
-    assert data.pop(1000, max_pending=5)[1] == b"file-4"
+    assert data.pop(1000, max_pending=5)[1] == files[3].payload
     state = data.snapshot()
     assert state["listing_held"] == 1 and state["listing_queued"] == 1
     assert data.pop(1000, max_pending=0)[1] == b"meta-d"  # no bound: taken at once
@@ -390,14 +433,14 @@ def test_a_listing_entry_handed_back_is_always_taken(client, keys):
     data.ledger.open_run()
     assert data.push(b"meta-a", 1, "fa", "item:a", listing=True)
     entry_id, _ = data.pop(1000, max_pending=1)
-    data.ledger.list_files("b", [("b/1", "b/1", 1), ("b/2", "b/2", 1)])
+    data.ledger.list_item("b", [entry("b", ("1", 1), ("2", 1))])
     assert data.nack([entry_id]) == 1
-    assert client.zcard(keys.listing) == 0 and client.zcard(keys.requests) == 1
+    assert client.zcard(keys.listing) == 0 and client.zcard(keys.requests) == 2
     assert data.pop(1000, max_pending=1)[1] == b"meta-a"  # 2 files pending: taken anyway
     assert data.ack(entry_id)
+    files, _ = data.pop(1000, max_pending=10)
+    data.ledger.settle_entry(files, "b", [verified("b/1"), verified("b/2")])
     # A listing lease that ended is forgotten by the next pop that weighs a listing entry.
     assert data.push(b"meta-c", 1, "fc", "item:c", listing=True)
-    data.ledger.complete("", "b/1", "verified")
-    data.ledger.complete("", "b/2", "verified")
     assert data.pop(1000, max_pending=10)[1] == b"meta-c"
     assert client.hkeys(keys.listing_leases) != [entry_id.encode()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import pickle
@@ -20,12 +19,16 @@ from scrapy.utils.test import get_crawler
 from ravelscraper.archive.metadata import ItemLocation, RemoteFile
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.addon import Distributed
-from ravelscraper.distributed.connection import FleetUnavailable, check_redis_url, scrub
+from ravelscraper.distributed.connection import ENTRY_SLOT, FleetUnavailable, check_redis_url, scrub
 from ravelscraper.distributed.entries import (
+    CHUNK_META,
+    ENTRY_URL,
     FILE_FIELDS,
+    FILES_PER_ENTRY,
     BadRecord,
-    entry_request,
+    chunks_of,
     file_record,
+    files_per_entry,
     item_from_record,
 )
 from ravelscraper.distributed.fleetspider import FleetSpider, as_fleet_spider
@@ -78,13 +81,48 @@ def test_page_requests_round_trip_as_json(spider):
     assert request.meta == {"depth": 1}  # local or dangerous meta is never queued
 
 
-def test_a_file_entry_round_trips_to_the_same_item(spider):
-    item = audio_file("sub dir/ünïcode #1.mp3")
-    request = decode(encoded(entry_request(item, spider), spider), spider, ORIGINS)
-    assert request.callback == spider.parse_file_entry
-    assert request.meta["download_slot"] == serializer.ENTRY_SLOT
-    body = base64.b64decode(request.url.split(",", 1)[1])
-    assert item_from_record(body, ORIGINS) == item
+def test_a_file_entry_round_trips_to_the_same_items(spider):
+    items = [audio_file("sub dir/ünïcode #1.mp3"), audio_file("b.mp3")]
+    items[1].album, items[1].regenerated, items[1].error = "other", True, "conflicting md5s"
+    (chunk,) = chunks_of(items)
+    raw = chunk.encode()
+    assert b"base64" not in raw and b"download" not in raw  # the URL is derived
+    request = decode(raw, spider, ORIGINS)
+    assert request.callback == spider.parse_file_entry and request.url == ENTRY_URL
+    assert request.meta["download_slot"] == ENTRY_SLOT
+    got = request.meta[CHUNK_META]
+    assert [item_from_record(got.record(row), ORIGINS) for row in got.rows] == items
+
+
+def test_an_item_is_queued_in_entries_of_a_few_files():
+    # One file an entry while few files are pending (nodes share a small item), up to
+    # FILES_PER_ENTRY while many wait (Redis memory).
+    assert [files_per_entry(n) for n in (0, 12, 120, 10_000)] == [1, 1, 2, FILES_PER_ENTRY]
+    items = [audio_file(f"{n}.mp3") for n in range(FILES_PER_ENTRY * 2 + 1)]
+    assert [len(c.rows) for c in chunks_of(items[:5], 2)] == [2, 2, 1]
+    chunks = chunks_of(items)
+    assert [len(c.rows) for c in chunks] == [FILES_PER_ENTRY, FILES_PER_ENTRY, 1]
+    assert [p for c in chunks for p in c.paths] == [f"ravel/{n}.mp3" for n in range(41)]
+    assert sum(c.bytes for c in chunks) == 12 * 41
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c: c[:5], "not a file entry"),
+        (lambda c: [3, *c[1:]], "not a file entry"),
+        (lambda c: [*c[:2], 7, *c[3:]], "bad 'identifier'"),
+        (lambda c: [*c[:5], []], "1 to"),
+        (lambda c: [*c[:5], [["x.mp3", 12]]], "/metadata entry of strings"),
+        (lambda c: [*c[:5], [["x.mp3"] + [None] * 10 + ["yes"]]], "bad 'regenerated'"),
+        (lambda c: [*c[:1], "http://evil.example", *c[2:]], "is not allowed"),
+    ],
+)
+def test_hostile_file_entries_are_refused(spider, change, reason):
+    (chunk,) = chunks_of([audio_file("x.mp3")])
+    raw = json.dumps(change(json.loads(chunk.encode()))).encode()
+    with pytest.raises(BadEntry, match=reason):
+        decode(raw, spider, ORIGINS)
 
 
 def found_item_request(spider: RavelSpider, fingerprint: str = "0123abcd0123abcd") -> Request:
@@ -262,12 +300,11 @@ def test_a_file_record_carries_the_sha1_and_a_malformed_one_fails_the_file():
     assert item.sha1 is None and "malformed sha1" in item.error  # as a single node judges it
 
 
-def test_a_nan_length_is_queued_without_error(spider):
+def test_a_nan_length_is_queued_without_error():
     item = audio_file("x.mp3")
     item.length = float("nan")
-    request = entry_request(item, spider)
-    body = base64.b64decode(request.url.split(",", 1)[1])
-    assert json.loads(body)["file"]["length"] == "nan"
+    (chunk,) = chunks_of([item])
+    assert chunk.record(chunk.rows[0])["file"]["length"] == "nan"
 
 
 def test_allowed_origins_match_host_port_and_subdomains():
@@ -475,7 +512,7 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
         assert_one_line(exc)
         return
     assert isinstance(request, Request)
-    assert request.url.startswith(serializer.DATA_PREFIX) or request.url in ORIGINS
+    assert request.url == ENTRY_URL or request.url in ORIGINS
     fingerprint = request.cb_kwargs.get("fingerprint", "")
     assert isinstance(fingerprint, str) and len(fingerprint) <= 16
     if request.callback == spider.parse_search_page:

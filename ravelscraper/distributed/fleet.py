@@ -47,7 +47,7 @@ class FleetSettings:
     idle_quiet: float  # the fleet must have been idle this long before a node exits
     wait_for_work: float  # 0: crawl own item; > 0: wait this long for work; < 0: forever
     max_attempts: int  # an entry held by this many dead nodes is given up
-    max_leases: int  # entries one node holds at once
+    max_leases: int  # a node takes entries while it holds fewer files (a page counts as one)
     redis_grace: float  # seconds of failing Redis calls a node rides out before it stops
     max_pending: int = 0  # RAVEL_FLEET_MAX_PENDING: listing waits while more files are pending
 

@@ -21,19 +21,19 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider
 
 from ravelscraper.archive.metadata import ItemLocation
-from ravelscraper.archive.names import DIFFERS_IN_CASE, NAME_REFUSED, UnsafeName, safe_relative_path
-from ravelscraper.distributed.entries import entry_request, file_entry_items
+from ravelscraper.archive.names import NAME_REFUSED, UnsafeName, safe_relative_path
+from ravelscraper.distributed.entries import chunks_of, file_entry_items, files_per_entry
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.fleetspider import FleetSpider
 from ravelscraper.distributed.leases import Leases
 from ravelscraper.distributed.queue import describe
-from ravelscraper.distributed.schema.ledger import ItemRecord, RunLedger
+from ravelscraper.distributed.schema.ledger import EntryFiles, ItemRecord, RunLedger
 from ravelscraper.items import AudioFile
 from ravelscraper.logtags import DOWNLOAD_FAILED, FLEET
 
 logger = logging.getLogger(__name__)
 
-OWNER_META = "ravel_owner"  # "file:<path>" of a file entry, set where it is listed
+OWNER_META = "ravel_owner"  # what the ledger fails if the entry is given up, when set
 
 
 def owner_of(request: Request) -> str:
@@ -95,57 +95,71 @@ class JobListing:
         return self.fleet.data.ledger
 
     def queue_files(self, files: list[AudioFile], request: Request | None) -> list[Request]:
-        """The entries of files listed on this node, after putting them in the ledger.
+        """Put the files listed on this node in the ledger and in the queue, each item's in
+        one step (its files in entries of several, ``entries.chunks_of``); nothing is left
+        for Scrapy to queue: returns [].
 
         Names a single node refuses fail here, in the ledger, and are not queued: a name the
-        spider refused (``item.error``, see :func:`name_refused`), or one differing only in
-        case from another file of the job, fleet-wide (the ledger's ``list`` script).
+        spider refused (``item.error``, see :func:`name_refused`), or all the files of an
+        item whose identifier differs only in case from another item's, fleet-wide (the
+        ledger's one folder per item).
         """
         if not files:
             return []
         by_item: dict[str, list[AudioFile]] = {}
         for item in files:
             by_item.setdefault(item.identifier, []).append(item)
-        requests: list[Request] = []
+        queued = 0
         try:
             for identifier, group in by_item.items():
-                listed = [(f"{f.identifier}/{f.name}", f) for f in group]
-                refused = dict(
-                    self.ledger.list_files(
-                        identifier,
-                        [(p, p.casefold(), f.size or 0) for p, f in listed],
-                        record=item_record(group),
-                    )
-                )
-                for path, item in listed:
-                    if path in refused:
-                        self.file_refused(item, DIFFERS_IN_CASE.format(other=refused[path]))
-                        continue
-                    why = name_refused(item)
-                    if why:
-                        self.file_refused(item, why, path)
-                        continue
-                    try:
-                        entry = entry_request(item, self.fleet.spider)
-                    except Exception as exc:  # one file's problem, not the job's
-                        self.file_refused(item, f"cannot queue it ({describe(exc)})", path)
-                        continue
-                    entry.meta[OWNER_META] = f"file:{path}"
-                    requests.append(entry)
+                queued += self.list_item(identifier, group)
         except RedisError as exc:
             # The page entry stays leased and goes back to the queue: it is listed again.
             self.fleet.redis_failed(exc)
             if request is not None:
                 self.leases.unfinished(request)
             return []
-        self.stats.inc_value("ravel/entries_queued", len(requests))
-        return requests
+        self.stats.inc_value("ravel/entries_queued", queued)
+        return []
 
-    def file_refused(self, item: AudioFile, why: str, path: str | None = None) -> None:
-        """A listed file a single node would refuse: failed, with one ERROR line."""
-        reason = NAME_REFUSED + why
-        if path is not None:
-            self.ledger.complete("", path, "failed", reason)
+    def list_item(self, identifier: str, group: list[AudioFile]) -> int:
+        """One item's files in the ledger and the queue; how many entries were queued."""
+        refused: list[tuple[str, str, AudioFile]] = []
+        kept: list[AudioFile] = []
+        seen: set[str] = set()
+        for item in group:
+            path = f"{item.identifier}/{item.name}"
+            if path in seen:  # listed twice: one file, counted once
+                continue
+            seen.add(path)
+            why = name_refused(item)
+            if why:
+                refused.append((path, NAME_REFUSED + why, item))
+            else:
+                kept.append(item)
+        unique = [item for _, _, item in refused] + kept
+        try:
+            chunks = chunks_of(kept, files_per_entry(self.ledger.pending + len(kept)))
+        except Exception as exc:  # the files' problem, not the job's
+            why = f"{NAME_REFUSED}cannot queue it ({describe(exc)})"
+            refused += [(f"{f.identifier}/{f.name}", why, f) for f in kept]
+            chunks = []
+        entries = [EntryFiles(c.encode(), len(c.rows), c.bytes) for c in chunks]
+        status, other = self.ledger.list_item(
+            identifier, entries, [(p, why) for p, why, _ in refused], item_record(group)
+        )
+        if status < 0:  # another identifier holds the item's folder
+            why = f"{NAME_REFUSED}its item {identifier!r} differs only in case from {other!r}"
+            refused = [(f"{f.identifier}/{f.name}", why, f) for f in unique]
+            self.ledger.list_item(identifier, [], [(p, why) for p, why, _ in refused], claim=False)
+            entries = []
+        if status != 0:
+            for _, why, item in refused:
+                self.file_refused(item, why)
+        return len(entries) if status > 0 else 0
+
+    def file_refused(self, item: AudioFile, reason: str) -> None:
+        """A listed file a single node would refuse: failed in the ledger, one ERROR line."""
         self.stats.inc_value("ravel/files_failed")
         logger.error(f"{DOWNLOAD_FAILED} {item.name!r}: {reason}")
 

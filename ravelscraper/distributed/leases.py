@@ -9,16 +9,17 @@ short) goes back to the queue, so a node stopped for any reason loses nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from twisted.internet.threads import deferToThread
 
+from ravelscraper.distributed.entries import CHUNK_META, Chunk
 from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.queue import describe
-from ravelscraper.distributed.schema.ledger import ItemRecord
+from ravelscraper.distributed.schema.ledger import ItemRecord, Outcome
 from ravelscraper.distributed.schema.queue import JobData
 from ravelscraper.items import AudioFile
 from ravelscraper.logtags import FLEET
@@ -39,11 +40,24 @@ class Lease:
     entry_id: str
     request: Request
     is_file: bool
-    # (path, verified|failed, reason, size, whether it counts toward its item's record)
-    outcome: tuple[str, str, str, int, bool] | None = None
+    chunk: Chunk | None = None  # a file entry's files
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # by path, as each file ends
     completed: bool = False  # a page entry whose output is all queued
     unfinished: bool = False  # cut short (the node is stopping): goes back to the queue
     rejected: str | None = None  # a bad entry: recorded in <prefix>:rejected
+
+    def left(self) -> tuple[tuple[Any, ...], ...]:
+        """The rows of a file entry's files without an outcome yet."""
+        if self.chunk is None:
+            return ()
+        return tuple(r for r in self.chunk.rows if self.chunk.path(r) not in self.outcomes)
+
+    @property
+    def in_hand(self) -> int:
+        """Files still to do (a page entry counts as one)."""
+        if self.chunk is None:
+            return 1
+        return len(self.chunk.rows) - len(self.outcomes)
 
 
 def node_stopping(crawler: Crawler) -> bool:
@@ -81,8 +95,14 @@ class Leases:
     def __len__(self) -> int:
         return len(self.by_entry)
 
+    def in_hand(self) -> int:
+        """Files (and pages) this node holds and has not finished: it takes a new entry while
+        they are fewer than ``RAVEL_NODE_MAX_LEASES``."""
+        return sum(lease.in_hand for lease in self.by_entry.values())
+
     def take(self, entry_id: str, request: Request, is_file: bool) -> None:
-        lease = Lease(entry_id, request, is_file=is_file)
+        chunk = request.meta.get(CHUNK_META) if is_file else None
+        lease = Lease(entry_id, request, is_file=is_file, chunk=chunk)
         self.by_entry[entry_id] = lease
         self.by_request[request] = lease
 
@@ -122,7 +142,8 @@ class Leases:
         path = f"{item.identifier}/{item.name}"
         results = [r for r in item.files or () if isinstance(r, dict)]
         if error is None and any(r.get("status") in STORED for r in results):
-            lease.outcome = (path, "verified", "", item.size or 0, counts_toward_item(item))
+            size, recordable = item.size or 0, counts_toward_item(item)
+            lease.outcomes[path] = Outcome(path, "verified", "", size, recordable)
             return
         if node_stopping(self.crawler):
             lease.unfinished = True  # cancelled or cut short: another node will do it
@@ -133,16 +154,16 @@ class Leases:
             or item.error
             or f"not stored (see the log of node {self.fleet.node})"
         )
-        lease.outcome = (path, "failed", reason, 0, False)
+        lease.outcomes[path] = Outcome(path, "failed", reason, 0, False)
 
     # --- settling them in Redis ------------------------------------------------------------
 
     def acknowledge_finished(self) -> None:
         """Settle the leased entries whose processing is over.
 
-        A file entry is acknowledged with its outcome; a page entry once its output is
-        queued; a cut-short entry is handed back. An entry whose Redis call fails stays
-        leased, for a later call.
+        A file entry is acknowledged with its files' outcomes, in one call; a page entry once
+        its output is queued; a cut-short entry is handed back (a file entry keeps the files
+        not done). An entry whose Redis call fails stays leased, for a later call.
         """
         if not self.by_entry:
             return
@@ -154,23 +175,27 @@ class Leases:
             if lease.rejected is not None:
                 self.rejected(entry_id, lease.rejected)
                 acked = True
+            elif lease.is_file and lease.chunk is not None:
+                left = lease.left()
+                if left and stopping:
+                    continue  # cut short: handed back by hand_back()
+                if left and not lease.unfinished:
+                    # Its files were read without an item reaching the end of the pipelines.
+                    for row in left:
+                        path = lease.chunk.path(row)
+                        why = "file entry produced no file"
+                        lease.outcomes[path] = Outcome(path, "failed", why, 0, False)
+                    left = ()
+                acked = self.settle(lease, left)
+            elif lease.is_file:  # no files were read from it
+                if stopping:
+                    continue  # handed back by hand_back()
+                self.rejected(entry_id, "file entry produced no file")
+                acked = True
             elif lease.unfinished:
                 if stopping:
                     continue  # handed back by hand_back()
                 self.data.nack([entry_id])
-                acked = True
-            elif lease.outcome is not None:
-                path, outcome, reason, size, recordable = lease.outcome
-                acked, done = self.data.ledger.settle_file(
-                    entry_id, path, outcome, reason, size, recordable
-                )
-                if done is not None:
-                    self.record_item(done)
-            elif lease.is_file:
-                if stopping:
-                    continue  # cut short: handed back by hand_back()
-                # Its record was consumed without an item reaching the end of the pipelines.
-                self.rejected(entry_id, "file entry produced no file")
                 acked = True
             elif lease.completed or not stopping:
                 acked = self.data.ack(entry_id)
@@ -183,6 +208,19 @@ class Leases:
                     f"{FLEET} lease of {lease.request.url[:100]!r} was lost (this node missed "
                     "heartbeats for RAVEL_NODE_TTL); another node may process it again"
                 )
+
+    def settle(self, lease: Lease, left: tuple[tuple[Any, ...], ...] = ()) -> bool:
+        """Record a file entry's outcomes; the files ``left`` go back to the queue."""
+        assert lease.chunk is not None
+        acked, done = self.data.ledger.settle_entry(
+            lease.entry_id,
+            lease.chunk.identifier,
+            list(lease.outcomes.values()),
+            lease.chunk.encode(left) if left else b"",
+        )
+        if done is not None:
+            self.record_item(done)
+        return acked
 
     def rejected(self, entry_id: str, reason: str) -> None:
         """Reject a leased entry; the file or job it is part of fails in the ledger."""
@@ -211,8 +249,16 @@ class Leases:
     def hand_back(self) -> int:
         """The node stops: every lease left (except rejected entries) goes back to the queue;
         how many did."""
-        back = [e for e, lease in self.by_entry.items() if not lease.rejected]
-        handed_back = self.data.nack(back)
+        handed_back, plain = 0, []
+        for entry_id, lease in self.by_entry.items():
+            if lease.rejected:
+                continue
+            if lease.chunk is not None and lease.outcomes:  # what is done is settled
+                left = lease.left()
+                handed_back += self.settle(lease, left) and bool(left)
+                continue
+            plain.append(entry_id)
+        handed_back += self.data.nack(plain)
         self.by_entry.clear()
         self.by_request.clear()
         return handed_back

@@ -237,7 +237,7 @@ class RavelScheduler(BaseScheduler):
             self.acknowledge_finished()
             self.fleet.recovered(wrote=pushed > 0)
             for _ in range(MAX_REJECTED_PER_CALL):
-                if self.out_of_service or len(self.leases) >= self.fleet.settings.max_leases:
+                if self.out_of_service or self.leases.in_hand() >= self.fleet.settings.max_leases:
                     return None
                 if node_stopping(self.crawler):
                     return None

@@ -20,7 +20,6 @@ from scrapy import Request, Spider
 
 from ravelscraper.archive.metadata import BadInput, ItemLocation, check_identifier
 from ravelscraper.archive.search import SCRAPE_PATH
-from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.origins import AllowedOrigins
 
 VERSION = 1
@@ -50,7 +49,6 @@ CALLBACKS: dict[str, tuple[str | None, dict[str, str], dict[str, str]]] = {
 META_INT = {"depth", "retry_times", "redirect_times", "redirect_ttl"}
 META_LIST = {"redirect_urls", "redirect_reasons"}
 HEADERS = {"accept", "accept-language", "accept-encoding", "user-agent", "referer"}
-DATA_PREFIX = "data:application/json;base64,"
 
 
 class BadEntry(ValueError):
@@ -138,9 +136,8 @@ def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -
     """A plain :class:`Request` for a checked entry; raises BadEntry for a URL not allowed."""
     url, callback = entry["url"], entry["callback"]
     if callback == FILE_ENTRY_CALLBACK:
-        if not url.startswith(DATA_PREFIX):
-            raise BadEntry(f"{callback} needs a {DATA_PREFIX}... URL")
-    elif url not in origins:
+        raise BadEntry("a file entry is a list of files ([2, ...]), not a request")
+    if url not in origins:
         raise BadEntry(f"host of {url[:200]!r} is not allowed (allowed: {origins.describe()})")
     cb_kwargs = dict(entry["cb_kwargs"])
     if callback == SEARCH_CALLBACK:
@@ -159,8 +156,6 @@ def to_request(entry: dict[str, Any], spider: Spider, origins: AllowedOrigins) -
             if not isinstance(hop, str) or hop not in origins:
                 raise BadEntry(f"redirect via {str(hop)[:200]!r} is not allowed")
     meta = dict(entry["meta"])
-    if callback == FILE_ENTRY_CALLBACK:
-        meta["download_slot"] = ENTRY_SLOT
     errback = entry["errback"]
     return Request(
         url,
@@ -178,6 +173,8 @@ def decode(raw: bytes | None, spider: Spider, origins: AllowedOrigins) -> Reques
     """The request of a queue entry; raises BadEntry (one line), and nothing else."""
     if raw is None:
         raise BadEntry("no payload for this id")
+    if raw[:1] in (b"[", "["):
+        return file_entry_request(raw, spider, origins)
     entry = loads(raw)
     try:
         return to_request(entry, spider, origins)
@@ -185,6 +182,25 @@ def decode(raw: bytes | None, spider: Spider, origins: AllowedOrigins) -> Reques
         raise
     except Exception as exc:  # a checked entry Scrapy still refuses
         raise BadEntry(f"not a valid request ({type(exc).__name__})") from None
+
+
+def file_entry_request(raw: bytes | str, spider: Spider, origins: AllowedOrigins) -> Request:
+    """The request of a file entry (:class:`~.entries.Chunk`): its shape checked here, each
+    file judged when the spider reads it (``entries.file_entry_items``)."""
+    from ravelscraper.distributed.entries import BadRecord, entry_request, parse_chunk
+
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise BadEntry(f"entry of {len(raw)} bytes is larger than {MAX_ENTRY_BYTES}")
+    try:
+        chunk = parse_chunk(json.loads(raw))
+    except BadRecord as exc:
+        raise BadEntry(f"bad file entry: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadEntry("not a JSON entry") from None
+    if chunk.origin not in origins:
+        allowed = origins.describe()
+        raise BadEntry(f"host of {chunk.origin[:200]!r} is not allowed (allowed: {allowed})")
+    return entry_request(chunk, spider)  # type: ignore[arg-type]
 
 
 # --- helpers ------------------------------------------------------------------------------

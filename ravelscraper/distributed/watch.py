@@ -10,6 +10,7 @@ listing is held back. Only reads: never a write to Redis. Nothing here imports S
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
@@ -276,6 +277,11 @@ def node_rows(data: JobData, now_ms: int, by_node: dict[str, list[Sample]]) -> l
         last = series[-1] if series else None
         ids = sorted(held.get(node, []))
         owners = client.hmget(keys.owners, ids[:SHOWN]) if ids else []
+        # a file entry's files are in its payload
+        files = [i for i, o in zip(ids, owners, strict=False) if o == b"files"]
+        payloads = (
+            dict(zip(files, client.hmget(keys.payloads, files), strict=True)) if files else {}
+        )
         alive = expiry.get(node, 0) >= now_ms
         rows.append(
             {
@@ -287,18 +293,38 @@ def node_rows(data: JobData, now_ms: int, by_node: dict[str, list[Sample]]) -> l
                 "bytes": last.bytes if last else 0,
                 "bytes_per_s": round(rate_of(series, now_ms), 1) if alive else 0.0,
                 "holds": len(ids),
-                "holding": [held_text(i, o) for i, o in zip(ids, owners, strict=False)],
+                "holding": [
+                    held_text(i, o, payloads.get(i)) for i, o in zip(ids, owners, strict=False)
+                ],
             }
         )
     return rows
 
 
-def held_text(entry_id: str, owner: bytes | None) -> str:
-    """What a held entry is for: a file's path, "item <identifier>", "search:<query>"..."""
-    if owner is None:
+def held_text(entry_id: str, owner: bytes | None, payload: bytes | None = None) -> str:
+    """What a held entry is for: its files' paths ("a/x.mp3 and 19 more"), "item
+    <identifier>", "search:<query>"..."""
+    if owner == b"files":
+        paths = entry_paths(payload)
+        if paths:
+            return paths[0] + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+    if owner is None or owner == b"files":
         return f"entry {entry_id}"
     kind, _, what = text(owner).partition(":")
     return what if kind == "file" else f"{kind} {what}" if kind == "item" else text(owner)
+
+
+def entry_paths(payload: bytes | None) -> list[str]:
+    """The paths of a file entry's files (``entries.Chunk``: [2, origin, identifier, album,
+    creator, [[name, ...], ...]]); [] for any other payload."""
+    if not payload or payload[:1] != b"[":
+        return []
+    try:
+        chunk = json.loads(payload)
+        identifier, rows = chunk[2], chunk[5]
+        return [f"{identifier}/{row[0]}" for row in rows if isinstance(row[0], str)]
+    except (ValueError, RecursionError, TypeError, IndexError, KeyError):
+        return []
 
 
 def first_of(client: Any, key: str, limit: int = SHOWN) -> list[list[str]]:

@@ -18,7 +18,8 @@ class JobKeys:
     """Key names; ``reset`` deletes exactly these."""
 
     requests: str  # ZSET entry id -> -priority: what is waiting
-    payloads: str  # HASH entry id -> JSON request
+    payloads: str  # HASH entry id -> JSON request (a page), or the files of a file entry
+    # (JSON [2, origin, identifier, album, creator, [[name, ...], ...]]: entries.Chunk)
     seq: str  # INCR: entry ids, FIFO within a priority
     dupefilter: str  # SET of fingerprints queued or done in this run
     inflight: str  # HASH entry id -> "<node>|<score>": leased, not yet acknowledged
@@ -38,15 +39,15 @@ class JobKeys:
     # (ledger: a random token, drawn when a run opens without a previous one and kept by the
     # runs after it; a node that finds another token, or none, than it saw: the data was lost)
     runs: str  # INCR: run ids, for people (they start again at 1 after a FLUSHDB)
-    files: str  # HASH "<identifier>/<name>" -> pending | verified | failed (until closed)
-    names: str  # HASH case-folded path -> path: one spelling per name, fleet-wide (until closed)
+    names: str  # HASH case-folded identifier -> identifier: one folder per item (until closed)
     failures: str  # HASH path -> why the file failed
     items: str  # HASH identifier -> listed | done | "failed: <reason>" (a job that failed);
     # a search's job is "search:<query>"
     tally: str  # HASH listed, verified, failed, bytes_listed, bytes_verified (+ ":<id>"),
     # items_listed, items_done, jobs_failed
     item_records: str  # HASH identifier -> JSON [fingerprint, selection, [names]] until done
-    owners: str  # HASH entry id -> "file:<path>" or "item:<identifier>"
+    owners: str  # HASH entry id -> "files" (a file entry: its files are in its payload),
+    # "item:<identifier>" or "search:<query>"
     # --- what `scrapy fleet serve` shows (ravelscraper.distributed.watch) ---
     history: str  # STREAM node, files, failed, bytes: each node's counters at each heartbeat
     # (HISTORY_MAXLEN entries at most; gone HISTORY_TTL_MS after the last heartbeat)
@@ -79,9 +80,16 @@ class JobKeys:
         ]
 
     def fail_owner_keys(self) -> list[str]:
-        """The keys an entry's owner fails in (``FAIL_OWNER``), in a script's ``KEYS`` order:
-        owners, files, failures, tally, items, item_records."""
-        return [self.owners, self.files, self.failures, self.tally, self.items, self.item_records]
+        """The keys an entry fails in (``FAIL_ENTRY``), in a script's ``KEYS`` order:
+        owners, payloads, failures, tally, items, item_records."""
+        return [
+            self.owners,
+            self.payloads,
+            self.failures,
+            self.tally,
+            self.items,
+            self.item_records,
+        ]
 
     def types(self) -> dict[str, str]:
         """The Redis type each key must have when it exists."""

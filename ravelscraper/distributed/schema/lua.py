@@ -10,8 +10,12 @@ NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2]
     """
 local function whole(v) return v ~= nil and v == math.floor(v) and math.abs(v) < 2^53 end
 local function hincr(key, field, by)
-  if not whole(tonumber(redis.call('HGET', key, field))) then redis.call('HSET', key, field, 0) end
-  return redis.call('HINCRBY', key, field, by)
+  local v = redis.pcall('HINCRBY', key, field, by)
+  if type(v) == 'table' and v.err then  -- not an integer: counted again from 0
+    redis.call('HSET', key, field, 0)
+    v = redis.call('HINCRBY', key, field, by)
+  end
+  return v
 end
 local function incr(key, restart)
   if not whole(tonumber(redis.call('GET', key))) then redis.call('SET', key, restart - 1) end
@@ -30,40 +34,86 @@ NUM = "local function num(v) return tonumber(v) or 0 end "
 # dropped from item_records either way (returned for 1). Needs NOW_MS's hincr.
 SETTLE = """
 local function settle(tally, items, records, ident)
-  local t = function(f) return tonumber(redis.call('HGET', tally, f .. ':' .. ident)) or 0 end
-  local listed = t('listed')
-  if listed == 0 or t('verified') + t('failed') < listed then return 0, false end
+  local t = redis.call('HMGET', tally, 'listed:' .. ident, 'verified:' .. ident,
+                       'failed:' .. ident)
+  local listed, failed = tonumber(t[1]) or 0, tonumber(t[3]) or 0
+  if listed == 0 or (tonumber(t[2]) or 0) + failed < listed then return 0, false end
   if redis.call('HGET', items, ident) ~= 'listed' then return 0, false end
   redis.call('HSET', items, ident, 'done')
   hincr(tally, 'items_done', 1)
   local record = redis.call('HGET', records, ident)
   redis.call('HDEL', records, ident)
-  if t('failed') == 0 then return 1, record end
+  if failed == 0 then return 1, record end
   return 2, false
 end
 """
 
 
-# The owner of an entry that will never be done ("file:<path>", "item:<identifier>" or
-# "search:<query>") fails in the ledger, with why: its file if still pending (which may
-# settle its item), else its job, once. -> 'file', 'job' or '' (nothing failed here).
-# Needs NOW_MS's hincr and SETTLE.
-FAIL_OWNER = """
-local function fail_owner(owner, why, files, failures, tally, items, records)
-  if string.sub(owner, 1, 5) == 'file:' then
-    local path = string.sub(owner, 6)
-    if redis.call('HGET', files, path) ~= 'pending' then return '' end
-    local ident = string.match(path, '^[^/]*')
-    redis.call('HSET', files, path, 'failed')
-    redis.call('HSET', failures, path, why)
-    hincr(tally, 'failed', 1)
-    hincr(tally, 'failed:' .. ident, 1)
-    settle(tally, items, records, ident)
-    return 'file'
-  elseif string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
-    local ident = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
-    if string.sub(redis.call('HGET', items, ident) or '', 1, 6) == 'failed' then return '' end
-    redis.call('HSET', items, ident, 'failed: ' .. why)
+# Commands that take many fields (HSET, ZADD...), in batches: Lua's stack is not unbounded.
+BATCHED = """
+local function batched(cmd, key, args)
+  for i = 1, #args, 400 do redis.call(cmd, key, unpack(args, i, math.min(i + 399, #args))) end
+end
+"""
+
+
+# A file entry's payload (JSON [2, origin, identifier, album, creator, [[name, ...], ...]],
+# ravelscraper.distributed.entries.Chunk) -> its identifier and its files' paths; nil for any
+# other payload (a page entry, or one written by hand).
+ENTRY_FILES = """
+local function entry_files(raw)
+  if not raw or string.sub(raw, 1, 1) ~= '[' then return nil end
+  local ok, c = pcall(cjson.decode, raw)
+  if not ok or type(c) ~= 'table' or c[1] ~= 2 or type(c[3]) ~= 'string'
+     or type(c[6]) ~= 'table' then return nil end
+  local paths = {}
+  for _, row in ipairs(c[6]) do
+    if type(row) == 'table' and type(row[1]) == 'string' then
+      table.insert(paths, c[3] .. '/' .. row[1])
+    end
+  end
+  return c[3], paths
+end
+"""
+
+
+# Files of item ident fail, each with its reason (a flat {path, why, ...}); settles the item.
+# Needs NOW_MS's hincr, BATCHED and SETTLE.
+FAIL_FILES = """
+local function fail_files(ident, failed, failures, tally, items, records)
+  local n = #failed / 2
+  if n == 0 then return end
+  batched('HSET', failures, failed)
+  hincr(tally, 'failed', n)
+  hincr(tally, 'failed:' .. ident, n)
+  settle(tally, items, records, ident)
+end
+"""
+
+
+# An entry that will never be done fails in the ledger, with why, as its owner says: the
+# files a file entry (owner "files") still holds, which may settle their item, or the job of
+# a page entry ("item:<identifier>" or "search:<query>"), once. -> 'file', 'job' or ''
+# (nothing failed: an entry of no job). Read before the payload is deleted. Needs FAIL_FILES
+# and ENTRY_FILES.
+FAIL_ENTRY = """
+local function fail_entry(id, why, owners, payloads, failures, tally, items, records)
+  local owner = redis.call('HGET', owners, id) or ''
+  local ident, paths = nil, nil
+  if owner == 'files' then ident, paths = entry_files(redis.call('HGET', payloads, id)) end
+  if ident then
+    local failed = {}
+    for _, path in ipairs(paths) do
+      table.insert(failed, path)
+      table.insert(failed, why)
+    end
+    fail_files(ident, failed, failures, tally, items, records)
+    return #paths > 0 and 'file' or ''
+  end
+  if string.sub(owner, 1, 5) == 'item:' or string.sub(owner, 1, 7) == 'search:' then
+    local job = string.sub(owner, 1, 5) == 'item:' and string.sub(owner, 6) or owner
+    if string.sub(redis.call('HGET', items, job) or '', 1, 6) == 'failed' then return '' end
+    redis.call('HSET', items, job, 'failed: ' .. why)
     hincr(tally, 'jobs_failed', 1)
     return 'job'
   end

@@ -8,7 +8,17 @@ from typing import Any
 
 from ravelscraper.distributed.schema.keys import JobKeys, hash_text, text
 from ravelscraper.distributed.schema.ledger import RunLedger
-from ravelscraper.distributed.schema.lua import FAIL_OWNER, FORGET, NOW_MS, NUM, SETTLE, Scripts
+from ravelscraper.distributed.schema.lua import (
+    BATCHED,
+    ENTRY_FILES,
+    FAIL_ENTRY,
+    FAIL_FILES,
+    FORGET,
+    NOW_MS,
+    NUM,
+    SETTLE,
+    Scripts,
+)
 from ravelscraper.distributed.schema.startlist import StartUrls
 
 # KEYS dupefilter requests payloads seq activity owners listing
@@ -40,9 +50,9 @@ LISTING_HELD = """
 local function listing_held(bound)
   local held, pending, leased, per_item, known = false, 0, 0, 0, false
   if bound > 0 then
-    local t = function(f) return num(redis.call('HGET', KEYS[7], f)) end
-    local listed, items = t('listed'), t('items_listed')
-    pending = listed - t('verified') - t('failed')
+    local t = redis.call('HMGET', KEYS[7], 'listed', 'items_listed', 'verified', 'failed')
+    local listed, items = num(t[1]), num(t[2])
+    pending = listed - num(t[3]) - num(t[4])
     for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
       if redis.call('HEXISTS', KEYS[3], id) == 1 then leased = leased + 1
       else redis.call('HDEL', KEYS[6], id) end
@@ -52,8 +62,8 @@ local function listing_held(bound)
     held = pending + leased * per_item >= bound
   end
   local state = (held and known) and '1' or '0'
-  if redis.call('HGET', KEYS[8], 'listing_held') ~= state
-     or redis.call('HGET', KEYS[8], 'max_pending') ~= tostring(bound) then
+  local was = redis.call('HMGET', KEYS[8], 'listing_held', 'max_pending')
+  if was[1] ~= state or was[2] ~= tostring(bound) then
     redis.call('HSET', KEYS[8], 'listing_held', state, 'max_pending', bound,
                'held_pending', pending, 'held_leased', leased, 'held_per_item', per_item,
                'held_changed', now)
@@ -116,34 +126,41 @@ return n
 
 
 # An entry refused (malformed, too large, on an origin not allowed): recorded in rejected;
-# if it belongs to this run's ledger (its owner), its file or job fails: never dropped.
-# KEYS inflight payloads rejected owners files failures tally items item_records activity
+# if it belongs to this run's ledger (its files, or its owner), its files or job fail: never
+# dropped. KEYS inflight rejected owners payloads failures tally items item_records activity
 # ARGV node id reason -> what failed ('file', 'job' or '')
 REJECT = (
     NOW_MS
+    + BATCHED
     + SETTLE
-    + FAIL_OWNER
+    + FAIL_FILES
+    + ENTRY_FILES
+    + FAIL_ENTRY
     + """
-local owner = redis.call('HGET', KEYS[4], ARGV[2]) or ''
+local why = 'rejected: ' .. ARGV[3]
+local failed = fail_entry(ARGV[2], why, KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 redis.call('HDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-redis.call('SET', KEYS[10], now)
-return fail_owner(owner, 'rejected: ' .. ARGV[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SET', KEYS[9], now)
+return failed
 """
 )
 
 
 # Requeue the leases of nodes that stopped heart-beating; an entry held by max_attempts
-# dead nodes is given up, and its file (or item) is failed in the ledger. A malformed lease
+# dead nodes is given up, and its files (or job) fail in the ledger. A malformed lease
 # (no "<node>|<score>") belongs to no live node: it is requeued like a dead node's.
-# KEYS nodes inflight requests attempts dead activity counters owners files failures tally
+# KEYS nodes inflight requests attempts dead activity counters owners payloads failures tally
 #      items item_records / ARGV max_attempts
 RECLAIM = (
     NOW_MS
+    + BATCHED
     + SETTLE
-    + FAIL_OWNER
+    + FAIL_FILES
+    + ENTRY_FILES
+    + FAIL_ENTRY
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local leases = redis.call('HGETALL', KEYS[2])
@@ -162,9 +179,8 @@ for i = 1, #leases, 2 do
     if tries >= tonumber(ARGV[1]) then
       redis.call('HSET', KEYS[5], id, node)
       dead = dead + 1
-      local owner = redis.call('HGET', KEYS[8], id) or ''
       local why = 'given up: ' .. tries .. ' nodes stopped while holding it (RAVEL_MAX_ATTEMPTS)'
-      fail_owner(owner, why, KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13])
+      fail_entry(id, why, KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13])
     else
       redis.call('ZADD', KEYS[3], score, id)
       moved = moved + 1
@@ -211,19 +227,17 @@ SNAPSHOT = (
     + NUM
     + """
 local last = num(redis.call('GET', KEYS[4]))
-local tally = function(field) return num(redis.call('HGET', KEYS[9], field)) end
+local t = redis.call('HMGET', KEYS[9], 'listed', 'verified', 'failed', 'bytes_listed',
+                     'bytes_verified', 'jobs_failed', 'items_listed', 'items_done')
+local c = redis.call('HMGET', KEYS[8], 'acked', 'reclaimed')
+local r = redis.call('HMGET', KEYS[10], 'id', 'state', 'listing_held', 'max_pending')
 local listing = redis.call('ZCARD', KEYS[11])
 return {redis.call('ZCARD', KEYS[1]) + listing, redis.call('HLEN', KEYS[2]),
         redis.call('LLEN', KEYS[3]),
         now - last, redis.call('ZCOUNT', KEYS[5], now, '+inf'), redis.call('HLEN', KEYS[6]),
-        redis.call('HLEN', KEYS[7]), num(redis.call('HGET', KEYS[8], 'acked')),
-        num(redis.call('HGET', KEYS[8], 'reclaimed')), tally('listed'), tally('verified'),
-        tally('failed'), tally('bytes_listed'), tally('bytes_verified'), tally('jobs_failed'),
-        num(redis.call('HGET', KEYS[10], 'id')),
-        redis.call('HGET', KEYS[10], 'state') == 'open' and 1 or 0, last,
-        tally('items_listed'), tally('items_done'), listing,
-        num(redis.call('HGET', KEYS[10], 'listing_held')),
-        num(redis.call('HGET', KEYS[10], 'max_pending'))}
+        redis.call('HLEN', KEYS[7]), num(c[1]), num(c[2]), num(t[1]), num(t[2]), num(t[3]),
+        num(t[4]), num(t[5]), num(t[6]), num(r[1]), r[2] == 'open' and 1 or 0, last,
+        num(t[7]), num(t[8]), listing, num(r[3]), num(r[4])}
 """
 )
 
@@ -344,18 +358,13 @@ class JobData:
         return int(self.scripts("nack", [k.inflight, k.requests], [self.node, *entry_ids]))
 
     def reject(self, entry_id: str, reason: str) -> str:
-        """Forget a bad entry and record why in ``rejected``; the file or job it belongs to in
-        the run's ledger fails: returns ``file``, ``job`` or "" (an entry of no job: forged)."""
+        """Forget a bad entry and record why in ``rejected``; the files it holds, or the job it
+        belongs to in the run's ledger, fail: returns ``file``, ``job`` or "" (an entry of no
+        job: forged)."""
         k = self.keys
         found = self.scripts(
             "reject",
-            [
-                k.inflight,
-                k.payloads,
-                k.rejected,
-                *k.fail_owner_keys(),
-                k.activity,
-            ],
+            [k.inflight, k.rejected, *k.fail_owner_keys(), k.activity],
             [self.node, entry_id, reason[:500]],
         )
         return text(found or "")
