@@ -22,7 +22,7 @@ import redis
 
 from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
-from tests.support.fleet import Node, scrapy_fleet, storage_gets
+from tests.support.fleet import NONE_DIES, Node, scrapy_fleet, storage_gets, wait_queued
 from tests.support.loopback import free_port
 from tests.support.redisserver import RedisServer
 
@@ -62,9 +62,10 @@ def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
         store=store,
         SCHEDULER_PERSIST=False,  # refused: a node closing never flushes the fleet's queue
         PYTHONWARNINGS="error::DeprecationWarning",
+        **NONE_DIES,
     )
-    time.sleep(1.5)  # nodes start in any order, seconds apart
-    second = fleet.start("-a", details, store=store, env_url=True)
+    wait_queued(fleet, first)  # nodes start in any order, seconds apart
+    second = fleet.start("-a", details, store=store, env_url=True, **NONE_DIES)
     fleet.wait()
 
     gets = storage_gets(archive)

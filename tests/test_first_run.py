@@ -118,10 +118,10 @@ def test_a_refused_connection_once_archive_org_has_answered_keeps_its_retries(ar
 
 @pytest.mark.slow
 def test_the_first_file_starts_within_one_pause_with_the_defaults(archive, tmp_path):
-    """DOWNLOAD_DELAY 2 s ± 50 %: the first file request within 3 s of launch, measured at
-    the server; the pause between files and the cap stay."""
+    """DOWNLOAD_DELAY 2 s ± 50 %: the first file request within 3 s of the crawl's first
+    request, measured at the server; the pause between files and the cap stay. (Not from
+    the launch: Python's start-up alone took 6 s on a loaded 2-CPU machine.)"""
     archive.configure(items={"first-file-3": {"count": 3, "size": 20_000}})
-    launched = time.time()
     result = scrapy_crawl(
         "-a",
         "item=first-file-3",
@@ -136,7 +136,7 @@ def test_the_first_file_starts_within_one_pause_with_the_defaults(archive, tmp_p
     log = [e for e in archive.stats()["log"] if e["host"] == "127.0.0.1"]
     files = sorted(e["start"] for e in log if e["path"].startswith("/download/"))
     assert len(files) == 3
-    first_file = files[0] - launched
+    first_file = files[0] - min(e["start"] for e in archive.stats()["log"])  # robots.txt
     assert first_file < 2.0 * 1.5, f"first file after {first_file:.2f} s"
     assert min(b - a for a, b in itertools.pairwise(files)) >= 0.95  # 2 s ± 50 %
     everything = archive.stats()["log"]
