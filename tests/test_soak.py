@@ -42,7 +42,7 @@ MB = 1024 * 1024
 PEAK_RSS_LIMIT = 300 * MB
 RSS_GROWTH_LIMIT = 60 * MB
 # Nodes in the soak never die: a long TTL keeps a busy 2-core machine from declaring one dead.
-SOAK_FLEET = {"RAVEL_NODE_TTL": 30, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
+SOAK_FLEET = {"RAVEL_NODE_TTL": 30, "RAVEL_HEARTBEAT": 1}
 FAST_CRAWL = {
     "DOWNLOAD_DELAY": 0,
     "RAVEL_RETRY_BACKOFF_BASE": 0.1,
