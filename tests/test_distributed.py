@@ -21,7 +21,7 @@ import redis
 
 from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
-from tests.support.fleet import Node, scrapy_fleet, storage_gets
+from tests.support.fleet import NONE_DIES, Node, scrapy_fleet, storage_gets, wait_queued
 from tests.support.loopback import free_port
 from tests.support.redisserver import RedisServer
 
@@ -61,9 +61,10 @@ def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
         store=store,
         SCHEDULER_PERSIST=False,  # refused: a node closing never flushes the fleet's queue
         PYTHONWARNINGS="error::DeprecationWarning",
+        **NONE_DIES,
     )
-    time.sleep(1.5)  # nodes start in any order, seconds apart
-    second = fleet.start("-a", details, store=store, env_url=True)
+    wait_queued(fleet, first)  # nodes start in any order, seconds apart
+    second = fleet.start("-a", details, store=store, env_url=True, **NONE_DIES)
     fleet.wait()
 
     gets = storage_gets(archive)
@@ -98,9 +99,10 @@ def test_two_nodes_share_40_files_each_fetched_once_and_a_rerun_fetches_none(
 
 @pytest.mark.slow
 def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
-    archive.configure({"bandwidth": 65536, "items": {"slow-12": {"count": 12, "size": 262144}}})
+    # 8 files of 4 s each (not 12): the survivor still has files to fetch when it takes over.
+    archive.configure({"bandwidth": 65536, "items": {"slow-8": {"count": 8, "size": 262144}}})
     store = tmp_path / "store"
-    details = f"url={archive.details_url('slow-12')}"
+    details = f"url={archive.details_url('slow-8')}"
     victim = fleet.start("-a", details, store=store)
     time.sleep(1)
     survivor = fleet.start("-a", details, store=store)
@@ -120,12 +122,12 @@ def test_a_node_killed_mid_download_loses_nothing(archive, fleet, tmp_path):
     fetched = [e["path"] for e in storage_gets(archive)]
     interrupted = [p for p in set(fetched) if fetched.count(p) > 1]
     assert interrupted  # what the victim was downloading was fetched again
-    assert sorted(p.name for p in (store / "slow-12").iterdir()) == [
-        f"track{n:02d}.mp3" for n in range(1, 13)
+    assert sorted(p.name for p in (store / "slow-8").iterdir()) == [
+        f"track{n:02d}.mp3" for n in range(1, 9)
     ]
-    for path in (store / "slow-12").iterdir():
+    for path in (store / "slow-8").iterdir():
         md5 = hashlib.md5(path.read_bytes()).hexdigest()
-        assert md5 == archive.md5_of("slow-12", path.name)
+        assert md5 == archive.md5_of("slow-8", path.name)
     state = fleet.queue_state()
     assert (state["queued"], state["inflight"], state["dead"]) == (0, 0, 0)
     assert state["reclaimed"] >= 1

@@ -12,7 +12,15 @@ import pytest
 from tests.fakearchive import FakeArchive, max_simultaneous
 from tests.support.catalog import catalog_fixtures
 from tests.support.crawl import FAST_LISTING, RAVEL, RAVEL_MP3S, stored_files
-from tests.support.fleet import Node, NodeGroup, scrapy_fleet, storage_gets, wait_for
+from tests.support.fleet import (
+    NONE_DIES,
+    Node,
+    NodeGroup,
+    scrapy_fleet,
+    storage_gets,
+    wait_for,
+    wait_queued,
+)
 from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -43,12 +51,17 @@ def test_two_nodes_share_a_collection_each_item_listed_once_each_file_fetched_on
     routes, fleet, tmp_path
 ):
     store = tmp_path / "store"  # one store for both nodes, as on a shared disk
-    settings = {**FAST_LISTING, "CONCURRENT_REQUESTS_PER_DOMAIN": 4, "RAVEL_FLEET_MAX_TRANSFERS": 2}
+    settings = {
+        **FAST_LISTING,
+        **NONE_DIES,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": 4,
+        "RAVEL_FLEET_MAX_TRANSFERS": 2,
+    }
     started = time.monotonic()
     first = fleet.start(
         "-a", "collection=fleetgen", store=store, **routes_origin(routes), **settings
     )
-    time.sleep(1.5)  # nodes start in any order, seconds apart
+    wait_queued(fleet, first)  # nodes start in any order, seconds apart
     second = fleet.start(
         "-a", "collection=fleetgen", store=store, **routes_origin(routes), **settings
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -43,10 +44,20 @@ ORIGIN = "http://127.0.0.1:8080"
 ORIGINS = AllowedOrigins([ORIGIN])
 
 
+def new_spider() -> RavelSpider:
+    return RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
+
+
 @pytest.fixture
 def spider() -> RavelSpider:
-    crawler = get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN})
-    return RavelSpider.from_crawler(crawler)
+    return new_spider()
+
+
+@functools.cache
+def examples_spider() -> RavelSpider:
+    """One spider for every example of a property test (decoding leaves it as it was): a
+    crawler per example made those tests several times slower."""
+    return new_spider()
 
 
 def encoded(request: Request, spider: RavelSpider) -> bytes:
@@ -502,7 +513,7 @@ def assert_one_line(exc: Exception) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_queue_entry_is_a_request_or_one_refusal(data):
-    spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
+    spider = examples_spider()
     raw = data.draw(
         st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode()) | near_entry(spider)
     )
@@ -534,7 +545,7 @@ def test_any_queue_entry_is_a_request_or_one_refusal(data):
     )
 )
 def test_any_start_url_is_requests_or_one_refusal(raw):
-    spider = RavelSpider.from_crawler(get_crawler(RavelSpider, {"RAVEL_ORIGIN": ORIGIN}))
+    spider = examples_spider()
     try:
         requests = start_requests(raw, spider, ORIGINS)
     except BadStartUrl as exc:

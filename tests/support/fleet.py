@@ -20,12 +20,17 @@ from typing import Any
 import pytest
 import redis
 
+from ravelscraper.distributed.schema.keys import JobKeys
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAKE_STORAGE_HOST, ROOT, crawl_command, crawl_env
 from tests.support.redisserver import RedisServer
 
 # Short heartbeats and timeouts, so that a test sees a dead node taken over in seconds.
-FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_IDLE_QUIET": 1.5}
+# RAVEL_IDLE_QUIET stays at its default (1 s): 1.5 s cost each node a 1 s tick more at its exit.
+FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1}
+# Where no node is killed and each entry must be taken exactly once: a node starved of the
+# CPU for 4 s (load 16 on 2 CPUs) was taken for dead, and its leases given to another.
+NONE_DIES = {"RAVEL_NODE_TTL": 30}
 
 
 @dataclass
@@ -175,3 +180,17 @@ def wait_for(node: Node, marker: str, timeout: float = 60, count: int = 1) -> No
             raise AssertionError(f"node exited before {marker!r}:\n{node.log[-3000:]}")
         time.sleep(0.05)
     raise AssertionError(f"no {marker!r} after {timeout} s:\n{node.log[-3000:]}")
+
+
+def wait_queued(group: NodeGroup, node: Node, timeout: float = 60) -> None:
+    """Until ``node`` has queued its start requests in the fleet (their fingerprints are in the
+    run's dupefilter), so that a node started next finds them there whatever the load: a
+    fixed pause was too short when Python took seconds to start."""
+    dupefilter = JobKeys.for_prefix("ravel").dupefilter
+    deadline = time.monotonic() + timeout
+    while not group.redis.exists(dupefilter):
+        if node.process.poll() is not None:
+            raise AssertionError(f"node exited before queuing its start:\n{node.log[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing queued after {timeout} s:\n{node.log[-3000:]}")
+        time.sleep(0.05)
