@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ravelscraper.archive.names import UnsafeName
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
 from ravelscraper.stores import store_uri_problem
+from ravelscraper.stores.local import AtomicFSFilesStore
 from ravelscraper.stores.s3 import s3_bucket_and_prefix
 from tests.fakearchive import md5_of
 from tests.support import stores
@@ -266,3 +268,22 @@ def test_a_store_folder_that_is_a_file_is_reported(archive, tmp_path):
     blocker.write_text("")
     crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=Path(blocker, "store"))
     assert_stopped_before_any_download(crawl, archive, "is not writable")
+
+
+def test_the_local_store_refuses_a_path_out_of_it_even_in_a_folder_it_knows(tmp_path):
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    (store / "item1").mkdir(parents=True)
+    outside.mkdir()
+    local = AtomicFSFilesStore(str(store))
+    assert local.filesystem_path("item1/a.mp3") == store.resolve() / "item1/a.mp3"
+    assert "item1" in local.folders_inside  # known: the next file costs one lstat
+    assert local.filesystem_path("item1/b.mp3") == store.resolve() / "item1/b.mp3"
+    (store / "item1/c.mp3").symlink_to(outside / "c.mp3")  # a name that leads out
+    with pytest.raises(UnsafeName):
+        local.filesystem_path("item1/c.mp3")
+    (store / "item2").symlink_to(outside)  # a folder that leads out: never known
+    with pytest.raises(UnsafeName):
+        local.filesystem_path("item2/a.mp3")
+    assert "item2" not in local.folders_inside
+    with pytest.raises(UnsafeName):
+        local.filesystem_path("item1/../item2/a.mp3")
