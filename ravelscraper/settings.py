@@ -83,6 +83,8 @@ EXTENSIONS = {
     "ravelscraper.extensions.startup.FreezeStartupObjects": 1000,  # gc.freeze() once started
 }
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
+# Scrapy's downloader/* counters cost on every request and nothing here reads them (ravel/*).
+DOWNLOADER_STATS = False
 LOG_LEVEL = "INFO"
 LOG_FORMAT = "[%(levelname)s]\t%(asctime)s\t%(message)s"
 LOG_DATEFORMAT = "%Y-%m-%d %H:%M:%S"
@@ -111,6 +113,8 @@ UNUSED_COMPONENTS = frozenset(
         "scrapy.extensions.memdebug.MemoryDebugger",  # for Scrapy's developers
         "scrapy.downloadermiddlewares.cookies.CookiesMiddleware",  # archive.org needs none
         "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware",  # a mirror never caches
+        # The spider sets no allowed_domains (a no-op on every request): hosts.py decides.
+        "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware",
     }
 )
 EXTENSIONS_BASE = {
