@@ -251,7 +251,9 @@ def test_stored_files_get_the_umask_like_any_download(archive, tmp_path):
 @pytest.mark.slow
 def test_the_manifest_gives_each_failed_file_its_reason(archive, tmp_path):
     target = RAVEL_MP3S[1]
-    archive.configure({"faults": [{"match": target, "kind": "404", "times": 10}]})
+    # Missing on the storage node: its direct request too, then its /download's redirect.
+    fault = {"match": target, "kind": "404", "host": "storage", "times": 10}
+    archive.configure({"faults": [fault]})
     manifest = tmp_path / "files.jsonl"
     crawl = scrapy_crawl(
         "-a", f"url={archive.details_url(RAVEL)}", "-O", str(manifest), store=tmp_path / "store"
