@@ -133,8 +133,10 @@ def test_files_fetched_straight_from_the_storage_node_keep_the_delay_and_the_cap
     for entry in front + transfers:
         name = entry["path"].rsplit("/", 1)[1]
         starts[name] = min(starts.get(name, entry["start"]), entry["start"])
-    gaps = sorted(b - a for a, b in itertools.pairwise(sorted(starts.values())))
-    # The delay is kept by the client; the server sees a request once its headers are in:
-    # a first connection to the storage node arrives later than the next, hence the slack.
-    assert len(gaps) == 39 and gaps[0] >= 0.2 and gaps[len(gaps) // 2] >= 0.29, gaps
+    first = sorted(starts.values())
+    gaps = sorted(b - a for a, b in itertools.pairwise(first))
+    # The delay is kept by the client, the server sees a request once its headers are in (a
+    # new connection later than a kept one): single gaps are noisy, their sum and median not.
+    assert len(gaps) == 39 and gaps[len(gaps) // 2] >= 0.29, gaps
+    assert first[-1] - first[0] >= 39 * 0.3 * 0.95, gaps
     assert max_simultaneous(front + transfers) <= 2
