@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from scrapy.settings import Settings
 
+from ravelscraper.checks import settings_problem
 from ravelscraper.downloadermiddlewares.storage import StorageLocations, front_folder
 from tests.fakearchive import max_simultaneous
 from tests.support.crawl import FAKE_STORAGE_HOST, scrapy_crawl, stored_files
@@ -72,6 +74,14 @@ def test_off_nothing_is_direct():
     locations.learn(FRONT + "x.mp3", f"{NODE}{DIR}/x.mp3", "x.mp3", DIR)
     assert locations.direct_url(FRONT + "y.mp3", "y.mp3") is None
     assert front_folder(FRONT + "x.mp3", "other.mp3") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("maybe", "setting RAVEL_STORAGE_DIRECT='maybe' is not valid: expected 1 or 0"), ("0", None)],
+)
+def test_the_setting_is_checked_before_the_crawl(value, problem):
+    assert settings_problem(Settings({"RAVEL_STORAGE_DIRECT": value})) == problem
 
 
 def test_an_items_files_wait_for_its_first_files_302_then_go_direct():
