@@ -3,7 +3,8 @@ of what the fake archive serves, so that the client's cost shows rather than the
 
 Two server blocks on loopback ports: 127.0.0.1 serves ``/robots.txt``, ``/details/<id>`` and
 ``/metadata/<id>`` as static files and answers ``/download/<id>/<name>`` with a 302 to the
-second block, on 127.0.0.2, which serves the bytes (``Range`` included). Its access log gives
+second block, on 127.0.0.2, at the item's ``dir`` as its ``/metadata`` gives it (as on
+archive.org), which serves the bytes (``Range`` included). Its access log gives
 the same request ``log`` as the fake's stats, so the harness reads both alike. Faults,
 throttling and anything else the fake can do stay with the fake.
 """
@@ -53,9 +54,7 @@ http {{
         root {prefix}/archive;
         location /metadata/ {{ default_type application/json; }}
         location /details/ {{ default_type text/html; }}
-        location /download/ {{
-            rewrite ^/download/([^/]+)/(.+)$ http://127.0.0.2:{storage_port}/9/items/$1/$2 redirect;
-        }}
+{downloads}
     }}
     server {{
         listen 127.0.0.2:{storage_port};
@@ -122,7 +121,7 @@ class NginxArchive:
             self._copy(f"/details/{data.item}", self.prefix / "archive/details" / data.item)
             item = self.fake.item(data.item)
             assert item is not None, data.item
-            folder = self.prefix / "storage/9/items" / data.item
+            folder = self.prefix / "storage" / item.dir.lstrip("/")  # /<n>/items/<id>
             folder.mkdir(parents=True, exist_ok=True)
             for entry in item.files:
                 if not entry.is_audio:
@@ -133,6 +132,20 @@ class NginxArchive:
                     )
                     for chunk in chunks:
                         out.write(chunk)
+
+    def download_locations(self) -> str:
+        """One nginx ``location`` per item: its /download 302 to the item's ``dir``."""
+        blocks = []
+        for data in self.datasets:
+            item = self.fake.item(data.item)
+            assert item is not None, data.item
+            target = f"http://127.0.0.2:{self.storage_port}{item.dir}/$1"
+            blocks.append(
+                f"        location /download/{data.item}/ {{\n"
+                f"            rewrite ^/download/{data.item}/(.+)$ {target} redirect;\n"
+                "        }"
+            )
+        return "\n".join(blocks)
 
     # --- process -------------------------------------------------------------------------
 
@@ -152,6 +165,7 @@ class NginxArchive:
                 log_format=LOG_FORMAT,
                 archive_port=self.archive_port,
                 storage_port=self.storage_port,
+                downloads=self.download_locations(),
             )
         )
         with open(self.prefix / "stderr.log", "wb") as stderr:

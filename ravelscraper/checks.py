@@ -11,6 +11,7 @@ from ravelscraper.distributed.connection import redis_url
 from ravelscraper.pipelines.records import RECHECK_MODES
 
 BOOLEANS = {"0", "1", "true", "false"}  # what Scrapy's getbool takes
+BOOLEAN_SETTINGS = ("RAVEL_DRY_RUN", "RAVEL_STORAGE_DIRECT")
 TRUE = {"1", "true"}
 
 # name -> (lowest allowed, highest allowed or None, whole numbers only)
@@ -57,9 +58,11 @@ def number(raw: object) -> float | None:
 
 def settings_problem(settings: BaseSettings) -> str | None:
     """The first setting out of its range, as one sentence; None if all are fine."""
-    dry_run = str(settings.get("RAVEL_DRY_RUN")).strip().lower()  # "none": not set
-    if dry_run not in BOOLEANS | {"none"}:
-        return f"setting RAVEL_DRY_RUN={settings['RAVEL_DRY_RUN']!r} is not valid: expected 1 or 0"
+    for name in BOOLEAN_SETTINGS:
+        value = str(settings.get(name)).strip().lower()  # "none": not set
+        if value not in BOOLEANS | {"none"}:
+            return f"setting {name}={settings[name]!r} is not valid: expected 1 or 0"
+    dry_run = str(settings.get("RAVEL_DRY_RUN")).strip().lower()
     if dry_run in TRUE and redis_url(settings).strip():
         return (
             "RAVEL_DRY_RUN can't be used on a fleet node (REDIS_URL is set): a dry run lists "

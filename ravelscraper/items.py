@@ -30,6 +30,8 @@ class AudioFile:
     # archive.org rewrites this file (<id>_files.xml, _meta.xml, _reviews.xml): its listed
     # checksum may not match what is served, so a mismatch stores it marked "unverified".
     regenerated: bool = False
+    # The item's folder on its storage nodes, from /metadata (``dir``); "" when not known.
+    storage_dir: str = ""
     # Set by the spider when the file can't be fetched as listed (e.g. conflicting md5s):
     # the pipeline then fails it with this reason instead of downloading it.
     error: str = ""
@@ -74,6 +76,7 @@ class AudioFile:
             sha1=file.sha1,
             mtime=file.mtime,
             regenerated=file.regenerated,
+            storage_dir=metadata.dir if metadata else "",
             error=file.error,
             file_urls=[url],
         )

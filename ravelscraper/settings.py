@@ -40,6 +40,8 @@ DOWNLOADER_MIDDLEWARES = {
     "ravelscraper.downloadermiddlewares.hosts.FileRedirectGuard": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ravelscraper.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
+    # Nearer the downloader than redirects (600): sees a direct request's answer first.
+    "ravelscraper.downloadermiddlewares.storage.StorageDirect": 650,
 }
 # Bytes per second for all of one node's file transfers together; 0: no limit (bandwidth.py).
 RAVEL_BANDWIDTH_LIMIT = 0
@@ -63,6 +65,8 @@ MEDIA_ALLOW_REDIRECTS = True
 # Hosts a file's redirect may lead to, besides its origin: comma-separated, ".x.org" = x.org
 # and its subdomains. A redirect elsewhere fails the file without connecting (hosts.py).
 RAVEL_STORAGE_HOSTS = ".archive.org"
+# Once a file's 302 showed its item's storage node, fetch the item's next files there directly.
+RAVEL_STORAGE_DIRECT = True
 # Large FLACs are normal here: warn only past 256 MiB.
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
 # File bodies go straight to a part file in the local store, not to memory (streaming.py).
@@ -79,6 +83,8 @@ EXTENSIONS = {
     "ravelscraper.extensions.startup.FreezeStartupObjects": 1000,  # gc.freeze() once started
 }
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
+# Scrapy's downloader/* counters cost on every request and nothing here reads them (ravel/*).
+DOWNLOADER_STATS = False
 LOG_LEVEL = "INFO"
 LOG_FORMAT = "[%(levelname)s]\t%(asctime)s\t%(message)s"
 LOG_DATEFORMAT = "%Y-%m-%d %H:%M:%S"
@@ -107,6 +113,8 @@ UNUSED_COMPONENTS = frozenset(
         "scrapy.extensions.memdebug.MemoryDebugger",  # for Scrapy's developers
         "scrapy.downloadermiddlewares.cookies.CookiesMiddleware",  # archive.org needs none
         "scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware",  # a mirror never caches
+        # The spider sets no allowed_domains (a no-op on every request): hosts.py decides.
+        "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware",
     }
 )
 EXTENSIONS_BASE = {

@@ -33,6 +33,12 @@ def crawl_ravel(archive, store: Path, **settings) -> Crawl:
     return scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=store, **settings)
 
 
+def crawl_ravel_front(archive, store: Path, **settings) -> Crawl:
+    """Every file through archive.org's /download (its faults there), none straight from the
+    storage node (tests/test_storage_direct.py has those)."""
+    return crawl_ravel(archive, store, RAVEL_STORAGE_DIRECT=0, **settings)
+
+
 def assert_all_verified(store: Path, identifier: str = RAVEL) -> None:
     for path, body in stored_files(store).items():
         assert "/" in path and not Path(path).name.endswith(".part"), path
@@ -67,7 +73,7 @@ def test_a_broken_transfer_is_retried_and_verified(archive, tmp_path, kind, knob
 @pytest.mark.slow
 def test_a_503_storm_backs_off_exponentially_then_succeeds(archive, tmp_path):
     archive.configure({"faults": [{"match": TARGET, "kind": "503", "times": 3}]})
-    crawl = crawl_ravel(archive, tmp_path, RAVEL_RETRY_BACKOFF_BASE=0.4)
+    crawl = crawl_ravel_front(archive, tmp_path, RAVEL_RETRY_BACKOFF_BASE=0.4)
 
     assert crawl.returncode == 0, crawl.log
     tries = attempts(archive, TARGET, "127.0.0.1")
@@ -81,7 +87,7 @@ def test_a_503_storm_backs_off_exponentially_then_succeeds(archive, tmp_path):
 @pytest.mark.slow
 def test_a_503_storm_that_never_ends_is_reported(archive, tmp_path):
     archive.configure({"faults": [{"match": TARGET, "kind": "503", "times": 100}]})
-    crawl = crawl_ravel(archive, tmp_path, RETRY_TIMES=2)
+    crawl = crawl_ravel_front(archive, tmp_path, RETRY_TIMES=2)
 
     assert crawl.returncode == 1
     assert len(attempts(archive, TARGET, "127.0.0.1")) == 3
@@ -99,7 +105,7 @@ def test_a_503_storm_that_never_ends_is_reported(archive, tmp_path):
 )
 def test_broken_redirects_are_reported_with_the_url(archive, tmp_path, kind, reason):
     archive.configure({"faults": [{"match": TARGET, "kind": kind, "times": 100}]})
-    crawl = crawl_ravel(archive, tmp_path)
+    crawl = crawl_ravel_front(archive, tmp_path)
 
     assert crawl.returncode == 1
     failed = [line for line in crawl.errors if TARGET in line]
@@ -304,7 +310,7 @@ def test_a_redirect_to_a_foreign_host_fails_the_file_without_connecting(archive,
     rule = {"match": TARGET, "kind": "redirect_foreign", "location": foreign, "times": 10}
     archive.configure({"faults": [rule]})
     with trap:
-        crawl = crawl_ravel(archive, tmp_path)
+        crawl = crawl_ravel_front(archive, tmp_path)
         with pytest.raises(BlockingIOError):
             trap.accept()  # nobody ever connected
 

@@ -134,7 +134,15 @@ def test_the_first_file_starts_within_one_pause_with_the_defaults(archive, tmp_p
     assert result.returncode == 0, result.log
     assert len(stored_files(tmp_path)) == 3
     log = [e for e in archive.stats()["log"] if e["host"] == "127.0.0.1"]
-    files = sorted(e["start"] for e in log if e["path"].startswith("/download/"))
+    # The first file's /download 302, then the others straight from the storage node
+    # (RAVEL_STORAGE_DIRECT): each file starts with its first request, on either host.
+    assert len([e for e in log if e["path"].startswith("/download/")]) == 1
+    starts: dict[str, float] = {}
+    for entry in archive.stats()["log"]:
+        if entry["path"].startswith("/download/") or "/items/" in entry["path"]:
+            name = entry["path"].rsplit("/", 1)[1]
+            starts[name] = min(starts.get(name, entry["start"]), entry["start"])
+    files = sorted(starts.values())
     assert len(files) == 3
     # Within one pause (at most 2 s x 1.5) of the /metadata answer, measured at the server:
     # the crawl's start-up is not counted (seconds on a loaded machine), an extra pause is.

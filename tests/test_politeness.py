@@ -26,6 +26,18 @@ def crawl_bulk(archive, store, **settings):
     return scrapy_crawl("-a", "item=bulk-40", store=store, RAVEL_ORIGIN=archive.archive, **settings)
 
 
+def crawl_paced(archive, store, **settings):
+    """Two files at a time, each 0.3 s after the previous one (no jitter)."""
+    return crawl_bulk(
+        archive,
+        store,
+        CONCURRENT_REQUESTS_PER_DOMAIN=2,
+        DOWNLOAD_DELAY=0.3,
+        DOWNLOAD_DELAY_JITTER=0,
+        **settings,
+    )
+
+
 @pytest.mark.slow
 def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
     # 64 KiB files at 256 KB/s: each transfer lasts ~0.25 s, so they would overlap freely.
@@ -50,13 +62,7 @@ def test_the_per_domain_cap_holds_at_zero_delay(archive, tmp_path):
 
 @pytest.mark.slow
 def test_each_file_costs_one_delay_and_the_redirect_none(archive, tmp_path):
-    crawl = crawl_bulk(
-        archive,
-        tmp_path,
-        CONCURRENT_REQUESTS_PER_DOMAIN=2,
-        DOWNLOAD_DELAY=0.3,
-        DOWNLOAD_DELAY_JITTER=0,
-    )
+    crawl = crawl_paced(archive, tmp_path, RAVEL_STORAGE_DIRECT=0)  # every file: its 302
     assert crawl.returncode == 0, crawl.log
     redirects = sorted(e["start"] for e in file_requests(archive, "127.0.0.1"))
     assert len(redirects) == 40
@@ -111,3 +117,26 @@ def test_autothrottle_is_an_opt_in_that_keeps_the_cap(archive, tmp_path):
     transfers = file_requests(archive, "127.0.0.2") + file_requests(archive, "127.0.0.1")
     assert max_simultaneous(transfers) <= 2
     assert "scrapy.extensions.throttle.AutoThrottle" in crawl.log
+
+
+@pytest.mark.slow
+def test_files_fetched_straight_from_the_storage_node_keep_the_delay_and_the_cap(archive, tmp_path):
+    # RAVEL_STORAGE_DIRECT (the default): the first file's 302, then 39 direct requests.
+    crawl = crawl_paced(archive, tmp_path)
+    assert crawl.returncode == 0, crawl.log
+    assert len(stored_files(tmp_path)) == 40
+    front = file_requests(archive, "127.0.0.1")
+    transfers = file_requests(archive, "127.0.0.2")
+    assert len(front) == 1 and len(transfers) == 40
+    # Each file starts (its 302, or its direct request) one pause after the previous one.
+    starts: dict[str, float] = {}
+    for entry in front + transfers:
+        name = entry["path"].rsplit("/", 1)[1]
+        starts[name] = min(starts.get(name, entry["start"]), entry["start"])
+    first = sorted(starts.values())
+    gaps = sorted(b - a for a, b in itertools.pairwise(first))
+    # The delay is kept by the client, the server sees a request once its headers are in (a
+    # new connection later than a kept one): single gaps are noisy, their sum and median not.
+    assert len(gaps) == 39 and gaps[len(gaps) // 2] >= 0.29, gaps
+    assert first[-1] - first[0] >= 39 * 0.3 * 0.95, gaps
+    assert max_simultaneous(front + transfers) <= 2

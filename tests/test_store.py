@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ravelscraper.archive.names import UnsafeName
 from ravelscraper.checks import NUMERIC_RANGES, settings_problem
 from ravelscraper.stores import store_uri_problem
+from ravelscraper.stores.local import AtomicFSFilesStore
 from ravelscraper.stores.s3 import s3_bucket_and_prefix
 from tests.fakearchive import md5_of
 from tests.support import stores
@@ -249,7 +251,9 @@ def test_stored_files_get_the_umask_like_any_download(archive, tmp_path):
 @pytest.mark.slow
 def test_the_manifest_gives_each_failed_file_its_reason(archive, tmp_path):
     target = RAVEL_MP3S[1]
-    archive.configure({"faults": [{"match": target, "kind": "404", "times": 10}]})
+    # Missing on the storage node: its direct request too, then its /download's redirect.
+    fault = {"match": target, "kind": "404", "host": "storage", "times": 10}
+    archive.configure({"faults": [fault]})
     manifest = tmp_path / "files.jsonl"
     crawl = scrapy_crawl(
         "-a", f"url={archive.details_url(RAVEL)}", "-O", str(manifest), store=tmp_path / "store"
@@ -266,3 +270,22 @@ def test_a_store_folder_that_is_a_file_is_reported(archive, tmp_path):
     blocker.write_text("")
     crawl = scrapy_crawl("-a", f"url={archive.details_url(RAVEL)}", store=Path(blocker, "store"))
     assert_stopped_before_any_download(crawl, archive, "is not writable")
+
+
+def test_the_local_store_refuses_a_path_out_of_it_even_in_a_folder_it_knows(tmp_path):
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    (store / "item1").mkdir(parents=True)
+    outside.mkdir()
+    local = AtomicFSFilesStore(str(store))
+    assert local.filesystem_path("item1/a.mp3") == store.resolve() / "item1/a.mp3"
+    assert "item1" in local.folders_inside  # known: the next file costs one lstat
+    assert local.filesystem_path("item1/b.mp3") == store.resolve() / "item1/b.mp3"
+    (store / "item1/c.mp3").symlink_to(outside / "c.mp3")  # a name that leads out
+    with pytest.raises(UnsafeName):
+        local.filesystem_path("item1/c.mp3")
+    (store / "item2").symlink_to(outside)  # a folder that leads out: never known
+    with pytest.raises(UnsafeName):
+        local.filesystem_path("item2/a.mp3")
+    assert "item2" not in local.folders_inside
+    with pytest.raises(UnsafeName):
+        local.filesystem_path("item1/../item2/a.mp3")

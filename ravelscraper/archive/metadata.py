@@ -271,6 +271,9 @@ class Metadata:
     files: tuple[RemoteFile, ...]
     mediatype: str = ""
     is_collection: bool = False
+    # The item's folder on its storage nodes (``/15/items/<id>``), "" if absent or odd: a
+    # /download 302 that leads there lets the item's next files skip the 302 (storage.py).
+    dir: str = ""
     # One line per entry skipped or value ignored, for the spider to log as warnings.
     warnings: tuple[str, ...] = ()
 
@@ -311,6 +314,7 @@ class Metadata:
             files=tuple(files.values()),
             mediatype=first_string(meta.get("mediatype")).casefold(),
             is_collection=data.get("is_collection") is True,
+            dir=storage_dir(data.get("dir")),
             warnings=tuple(warnings),
         )
 
@@ -352,6 +356,19 @@ def load_json(body: str | bytes, what: str) -> object:
         raise BadInput(f"{what} is nested too deeply to read") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise BadInput(f"{what} is not JSON ({text(str(exc), 120)!r})") from None
+
+
+STORAGE_DIR = re.compile(r"(/[A-Za-z0-9._-]+)+")  # archive.org's: /<n>/items/<identifier>
+MAX_DIR = 512
+
+
+def storage_dir(value: object) -> str:
+    """/metadata's ``dir``, or "" unless it is a plain absolute path (no ``.`` or ``..``)."""
+    if not isinstance(value, str) or len(value) > MAX_DIR or not STORAGE_DIR.fullmatch(value):
+        return ""
+    if any(part in (".", "..") for part in value.split("/")):
+        return ""
+    return value
 
 
 def first_string(value: object) -> str:

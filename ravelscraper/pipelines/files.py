@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.downloader.streaming import STREAM_META, PartFiles, StoreWriteError
+from ravelscraper.downloadermiddlewares.storage import DIR_META, FRONT_META, StorageLocations
 from ravelscraper.extensions.progress import TransferLog
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.bodies import ReceivedBody, received_body
@@ -119,6 +120,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.store_error: str | None = None
         self.failures: dict[tuple[str, str], str] = {}  # (identifier, name) -> reason
         self.book = Bookkeeping(crawler, self.store)  # records, the dry run, items
+        self.locations = StorageLocations.of(crawler)  # items' storage nodes, once known
+        self.direct_urls: dict[str, str] = {}  # /download URL -> direct URL, until done
 
     def open_spider(self) -> None:
         super().open_spider()
@@ -139,21 +142,37 @@ class VerifiedFilesPipeline(FilesPipeline):
         if item.error:  # the spider could not list it as a file to fetch (or store)
             self.file_failed(item.name, item.error, item)
             return item
-        item = await super().process_item(item)
+        # An item's first file goes through /download; its others wait for that 302, which
+        # may show where the item's files are served (downloadermiddlewares.storage).
+        teaching = None
+        if not self.book.dry_run:
+            teaching = await self.locations.wait_turn(item.url, item.name, item.storage_dir)
+        try:
+            item = await super().process_item(item)
+        finally:
+            if teaching is not None:
+                self.locations.taught(teaching)
         await self.book.file_ended(item)
         return item
 
     def get_media_requests(self, item: AudioFile, info: MediaPipeline.SpiderInfo) -> list[Request]:
-        meta = {"ravel_name": item.name, "ravel_identifier": item.identifier}
-        # The redirect to a storage node keeps this slot: one politeness budget.
-        return [
-            Request(
-                url,
-                callback=NO_CALLBACK,
-                meta={"download_slot": urlsplit(url).hostname, **meta, **self.stream_meta(item)},
-            )
-            for url in item.file_urls
-        ]
+        return [self.file_request(url, item) for url in item.file_urls]
+
+    def file_request(self, url: str, item: AudioFile) -> Request:
+        """The request of a file's /download ``url``, or of its storage node's URL once its
+        item's location is known (``ravelscraper.downloadermiddlewares.storage``)."""
+        # The redirect to a storage node, or a direct request there, keeps the /download
+        # URL's slot: one politeness budget.
+        meta = {"download_slot": urlsplit(url).hostname, "ravel_name": item.name}
+        meta["ravel_identifier"] = item.identifier
+        direct = self.locations.direct_url(url, item.name)
+        if direct is not None:
+            meta[FRONT_META] = url
+            self.direct_urls[url] = direct
+        elif item.storage_dir and self.locations.may_teach(url, item.name):
+            meta[DIR_META] = item.storage_dir  # its 302 may teach the item's location
+        meta.update(self.stream_meta(item))
+        return Request(direct or url, callback=NO_CALLBACK, meta=meta)
 
     def stream_meta(self, item: AudioFile) -> dict[str, Any]:
         """On the local store, the meta that streams the body to the target's folder."""
@@ -305,7 +324,7 @@ class VerifiedFilesPipeline(FilesPipeline):
         if isinstance(failure.value, StoreWriteError):  # a write while streaming
             reason = str(self.write_failed(failure.value.error))
         self.failures[key] = reason
-        self.file_failed(name, f"{reason} ({request.url})")
+        self.file_failed(name, f"{reason} ({request.meta.get(FRONT_META, request.url)})")
 
     def store_failed(self, exc: OSError) -> None:
         """A full or broken store fails every file after this one: stop, keep what is stored."""
@@ -329,14 +348,16 @@ class VerifiedFilesPipeline(FilesPipeline):
         item.files = [result for ok, result in results if ok and result]
         if not item.files and not item.error:  # the manifest says why it is missing
             item.error = self.failures.pop((item.identifier, item.name), "not stored")
-        forget_media_results(info, self.crawler, item.file_urls)  # memory flat in items
+        urls = [self.direct_urls.pop(url, url) for url in item.file_urls]  # as requested
+        forget_media_results(info, self.crawler, urls)  # memory flat in items
         return item
 
 
 def file_info(request: Request, path: str, checksum: Any, algorithm: str, status: str) -> FileInfo:
-    """One entry of an item's ``files``, as the manifest shows it."""
+    """One entry of an item's ``files``, as the manifest shows it (the /download URL, also
+    of a file fetched straight from its storage node)."""
     return {  # FileInfo plus checksum_type
-        "url": request.url,
+        "url": request.meta.get(FRONT_META, request.url),
         "path": path,
         "checksum": checksum,
         "checksum_type": algorithm,

@@ -47,6 +47,9 @@ def current_umask() -> int:
     return mask
 
 
+# Item folders whose resolution filesystem_path remembers (the latest items': memory flat).
+FOLDERS_KEPT = 64
+
 # Stored files get the permissions open() would give them (0644 under umask 022).
 FILE_MODE = 0o666 & ~current_umask()
 
@@ -122,6 +125,8 @@ class AtomicFSFilesStore:
         self.basedir = basedir.split("://", 1)[1] if "://" in basedir else basedir
         self.quick = True  # RAVEL_RECHECK=quick
         self.keep_records = True
+        self.root: tuple[str, Path] | None = None  # (basedir, resolved): filesystem_path
+        self.folders_inside: set[str] = set()  # folders of the latest items, found inside
 
     def ensure_writable(self) -> None:
         """Create the store and write a probe file there; raises OSError if that fails."""
@@ -348,12 +353,33 @@ class AtomicFSFilesStore:
 
     def filesystem_path(self, path: str | os.PathLike[str]) -> Path:
         """Where ``path`` (``<identifier>/<name>``) is stored; UnsafeName if that is outside
-        the store (a symbolic link out of it)."""
-        root = Path(self.basedir).resolve()
-        target = Path(root, *str(path).split("/"))
+        the store (a symbolic link out of it).
+
+        Resolving every component costs a system call each, three times per file: the
+        store's root and the folders of the latest items found inside it are remembered
+        (``FOLDERS_KEPT``), so that a file in a known folder costs one ``lstat`` (a name that
+        is a symbolic link is resolved in full)."""
+        root = self.resolved_root()
+        parts = str(path).split("/")
+        target = Path(root, *parts)
+        folder = "/".join(parts[:-1])
+        plain = all(part not in ("", ".", "..") for part in parts)
+        if plain and folder in self.folders_inside and not os.path.islink(target):
+            return target
         if not target.resolve().is_relative_to(root):
             raise UnsafeName(f"{path!r} resolves outside the store")
+        if plain and target.parent.resolve().is_relative_to(root):
+            if len(self.folders_inside) >= FOLDERS_KEPT:
+                self.folders_inside.clear()
+            self.folders_inside.add(folder)
         return target
+
+    def resolved_root(self) -> Path:
+        """The store's folder, resolved once (again if ``basedir`` changes)."""
+        if self.root is None or self.root[0] != self.basedir:
+            self.root = (self.basedir, Path(self.basedir).resolve())
+            self.folders_inside.clear()
+        return self.root[1]
 
     def folder_of(self, path: str) -> Path | None:
         """The folder ``path`` will be stored in (where its part file streams to), or None

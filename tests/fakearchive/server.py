@@ -22,9 +22,9 @@ Counters leave out /_fake/ and robots.txt; the log has robots.txt but not /_fake
 is active from its parsed headers until just before its last byte is written.
 
 Listing faults: the fault kind ``redirect_refused`` answers a 302 to a closed port of the
-storage host (a storage node refusing connections). The knob ``hostile`` (``{"<id>":
-["<kind>", ...]}``) serves that item's details page or /metadata malformed (wrong content
-type, bad JSON, odd names...): the kinds are in ``hostile.py``.
+storage host, at the file's storage path (a storage node refusing connections). The knob
+``hostile`` (``{"<id>": ["<kind>", ...]}``) serves that item's details page or /metadata
+malformed (wrong content type, bad JSON, odd names...): the kinds are in ``hostile.py``.
 
 Collections: ``GET|POST /services/search/v1/scrape`` is archive.org's scrape API over the
 catalogue and the generated collections of the knobs ``collections`` and ``revisions``
@@ -497,7 +497,8 @@ class Handler(BaseHTTPRequestHandler):
             with socket.socket() as probe:
                 probe.bind((STORAGE_IP, 0))
                 closed = probe.getsockname()[1]
-            location = f"http://{STORAGE_IP}:{closed}{self.raw_path}"
+            path = render.storage_path(item, name) if item and name else self.raw_path
+            location = f"http://{STORAGE_IP}:{closed}{path}"  # at the item's dir, as a node
             self._send(302, b"", headers=[("Location", location)])
         else:
             headers = []
