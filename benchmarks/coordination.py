@@ -8,13 +8,15 @@ archive.org's generated collections, with real checksums' lengths):
 
 * the collection's search pages are listing entries, each queueing its 1,000 items' ``/metadata``
   entries (listing entries too) and the next page;
-* an item's ``/metadata`` entry puts its files in the run's ledger (``list``) and queues one
-  file entry each;
-* a file entry is settled as verified (``complete``: the outcome and the acknowledgement in one
-  step);
-* the node leases ``leases`` entries at a time, pops with ``RAVEL_FLEET_MAX_PENDING`` as a node
-  does (listing entries are held back while that many files are pending), heart-beats,
-  reclaims and snapshots on its ticks, and closes the run at the end.
+* an item's ``/metadata`` entry lists the item in the run's ledger and queues its files in
+  file entries of up to 20 files (fewer while few files are pending: ``files_per_entry``),
+  in one step (``list_item``);
+* a file entry's files are read back (``item_from_record``, as ``parse_file_entry`` does) and
+  settled as verified with the entry's acknowledgement in one step (``settle_entry``);
+* the node takes entries while it holds fewer than ``leases`` files (``RAVEL_NODE_MAX_LEASES``,
+  a page counting as one), pops with ``RAVEL_FLEET_MAX_PENDING`` as a node does (listing
+  entries are held back while that many files are pending), heart-beats, reclaims and
+  snapshots on its ticks, and closes the run at the end.
 
 Everything that talks to the fleet's schema is in :func:`run_node`; the rest builds the
 collection and measures. What is measured: Redis ``used_memory`` (its own peak, and sampled
@@ -40,18 +42,26 @@ from scrapy.settings import Settings
 
 import ravelscraper.settings as defaults
 from ravelscraper.archive.metadata import ItemLocation, RemoteFile
+from ravelscraper.archive.names import NAME_REFUSED
 from ravelscraper.archive.search import fingerprint
 from ravelscraper.distributed import serializer
 from ravelscraper.distributed.connection import REDIS_PARAMS
-from ravelscraper.distributed.entries import entry_request, item_from_record
-from ravelscraper.distributed.jobs import OWNER_META, item_record, owner_of
+from ravelscraper.distributed.entries import (
+    CHUNK_META,
+    Chunk,
+    chunks_of,
+    files_per_entry,
+    item_from_record,
+)
+from ravelscraper.distributed.jobs import item_record, name_refused, owner_of
 from ravelscraper.distributed.origins import AllowedOrigins
 from ravelscraper.distributed.queue import ENTRY_META, ReliableQueue
 from ravelscraper.distributed.scheduler import FleetDupeFilter
 from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.ledger import EntryFiles, Outcome
 from ravelscraper.distributed.schema.queue import JobData, NodeSample
-from ravelscraper.distributed.serializer import DATA_PREFIX
 from ravelscraper.items import AudioFile
+from ravelscraper.pipelines.bookkeeping import counts_toward_item
 from ravelscraper.spiders.ravel import RavelSpider
 from tests.support.redisserver import RedisServer, server_binary
 
@@ -135,6 +145,7 @@ class NodeCounts:
     """What :func:`run_node` did."""
 
     files_listed: int = 0
+    entries: int = 0  # file entries queued (each of several files of one item)
     files_verified: int = 0
     items: int = 0
     items_recorded: int = 0  # items whose last file this node verified (then recorded)
@@ -158,8 +169,11 @@ def run_node(
 ) -> NodeCounts:
     """One node mirroring ``collection`` from its first search page to the closed run, with the
     fleet's own code for every step that touches Redis (the scheduler's push, pop and
-    acknowledgement, the ledger's list, settle and close, the extension's heartbeat, reclaim
-    and snapshot). ``tick(pending, verified)`` is called after each round of leases."""
+    acknowledgement, ``JobListing.list_item``'s listing of an item in entries of several files,
+    ``Leases.settle``'s settling of an entry, the ledger's close, the extension's heartbeat,
+    reclaim and snapshot). ``leases`` is ``RAVEL_NODE_MAX_LEASES``: the node takes entries
+    while it holds fewer files (a page counts as one). ``tick(pending, verified)`` is called
+    after each round of leases."""
     counts = NodeCounts()
     queue = ReliableQueue(
         spider,
@@ -194,19 +208,35 @@ def run_node(
             enqueue(spider.many.search_request(collection.query, after, collection.name))
         counts.pages += 1
 
-    def list_item(request: Request) -> None:  # FileEntries + JobListing.queue_files
+    def list_item(request: Request) -> None:  # FileEntries + JobListing.list_item
         identifier = request.cb_kwargs["item"].identifier
-        number = int(identifier.rpartition("-")[2])
-        files = collection.listed(number, selection)
-        paths = [f"{f.identifier}/{f.name}" for f in files]
-        listed = [(p, p.casefold(), f.size or 0) for p, f in zip(paths, files, strict=True)]
-        data.ledger.list_files(identifier, listed, record=item_record(files))
-        for path, item in zip(paths, files, strict=True):
-            entry = entry_request(item, spider)
-            entry.meta[OWNER_META] = f"file:{path}"
-            enqueue(entry)
+        files = collection.listed(int(identifier.rpartition("-")[2]), selection)
+        refused: list[tuple[str, str]] = []
+        kept: list[AudioFile] = []
+        for file in files:  # none is refused here: each name is judged as a node does
+            why = name_refused(file)
+            if why:
+                refused.append((f"{file.identifier}/{file.name}", NAME_REFUSED + why))
+            else:
+                kept.append(file)
+        chunks = chunks_of(kept, files_per_entry(data.ledger.pending + len(kept)))
+        entries = [EntryFiles(c.encode(), len(c.rows), c.bytes) for c in chunks]
+        status, _ = data.ledger.list_item(identifier, entries, refused, item_record(files))
+        assert status == 1, f"{identifier} not listed: {status}"
         counts.items += 1
         counts.files_listed += len(files)
+        counts.entries += len(entries)
+
+    def settle(entry_id: str, chunk: Chunk) -> None:  # file_entry_items, then Leases.settle
+        outcomes = []
+        for row in chunk.rows:
+            item = item_from_record(chunk.record(row), origins)
+            item.files = [{"status": "downloaded"}]  # what FilesPipeline leaves on a stored file
+            path = f"{item.identifier}/{item.name}"
+            outcomes.append(Outcome(path, "verified", "", item.size or 0, counts_toward_item(item)))
+        _, done = data.ledger.settle_entry(entry_id, chunk.identifier, outcomes, b"")
+        counts.files_verified += len(outcomes)
+        counts.items_recorded += done is not None
 
     data.heartbeat(ttl)
     data.ledger.open_run()
@@ -215,25 +245,23 @@ def run_node(
     origins = queue.origins
     while True:
         held: list[Request] = []
-        while len(held) < leases:
+        in_hand = 0  # Leases.in_hand
+        while in_hand < leases:  # RavelScheduler.next_request
             request = queue.pop()  # RejectedEntry would be a bug here: let it raise
             if request is None:
                 break
             held.append(request)
+            chunk = request.meta.get(CHUNK_META)
+            in_hand += len(chunk.rows) if isinstance(chunk, Chunk) else 1
         if not held:
             break
         for request in held:  # the downloads and callbacks, then Leases.acknowledge_finished
             entry_id = request.meta[ENTRY_META]
-            callback = getattr(request.callback, "__name__", "")
-            if callback == serializer.FILE_ENTRY_CALLBACK:
-                body = base64.b64decode(request.url[len(DATA_PREFIX) :])
-                item = item_from_record(body, origins)
-                path = f"{item.identifier}/{item.name}"
-                _, done = data.ledger.settle_file(entry_id, path, "verified", "", item.size or 0)
-                counts.files_verified += 1
-                counts.items_recorded += done is not None
+            chunk = request.meta.get(CHUNK_META)
+            if isinstance(chunk, Chunk):
+                settle(entry_id, chunk)
                 continue
-            if callback == serializer.SEARCH_CALLBACK:
+            if getattr(request.callback, "__name__", "") == serializer.SEARCH_CALLBACK:
                 search_page(request)
             else:
                 list_item(request)
@@ -373,6 +401,8 @@ def e4_coordination(files: int, bound: int, leases: int) -> dict[str, Any]:
         "close_seconds": counts.close_seconds,
         "left": counts.left,  # what kept the run open (a snapshot), if anything did
         "files_verified": done,
+        "entries": counts.entries,
+        "files_per_entry": counts.files_listed / counts.entries if counts.entries else None,
         "items_recorded": counts.items_recorded,
         "pages": counts.pages,
         "pending_max": counts.pending_max,

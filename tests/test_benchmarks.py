@@ -129,7 +129,8 @@ def test_e4_pushes_every_file_through_the_fleets_code_and_honours_the_bound():
     assert figures["ok"] and figures["closed"] == [1, 0]
     assert figures["files_verified"] == 410 and figures["items"] == 21  # the last one: 10 files
     assert 60 <= figures["pending_max"] < 60 + FILES_PER_ITEM
-    assert figures["round_trips_per_file"] >= 3  # push, pop and settle, at least
+    # a pop and a settle per entry; entries hold 1 or 2 files while so few are pending
+    assert figures["round_trips_per_file"] >= 1
     assert figures["commands_per_file"] > figures["round_trips_per_file"]  # scripts count too
     assert figures["redis_peak"] > figures["redis_keys_end_total"] > 0
 
