@@ -2,12 +2,13 @@
 items a crawl lists (the dupefilter's fingerprints, the item folders claimed).
 
 A Python set of strings costs ~130 bytes an entry, each entry a small object of its own;
-these cost 8 bytes an entry (16 for a map), held in a few large buffers. Small objects kept
-for the whole crawl also pin the allocator's pools around them, which a large buffer does not.
+these cost 8 bytes an entry (16 for a map), in arrays. Small objects kept for the whole
+crawl also pin the allocator's pools around them, which an array's buffer does not.
 
-Each is a sorted ``array("Q")`` (looked up by bisection) and a small set or dict of the
-newest entries, merged into the array when it reaches an eighth of it: a merge costs one
-pass over the array, and the array grows by an eighth at least each time.
+The digests are spread by their top bits over :data:`BUCKETS` sorted ``array("Q")``, each
+looked up by bisection and grown in place by an insertion: no array is ever copied whole
+(merging into one large sorted array left the old copies as holes in the C heap, whose
+free space then grew with the number of items).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import hashlib
 from array import array
 from bisect import bisect_left
-from itertools import chain
+from collections.abc import Iterable
 
-MIN_RECENT = 1024  # newest entries kept in a set or dict before a merge, at least
+BUCKET_BITS = 10
+BUCKETS = 1 << BUCKET_BITS  # 400,000 digests: ~400 a bucket, 3 kB
+SHIFT = 64 - BUCKET_BITS
 
 
 def digest64(text: str) -> int:
@@ -27,73 +30,58 @@ def digest64(text: str) -> int:
 
 
 class DigestSet:
-    """A set of 64-bit integers (digests), 8 bytes an entry once merged."""
+    """A set of 64-bit integers (digests, below 2**64), 8 bytes an entry."""
 
     def __init__(self) -> None:
-        self.keys = array("Q")  # sorted
-        self.recent: set[int] = set()
+        self.buckets: list[array[int] | None] = [None] * BUCKETS
+        self.count = 0
 
     def __len__(self) -> int:
-        return len(self.keys) + len(self.recent)
+        return self.count
 
-    def __contains__(self, key: object) -> bool:
-        return key in self.recent or self.position(key) is not None
-
-    def position(self, key: object) -> int | None:
-        """Where ``key`` is in the sorted array, or None."""
-        keys = self.keys
-        if not isinstance(key, int) or not 0 <= key < 1 << 64:
-            return None
-        index = bisect_left(keys, key)
-        return index if index < len(keys) and keys[index] == key else None
+    def __contains__(self, key: int) -> bool:
+        bucket = self.buckets[key >> SHIFT]
+        if bucket is None:
+            return False
+        index = bisect_left(bucket, key)
+        return index < len(bucket) and bucket[index] == key
 
     def add(self, key: int) -> None:
-        if key not in self:
-            self.recent.add(key)
-            if len(self.recent) >= max(MIN_RECENT, len(self.keys) >> 3):
-                self.merge()
+        bucket = self.buckets[key >> SHIFT]
+        if bucket is None:
+            bucket = self.buckets[key >> SHIFT] = array("Q")
+        index = bisect_left(bucket, key)
+        if index == len(bucket) or bucket[index] != key:
+            bucket.insert(index, key)
+            self.count += 1
 
-    def update(self, keys: object) -> None:
-        for key in keys:  # type: ignore[attr-defined]
+    def update(self, keys: Iterable[int]) -> None:
+        for key in keys:
             self.add(key)
-
-    def merge(self) -> None:
-        self.keys = array("Q", sorted(chain(self.keys, self.recent)))
-        self.recent = set()
 
 
 class DigestMap:
-    """A map of 64-bit integers (digests) to integers below 2**64, 16 bytes an entry once
-    merged. A key is set once: :meth:`setdefault` keeps the first value."""
+    """A map of 64-bit integers (digests) to integers below 2**64, 16 bytes an entry. A key
+    is set once: :meth:`setdefault` keeps the first value."""
 
     def __init__(self) -> None:
-        self.keys = array("Q")  # sorted
-        self.values = array("Q")  # in step with keys
-        self.recent: dict[int, int] = {}
+        self.keys: list[array[int] | None] = [None] * BUCKETS  # each sorted
+        self.values: list[array[int] | None] = [None] * BUCKETS  # in step with keys
+        self.count = 0
 
     def __len__(self) -> int:
-        return len(self.keys) + len(self.recent)
-
-    def get(self, key: int) -> int | None:
-        value = self.recent.get(key)
-        if value is not None:
-            return value
-        keys = self.keys
-        index = bisect_left(keys, key)
-        return self.values[index] if index < len(keys) and keys[index] == key else None
+        return self.count
 
     def setdefault(self, key: int, value: int) -> int:
         """The value of ``key``, set to ``value`` if it had none."""
-        found = self.get(key)
-        if found is not None:
-            return found
-        self.recent[key] = value
-        if len(self.recent) >= max(MIN_RECENT, len(self.keys) >> 3):
-            self.merge()
+        at = key >> SHIFT
+        keys, values = self.keys[at], self.values[at]
+        if keys is None or values is None:
+            keys, values = self.keys[at], self.values[at] = array("Q"), array("Q")
+        index = bisect_left(keys, key)
+        if index < len(keys) and keys[index] == key:
+            return values[index]
+        keys.insert(index, key)
+        values.insert(index, value)
+        self.count += 1
         return value
-
-    def merge(self) -> None:
-        pairs = sorted(chain(zip(self.keys, self.values, strict=True), self.recent.items()))
-        self.keys = array("Q", (key for key, _ in pairs))
-        self.values = array("Q", (value for _, value in pairs))
-        self.recent = {}

@@ -9,10 +9,10 @@ from scrapy import Request
 from scrapy.utils.test import get_crawler
 
 from ravelscraper.archive.names import NameClaims, refused_name
-from ravelscraper.digests import MIN_RECENT, DigestMap, DigestSet, digest64
+from ravelscraper.digests import BUCKETS, DigestMap, DigestSet, digest64
 from ravelscraper.dupefilter import CompactDupeFilter
 
-MANY = 5 * MIN_RECENT  # enough for several merges into the sorted array
+MANY = 5 * BUCKETS  # several entries in each bucket
 
 
 def distinct_keys(count: int, seed: int) -> list[int]:
@@ -24,27 +24,29 @@ def distinct_keys(count: int, seed: int) -> list[int]:
     return rng.sample(sorted(keys), count)
 
 
-def test_a_digest_set_holds_every_key_added_through_its_merges_and_no_other() -> None:
+def test_a_digest_set_holds_every_key_added_and_no_other() -> None:
     keys = distinct_keys(2 * MANY, 7)
     added, others = keys[:MANY], keys[MANY:]
     digests = DigestSet()
     for key in added:
         digests.add(key)
         digests.add(key)  # a key added again is one entry
-    assert len(digests) == MANY and len(digests.keys) > len(digests.recent)  # merged
+    assert len(digests) == MANY
     assert all(key in digests for key in added)
     assert not any(key in digests for key in others)
-    assert list(digests.keys) == sorted(digests.keys)
+    buckets = [bucket for bucket in digests.buckets if bucket is not None]
+    assert sum(map(len, buckets)) == MANY and all(list(b) == sorted(b) for b in buckets)
+    assert {bucket.itemsize for bucket in buckets} == {8}
 
 
-def test_a_digest_map_keeps_each_keys_first_value_through_its_merges() -> None:
+def test_a_digest_map_keeps_each_keys_first_value() -> None:
     keys = distinct_keys(MANY, 8)
     digests = DigestMap()
     for number, key in enumerate(keys):
         assert digests.setdefault(key, number) == number
-    assert len(digests) == MANY and len(digests.keys) > len(digests.recent)
     assert all(digests.setdefault(key, MANY) == n for n, key in enumerate(keys))
-    assert digests.get(digest64("never added")) is None
+    assert len(digests) == MANY
+    assert digests.setdefault(digest64("never added"), MANY) == MANY and len(digests) == MANY + 1
 
 
 def test_the_dupefilter_takes_each_request_once_in_8_bytes() -> None:
@@ -53,10 +55,10 @@ def test_the_dupefilter_takes_each_request_once_in_8_bytes() -> None:
     assert not any(dupefilter.request_seen(Request(url)) for url in urls)
     assert all(dupefilter.request_seen(Request(url)) for url in urls)  # each a second time
     assert not dupefilter.request_seen(Request(urls[0], method="POST"))  # another request
-    assert len(dupefilter.seen) == MANY + 1 and dupefilter.seen.keys.itemsize == 8
+    assert len(dupefilter.seen) == MANY + 1
 
 
-def test_the_item_folders_case_rule_holds_across_merges_whichever_spelling_came_first() -> None:
+def test_the_item_folders_case_rule_holds_for_many_whichever_spelling_came_first() -> None:
     claims = NameClaims()
     for number in range(MANY):  # lower-case identifiers keep no spelling; mixed-case ones do
         identifier = f"Item-{number}" if number % 2 else f"item-{number}"
