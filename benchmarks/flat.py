@@ -61,6 +61,11 @@ def measure(items: int, files: int, work: Path, concurrency: int = 8) -> dict[st
     warm = next((rss for done, rss in paired if done >= WARM and rss), 0)
     tail = [rss for done, rss in paired if rss]
     listed = stat(node.text, "ravel/items_listed")
+    # The RSS as a quarter, half, three quarters and all of the items were listed: the
+    # growth's shape (a plateau, or a slope that goes on with the items).
+    quarters = [
+        next((rss for done, rss in paired if done >= items * q // 4 and rss), 0) for q in (1, 2, 3)
+    ]
     end = tail[-1] if tail else 0
     growth = max(0, node.peak_rss - warm)
     return {
@@ -74,6 +79,7 @@ def measure(items: int, files: int, work: Path, concurrency: int = 8) -> dict[st
         "peak_rss_mb": round(node.peak_rss / MB, 1),
         "growth_after_1000_items_mb": round(growth / MB, 1),
         "growth_per_item_b": round(growth / max(1, listed - WARM)),
+        "rss_at_25_50_75_100_pct_of_items_mb": [round(rss / MB, 1) for rss in [*quarters, end]],
     }
 
 

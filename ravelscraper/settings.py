@@ -18,6 +18,8 @@ COMMANDS_MODULE = "ravelscraper.commands"
 RAVEL_ORIGIN = "https://archive.org"
 # Items per page of an archive.org search (-a collection=, -a search=): 100 to 10000.
 RAVEL_SEARCH_PAGE_SIZE = 1000
+# Without a fleet, each request is remembered in 8 bytes (dupefilter.py); a fleet's is in Redis.
+DUPEFILTER_CLASS = "ravelscraper.dupefilter.CompactDupeFilter"
 
 # --- Identity and politeness ------------------------------------------------
 # archive.org asks bulk downloaders to identify themselves: add a contact.
@@ -81,6 +83,7 @@ EXTENSIONS = {
     "ravelscraper.extensions.progress.Progress": 500,
     "ravelscraper.extensions.plan.DryRunPlan": 510,  # on only with RAVEL_DRY_RUN
     "ravelscraper.extensions.startup.FreezeStartupObjects": 1000,  # gc.freeze() once started
+    "ravelscraper.extensions.startup.PurgeCancelledTimers": 1010,  # cancelled timers dropped
 }
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
 # Scrapy's downloader/* counters cost on every request and nothing here reads them (ravel/*).

@@ -79,6 +79,20 @@ def test_a_search_takes_only_the_items_it_matches(routes: FakeArchive, tmp_path:
     assert routes.routes()["scrape"] == 1 and routes.routes()["metadata"] == 2
 
 
+def test_an_item_named_besides_a_search_that_finds_it_too_is_listed_once(
+    routes: FakeArchive, tmp_path: Path
+) -> None:
+    crawl = scrapy_crawl(
+        "-a", 'search=collection:mix AND creator:"Ravel"', "-a", f"item={RAVEL}",
+        store=tmp_path, RAVEL_ORIGIN=routes.archive, **FAST_LISTING,
+    )  # fmt: skip
+    assert crawl.returncode == 1  # the samples-only CD fails alone, as without -a item=
+    assert stored(tmp_path) == sorted(f"{RAVEL}/{name}" for name in RAVEL_MP3S)
+    # The search's request for the item is the one already made: the dupefilter drops it.
+    assert routes.routes()["metadata"] == 2 and crawl.stat("dupefilter/filtered") == 1
+    assert crawl.stat("ravel/items_listed") == 1 and crawl.log.count(f"[item] {RAVEL}:") == 1
+
+
 def test_an_item_of_a_collection_that_fails_fails_alone(
     routes: FakeArchive, tmp_path: Path
 ) -> None:

@@ -291,3 +291,18 @@ def test_part_files_nobody_took_are_deleted_when_the_crawl_closes(pipeline):
     pipeline.close_spider()
     assert pipeline.part_files.targets == set()
     assert pipeline.part_files.release(request) is None
+
+
+def test_a_file_not_downloaded_leaves_no_stream_target_behind(pipeline, tmp_path):
+    """Up to date, or planned in a dry run: nothing will stream to its target, which is
+    let go at once, not kept to the crawl's end (a re-run's memory grew with every file)."""
+    assert uptodate(pipeline, audio_file()) is None  # to download: its target is kept
+    assert len(pipeline.part_files.targets) == 1
+    pipeline.part_files.targets.clear()
+    (tmp_path / "item").mkdir()
+    (tmp_path / "item" / "01 Ondine.mp3").write_bytes(BODY)
+    assert uptodate(pipeline, audio_file())["status"] == "uptodate"
+    assert pipeline.part_files.targets == set()
+    pipeline.book.dry_run = True
+    assert uptodate(pipeline, audio_file(name="02 Le Gibet.mp3"))["status"] == "planned"
+    assert pipeline.part_files.targets == set()

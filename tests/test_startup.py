@@ -101,3 +101,41 @@ def test_under_a_bandwidth_limit_reads_keep_twisteds_size(monkeypatch) -> None:
     FreezeStartupObjects.from_crawler(get_crawler(settings_dict={"RAVEL_BANDWIDTH_LIMIT": 1e6}))
     # a large read would pass a file's last megabyte unpaced, past the limit
     assert tcp.Connection.bufferSize == 65536
+
+
+@pytest.mark.parametrize("purging", [False, True])
+def test_cancelled_timers_are_dropped_as_the_crawl_goes_not_when_the_first_one_was_due(
+    purging: bool,
+) -> None:
+    """Under the asyncio reactor, each request's two cancelled timeouts (180 s, 240 s) stay
+    until a Twisted timer comes due; PurgeCancelledTimers makes one due every second."""
+    import asyncio
+    import gc
+    import weakref
+
+    from scrapy import signals
+    from scrapy.utils.test import get_crawler
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    from ravelscraper.extensions.startup import PurgeCancelledTimers
+
+    loop = asyncio.new_event_loop()
+    reactor = AsyncioSelectorReactor(loop)  # not installed: this test's own
+    crawler = get_crawler()
+    purge = PurgeCancelledTimers(crawler, clock=reactor, interval=0.05)
+    if purging:
+        crawler.signals.send_catch_log(signals.engine_started)
+    timers = [reactor.callLater(180, lambda: None) for _ in range(100)]
+    for timer in timers:
+        timer.cancel()
+    kept = [weakref.ref(timer) for timer in timers]
+    del timers, timer
+    try:
+        loop.run_until_complete(asyncio.sleep(0.3))  # the purging timer comes due
+        gc.collect()
+        alive = sum(ref() is not None for ref in kept)
+        assert alive == (0 if purging else 100)
+        crawler.signals.send_catch_log(signals.engine_stopped)
+        assert not purge.loop.running
+    finally:
+        loop.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from ravelscraper.digests import DigestMap, digest64
+
 # Characters that reorder or break a line when shown: refused in names like control characters.
 INVISIBLE_LAYOUT = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
@@ -63,26 +65,46 @@ class NameClaims:
 
     Held per item, so a crawl of many items keeps one entry per item folder (two identifiers
     that differ only in case are one folder there) and only the names of the item being
-    listed: an item's files are claimed together, when it is listed.
+    listed: an item's files are claimed together, when it is listed. The item folders are
+    kept compact (``ravelscraper.digests``): 16 bytes a folder, and the identifier itself
+    only when it is not already in case-folded form (most are). Two folders are taken for
+    one when their 64-bit digests are equal: about n**2 / 2**65 for n folders.
     """
 
     def __init__(self) -> None:
-        self.folders: dict[str, str] = {}  # case-folded identifier -> the identifier
+        # digest of a case-folded identifier -> 0 (the folder's identifier is that case-folded
+        # form) or 1 + where in ``spellings`` its identifier is
+        self.folders = DigestMap()
+        self.spellings = bytearray()  # identifiers not in case-folded form, each NUL-ended
         self.item = ""  # the identifier whose names ``taken`` holds
         self.taken: dict[str, str] = {}  # case-folded path -> the name that took it
 
     def claim(self, identifier: str, name: str) -> str:
         """The file's path in the store; raises UnsafeName for a name that can't be one."""
-        path = safe_relative_path(identifier, name)
-        folder = self.folders.setdefault(identifier.casefold(), identifier)
-        if folder != identifier:
-            raise UnsafeName(f"its item {identifier!r} differs only in case from {folder!r}")
-        if identifier != self.item:
+        path = safe_relative_path(identifier, name)  # no NUL in identifier past this
+        if identifier != self.item:  # the item's first file: its folder is claimed
+            folder = self.folder(identifier)
+            if folder != identifier:
+                raise UnsafeName(f"its item {identifier!r} differs only in case from {folder!r}")
             self.item, self.taken = identifier, {}
         other = self.taken.setdefault(path.casefold(), name)
         if other != name:
             raise UnsafeName(DIFFERS_IN_CASE.format(other=other))
         return path
+
+    def folder(self, identifier: str) -> str:
+        """The identifier that first claimed the item folder ``identifier`` names (itself,
+        the first time)."""
+        folded = identifier.casefold()
+        at = 0 if identifier == folded else len(self.spellings) + 1
+        found = self.folders.setdefault(digest64(folded), at)
+        if found == 0:
+            return folded
+        if found == at:  # a new folder: its spelling is kept
+            self.spellings += identifier.encode("utf-8", "surrogatepass") + b"\0"
+            return identifier
+        end = self.spellings.index(b"\0", found - 1)
+        return self.spellings[found - 1 : end].decode("utf-8", "surrogatepass")
 
 
 def refused_name(claims: NameClaims, identifier: str, name: str) -> str:

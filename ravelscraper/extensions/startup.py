@@ -1,5 +1,6 @@
 """A lighter process: start-up objects frozen out of the garbage collector's way, no log
-record built for a level no handler shows, and the bodies read in large chunks."""
+record built for a level no handler shows, the bodies read in large chunks, and cancelled
+timers dropped as the crawl goes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Self
 
 from scrapy import signals
 from scrapy.crawler import Crawler
+from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 
 
 class FreezeStartupObjects:
@@ -39,6 +42,45 @@ class FreezeStartupObjects:
         gc.freeze()
         self.stats.set_value("ravel/gc_frozen_objects", gc.get_freeze_count())
         skip_unshown_records(self.log_level)
+
+
+PURGE_INTERVAL = 1.0  # seconds between the reactor's looks at its timers (see below)
+
+
+class PurgeCancelledTimers:
+    """Extension: a Twisted timer due every :data:`PURGE_INTERVAL` seconds, so that the
+    reactor drops the timers that were cancelled.
+
+    Each request leaves two cancelled Twisted timers (``DelayedCall``, ~150 B each): its
+    download timeout (``DOWNLOAD_TIMEOUT``, 180 s) and the idle timeout of the pooled
+    connection it took (240 s). The reactor drops cancelled timers when it runs the due ones
+    (``runUntilCurrent``); under the asyncio reactor that happens only when a Twisted timer
+    comes due, and the first one due is a cancelled timeout, 180 s later. Until then every
+    request's two stayed: at 100 requests a second, 36,000 of them, and the memory they
+    pinned. With a timer due every second, the reactor drops them as they come (it does
+    once more than half of its timers are cancelled).
+    """
+
+    def __init__(
+        self, crawler: Crawler, clock: IReactorTime | None = None, interval: float = PURGE_INTERVAL
+    ) -> None:
+        self.interval = interval
+        self.loop = task.LoopingCall(lambda: None)
+        if clock is not None:  # else the reactor
+            self.loop.clock = clock
+        crawler.signals.connect(self.engine_started, signal=signals.engine_started)
+        crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    def engine_started(self) -> None:
+        self.loop.start(self.interval, now=False)
+
+    def engine_stopped(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
 
 
 def skip_unshown_records(level: str | int | None) -> None:

@@ -207,9 +207,12 @@ class VerifiedFilesPipeline(FilesPipeline):
             algorithm, expected = "md5", item.md5
         stat = partial(self.store.stat_file, path, info, algorithm, expected, item.size)
         stored = await up_to_date(item, partial(self.book.stat, stat), algorithm, expected)
+        if stored is None and not self.book.dry_run:
+            return None
+        # Not downloaded: nothing streams to the request's target (kept until the crawl's end
+        # otherwise: a dry run's or a re-run's memory would grow with every file).
+        self.part_files.drop(request)
         if stored is None:
-            if not self.book.dry_run:
-                return None
             self.book.planned(item)
             return file_info(request, path, expected, algorithm, "planned")
         if item.mtime is not None and self.store.restamps and not self.book.dry_run:
