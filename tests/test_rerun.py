@@ -12,6 +12,7 @@ import pytest
 from ravelscraper.pipelines.records import xattrs_supported
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import Crawl, scrapy_crawl, stored_files
+from tests.support.fleet import storage_gets
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,8 @@ def test_a_nightly_rerun_fetches_only_what_changed(tmp_path: Path) -> None:
         first, routes = crawl()
         assert first.stat("ravel/items_done") == ITEMS
         assert routes["scrape"] == 1 and routes["metadata"] == ITEMS
-        assert routes["download"] == ITEMS * FILES
+        assert len(storage_gets(fake)) == ITEMS * FILES  # each file once
+        assert routes["download"] == ITEMS  # one 302 per item (RAVEL_STORAGE_DIRECT)
         assert len(stored_files(store)) == ITEMS * FILES
         before = stored_files(store)
 
@@ -58,7 +60,8 @@ def test_a_nightly_rerun_fetches_only_what_changed(tmp_path: Path) -> None:
         )
         changed, routes = crawl()
         assert routes["scrape"] == 1 and routes["metadata"] == 2
-        assert routes["download"] == 1 + FILES
+        assert len(storage_gets(fake)) == 1 + FILES
+        assert routes["download"] == 2  # the first file of each listed item
         assert changed.stat("ravel/items_unchanged") == ITEMS - 1
         assert changed.stat("ravel/items_listed") == 2
         assert changed.stat("ravel/files_downloaded") == 1 + FILES
