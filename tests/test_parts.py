@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ravelscraper.stores.parts import (
     UnsafePartPlace,
     claim_part,
     create_part,
+    create_part_once,
     part_place,
     remove_old_parts,
     remove_place,
@@ -137,4 +139,30 @@ def test_removing_a_part_removes_the_folders_it_leaves_empty(tmp_path):
     assert not (tmp_path / ".ravel/parts/item/disc1").exists()
     assert second.path.exists()  # its folder is not empty
     remove_place(second)
+    assert list((tmp_path / ".ravel/parts").iterdir()) == []
+
+
+def test_a_part_is_never_created_in_a_folder_another_part_of_its_item_just_emptied(tmp_path):
+    """Threads finishing and starting parts of one item (as 8 downloads at a time do): the
+    folder a part is being created in is never removed under it (a single try, no retry)."""
+    places = [part_place(tmp_path, "item", f"t{n:02d}.mp3", **LISTING) for n in range(4)]
+    failures: list[OSError] = []
+
+    def churn(place) -> None:
+        for _ in range(300):
+            try:
+                fd = create_part_once(place, '"e"', 0o644)
+            except OSError as exc:
+                failures.append(exc)
+                continue
+            assert fd is not None
+            os.close(fd)
+            remove_place(place)
+
+    threads = [threading.Thread(target=churn, args=(place,)) for place in places]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
     assert list((tmp_path / ".ravel/parts").iterdir()) == []

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,23 +122,35 @@ def lock(fd: int) -> bool:
     return True
 
 
+# Held while a part folder is made and a part created in it, and while emptied part folders
+# are removed: in one process, a finished part of an item never removes the folder another
+# file of that item is being created in (that ENOENT stopped a 100,000-file crawl).
+FOLDERS_LOCK = threading.Lock()
+CREATE_ATTEMPTS = 10  # another process (a fleet node on the same store) may still race it
+
+
 def create_part(place: PartPlace, validator: str, mode: int) -> int | None:
     """A new, empty, locked part file for ``place`` (its sidecar written first), or None
     when another process holds that part. Raises OSError (UnsafePartPlace for a symlink)."""
-    for attempt in range(3):  # a finished part of the same item may remove empty folders
+    for attempt in range(CREATE_ATTEMPTS):
         try:
             return create_part_once(place, validator, mode)
         except FileNotFoundError:
-            if attempt == 2:
+            if attempt == CREATE_ATTEMPTS - 1:
                 raise
     return None
 
 
 def create_part_once(place: PartPlace, validator: str, mode: int) -> int | None:
-    folder = open_folder(place.root, place.folders, create=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    with FOLDERS_LOCK:
+        folder = open_folder(place.root, place.folders, create=True)
+        try:
+            fd = os.open(place.part_name, flags, mode, dir_fd=folder)
+        except BaseException:
+            os.close(folder)
+            raise
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(place.part_name, flags, mode, dir_fd=folder)
         try:
             if not lock(fd):
                 os.close(fd)
@@ -176,6 +189,12 @@ def remove_place(place: PartPlace) -> None:
                     os.unlink(name, dir_fd=folder)
         finally:
             os.close(folder)
+    with FOLDERS_LOCK:
+        remove_empty_folders(place)
+
+
+def remove_empty_folders(place: PartPlace) -> None:
+    """The folders of ``place`` below ``.ravel/parts``, deepest first, each only if empty."""
     folders = place.folders
     while len(folders) > len(PARTS):
         *folders, name = folders
