@@ -142,28 +142,24 @@ def create_part(place: PartPlace, validator: str, mode: int) -> int | None:
 
 
 def create_part_once(place: PartPlace, validator: str, mode: int) -> int | None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    with FOLDERS_LOCK:
+    with FOLDERS_LOCK:  # a few system calls: the folder stays until the part is in it
         folder = open_folder(place.root, place.folders, create=True)
         try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(place.part_name, flags, mode, dir_fd=folder)
-        except BaseException:
-            os.close(folder)
-            raise
-    try:
-        try:
-            if not lock(fd):
+            try:
+                if not lock(fd):
+                    os.close(fd)
+                    return None
+                os.ftruncate(fd, 0)
+                os.fchmod(fd, mode)
+                write_sidecar(folder, place, validator)
+            except BaseException:
                 os.close(fd)
-                return None
-            os.ftruncate(fd, 0)
-            os.fchmod(fd, mode)
-            write_sidecar(folder, place, validator)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-    finally:
-        os.close(folder)
+                raise
+            return fd
+        finally:
+            os.close(folder)
 
 
 def write_sidecar(folder: int, place: PartPlace, validator: str) -> None:
