@@ -42,9 +42,10 @@ logger = logging.getLogger(__name__)
 # --- a cheaper import of the HTTP/1.1 handler --------------------------------------------------
 # Importing Scrapy's HTTP/1.1 handler imports its TLS modules, which define deprecated aliases
 # with ``scrapy.utils.deprecate.create_deprecated_class``. To name each alias's module, that
-# calls ``inspect.stack()`` (every frame with its source line) only to take its caller's
-# frame: three calls, each looking for the source of every frame of the import machinery
-# among all the loaded modules; 0.035 s of CPU from a shallow stack, more from the command's.
+# takes its caller's frame from ``inspect.stack()`` (every frame with its source line) and
+# ``inspect.getmodule(frame)``: three calls, each looking for the source of every frame of the
+# import machinery, and a first getmodule that resolves the path of every loaded module (a
+# system call per folder of each). Importing this module took 0.06 s of CPU, now 0.006 s.
 
 
 def _frames_without_source(context: int = 1) -> list[inspect.FrameInfo]:
@@ -62,17 +63,24 @@ def _frames_without_source(context: int = 1) -> list[inspect.FrameInfo]:
 
 
 @contextmanager
-def _stack_without_source() -> Iterator[None]:
-    """``inspect.stack`` is :func:`_frames_without_source` within the block."""
-    stack = inspect.stack
-    inspect.stack = _frames_without_source  # type: ignore[assignment]
+def _frames_looked_up_cheaply() -> Iterator[None]:
+    """Within the block, ``inspect.stack`` is :func:`_frames_without_source`, and
+    ``inspect.getmodule`` of a frame is the module its code runs in (others as usual)."""
+    stack, getmodule = inspect.stack, inspect.getmodule
+
+    def module_of(thing: Any, _filename: str | None = None) -> Any:
+        if inspect.isframe(thing):
+            return sys.modules.get(thing.f_globals.get("__name__", ""))
+        return getmodule(thing, _filename)
+
+    inspect.stack, inspect.getmodule = _frames_without_source, module_of  # type: ignore[assignment]
     try:
         yield
     finally:
-        inspect.stack = stack  # type: ignore[assignment]
+        inspect.stack, inspect.getmodule = stack, getmodule  # type: ignore[assignment]
 
 
-with _stack_without_source():
+with _frames_looked_up_cheaply():
     from scrapy.core.downloader.handlers import http11
 
 # The versions this module was checked against (requirements.txt pins the same).

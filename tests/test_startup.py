@@ -86,8 +86,8 @@ print("ok")
     assert done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
-def test_the_stack_without_source_has_the_frames_of_inspect_stack() -> None:
-    from ravelscraper.scrapy_compat import _frames_without_source, _stack_without_source
+def test_the_cheap_frame_lookups_give_what_inspect_gives() -> None:
+    from ravelscraper.scrapy_compat import _frames_looked_up_cheaply, _frames_without_source
 
     def both() -> tuple[list[inspect.FrameInfo], list[inspect.FrameInfo]]:
         return inspect.stack(0), _frames_without_source()
@@ -96,12 +96,13 @@ def test_the_stack_without_source_has_the_frames_of_inspect_stack() -> None:
     assert [(f.frame, f.filename, f.lineno, f.function, f.code_context) for f in full] == [
         (f.frame, f.filename, f.lineno, f.function, f.code_context) for f in cheap
     ]
-    with _stack_without_source():
-        assert (
-            inspect.stack()[0].function
-            == "test_the_stack_without_source_has_the_frames_of_inspect_stack"
-        )
-    assert inspect.stack is not _frames_without_source  # put back
+    stack, getmodule = inspect.stack, inspect.getmodule
+    with _frames_looked_up_cheaply():
+        caller = inspect.stack()[0]
+        assert caller.function == "test_the_cheap_frame_lookups_give_what_inspect_gives"
+        assert inspect.getmodule(caller.frame) is sys.modules[__name__] is getmodule(caller.frame)
+        assert inspect.getmodule(inspect) is inspect  # not a frame: inspect's own answer
+    assert (inspect.stack, inspect.getmodule) == (stack, getmodule)  # put back
 
 
 def test_the_engine_start_freezes_without_a_full_collection(monkeypatch) -> None:
