@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from importlib.metadata import PackageNotFoundError, version
@@ -28,7 +29,6 @@ from typing import Any, Protocol
 
 from scrapy import Request
 from scrapy.core.downloader import Downloader, Slot
-from scrapy.core.downloader.handlers import http11
 from scrapy.exceptions import ResponseDataLossError
 from scrapy.http import Response
 from scrapy.utils.asyncio import call_later
@@ -37,6 +37,51 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 logger = logging.getLogger(__name__)
+
+
+# --- a cheaper import of the HTTP/1.1 handler --------------------------------------------------
+# Importing Scrapy's HTTP/1.1 handler imports its TLS modules, which define deprecated aliases
+# with ``scrapy.utils.deprecate.create_deprecated_class``. To name each alias's module, that
+# takes its caller's frame from ``inspect.stack()`` (every frame with its source line) and
+# ``inspect.getmodule(frame)``: three calls, each looking for the source of every frame of the
+# import machinery, and a first getmodule that resolves the path of every loaded module (a
+# system call per folder of each). Importing this module took 0.06 s of CPU, now 0.006 s.
+
+
+def _frames_without_source(context: int = 1) -> list[inspect.FrameInfo]:
+    """``inspect.stack()`` as ``inspect.stack(context=0)`` returns it, without looking for
+    any frame's source file: the same frames, function names and line numbers."""
+    frames = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        frames.append(
+            inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name, None, None)
+        )
+        frame = frame.f_back
+    return frames
+
+
+@contextmanager
+def _frames_looked_up_cheaply() -> Iterator[None]:
+    """Within the block, ``inspect.stack`` is :func:`_frames_without_source`, and
+    ``inspect.getmodule`` of a frame is the module its code runs in (others as usual)."""
+    stack, getmodule = inspect.stack, inspect.getmodule
+
+    def module_of(thing: Any, _filename: str | None = None) -> Any:
+        if inspect.isframe(thing):
+            return sys.modules.get(thing.f_globals.get("__name__", ""))
+        return getmodule(thing, _filename)
+
+    inspect.stack, inspect.getmodule = _frames_without_source, module_of  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        inspect.stack, inspect.getmodule = stack, getmodule  # type: ignore[assignment]
+
+
+with _frames_looked_up_cheaply():
+    from scrapy.core.downloader.handlers import http11
 
 # The versions this module was checked against (requirements.txt pins the same).
 PINNED = {"Scrapy": "2.19.0", "scrapy-redis": "0.9.1"}

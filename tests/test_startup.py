@@ -3,8 +3,11 @@ are frozen out of the garbage collector's way."""
 
 from __future__ import annotations
 
+import gc
+import inspect
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -18,6 +21,15 @@ UNUSED = {
     "twisted.conch.telnet": "TelnetConsole",
     "scrapy.extensions.memdebug": "MemoryDebugger",
     "scrapy.downloadermiddlewares.httpcache": "HttpCacheMiddleware",
+}
+# Never imported by a crawl to a local folder without REDIS_URL.
+NOT_NEEDED = {
+    "boto3": "the S3 store",
+    "botocore": "the S3 store",
+    "redis": "a fleet",
+    "scrapy_redis": "a fleet",
+    # (the attempts to import pydantic, which fail, are listed)
+    "pydantic_core": "itemadapter, for pydantic models as items",
 }
 
 
@@ -36,6 +48,8 @@ def test_a_crawl_never_imports_unused_components_and_freezes_its_start_up(archiv
     imported = set(re.findall(r"^import time:.*\|\s+(\S+)$", done.stderr, re.M))
     assert "scrapy.extensions.feedexport" in imported  # -O still works: the sanity check
     assert {name for name in UNUSED if name in imported} == set()
+    assert {name for name in NOT_NEEDED if name in imported} == set()
+    assert "'Twisted':" in done.stderr and "'Platform':" not in done.stderr  # no `uname -p`
     frozen = re.search(r"'ravel/gc_frozen_objects': (\d+)", done.stderr)
     assert frozen and int(frozen.group(1)) > 10_000
     files = stored_files(store)
@@ -43,6 +57,74 @@ def test_a_crawl_never_imports_unused_components_and_freezes_its_start_up(archiv
         body == file_bytes("d-small", path.split("/", 1)[1], 20_000) for path, body in files.items()
     )
     assert len(manifest.read_text().splitlines()) == 2
+
+
+def test_itemadapter_is_imported_without_pydantic_which_still_imports_afterwards() -> None:
+    """In a fresh interpreter, as ``scrapy crawl`` imports the project's settings."""
+    script = """
+import sys
+from ravelscraper.extensions.startup import itemadapter_without_pydantic
+assert itemadapter_without_pydantic()
+assert "pydantic" not in sys.modules
+from itemadapter import ItemAdapter, _imports
+from ravelscraper.items import AudioFile
+assert _imports.pydantic is None and _imports.pydantic_v1 is None
+assert ItemAdapter(AudioFile("i", "a.mp3", "u")).asdict()["name"] == "a.mp3"
+import pydantic
+assert pydantic.BaseModel
+assert not itemadapter_without_pydantic()  # once imported, nothing is done
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=crawl_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_the_cheap_frame_lookups_give_what_inspect_gives() -> None:
+    from ravelscraper.scrapy_compat import _frames_looked_up_cheaply, _frames_without_source
+
+    def both() -> tuple[list[inspect.FrameInfo], list[inspect.FrameInfo]]:
+        return inspect.stack(0), _frames_without_source()
+
+    full, cheap = both()
+    assert [(f.frame, f.filename, f.lineno, f.function, f.code_context) for f in full] == [
+        (f.frame, f.filename, f.lineno, f.function, f.code_context) for f in cheap
+    ]
+    stack, getmodule = inspect.stack, inspect.getmodule
+    with _frames_looked_up_cheaply():
+        caller = inspect.stack()[0]
+        assert caller.function == "test_the_cheap_frame_lookups_give_what_inspect_gives"
+        assert inspect.getmodule(caller.frame) is sys.modules[__name__] is getmodule(caller.frame)
+        assert inspect.getmodule(inspect) is inspect  # not a frame: inspect's own answer
+    assert (inspect.stack, inspect.getmodule) == (stack, getmodule)  # put back
+
+
+def test_the_engine_start_freezes_without_a_full_collection(monkeypatch) -> None:
+    import logging
+
+    from scrapy.utils.test import get_crawler
+
+    from ravelscraper.extensions.startup import FreezeStartupObjects
+
+    crawler = get_crawler(settings_dict={"RAVEL_BANDWIDTH_LIMIT": 1e6})
+    crawler.stats.open_spider()
+    monkeypatch.setattr(logging.root, "level", logging.root.level)  # engine_started sets it
+    freeze = FreezeStartupObjects.from_crawler(crawler)
+    full_collections = gc.get_stats()[2]["collections"]
+    try:
+        freeze.engine_started()
+        assert gc.get_stats()[2]["collections"] == full_collections
+        assert gc.get_freeze_count() > 10_000
+        freeze.spider_closed()
+        assert crawler.stats.get_value("ravel/gc_frozen_objects") == gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
 
 
 def test_no_record_is_built_below_the_log_level(monkeypatch) -> None:

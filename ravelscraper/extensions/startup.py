@@ -1,12 +1,13 @@
-"""A lighter process: start-up objects frozen out of the garbage collector's way, no log
-record built for a level no handler shows, the bodies read in large chunks, and cancelled
-timers dropped as the crawl goes."""
+"""A lighter process: no pydantic for items that are never pydantic models, start-up objects
+frozen out of the garbage collector's way, no log record built for a level no handler shows,
+the bodies read in large chunks, and cancelled timers dropped as the crawl goes."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
 import logging
+import sys
 from typing import Self
 
 from scrapy import signals
@@ -32,16 +33,22 @@ class FreezeStartupObjects:
         if not crawler.settings.getfloat("RAVEL_BANDWIDTH_LIMIT"):
             read_in_large_chunks()
         crawler.signals.connect(self.engine_started, signal=signals.engine_started)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
     def engine_started(self) -> None:
-        gc.collect()  # what is garbage now is not frozen
+        # The young generations' garbage is not frozen. A full collection here, before the
+        # first request, took 0.045 s to find 10 objects among 77,000.
+        gc.collect(1)
         gc.freeze()
-        self.stats.set_value("ravel/gc_frozen_objects", gc.get_freeze_count())
         skip_unshown_records(self.log_level)
+
+    def spider_closed(self) -> None:
+        # Counted at the end: counting walks the frozen objects (5 ms before the first request).
+        self.stats.set_value("ravel/gc_frozen_objects", gc.get_freeze_count())
 
 
 PURGE_INTERVAL = 1.0  # seconds between the reactor's looks at its timers (see below)
@@ -124,3 +131,21 @@ def read_in_large_chunks() -> bool:
     if done:
         tcp.Connection.bufferSize = READ_SIZE
     return bool(done)
+
+
+def itemadapter_without_pydantic() -> bool:
+    """Import ``itemadapter`` as if pydantic were not installed; True if done so now.
+
+    Scrapy imports ``itemadapter``, which imports pydantic (and ``pydantic.v1``) whenever
+    it is installed, to recognise pydantic models as items: 0.07 s of each start, for items
+    that are dataclasses here. pydantic is hidden from that import only: imported later, by
+    anything else, it loads as usual. Nothing is done once either is imported.
+    """
+    if "itemadapter" in sys.modules or "pydantic" in sys.modules:
+        return False
+    sys.modules["pydantic"] = None  # type: ignore[assignment]  # "import pydantic" fails
+    try:
+        import itemadapter  # noqa: F401
+    finally:
+        del sys.modules["pydantic"]
+    return True

@@ -55,8 +55,14 @@ class Crawl:
 
 
 def crawl_env(**extra: str) -> dict[str, str]:
-    """The environment without proxies (loopback only), with the repository importable."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    """The environment without proxies (loopback only), with the repository importable and
+    its bytecode cached, as Python does by default: under a PYTHONDONTWRITEBYTECODE each
+    crawl compiled the project's modules again (0.06 s of CPU per start)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "proxy" not in k.lower() and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(PYTHONPATH=str(ROOT), **extra)
     return env
 
