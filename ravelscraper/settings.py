@@ -7,8 +7,6 @@ and the README's settings tables list each one (tests/test_settings.py checks bo
 
 from scrapy.settings import default_settings as scrapy_defaults
 
-from ravelscraper.extensions.startup import itemadapter_without_pydantic
-
 BOT_NAME = "ravelscraper"
 SPIDER_MODULES = ["ravelscraper.spiders"]
 NEWSPIDER_MODULE = "ravelscraper.spiders"
@@ -109,8 +107,6 @@ TELNETCONSOLE_ENABLED = False
 COOKIES_ENABLED = False
 
 # --- Start-up -------------------------------------------------------------------
-# Scrapy's commands import itemadapter next; the items are dataclasses: no pydantic (0.07 s).
-itemadapter_without_pydantic()
 # Components this project never uses, left out of Scrapy's *_BASE settings: Scrapy imports
 # every component there, and every key of EXTENSIONS even when set to None (0.2 s of each
 # start: RemoteControl imports aiohttp, CookiesMiddleware tldextract). The bases are the

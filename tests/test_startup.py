@@ -28,8 +28,6 @@ NOT_NEEDED = {
     "botocore": "the S3 store",
     "redis": "a fleet",
     "scrapy_redis": "a fleet",
-    # (the attempts to import pydantic, which fail, are listed)
-    "pydantic_core": "itemadapter, for pydantic models as items",
 }
 
 
@@ -57,33 +55,6 @@ def test_a_crawl_never_imports_unused_components_and_freezes_its_start_up(archiv
         body == file_bytes("d-small", path.split("/", 1)[1], 20_000) for path, body in files.items()
     )
     assert len(manifest.read_text().splitlines()) == 2
-
-
-def test_itemadapter_is_imported_without_pydantic_which_still_imports_afterwards() -> None:
-    """In a fresh interpreter, as ``scrapy crawl`` imports the project's settings."""
-    script = """
-import sys
-from ravelscraper.extensions.startup import itemadapter_without_pydantic
-assert itemadapter_without_pydantic()
-assert "pydantic" not in sys.modules
-from itemadapter import ItemAdapter, _imports
-from ravelscraper.items import AudioFile
-assert _imports.pydantic is None and _imports.pydantic_v1 is None
-assert ItemAdapter(AudioFile("i", "a.mp3", "u")).asdict()["name"] == "a.mp3"
-import pydantic
-assert pydantic.BaseModel
-assert not itemadapter_without_pydantic()  # once imported, nothing is done
-print("ok")
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=crawl_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 def test_the_cheap_frame_lookups_give_what_inspect_gives() -> None:

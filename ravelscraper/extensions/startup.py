@@ -1,13 +1,12 @@
-"""A lighter process: no pydantic for items that are never pydantic models, start-up objects
-frozen out of the garbage collector's way, no log record built for a level no handler shows,
-the bodies read in large chunks, and cancelled timers dropped as the crawl goes."""
+"""A lighter process: start-up objects frozen out of the garbage collector's way, no log
+record built for a level no handler shows, the bodies read in large chunks, and cancelled
+timers dropped as the crawl goes."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
 import logging
-import sys
 from typing import Self
 
 from scrapy import signals
@@ -131,21 +130,3 @@ def read_in_large_chunks() -> bool:
     if done:
         tcp.Connection.bufferSize = READ_SIZE
     return bool(done)
-
-
-def itemadapter_without_pydantic() -> bool:
-    """Import ``itemadapter`` as if pydantic were not installed; True if done so now.
-
-    Scrapy imports ``itemadapter``, which imports pydantic (and ``pydantic.v1``) whenever
-    it is installed, to recognise pydantic models as items: 0.07 s of each start, for items
-    that are dataclasses here. pydantic is hidden from that import only: imported later, by
-    anything else, it loads as usual. Nothing is done once either is imported.
-    """
-    if "itemadapter" in sys.modules or "pydantic" in sys.modules:
-        return False
-    sys.modules["pydantic"] = None  # type: ignore[assignment]  # "import pydantic" fails
-    try:
-        import itemadapter  # noqa: F401
-    finally:
-        del sys.modules["pydantic"]
-    return True
