@@ -134,6 +134,39 @@ def test_a_streamed_body_is_hashed_and_renamed_into_place(tmp_path, tmpfile_mode
     assert (tmp_path / "item/disc 1/a.mp3").read_bytes() == BODY
 
 
+def test_written_bytes_are_dropped_from_the_page_cache_behind_the_writer(
+    tmp_path, tmpfile_mode, monkeypatch
+):
+    if streaming.FADVISE is None:
+        pytest.skip("no posix_fadvise here")
+    dropped: list[tuple[int, int, int]] = []
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        dropped.append((offset, length, advice))
+        os.posix_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(streaming, "FADVISE", fadvise)
+    chunk = bytes(range(256)) * (streaming.BATCH // 256)
+    count = 3 * streaming.DROP_LAG // streaming.BATCH
+    target = StreamTarget(tmp_path)
+    part = PartFile(target, reader())
+    for _ in range(count):
+        part.write(chunk)
+    part.getvalue()
+    body = target.take()
+    size = count * len(chunk)
+    assert settled(body) == (size, hashlib.md5(chunk * count).hexdigest())
+    assert {advice for _, _, advice in dropped} == {os.POSIX_FADV_DONTNEED}
+    ends = [offset + length for offset, length, _ in dropped]
+    assert dropped[0][0] == 0 and ends == sorted(ends) and ends[-1] == size
+    # each call starts where the previous one stopped dropping: the last DROP_LAG bytes again
+    for (offset, _, _), end in zip(dropped[1:], ends, strict=False):
+        assert offset == end - streaming.DROP_LAG
+    assert body is not None and body.fd is not None
+    assert os.pread(body.fd, size + 1, 0) == chunk * count
+    body.discard()
+
+
 def test_a_part_that_cannot_be_linked_is_copied(tmp_path, monkeypatch):
     if not hasattr(os, "O_TMPFILE"):
         pytest.skip("no O_TMPFILE here")
