@@ -66,6 +66,7 @@ from ravelscraper.downloader.bandwidth import PacedBuffer, Pacer, TokenBucket, b
 from ravelscraper.logtags import RESUME
 from ravelscraper.scrapy_compat import abort_body, download_to_sink
 from ravelscraper.stores.base import PARTIAL_PREFIX, PARTIAL_SUFFIX, is_name_problem
+from ravelscraper.stores.direct import DirectWriter
 from ravelscraper.stores.local import FILE_MODE, write_all
 from ravelscraper.stores.parts import (
     ClaimedPart,
@@ -347,6 +348,7 @@ class PartFile:
         self.keep = False  # removing it keeps a named file for the next run
         self.interrupted = False  # cut off mid-body: kept as the target's resume point
         self.dropped = 0  # the file's bytes before this offset were dropped from the cache
+        self.direct: DirectWriter | None = None  # a new file's O_DIRECT writes, until settled
         if base is not None:  # continue ``base``, a resume point (all its writes done)
             self.hash, self.size, self.validator = base.hash, base.size, base.validator
             self.fd, self.path, self.named = base.fd, base.path, base.named
@@ -442,7 +444,11 @@ class PartFile:
             try:
                 if self.fd is None:
                     self.fd, self.path, self.named = self.open_file()
-                write_all(self.fd, data)
+                    self.direct = DirectWriter(self.fd)  # a new file, from byte 0
+                if self.direct is not None:
+                    self.direct.write(data)
+                else:
+                    write_all(self.fd, data)
             except OSError as exc:
                 with self.lock:
                     self.write_error = exc
@@ -463,6 +469,8 @@ class PartFile:
         """Drop the written bytes from the page cache, all but the last :data:`DROP_LAG`
         (their writeback starts now; the next call drops them)."""
         end = self.size - DROP_LAG
+        if self.direct is not None and self.direct.direct:
+            return  # O_DIRECT: nothing in the cache
         if FADVISE is None or self.fd is None or end <= self.dropped:
             return
         with suppress(OSError):
@@ -487,12 +495,26 @@ class PartFile:
             try:
                 if self.fd is None:  # an empty body still gets its (empty) file
                     self.fd, self.path, self.named = self.open_file()
+                self.finish_direct()
             except OSError as exc:
+                self.remove_file()
                 resolve(self.done, error=exc)
                 return
             resolve(self.done, result=(self.size, self.hash.hexdigest()))
         elif self.interrupted:  # every byte received is on disk: ready to be continued
+            try:
+                self.finish_direct()
+            except OSError as exc:
+                self.remove_file()
+                resolve(self.done, error=exc)
+                return
             resolve(self.done, result=(self.size, ""))
+
+    def finish_direct(self) -> None:
+        """The last partial block of a file written with O_DIRECT, written the ordinary way."""
+        direct, self.direct = self.direct, None
+        if direct is not None:
+            direct.finish()
 
     def unpause(self) -> None:
         """The writer caught up: resume reading, unless the bandwidth limit holds it."""
