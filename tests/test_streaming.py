@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import queue
+import random
 import stat
 import threading
 from pathlib import Path
@@ -32,6 +34,7 @@ from ravelscraper.downloader.streaming import (
 from ravelscraper.items import AudioFile
 from ravelscraper.pipelines.files import VerifiedFilesPipeline
 from ravelscraper.spiders.ravel import RavelSpider
+from ravelscraper.stores import direct
 from ravelscraper.stores.local import AtomicFSFilesStore, current_umask
 from tests.fakearchive import sha1_of
 from tests.support.crawl import ROOT, crawl_command, crawl_env, stored_files
@@ -132,6 +135,92 @@ def test_a_streamed_body_is_hashed_and_renamed_into_place(tmp_path, tmpfile_mode
     body.discard()
     assert files_in(tmp_path) == ["a.mp3"]
     assert (tmp_path / "item/disc 1/a.mp3").read_bytes() == BODY
+
+
+def test_written_bytes_are_dropped_from_the_page_cache_behind_the_writer(
+    tmp_path, tmpfile_mode, monkeypatch
+):
+    if streaming.FADVISE is None:
+        pytest.skip("no posix_fadvise here")
+    dropped: list[tuple[int, int, int]] = []
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        dropped.append((offset, length, advice))
+        os.posix_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(streaming, "FADVISE", fadvise)
+    monkeypatch.setattr(direct, "O_DIRECT", 0)  # where the file system refuses O_DIRECT
+    chunk = bytes(range(256)) * (streaming.BATCH // 256)
+    count = 3 * streaming.DROP_LAG // streaming.BATCH
+    target = StreamTarget(tmp_path)
+    part = PartFile(target, reader())
+    for _ in range(count):
+        part.write(chunk)
+    part.getvalue()
+    body = target.take()
+    size = count * len(chunk)
+    assert settled(body) == (size, hashlib.md5(chunk * count).hexdigest())
+    assert {advice for _, _, advice in dropped} == {os.POSIX_FADV_DONTNEED}
+    ends = [offset + length for offset, length, _ in dropped]
+    assert dropped[0][0] == 0 and ends == sorted(ends) and ends[-1] == size
+    # each call starts where the previous one stopped dropping: the last DROP_LAG bytes again
+    for (offset, _, _), end in zip(dropped[1:], ends, strict=False):
+        assert offset == end - streaming.DROP_LAG
+    assert body is not None and body.fd is not None
+    assert os.pread(body.fd, size + 1, 0) == chunk * count
+    body.discard()
+
+
+def uneven_body(count: int) -> list[bytes]:
+    """``count`` chunks of uneven sizes (none a multiple of a block), all bytes values."""
+    return [random.Random(i).randbytes(i * 4099 + 65) for i in range(count)]
+
+
+@pytest.mark.parametrize("refusal", ["none", "flag", "write"])
+def test_a_new_file_written_with_o_direct_holds_every_byte(
+    tmp_path, tmpfile_mode, monkeypatch, refusal
+):
+    """O_DIRECT from byte 0 where the file system takes it, the last partial block written
+    the ordinary way; where it refuses the flag or a write, ordinary writes: the same file."""
+    if not direct.O_DIRECT:
+        pytest.skip("no O_DIRECT here")
+    writes: list[tuple[bool, int]] = []  # (O_DIRECT on, length) of each write
+    real_write, real_fcntl = os.write, direct.fcntl.fcntl
+
+    def write(fd: int, data: Any) -> int:
+        on = bool(real_fcntl(fd, direct.fcntl.F_GETFL) & direct.O_DIRECT)
+        if on and refusal == "write":
+            raise OSError(errno.EINVAL, "Invalid argument")
+        writes.append((on, len(data)))
+        return real_write(fd, data)
+
+    def refuse(*args: Any) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(direct.os, "write", write)
+    if refusal == "flag":
+        monkeypatch.setattr(direct.fcntl, "fcntl", refuse)
+    chunks = uneven_body(40)  # 3.2 MB: more than the aligned buffer holds
+    whole = b"".join(chunks)
+    target = StreamTarget(tmp_path, "sha1")
+    part = PartFile(target, reader())
+    for chunk in chunks:
+        part.write(chunk)
+    part.getvalue()
+    body = target.take()
+    assert settled(body) == (len(whole), hashlib.sha1(whole).hexdigest())
+    assert body is not None and body.fd is not None
+    assert os.pread(body.fd, len(whole) + 1, 0) == whole
+    assert (
+        not real_fcntl(body.fd, direct.fcntl.F_GETFL) & direct.O_DIRECT
+    )  # the pipeline reads or copies it as usual
+    if refusal == "none":
+        assert all(length % direct.ALIGN == 0 for on, length in writes if on)
+        assert sum(length for on, length in writes if on) == len(whole) - len(whole) % 4096
+        assert writes[-1] == (False, len(whole) % direct.ALIGN)
+    else:
+        assert writes and not any(on for on, _ in writes)
+    body.discard()
 
 
 def test_a_part_that_cannot_be_linked_is_copied(tmp_path, monkeypatch):
@@ -287,16 +376,24 @@ def hold_last_write(monkeypatch, last: bytes, error: OSError | None = None) -> t
     """The writer's call that holds ``last`` waits for the returned event (then fails with
     ``error``, if given): the body's last write is still queued when the pipeline gets it."""
     release = threading.Event()
-    write_all = streaming.write_all
+    write_all, write_direct = streaming.write_all, direct.DirectWriter.write
 
-    def held(fd: int, data: bytes) -> None:
+    def hold(data: bytes) -> None:
         if data.endswith(last):
             assert release.wait(10)
             if error is not None:
                 raise error
+
+    def held(fd: int, data: bytes) -> None:
+        hold(data)
         write_all(fd, data)
 
-    monkeypatch.setattr(streaming, "write_all", held)
+    def held_direct(writer: direct.DirectWriter, data: bytes) -> None:
+        hold(data)
+        write_direct(writer, data)
+
+    monkeypatch.setattr(streaming, "write_all", held)  # a file continued, or no O_DIRECT
+    monkeypatch.setattr(direct.DirectWriter, "write", held_direct)  # a new file
     return release
 
 
