@@ -69,6 +69,9 @@ MEDIA_ALLOW_REDIRECTS = True
 RAVEL_STORAGE_HOSTS = ".archive.org"
 # Once a file's 302 showed its item's storage node, fetch the item's next files there directly.
 RAVEL_STORAGE_DIRECT = True
+# New part files are written with O_DIRECT where the filesystem takes it (no page-cache copy);
+# 0: through the page cache (its written bytes dropped behind the writer).
+RAVEL_DIRECT_WRITES = True
 # Large FLACs are normal here: warn only past 256 MiB.
 DOWNLOAD_WARNSIZE = 256 * 1024 * 1024
 # File bodies go straight to a part file in the local store, not to memory (streaming.py).

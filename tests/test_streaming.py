@@ -176,12 +176,13 @@ def uneven_body(count: int) -> list[bytes]:
     return [random.Random(i).randbytes(i * 4099 + 65) for i in range(count)]
 
 
-@pytest.mark.parametrize("refusal", ["none", "flag", "write"])
+@pytest.mark.parametrize("refusal", ["none", "flag", "write", "setting"])
 def test_a_new_file_written_with_o_direct_holds_every_byte(
     tmp_path, tmpfile_mode, monkeypatch, refusal
 ):
     """O_DIRECT from byte 0 where the file system takes it, the last partial block written
-    the ordinary way; where it refuses the flag or a write, ordinary writes: the same file."""
+    the ordinary way; where it refuses the flag or a write, or RAVEL_DIRECT_WRITES is off,
+    ordinary writes: the same file."""
     if not direct.O_DIRECT:
         pytest.skip("no O_DIRECT here")
     writes: list[tuple[bool, int]] = []  # (O_DIRECT on, length) of each write
@@ -203,7 +204,7 @@ def test_a_new_file_written_with_o_direct_holds_every_byte(
     chunks = uneven_body(40)  # 3.2 MB: more than the aligned buffer holds
     whole = b"".join(chunks)
     target = StreamTarget(tmp_path, "sha1")
-    part = PartFile(target, reader())
+    part = PartFile(target, reader(), direct=refusal != "setting")
     for chunk in chunks:
         part.write(chunk)
     part.getvalue()

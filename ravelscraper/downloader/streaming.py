@@ -334,6 +334,7 @@ class PartFile:
         validator: str | None = None,
         base: PartFile | None = None,
         bucket: TokenBucket | None = None,
+        direct: bool = True,
     ):
         self.target = target
         self.reader = reader
@@ -349,6 +350,7 @@ class PartFile:
         self.interrupted = False  # cut off mid-body: kept as the target's resume point
         self.dropped = 0  # the file's bytes before this offset were dropped from the cache
         self.direct: DirectWriter | None = None  # a new file's O_DIRECT writes, until settled
+        self.use_direct = direct  # RAVEL_DIRECT_WRITES
         if base is not None:  # continue ``base``, a resume point (all its writes done)
             self.hash, self.size, self.validator = base.hash, base.size, base.validator
             self.fd, self.path, self.named = base.fd, base.path, base.named
@@ -444,7 +446,8 @@ class PartFile:
             try:
                 if self.fd is None:
                     self.fd, self.path, self.named = self.open_file()
-                    self.direct = DirectWriter(self.fd)  # a new file, from byte 0
+                    if self.use_direct:  # a new file, from byte 0
+                        self.direct = DirectWriter(self.fd)
                 if self.direct is not None:
                     self.direct.write(data)
                 else:
@@ -718,6 +721,7 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
     def __init__(self, crawler: Any):
         super().__init__(crawler)
         self.bucket = bucket_for(crawler.settings)
+        self.direct_writes = crawler.settings.getbool("RAVEL_DIRECT_WRITES")
         stats = crawler.stats
         if self.bucket is not None and stats is not None:
             self.bucket.on_pause = lambda: stats.inc_value("ravel/bandwidth_pauses")
@@ -742,7 +746,9 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
                 if encoded:
                     return None
                 validator = validator_of(txresponse.headers)
-                return PartFile(target, reader, validator, bucket=self.bucket)
+                return PartFile(
+                    target, reader, validator, bucket=self.bucket, direct=self.direct_writes
+                )
             if txresponse.code == 206 and resume is not None and target.resume is resume:
                 why = "the server encoded the range" if encoded else None
                 why = why or continuation_problem(txresponse.headers, resume)
