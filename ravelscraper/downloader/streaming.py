@@ -125,6 +125,11 @@ class StreamedBody:
     def discard(self) -> None:
         self.part.discard()
 
+    def committed(self) -> None:
+        """The store renamed the file into place (and deleted a named part's sidecar and
+        emptied folders there): discarding it now only closes it."""
+        self.part.path, self.part.named = None, False
+
 
 class StreamTarget:
     """Where a request's body may be streamed, and the last complete attempt's result.

@@ -189,13 +189,28 @@ def remove_place(place: PartPlace) -> None:
         remove_empty_folders(place)
 
 
+def part_committed(folder: int, root: Path, folders: list[str], part_name: str) -> None:
+    """After the part ``part_name`` of ``folder`` (``root/folders...``) was renamed into
+    place: its sidecar deleted, then the folders left empty (errors ignored). Done by the
+    store where it renamed the part, so that nothing is left to delete on the reactor."""
+    with contextlib.suppress(OSError):
+        os.unlink(part_name[: -len(PART_SUFFIX)] + SIDECAR_SUFFIX, dir_fd=folder)
+    with FOLDERS_LOCK:
+        remove_empty_part_folders(root, folders)
+
+
 def remove_empty_folders(place: PartPlace) -> None:
     """The folders of ``place`` below ``.ravel/parts``, deepest first, each only if empty."""
-    folders = place.folders
+    remove_empty_part_folders(place.root, place.folders)
+
+
+def remove_empty_part_folders(root: Path, folders: list[str]) -> None:
+    """``root/folders...`` and its parents below ``.ravel/parts``, deepest first, each only
+    if empty."""
     while len(folders) > len(PARTS):
         *folders, name = folders
         try:
-            parent = open_folder(place.root, folders, create=False)
+            parent = open_folder(root, folders, create=False)
         except OSError:
             return
         try:
@@ -271,8 +286,9 @@ def claim_part(place: PartPlace, algorithm: str) -> ClaimedPart | None:
             os.close(fd)
     finally:
         os.close(folder)
-    if why != "it has no sidecar" or os.path.lexists(place.path):
-        logger.info(f"{RESUME} {place.identifier}/{place.name}: part discarded, {why}")
+    if why == "it has no sidecar" and not os.path.lexists(place.path):
+        return None  # nothing there (the usual case): nothing to delete
+    logger.info(f"{RESUME} {place.identifier}/{place.name}: part discarded, {why}")
     remove_place(place)
     return None
 
