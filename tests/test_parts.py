@@ -18,6 +18,7 @@ from ravelscraper.stores.parts import (
     claim_part,
     create_part,
     create_part_once,
+    nothing_to_claim,
     part_place,
     remove_old_parts,
     remove_place,
@@ -211,3 +212,12 @@ def test_lacks_says_whether_anything_is_at_a_path(tmp_path):
 
     assert store.lacks("item/b.mp3") and store.lacks("other/a.mp3")
     assert not store.lacks("item/a.mp3") and not store.lacks("item/link.mp3")
+
+
+def test_nothing_to_claim_unless_a_part_or_its_sidecar_is_there(tmp_path):
+    place = left_part(tmp_path, BODY[:10])
+    assert not nothing_to_claim(place)
+    os.unlink(place.path)
+    assert not nothing_to_claim(place)  # its sidecar alone: claim_part deletes it
+    remove_place(place)
+    assert nothing_to_claim(place)

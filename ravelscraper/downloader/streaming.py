@@ -73,6 +73,7 @@ from ravelscraper.stores.parts import (
     UnsafePartPlace,
     claim_part,
     create_part,
+    nothing_to_claim,
     remove_place,
 )
 
@@ -161,9 +162,10 @@ class StreamTarget:
         if not self.claimed:
             self.claimed = True
             assert self.place is not None
-            claimed = await asyncio.to_thread(claim_part, self.place, self.algorithm)
-            if claimed is not None:
-                self.resume = PartFile.from_claim(self, claimed)
+            if not nothing_to_claim(self.place):
+                claimed = await asyncio.to_thread(claim_part, self.place, self.algorithm)
+                if claimed is not None:
+                    self.resume = PartFile.from_claim(self, claimed)
         part = self.resume
         if part is None:
             return None

@@ -221,6 +221,14 @@ def remove_empty_part_folders(root: Path, folders: list[str]) -> None:
             os.close(parent)
 
 
+def nothing_to_claim(place: PartPlace) -> bool:
+    """True when neither the part of ``place`` nor its sidecar is there: the usual case, told
+    by two ``lstat`` calls, cheap enough for the reactor thread (no thread to hand
+    :func:`claim_part` to, whose own checks never follow a symbolic link)."""
+    path = place.path
+    return not os.path.lexists(path) and not os.path.lexists(path.with_name(place.sidecar_name))
+
+
 @dataclass
 class ClaimedPart:
     """A part left by an earlier attempt, checked against the listing and open for writing
