@@ -32,9 +32,10 @@ Scrapy's HTTP/1.1 handler. It does not fail safe, it fails early and loudly: the
 command checks those names before anything starts and, if one is gone (another Scrapy than
 the pinned one), exits 1 with one ERROR line naming it.
 
-A file the listing gives a size or checksum streams to its named part in
-``<FILES_STORE>/.ravel/parts/`` (``ravelscraper.stores.parts``), which a crawl killed at any
-moment leaves for the next run to resume. Otherwise (or when that place can't be used: a
+A file the listing gives a size or checksum (and, if a size, one of at least
+``NAMED_PART_MIN_SIZE``) streams to its named part in ``<FILES_STORE>/.ravel/parts/``
+(``ravelscraper.stores.parts``), which a crawl killed at any moment leaves for the next run
+to resume. Otherwise (or when that place can't be used: a
 symlinked ``.ravel``, a name too long), where the filesystem supports it (Linux
 ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part file has no name until it is verified,
 so even SIGKILL leaves nothing behind; elsewhere it is a named ``.ravel-*.part`` file, which

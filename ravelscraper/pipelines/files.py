@@ -69,6 +69,7 @@ from ravelscraper.stores import (
     store_uri_problem,
 )
 from ravelscraper.stores.base import StoreProblem, is_name_problem
+from ravelscraper.stores.parts import NAMED_PART_MIN_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -179,15 +180,19 @@ class VerifiedFilesPipeline(FilesPipeline):
         return request
 
     def stream_meta(self, item: AudioFile) -> dict[str, Any]:
-        """On the local store, the meta that streams the body to the target's folder."""
+        """On the local store, the meta that streams the body to the target's folder: at its
+        named part (resumable by a later run), unless it is listed smaller than
+        ``NAMED_PART_MIN_SIZE``."""
         if not self.store.streams_parts:
             return {}
         folder = self.store.folder_of(f"{item.identifier}/{item.name}")
         if folder is None:
             return {}
-        listing = {"size": item.size, "mtime": getattr(item, "mtime", None)}
-        listing.update(md5=item.md5, sha1=item.sha1)
-        place = self.store.part_place(item.identifier, item.name, listing)
+        place = None
+        if item.size is None or item.size >= NAMED_PART_MIN_SIZE:
+            listing = {"size": item.size, "mtime": getattr(item, "mtime", None)}
+            listing.update(md5=item.md5, sha1=item.sha1)
+            place = self.store.part_place(item.identifier, item.name, listing)
         return self.part_files.meta(folder, expected_checksum(item)[0], place)
 
     def file_path(
