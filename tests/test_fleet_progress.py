@@ -131,11 +131,20 @@ def test_records_no_handler_shows_are_not_made(monkeypatch):
     handler = logging.StreamHandler()
     handler.setLevel(logging.INFO)
     monkeypatch.setattr(logging.root, "handlers", [handler])
-    level = logging.root.level
+    scrapy_logger, own = logging.getLogger("scrapy"), logging.getLogger("test.own")
+    before = (logging.root.level, scrapy_logger.level)
     logging.root.setLevel(logging.NOTSET)
+    scrapy_logger.setLevel(logging.DEBUG)  # as Scrapy's DEFAULT_LOGGING sets it
+    own.setLevel(logging.DEBUG)
+    own.addHandler(logging.NullHandler())  # a logger with its own handler is left alone
     try:
         skip_unshown_records()
         assert not logging.getLogger("scrapy.core.engine").isEnabledFor(logging.DEBUG)
         assert logging.getLogger("scrapy.core.engine").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("other").isEnabledFor(logging.DEBUG)
+        assert own.isEnabledFor(logging.DEBUG)
     finally:
-        logging.root.setLevel(level)
+        logging.root.setLevel(before[0])
+        scrapy_logger.setLevel(before[1])
+        own.handlers.clear()
+        own.setLevel(logging.NOTSET)

@@ -63,13 +63,21 @@ def eta(remaining: float, speed: float) -> str:
 
 
 def skip_unshown_records() -> None:
-    """Raise the root logger to its handlers' lowest level, so that a DEBUG call that no
-    handler would show returns at once: Scrapy leaves the root logger at NOTSET and filters
-    in its handler (``LOG_LEVEL``), so each of its per-request DEBUG lines (``Crawled``,
+    """Raise the root logger, and the loggers without handlers of their own set below it, to
+    the root handlers' lowest level, so that a call no handler would show returns at once.
+    Scrapy leaves the root logger at NOTSET and its ``scrapy`` logger at DEBUG, and filters
+    in its handler (``LOG_LEVEL``): each of its per-request DEBUG lines (``Crawled``,
     ``Scraped from``) was made into a record, masked (``redact``) and then dropped."""
     levels = [handler.level for handler in logging.root.handlers]
-    if levels and min(levels) > logging.root.level:
-        logging.root.setLevel(min(levels))
+    if not levels or min(levels) <= logging.NOTSET:
+        return
+    floor = min(levels)
+    if logging.root.level < floor:
+        logging.root.setLevel(floor)
+    for each in logging.root.manager.loggerDict.values():
+        own = isinstance(each, logging.Logger) and bool(each.handlers)  # left as it is
+        if isinstance(each, logging.Logger) and not own and logging.NOTSET < each.level < floor:
+            each.setLevel(floor)
 
 
 class LineBudget:
