@@ -28,6 +28,7 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_PART_MAX_AGE": (0, None, False),
     "RAVEL_BANDWIDTH_LIMIT": (0, None, True),
     "RAVEL_PROGRESS_INTERVAL": (0, None, False),
+    "RAVEL_FILE_LINES": (0, None, False),
     "RAVEL_FLEET_MAX_TRANSFERS": (0, None, True),
     "RAVEL_NODE_TTL": (1, None, False),  # a node is dead after this: not a blip
     "RAVEL_WAIT_FOR_WORK": (-1, None, False),

@@ -20,16 +20,13 @@ def open_below(
     refused: Callable[[int, int], OSError],
 ) -> int:
     """A descriptor of ``root/folders...``, each folder opened without following a symbolic
-    link (made first with ``mode`` if ``create``). A folder that is a symbolic link or not a
-    folder raises ``refused(errno, its index in folders)``; any other error, OSError."""
+    link (made with ``mode`` if missing and ``create``). A folder that is a symbolic link or
+    not a folder raises ``refused(errno, its index in folders)``; any other error, OSError."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for index, folder in enumerate(folders):
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder, mode, dir_fd=fd)
             try:
-                inner = os.open(folder, NO_LINK_FOLDER, dir_fd=fd)
+                inner = open_folder_at(fd, folder, create, mode)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise refused(exc.errno, index) from None
@@ -40,3 +37,16 @@ def open_below(
         os.close(fd)
         raise
     return fd
+
+
+def open_folder_at(parent: int, folder: str, create: bool, mode: int) -> int:
+    """``folder`` of the open ``parent``, not followed if a symbolic link; made first if
+    missing and ``create`` (it usually exists: opened first, one system call)."""
+    try:
+        return os.open(folder, NO_LINK_FOLDER, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):  # made meanwhile by another thread or process
+        os.mkdir(folder, mode, dir_fd=parent)
+    return os.open(folder, NO_LINK_FOLDER, dir_fd=parent)

@@ -310,11 +310,11 @@ _CHECK_MEDIA = "scrapy.pipelines.media.MediaPipeline._check_media_to_download"
 # collection: the pipeline forgets each file's once its item is done.
 
 
-def forget_media_results(info: Any, crawler: Any, urls: list[str]) -> None:
-    """Drop the cached results of ``urls`` from the pipeline's ``info``."""
-    fingerprint = crawler.request_fingerprinter.fingerprint
-    for url in urls:
-        info.downloaded.pop(fingerprint(Request(url)), None)
+def forget_media_results(info: Any, fingerprints: list[bytes]) -> None:
+    """Drop the cached results of the requests of ``fingerprints`` from the pipeline's
+    ``info``."""
+    for fingerprint in fingerprints:
+        info.downloaded.pop(fingerprint, None)
 
 
 # --- the stores' settings ----------------------------------------------------------------

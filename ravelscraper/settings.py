@@ -89,6 +89,8 @@ EXTENSIONS = {
     "ravelscraper.extensions.startup.PurgeCancelledTimers": 1010,  # cancelled timers dropped
 }
 RAVEL_PROGRESS_INTERVAL = 5.0  # seconds between progress lines
+# Files a second (bursts of twice as many) given INFO start/finish lines; past it DEBUG; 0: all
+RAVEL_FILE_LINES = 5.0
 # Scrapy's downloader/* counters cost on every request and nothing here reads them (ravel/*).
 DOWNLOADER_STATS = False
 LOG_LEVEL = "INFO"

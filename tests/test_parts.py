@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from ravelscraper.stores.local import AtomicFSFilesStore
 from ravelscraper.stores.parts import (
     UnsafePartPlace,
     claim_part,
     create_part,
     create_part_once,
+    nothing_to_claim,
     part_place,
     remove_old_parts,
     remove_place,
@@ -166,3 +168,56 @@ def test_a_part_is_never_created_in_a_folder_another_part_of_its_item_just_empti
         thread.join(timeout=60)
     assert failures == []
     assert list((tmp_path / ".ravel/parts").iterdir()) == []
+
+
+def test_no_part_to_claim_leaves_the_item_folder_to_the_parts_being_written(tmp_path):
+    writing = part_place(tmp_path, "item", "b.flac", **LISTING)
+    fd = create_part(writing, '"e"', 0o644)
+    place = part_place(tmp_path, "item", "a.flac", **LISTING)
+
+    assert claim_part(place, "md5") is None
+    assert sorted(p.name for p in writing.path.parent.iterdir()) == [
+        "b.flac.part",
+        "b.flac.part.json",
+    ]
+    os.close(fd)
+
+
+def test_a_committed_part_leaves_no_sidecar_and_no_emptied_folder(tmp_path):
+    other = part_place(tmp_path, "item", "b.flac", **LISTING)
+    os.close(create_part(other, '"e"', 0o644))
+    place = part_place(tmp_path, "item", "disc1/a.flac", **LISTING)
+    fd = create_part(place, '"e"', 0o644)
+    os.write(fd, BODY)
+    store = AtomicFSFilesStore(tmp_path)
+
+    store.commit_part(fd, place.path, "item/disc1/a.flac")
+    os.close(fd)
+
+    assert (tmp_path / "item/disc1/a.flac").read_bytes() == BODY
+    assert not (tmp_path / ".ravel/parts/item/disc1").exists()
+    assert sorted(p.name for p in other.path.parent.iterdir()) == [
+        "b.flac.part",
+        "b.flac.part.json",
+    ]
+    remove_place(other)
+    assert list((tmp_path / ".ravel/parts").iterdir()) == []
+
+
+def test_lacks_says_whether_anything_is_at_a_path(tmp_path):
+    store = AtomicFSFilesStore(tmp_path)
+    (tmp_path / "item").mkdir()
+    (tmp_path / "item/a.mp3").write_bytes(b"x")
+    (tmp_path / "item/link.mp3").symlink_to(tmp_path / "nowhere")
+
+    assert store.lacks("item/b.mp3") and store.lacks("other/a.mp3")
+    assert not store.lacks("item/a.mp3") and not store.lacks("item/link.mp3")
+
+
+def test_nothing_to_claim_unless_a_part_or_its_sidecar_is_there(tmp_path):
+    place = left_part(tmp_path, BODY[:10])
+    assert not nothing_to_claim(place)
+    os.unlink(place.path)
+    assert not nothing_to_claim(place)  # its sidecar alone: claim_part deletes it
+    remove_place(place)
+    assert nothing_to_claim(place)

@@ -32,6 +32,7 @@ from ravelscraper.pipelines.verify import mismatch
 from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores.base import is_name_problem
 from ravelscraper.stores.local import AtomicFSFilesStore, current_umask
+from ravelscraper.stores.parts import NAMED_PART_MIN_SIZE
 
 BODY = b"la valse" * 1000
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -306,3 +307,13 @@ def test_a_file_not_downloaded_leaves_no_stream_target_behind(pipeline, tmp_path
     pipeline.book.dry_run = True
     assert uptodate(pipeline, audio_file(name="02 Le Gibet.mp3"))["status"] == "planned"
     assert pipeline.part_files.targets == set()
+
+
+@pytest.mark.parametrize(
+    ("size", "named"),
+    [(NAMED_PART_MIN_SIZE - 1, False), (NAMED_PART_MIN_SIZE, True), (None, True)],
+)
+def test_only_a_file_listed_at_least_64_kib_streams_to_a_named_part(pipeline, size, named):
+    request = pipeline.get_media_requests(audio_file(size=size), pipeline.spiderinfo)[0]
+    assert (request.meta[STREAM_META].place is not None) is named
+    pipeline.close_spider()

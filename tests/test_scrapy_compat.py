@@ -198,5 +198,5 @@ def test_a_done_files_result_is_forgotten_by_the_media_pipeline():
     url = "http://127.0.0.1:1/download/x/a.mp3"
     info.downloaded[crawler.request_fingerprinter.fingerprint(Request(url))] = {"path": "x/a"}
     info.downloaded[b"other"] = {"path": "y/b"}
-    forget_media_results(info, crawler, [url])
+    forget_media_results(info, [crawler.request_fingerprinter.fingerprint(Request(url))])
     assert list(info.downloaded) == [b"other"]

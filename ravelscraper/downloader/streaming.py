@@ -32,9 +32,10 @@ Scrapy's HTTP/1.1 handler. It does not fail safe, it fails early and loudly: the
 command checks those names before anything starts and, if one is gone (another Scrapy than
 the pinned one), exits 1 with one ERROR line naming it.
 
-A file the listing gives a size or checksum streams to its named part in
-``<FILES_STORE>/.ravel/parts/`` (``ravelscraper.stores.parts``), which a crawl killed at any
-moment leaves for the next run to resume. Otherwise (or when that place can't be used: a
+A file the listing gives a size or checksum (and, if a size, one of at least
+``NAMED_PART_MIN_SIZE``) streams to its named part in ``<FILES_STORE>/.ravel/parts/``
+(``ravelscraper.stores.parts``), which a crawl killed at any moment leaves for the next run
+to resume. Otherwise (or when that place can't be used: a
 symlinked ``.ravel``, a name too long), where the filesystem supports it (Linux
 ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs...), the part file has no name until it is verified,
 so even SIGKILL leaves nothing behind; elsewhere it is a named ``.ravel-*.part`` file, which
@@ -74,6 +75,7 @@ from ravelscraper.stores.parts import (
     UnsafePartPlace,
     claim_part,
     create_part,
+    nothing_to_claim,
     remove_place,
 )
 
@@ -131,6 +133,11 @@ class StreamedBody:
     def discard(self) -> None:
         self.part.discard()
 
+    def committed(self) -> None:
+        """The store renamed the file into place (and deleted a named part's sidecar and
+        emptied folders there): discarding it now only closes it."""
+        self.part.path, self.part.named = None, False
+
 
 class StreamTarget:
     """Where a request's body may be streamed, and the last complete attempt's result.
@@ -162,9 +169,10 @@ class StreamTarget:
         if not self.claimed:
             self.claimed = True
             assert self.place is not None
-            claimed = await asyncio.to_thread(claim_part, self.place, self.algorithm)
-            if claimed is not None:
-                self.resume = PartFile.from_claim(self, claimed)
+            if not nothing_to_claim(self.place):
+                claimed = await asyncio.to_thread(claim_part, self.place, self.algorithm)
+                if claimed is not None:
+                    self.resume = PartFile.from_claim(self, claimed)
         part = self.resume
         if part is None:
             return None

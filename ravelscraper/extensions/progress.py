@@ -62,19 +62,80 @@ def eta(remaining: float, speed: float) -> str:
     )
 
 
+def skip_unshown_records() -> None:
+    """Raise the root logger, and the loggers without handlers of their own set below it, to
+    the root handlers' lowest level, so that a call no handler would show returns at once.
+    Scrapy leaves the root logger at NOTSET and its ``scrapy`` logger at DEBUG, and filters
+    in its handler (``LOG_LEVEL``): each of its per-request DEBUG lines (``Crawled``,
+    ``Scraped from``) was made into a record, masked (``redact``) and then dropped."""
+    levels = [handler.level for handler in logging.root.handlers]
+    if not levels or min(levels) <= logging.NOTSET:
+        return
+    floor = min(levels)
+    if logging.root.level < floor:
+        logging.root.setLevel(floor)
+    for each in logging.root.manager.loggerDict.values():
+        own = isinstance(each, logging.Logger) and bool(each.handlers)  # left as it is
+        if isinstance(each, logging.Logger) and not own and logging.NOTSET < each.level < floor:
+            each.setLevel(floor)
+
+
+class LineBudget:
+    """How many files a second get INFO lines: a token bucket of ``rate`` files a second,
+    ``2 * rate`` deep (a crawl's first files all show); ``rate`` 0: every file."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.depth = max(1.0, 2 * rate)
+        self.tokens = self.depth
+        self.last = monotonic()
+
+    def take(self) -> bool:
+        """True if this file's lines are INFO (one token taken), False if over the rate."""
+        if self.rate <= 0:
+            return True
+        now = monotonic()
+        self.tokens = min(self.depth, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class TransferLog:
-    """One line per file transfer, and the ``ravel/*`` stats ``Progress`` reads.
+    """Two lines per file transfer (while files are few a second: ``RAVEL_FILE_LINES``), and
+    the ``ravel/*`` stats ``Progress`` reads.
 
     Built by the files pipeline (so the stats are kept whether or not the ``Progress``
     extension runs); a transfer's start is seen on Scrapy's ``headers_received`` signal.
+    Past ``RAVEL_FILE_LINES`` files a second, a file's start and finish lines are DEBUG (said
+    once, at INFO): at hundreds of files a second, a line each costs more than the file's
+    transfer and scrolls by unread; ``[progress]`` counts them, and failures stay ERROR.
     """
 
     def __init__(self, crawler: Crawler):
         assert crawler.stats is not None
         self.stats = crawler.stats
-        self.started: dict[str, float] = {}  # name -> when its body started
+        self.budget = LineBudget(crawler.settings.getfloat("RAVEL_FILE_LINES"))
+        self.demoted = False  # the one INFO line about DEBUG file lines was logged
+        # name -> (when its body started, its lines' level)
+        self.started: dict[str, tuple[float, int]] = {}
         self.unverified: list[str] = []  # names stored without a checksum match
         crawler.signals.connect(self.transfer_started, signal=signals.headers_received)
+
+    def level(self) -> int:
+        """INFO while the budget allows, else DEBUG (said once at INFO)."""
+        if self.budget.take():
+            return logging.INFO
+        if not self.demoted:
+            self.demoted = True
+            logger.info(
+                f"{PROGRESS} over {self.budget.rate:g} files a second: their start and "
+                "finish lines are DEBUG while that lasts (-s RAVEL_FILE_LINES=0 keeps them "
+                "at INFO); [progress] counts every file, and each failure is still logged"
+            )
+        return logging.DEBUG
 
     def transfer_started(
         self, headers: Any, body_length: int, request: Request, spider: Spider
@@ -82,11 +143,14 @@ class TransferLog:
         name = request.meta.get("ravel_name")
         if name is None or b"Location" in headers:
             return  # not a file, or the 302 before it
-        self.started[name] = monotonic()
+        level = self.level()
+        self.started[name] = (monotonic(), level)
+        if not logger.isEnabledFor(level):
+            return
         # Twisted's UNKNOWN_LENGTH (no Content-Length: chunked or close-delimited) is a str.
         known = isinstance(body_length, int) and body_length >= 0
         size = size_text(body_length) if known else "size unknown"
-        logger.info(f"{DOWNLOAD_START} {shown(name)} ({size})")
+        logger.log(level, f"{DOWNLOAD_START} {shown(name)} ({size})")
 
     def uptodate(self, item: AudioFile) -> None:
         self.stats.inc_value("ravel/files_uptodate")
@@ -94,16 +158,19 @@ class TransferLog:
 
     def stored(self, item: AudioFile, size: int, verified: bool) -> None:
         """A file stored: verified against its listing, or not (``[unverified]``)."""
-        seconds = monotonic() - self.started.pop(item.name, monotonic())
+        now = monotonic()
+        started, level = self.started.pop(item.name, None) or (now, self.level())
         self.stats.inc_value("ravel/files_downloaded")
         self.stats.inc_value("ravel/bytes_downloaded", size)
         if not verified:
             self.unverified.append(item.name)
             self.stats.inc_value("ravel/files_unverified")
-        logger.info(
-            f"{DOWNLOAD_FINISHED} {shown(item.name)} ({size_text(size)}, {seconds:.1f} s)"
-            + ("" if verified else ", unverified")
-        )
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                f"{DOWNLOAD_FINISHED} {shown(item.name)} ({size_text(size)}, "
+                f"{now - started:.1f} s)" + ("" if verified else ", unverified"),
+            )
 
     def failed(self, name: str, reason: str) -> None:
         self.started.pop(name, None)
@@ -144,6 +211,7 @@ class Progress:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL"))
+        crawler.signals.connect(skip_unshown_records, signal=signals.engine_started)
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(extension.file_ended, signal=signals.item_scraped)

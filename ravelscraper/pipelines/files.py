@@ -69,6 +69,7 @@ from ravelscraper.stores import (
     store_uri_problem,
 )
 from ravelscraper.stores.base import StoreProblem, is_name_problem
+from ravelscraper.stores.parts import NAMED_PART_MIN_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ class VerifiedFilesPipeline(FilesPipeline):
         self.failures: dict[tuple[str, str], str] = {}  # (identifier, name) -> reason
         self.book = Bookkeeping(crawler, self.store)  # records, the dry run, items
         self.locations = StorageLocations.of(crawler)  # items' storage nodes, once known
-        self.direct_urls: dict[str, str] = {}  # /download URL -> direct URL, until done
+        # /download URL -> its request's fingerprint (the key of MediaPipeline's cached
+        # result), until its item is done
+        self.requested: dict[str, bytes] = {}
 
     def open_spider(self) -> None:
         super().open_spider()
@@ -168,22 +171,28 @@ class VerifiedFilesPipeline(FilesPipeline):
         direct = self.locations.direct_url(url, item.name)
         if direct is not None:
             meta[FRONT_META] = url
-            self.direct_urls[url] = direct
         elif item.storage_dir and self.locations.may_teach(url, item.name):
             meta[DIR_META] = item.storage_dir  # its 302 may teach the item's location
         meta.update(self.stream_meta(item))
-        return Request(direct or url, callback=NO_CALLBACK, meta=meta)
+        request = Request(direct or url, callback=NO_CALLBACK, meta=meta)
+        # Scrapy caches a request's fingerprint: MediaPipeline's own look-up costs nothing.
+        self.requested[url] = self.crawler.request_fingerprinter.fingerprint(request)
+        return request
 
     def stream_meta(self, item: AudioFile) -> dict[str, Any]:
-        """On the local store, the meta that streams the body to the target's folder."""
+        """On the local store, the meta that streams the body to the target's folder: at its
+        named part (resumable by a later run), unless it is listed smaller than
+        ``NAMED_PART_MIN_SIZE``."""
         if not self.store.streams_parts:
             return {}
         folder = self.store.folder_of(f"{item.identifier}/{item.name}")
         if folder is None:
             return {}
-        listing = {"size": item.size, "mtime": getattr(item, "mtime", None)}
-        listing.update(md5=item.md5, sha1=item.sha1)
-        place = self.store.part_place(item.identifier, item.name, listing)
+        place = None
+        if item.size is None or item.size >= NAMED_PART_MIN_SIZE:
+            listing = {"size": item.size, "mtime": getattr(item, "mtime", None)}
+            listing.update(md5=item.md5, sha1=item.sha1)
+            place = self.store.part_place(item.identifier, item.name, listing)
         return self.part_files.meta(folder, expected_checksum(item)[0], place)
 
     def file_path(
@@ -206,7 +215,10 @@ class VerifiedFilesPipeline(FilesPipeline):
         if algorithm not in self.store.checksums:  # S3's ETag, FTP's checksum: md5s
             algorithm, expected = "md5", item.md5
         stat = partial(self.store.stat_file, path, info, algorithm, expected, item.size)
-        stored = await up_to_date(item, partial(self.book.stat, stat), algorithm, expected)
+        if self.store.streams_parts and self.store.lacks(path):
+            stored = None  # a new file: no stored copy to check (and no thread to ask)
+        else:
+            stored = await up_to_date(item, partial(self.book.stat, stat), algorithm, expected)
         if stored is None and not self.book.dry_run:
             return None
         # Not downloaded: nothing streams to the request's target (kept until the crawl's end
@@ -280,6 +292,8 @@ class VerifiedFilesPipeline(FilesPipeline):
             await call_store(self.store, call)
         except OSError as exc:
             raise self.write_failed(exc) from None
+        if body.streamed is not None:
+            body.streamed.committed()
         self.transfers.stored(item, body.size, verified)
         self.inc_stats("downloaded")
         status = "downloaded" if verified else "unverified"
@@ -351,8 +365,8 @@ class VerifiedFilesPipeline(FilesPipeline):
         item.files = [result for ok, result in results if ok and result]
         if not item.files and not item.error:  # the manifest says why it is missing
             item.error = self.failures.pop((item.identifier, item.name), "not stored")
-        urls = [self.direct_urls.pop(url, url) for url in item.file_urls]  # as requested
-        forget_media_results(info, self.crawler, urls)  # memory flat in items
+        requested = [self.requested.pop(url, None) for url in item.file_urls]
+        forget_media_results(info, [f for f in requested if f is not None])  # memory flat
         return item
 
 

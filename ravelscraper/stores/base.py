@@ -38,7 +38,7 @@ class Store(Protocol):
     blocking: ClassVar[bool]
     # Bodies stream to part files in ``folder_of(path)`` (or at ``part_place(...)``, where a
     # cut-off download waits for the next run; ``remove_old_parts`` ages them out), stored by
-    # ``commit_part``.
+    # ``commit_part``; ``lacks(path)`` says, without a thread, that nothing is at ``path``.
     streams_parts: ClassVar[bool]
     # The checksums ``stat_file`` answers in; a file listed with another is checked by md5.
     checksums: ClassVar[frozenset[str]]

@@ -28,6 +28,7 @@ from ravelscraper.stores.parts import (
     PartPlace,
     UnsafePartPlace,
     open_folder,
+    part_committed,
     part_place,
     parts_root,
 )
@@ -189,6 +190,11 @@ class AtomicFSFilesStore:
             "quick": False,
         }
 
+    def lacks(self, path: str) -> bool:
+        """True when nothing at all is at ``path`` (one ``lstat``, cheap enough for the
+        reactor thread): a new file, with no stored copy to check in a thread first."""
+        return not os.path.lexists(os.path.join(self.resolved_root(), path))
+
     def persist_file(
         self,
         path: str | os.PathLike[str],
@@ -321,7 +327,8 @@ class AtomicFSFilesStore:
         self, fd: int, part: Path, target: Path, record: tuple[str, str] | None
     ) -> None:
         """Rename a part of ``.ravel/parts`` into place, its folders opened without following
-        a symbolic link (UnsafeName for one), each side by its folder (no long paths)."""
+        a symbolic link (UnsafeName for one), each side by its folder (no long paths); then
+        its sidecar and the part folders left empty are deleted (``parts.part_committed``)."""
         folders = list(part.relative_to(self.basedir).parts[:-1])
         try:
             source = open_folder(Path(self.basedir), folders, create=False)
@@ -335,6 +342,7 @@ class AtomicFSFilesStore:
                 os.replace(part.name, target.name, src_dir_fd=source, dst_dir_fd=destination)
             finally:
                 os.close(destination)
+            part_committed(source, Path(self.basedir), folders, part.name)
         finally:
             os.close(source)
 

@@ -42,6 +42,9 @@ PART_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 SIDECAR_VERSION = 1
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# A file listed smaller gets no named part (an unnamed one, as without a listing): fetching
+# it whole again after a kill costs less than its part's and sidecar's ~20 system calls.
+NAMED_PART_MIN_SIZE = 64 * 1024
 
 
 class UnsafePartPlace(OSError):
@@ -189,13 +192,28 @@ def remove_place(place: PartPlace) -> None:
         remove_empty_folders(place)
 
 
+def part_committed(folder: int, root: Path, folders: list[str], part_name: str) -> None:
+    """After the part ``part_name`` of ``folder`` (``root/folders...``) was renamed into
+    place: its sidecar deleted, then the folders left empty (errors ignored). Done by the
+    store where it renamed the part, so that nothing is left to delete on the reactor."""
+    with contextlib.suppress(OSError):
+        os.unlink(part_name[: -len(PART_SUFFIX)] + SIDECAR_SUFFIX, dir_fd=folder)
+    with FOLDERS_LOCK:
+        remove_empty_part_folders(root, folders)
+
+
 def remove_empty_folders(place: PartPlace) -> None:
     """The folders of ``place`` below ``.ravel/parts``, deepest first, each only if empty."""
-    folders = place.folders
+    remove_empty_part_folders(place.root, place.folders)
+
+
+def remove_empty_part_folders(root: Path, folders: list[str]) -> None:
+    """``root/folders...`` and its parents below ``.ravel/parts``, deepest first, each only
+    if empty."""
     while len(folders) > len(PARTS):
         *folders, name = folders
         try:
-            parent = open_folder(place.root, folders, create=False)
+            parent = open_folder(root, folders, create=False)
         except OSError:
             return
         try:
@@ -204,6 +222,14 @@ def remove_empty_folders(place: PartPlace) -> None:
             return
         finally:
             os.close(parent)
+
+
+def nothing_to_claim(place: PartPlace) -> bool:
+    """True when neither the part of ``place`` nor its sidecar is there: the usual case, told
+    by two ``lstat`` calls, cheap enough for the reactor thread (no thread to hand
+    :func:`claim_part` to, whose own checks never follow a symbolic link)."""
+    path = place.path
+    return not os.path.lexists(path) and not os.path.lexists(path.with_name(place.sidecar_name))
 
 
 @dataclass
@@ -271,8 +297,9 @@ def claim_part(place: PartPlace, algorithm: str) -> ClaimedPart | None:
             os.close(fd)
     finally:
         os.close(folder)
-    if why != "it has no sidecar" or os.path.lexists(place.path):
-        logger.info(f"{RESUME} {place.identifier}/{place.name}: part discarded, {why}")
+    if why == "it has no sidecar" and not os.path.lexists(place.path):
+        return None  # nothing there (the usual case): nothing to delete
+    logger.info(f"{RESUME} {place.identifier}/{place.name}: part discarded, {why}")
     remove_place(place)
     return None
 

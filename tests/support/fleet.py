@@ -31,6 +31,8 @@ FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1}
 # Where no node is killed and each entry must be taken exactly once: a node starved of the
 # CPU for 4 s (load 16 on 2 CPUs) was taken for dead, and its leases given to another.
 NONE_DIES = {"RAVEL_NODE_TTL": 30}
+# Every file's start and finish lines at INFO: the tests wait for them and count them.
+EVERY_FILE_LINE = {"RAVEL_FILE_LINES": 0}
 
 
 @dataclass
@@ -96,7 +98,7 @@ class NodeGroup:
 
     def start(self, *args: str, store: Path | str, env_url: bool = False, **settings) -> Node:
         """A node: ``REDIS_URL`` as ``-s`` or (``env_url``) in the environment."""
-        options = {**FAST, **settings}
+        options = {**EVERY_FILE_LINE, **FAST, **settings}
         extra_env = {"REDIS_URL": self.url} if env_url else {}
         if not env_url:
             options["REDIS_URL"] = self.url
