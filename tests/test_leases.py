@@ -326,3 +326,30 @@ def test_a_lease_lost_meanwhile_is_dropped_with_one_warning(data: JobData, caplo
     assert not leases.by_entry
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "was lost" in warning and "RAVEL_NODE_TTL" in warning
+
+
+def test_held_since_breaks_whenever_the_node_may_have_held_no_entry(data: JobData):
+    """The scheduler skips opening the run while a lease was held without a break since it
+    saw the run open (a run closes only once no entry is leased)."""
+    leases = node(data)
+    epoch = leases.epoch
+    assert not leases.held_since(epoch)  # nothing held: the run may close any time
+    first = leased(data, leases, "a", is_file=False)
+    second = leased(data, leases, "b", is_file=False)
+    assert leases.held_since(epoch)
+    leases.page_done(first)
+    leases.crawler.engine.in_progress = {second}
+    leases.acknowledge_finished()
+    assert list(leases.by_request) == [second] and leases.held_since(epoch)  # "b" still held
+    leases.crawler.engine.in_progress = set()
+    leases.page_done(second)
+    leases.acknowledge_finished()
+    assert not leases.by_entry and not leases.held_since(epoch)
+    leased(data, leases, "c", is_file=False)
+    assert not leases.held_since(epoch)  # held again, but not since then
+    epoch = leases.epoch
+    assert leases.held_since(epoch)
+    leases.lost()  # presumed dead: its leases may be another node's
+    assert not leases.held_since(epoch)
+    epoch = leases.epoch
+    assert leases.hand_back() == 1 and not leases.held_since(epoch)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scrapy import Request, Spider
+from scrapy.http import Response
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
@@ -28,6 +29,7 @@ from ravelscraper.distributed.entries import (
     FILES_PER_ENTRY,
     BadRecord,
     chunks_of,
+    file_entry_items,
     file_record,
     files_per_entry,
     item_from_record,
@@ -105,6 +107,24 @@ def test_a_file_entry_round_trips_to_the_same_items(spider):
     assert [item_from_record(got.record(row), ORIGINS) for row in got.rows] == items
 
 
+def test_a_file_entry_carries_its_items_storage_folder(spider):
+    # The popping node sends the item's files straight to its storage node after one 302
+    # (RAVEL_STORAGE_DIRECT), as a single node does: the folder rides in the entry, once.
+    items = [audio_file("a.mp3"), audio_file("b.mp3")]
+    for item in items:
+        item.storage_dir = "/9/items/ravel"
+    (chunk,) = chunks_of(items)
+    raw = chunk.encode()
+    assert raw.endswith(b',"/9/items/ravel"]') and raw.count(b"/9/items/ravel") == 1
+    request = decode(raw, spider, ORIGINS)
+    response = Response(ENTRY_URL, request=request)
+    assert [i.storage_dir for i in file_entry_items(response, spider)] == ["/9/items/ravel"] * 2
+    left = request.meta[CHUNK_META].encode(chunk.rows[1:])  # what a stopping node hands back
+    assert decode(left, spider, ORIGINS).meta[CHUNK_META].storage_dir == "/9/items/ravel"
+    (unknown,) = chunks_of([audio_file("a.mp3")])  # no folder known: none queued
+    assert len(json.loads(unknown.encode())) == 6
+
+
 def test_an_item_is_queued_in_entries_of_a_few_files():
     # One file an entry while few files are pending (nodes share a small item), up to
     # FILES_PER_ENTRY while many wait (Redis memory).
@@ -127,6 +147,9 @@ def test_an_item_is_queued_in_entries_of_a_few_files():
         (lambda c: [*c[:5], [["x.mp3", 12]]], "/metadata entry of strings"),
         (lambda c: [*c[:5], [["x.mp3"] + [None] * 10 + ["yes"]]], "bad 'regenerated'"),
         (lambda c: [*c[:1], "http://evil.example", *c[2:]], "is not allowed"),
+        (lambda c: [*c[:6], "/9/items/../../etc"], "bad storage folder"),
+        (lambda c: [*c[:6], ["/9/items/x"]], "bad storage folder"),
+        (lambda c: [*c[:6], "/9/items/x", 1], "not a file entry"),
     ],
 )
 def test_hostile_file_entries_are_refused(spider, change, reason):

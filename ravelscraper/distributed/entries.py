@@ -29,7 +29,7 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 
-from ravelscraper.archive.metadata import BadInput, ItemLocation, RemoteFile
+from ravelscraper.archive.metadata import BadInput, ItemLocation, RemoteFile, storage_dir
 from ravelscraper.archive.names import UnsafeName, safe_relative_path
 from ravelscraper.distributed.connection import ENTRY_SLOT
 from ravelscraper.distributed.fleetspider import FleetSpider
@@ -118,6 +118,10 @@ class Chunk:
     album: str
     creator: str
     rows: tuple[tuple[Any, ...], ...]
+    # The item's folder on its storage nodes (/metadata's ``dir``; "" when not known): the
+    # popping node's files pipeline then sends one file per item through /download's 302
+    # and the others straight to the storage node (RAVEL_STORAGE_DIRECT), as a single node.
+    storage_dir: str = ""
 
     def path(self, row: tuple[Any, ...]) -> str:
         return f"{self.identifier}/{row[0]}"
@@ -136,6 +140,8 @@ class Chunk:
         """The entry (with only ``rows`` of it: what is left of a chunk handed back)."""
         chunk = [CHUNK_VERSION, self.origin, self.identifier, self.album, self.creator]
         chunk.append([list(r) for r in (self.rows if rows is None else rows)])
+        if self.storage_dir:
+            chunk.append(self.storage_dir)
         return json.dumps(chunk, separators=(",", ":")).encode()
 
     def record(self, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -181,26 +187,29 @@ def chunks_of(files: list[AudioFile], per_entry: int = FILES_PER_ENTRY) -> list[
         return []
     first = files[0]
     origin = ItemLocation.on(first.url, first.identifier).origin
-    album, creator = first.album, first.creator
+    album, creator, folder = first.album, first.creator, first.storage_dir
     chunks: list[Chunk] = []
     rows: list[tuple[Any, ...]] = []
     size = 0
     for item in files:
         grown = size + (item.size or 0)
         if rows and (len(rows) >= per_entry or grown > ENTRY_BYTES):
-            chunks.append(Chunk(origin, first.identifier, album, creator, tuple(rows)))
+            chunks.append(Chunk(origin, first.identifier, album, creator, tuple(rows), folder))
             rows, grown = [], item.size or 0
         rows.append(file_row(item, album, creator))
         size = grown
-    chunks.append(Chunk(origin, first.identifier, album, creator, tuple(rows)))
+    chunks.append(Chunk(origin, first.identifier, album, creator, tuple(rows), folder))
     return chunks
 
 
 def parse_chunk(raw: Any) -> Chunk:
     """A file entry's chunk, from its parsed JSON; raises BadRecord for any other shape."""
-    if not isinstance(raw, list) or len(raw) != 6 or raw[0] != CHUNK_VERSION:
+    if not isinstance(raw, list) or len(raw) not in (6, 7) or raw[0] != CHUNK_VERSION:
         raise BadRecord("not a file entry")
-    _, origin, identifier, album, creator, rows = raw
+    _, origin, identifier, album, creator, rows, *rest = raw
+    folder = rest[0] if rest else ""
+    if folder != "" and storage_dir(folder) != folder:
+        raise BadRecord("bad storage folder")
     for name, value in (("origin", origin), ("identifier", identifier)):
         if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
             raise BadRecord(f"bad {name!r}")
@@ -220,7 +229,7 @@ def parse_chunk(raw: Any) -> Chunk:
             raise BadRecord("bad 'regenerated'")
         if error is not None and (not isinstance(error, str) or len(error) > MAX_TEXT):
             raise BadRecord("bad 'error'")
-    return Chunk(origin, identifier, album, creator, tuple(tuple(r) for r in rows))
+    return Chunk(origin, identifier, album, creator, tuple(tuple(r) for r in rows), folder)
 
 
 def entry_request(chunk: Chunk, spider: FleetSpider) -> Request:
@@ -296,6 +305,8 @@ def file_entry_items(response: Response, spider: Spider) -> Iterator[AudioFile]:
         if not isinstance(chunk, Chunk):
             raise BadRecord("not a file entry")
         items = [item_from_record(chunk.record(row), origins) for row in chunk.rows]
+        for item in items:
+            item.storage_dir = chunk.storage_dir
     except BadRecord as exc:
         spider.crawler.stats.inc_value("ravel/entries_rejected")
         logger.error(f"{FLEET} rejected a file entry: {exc}")

@@ -78,13 +78,15 @@ class FleetCoordinator:
         if self.closed or engine_closing(engine):
             return
         try:
+            state = None
             if monotonic() - self.last_heartbeat >= self.fleet.settings.heartbeat:
-                self.heartbeat()
+                state = self.heartbeat()
                 if self.closed:
                     return
                 self.fleet.recovered(wrote=True)  # the heartbeat writes
-            self.start_urls.take()
-            self.publish(self.data.snapshot())
+            if self.start_urls.take() or state is None:
+                state = self.data.snapshot()
+            self.publish(state)
             self.fleet.recovered()  # reads: the end of an outage, unless writes were refused
         except RedisError as exc:
             if self.fleet.redis_failed(exc):
@@ -92,10 +94,13 @@ class FleetCoordinator:
                 return
         wake_engine(engine)
 
-    def heartbeat(self) -> None:
+    def heartbeat(self) -> dict[str, int]:
+        """Heartbeat, reclaim and check the data: the job's snapshot read for it."""
         data, settings = self.data, self.fleet.settings
         self.last_heartbeat = monotonic()
         if data.heartbeat(int(settings.node_ttl * 1000), self.sample()):
+            if self.fleet.scheduler is not None:
+                self.fleet.scheduler.leases.lost()
             logger.warning(
                 f"{FLEET} this node had been presumed dead (no heartbeat for RAVEL_NODE_TTL); "
                 "its entries went to other nodes"
@@ -110,7 +115,9 @@ class FleetCoordinator:
                 f"{FLEET} gave up {dead} entries after {settings.max_attempts} nodes stopped "
                 "holding them: their files fail; see `scrapy fleet status`"
             )
-        self.data_lost(data.snapshot())
+        state = data.snapshot()
+        self.data_lost(state)
+        return state
 
     def sample(self) -> NodeSample:
         """This node's counters, for the fleet's history (``scrapy fleet serve``)."""

@@ -83,6 +83,10 @@ class Leases:
         self.by_entry: dict[str, Lease] = {}
         self.by_request: dict[Request, Lease] = {}
         self.item_records: ItemRecords | None = None  # once an item is recorded
+        # Bumped whenever this node may hold no entry in Redis (it held none, or its leases
+        # were taken back): while it is unchanged and a lease is held, the run seen open
+        # since is still open (a run closes only once no entry is leased: the FINISH script).
+        self.epoch = 0
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.item_not_stored, signal=signals.item_error)
         crawler.signals.connect(self.item_not_stored, signal=signals.item_dropped)
@@ -105,6 +109,15 @@ class Leases:
         lease = Lease(entry_id, request, is_file=is_file, chunk=chunk)
         self.by_entry[entry_id] = lease
         self.by_request[request] = lease
+
+    def held_since(self, epoch: int) -> bool:
+        """This node has held an entry without a break since ``epoch`` was read: no run could
+        close meanwhile."""
+        return bool(self.by_entry) and epoch == self.epoch
+
+    def lost(self) -> None:
+        """This node was presumed dead: its leases may be another node's now."""
+        self.epoch += 1
 
     def lease_for(self, request: Request | None) -> Lease | None:
         return self.by_request.get(request) if request is not None else None  # type: ignore[arg-type]
@@ -203,6 +216,8 @@ class Leases:
                 continue  # a page cut short: handed back by hand_back()
             del self.by_entry[entry_id]
             self.by_request.pop(lease.request, None)
+            if not self.by_entry:
+                self.epoch += 1
             if not acked:
                 logger.warning(
                     f"{FLEET} lease of {lease.request.url[:100]!r} was lost (this node missed "
@@ -259,6 +274,7 @@ class Leases:
                 continue
             plain.append(entry_id)
         handed_back += self.data.nack(plain)
+        self.epoch += 1
         self.by_entry.clear()
         self.by_request.clear()
         return handed_back

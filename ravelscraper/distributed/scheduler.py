@@ -135,6 +135,7 @@ class RavelScheduler(BaseScheduler):
         self.jobs = JobListing(crawler, self.fleet, self.leases)
         self.unsent: list[Request] = []  # requests to queue once Redis answers again
         self.failed = False  # the node could not join, or gave up on Redis
+        self.run_epoch: int | None = None  # Leases.epoch when the run was last seen open
         for warning in ignored_settings(settings):
             logger.warning(warning)
 
@@ -214,7 +215,7 @@ class RavelScheduler(BaseScheduler):
         owner = owner_of(request)
         try:
             if owner.startswith("item:"):  # a job: it belongs to an open run
-                self.fleet.joined_run(*self.data.ledger.open_run())
+                self.open_run()
             pushed = self.queue.push(request, fingerprint, owner)
         except RedisError as exc:
             if self.fleet.redis_failed(exc):
@@ -230,6 +231,15 @@ class RavelScheduler(BaseScheduler):
             return False
         self.stats.inc_value("scheduler/enqueued/redis")
         return True
+
+    def open_run(self) -> None:
+        """Open the run, or join the open one; skipped while this node has held an entry
+        since it last saw the run open (one script per item listed less)."""
+        if self.run_epoch is not None and self.leases.held_since(self.run_epoch):
+            return
+        epoch = self.leases.epoch
+        self.fleet.joined_run(*self.data.ledger.open_run())
+        self.run_epoch = epoch
 
     def next_request(self) -> Request | None:
         try:

@@ -19,7 +19,7 @@ class JobKeys:
 
     requests: str  # ZSET entry id -> -priority: what is waiting
     payloads: str  # HASH entry id -> JSON request (a page), or the files of a file entry
-    # (JSON [2, origin, identifier, album, creator, [[name, ...], ...]]: entries.Chunk)
+    # (JSON [2, origin, identifier, album, creator, [[name, ...], ...](, dir)]: entries.Chunk)
     seq: str  # INCR: entry ids, FIFO within a priority
     dupefilter: str  # SET of fingerprints queued or done in this run
     inflight: str  # HASH entry id -> "<node>|<score>": leased, not yet acknowledged

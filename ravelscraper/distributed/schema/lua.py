@@ -57,7 +57,7 @@ end
 """
 
 
-# A file entry's payload (JSON [2, origin, identifier, album, creator, [[name, ...], ...]],
+# A file entry's payload (JSON [2, origin, identifier, album, creator, [[name, ...], ...](, dir)],
 # ravelscraper.distributed.entries.Chunk) -> its identifier and its files' paths; nil for any
 # other payload (a page entry, or one written by hand).
 ENTRY_FILES = """
