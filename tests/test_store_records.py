@@ -16,7 +16,7 @@ from tests.support.stores import S3_ENV, S3_SETTINGS, crawl_with_env, ftp_server
 
 pytestmark = pytest.mark.slow
 
-ITEMS, FILES = 30, 2
+ITEMS, FILES = 10, 2  # one item of the ten changes (change_every 10)
 NIGHT = {"items": ITEMS, "files": FILES, "size": 1000}
 
 
