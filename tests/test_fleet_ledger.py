@@ -243,7 +243,7 @@ def test_a_waiting_node_on_a_fresh_redis_waits_as_long_as_asked(archive, fleet, 
     waiting = time.time()
     fleet.wait(timeout=60)
     assert node.returncode == 0, node.log[-3000:]
-    # It exited RAVEL_IDLE_QUIET (0.5 s) after joining: no activity counted as idle since 1970.
+    # It exited RAVEL_IDLE_QUIET (1 s) after joining: no activity counted as idle since 1970.
     # The wait counts from its joining, which the test sees in the log a moment later.
     assert node.exited - waiting >= 2
 
