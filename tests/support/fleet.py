@@ -27,12 +27,13 @@ from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAKE_STORAGE_HOST, ROOT, crawl_command, crawl_env
 from tests.support.redisserver import RedisServer
 
-# Short heartbeats and timeouts, so that a test sees a dead node taken over in seconds; a 0.2 s
-# tick (default 1 s): a node exits at most 0.2 s after the fleet's quiet, not up to 1 s, and
-# takes pushed work as soon. RAVEL_IDLE_QUIET stays at its default (1 s): with 0.5 s, a node
-# with little to do closed the run before the other node, seconds slower to start under load,
-# had joined it (which then opened a run of its own).
-FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1, "RAVEL_FLEET_TICK": 0.2}
+# Short heartbeats and timeouts, so that a test sees a dead node taken over in seconds; a 0.25 s
+# tick (default 1 s): a node exits at most 0.25 s after the fleet's quiet, not up to 1 s, and
+# takes pushed work as soon. A heartbeat on every tick, as with 1 s and 1 s: the node's last
+# counters reach the fleet's history (the page's node rows) in the tick it exits on.
+# RAVEL_IDLE_QUIET stays at its default (1 s): with 0.5 s, a node with little to do closed the
+# run before the other node, seconds slower to start under load, had joined it.
+FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 0.2, "RAVEL_FLEET_TICK": 0.25}
 # Where no node is killed and each entry must be taken exactly once: a node starved of the
 # CPU for 4 s (load 16 on 2 CPUs) was taken for dead, and its leases given to another.
 NONE_DIES = {"RAVEL_NODE_TTL": 30}
