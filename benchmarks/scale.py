@@ -77,8 +77,8 @@ class ScalePlan:
 
     @classmethod
     def quick(cls) -> ScalePlan:
-        """The smoke test's sizes."""
-        return cls((100, 200), 2, 10, 10, 1000, (1,), 200, 100, 8, 120, 5, 1, 2000)
+        """The smoke test's sizes: E1 and E3 on a few dozen items (one search page each)."""
+        return cls((20, 40), 2, 10, 10, 1000, (1,), 40, 20, 8, 120, 5, 1, 2000)
 
     @property
     def e2_total(self) -> int:

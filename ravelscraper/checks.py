@@ -33,6 +33,7 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "RAVEL_NODE_TTL": (1, None, False),  # a node is dead after this: not a blip
     "RAVEL_WAIT_FOR_WORK": (-1, None, False),
     "RAVEL_IDLE_QUIET": (0, None, False),
+    "RAVEL_FLEET_TICK": (0.05, None, False),  # each one is a few Redis calls
     "RAVEL_REDIS_GRACE": (0, None, False),
     "RAVEL_LISTING_DELAY": (0, None, False),
     "RAVEL_SEARCH_PAGE_SIZE": (100, 10000, True),  # archive.org's scrape API limits

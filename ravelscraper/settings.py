@@ -149,6 +149,7 @@ RAVEL_ALLOWED_ORIGINS: list[str] = []
 RAVEL_NODE_TTL = 20.0  # seconds without heartbeat before a node's entries go to others
 RAVEL_HEARTBEAT = 2.0  # seconds between heartbeats (and reclaim passes)
 RAVEL_IDLE_QUIET = 1.0  # seconds the whole fleet must be idle before the nodes exit
+RAVEL_FLEET_TICK = 1.0  # seconds between a node's looks at the fleet: start URLs, idleness
 RAVEL_MAX_ATTEMPTS = 5  # an entry held by this many stopped nodes is given up (failed)
 RAVEL_NODE_MAX_LEASES = 0  # a node takes entries while it holds fewer files; 0: per-domain
 RAVEL_REDIS_GRACE = 30.0  # seconds a node rides out a Redis down (a restart) or refusing writes

@@ -183,7 +183,8 @@ def test_a_waiting_fleet_takes_pushed_start_urls_and_rejects_hostile_entries(
         redis.hset("ravel:payloads", entry_id, payload)
 
     store = tmp_path / "store"
-    waiting = {"RAVEL_WAIT_FOR_WORK": 3, "RAVEL_ORIGIN": archive.archive}
+    # The entries are pushed before the nodes start: a short wait for more is enough.
+    waiting = {"RAVEL_WAIT_FOR_WORK": 1.5, "RAVEL_ORIGIN": archive.archive}
     fleet.start(store=store, **waiting)
     fleet.start(store=store, env_url=True, **waiting)
     fleet.wait()

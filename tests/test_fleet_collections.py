@@ -25,7 +25,7 @@ from tests.support.redisserver import RedisServer
 
 pytestmark = pytest.mark.slow
 
-ITEMS = 210  # three search pages of 100
+ITEMS = 201  # three search pages of 100 (the last one holds one item)
 SAMPLES_ONLY = "samples-only-cd"  # every recording access-restricted: fails as an item
 CONFIG = {
     "collections": {

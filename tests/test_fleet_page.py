@@ -192,6 +192,19 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def after_the_end(base: str, browser: Any) -> tuple[dict[str, Any], tuple[int, ...] | None]:
+    """/status.json and the page's counts once the page refreshed to the run's end (every
+    2 s): both nodes gone and the page showing what /status.json says, or 15 s passed."""
+    deadline = time.monotonic() + 15
+    while True:
+        final, page = status(base), shown(browser)
+        states = node_states(browser)
+        ended = page == counts_of(final) and states and set(states) == {"gone"}
+        if ended or time.monotonic() > deadline:
+            return final, page
+        time.sleep(0.3)
+
+
 @pytest.mark.slow
 def test_the_page_in_chromium_follows_a_two_node_run_to_its_true_totals(
     archive, fleet, tmp_path, browser
@@ -214,9 +227,7 @@ def test_the_page_in_chromium_follows_a_two_node_run_to_its_true_totals(
                     mid_run = screenshot(browser, tmp_path, "follows.png")
             time.sleep(0.3)
         fleet.wait(timeout=30)
-        time.sleep(3)  # a page refresh after the end
-        final = status(base)
-        page = shown(browser)
+        final, page = after_the_end(base, browser)
         screenshot(browser, tmp_path, "end.png")
         metrics = get(base + "metrics")[1].decode()
         node_rows = len(browser.find_elements("css selector", "#nodes tbody tr"))
@@ -283,8 +294,7 @@ def test_the_page_shows_a_killed_node_as_gone_and_a_failed_file_with_its_reason(
         assert survivor.process.poll() is None and node_states(browser) == ["alive", "gone"]
         screenshot(browser, tmp_path, "killed.png")
         fleet.wait(timeout=90)
-        time.sleep(3)
-        final = status(base)
+        final, _ = after_the_end(base, browser)
         states = node_states(browser)
         failures = browser.find_element("id", "failures").text
         failed_count = browser.find_element("id", "files-failed").text

@@ -23,21 +23,26 @@ from tests.support.crawl import (
 pytestmark = pytest.mark.slow
 
 
-def fake_with(**config: Any) -> FakeArchive:
-    return FakeArchive(config)
+def fake_with(archive: FakeArchive, **config: Any) -> FakeArchive:
+    """The session's fake archive.org (the ``archive`` fixture) with ``config``: the knobs go
+    back to their defaults for the next test, and no server of its own is started."""
+    archive.configure(config)
+    return archive
 
 
-def test_a_search_whose_cursor_loops_back_fails_the_run_in_one_line(tmp_path: Path) -> None:
+def test_a_search_whose_cursor_loops_back_fails_the_run_in_one_line(
+    archive, tmp_path: Path
+) -> None:
     # Pages FIRST -> X, X -> Y, Y -> X: the third page's cursor goes back to the second's.
     config = {
         "collections": {"loop": {"items": 350, "files": 1, "size": 200}},
         "scrape": {"loop_at": "loop-00300", "loop_to": "loop-00100"},
     }
-    with fake_with(**config) as fake:
-        crawl = scrapy_crawl(
-            "-a", "collection=loop", store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST_LISTING
-        )
-        scrapes = fake.routes()["scrape"]
+    fake = fake_with(archive, **config)
+    crawl = scrapy_crawl(
+        "-a", "collection=loop", store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST_LISTING
+    )
+    scrapes = fake.routes()["scrape"]
     assert crawl.returncode == 1, crawl.log[-3000:]
     repeated = [line for line in crawl.errors if "repeated a page" in line]
     assert len(repeated) == 1, crawl.errors
@@ -45,17 +50,19 @@ def test_a_search_whose_cursor_loops_back_fails_the_run_in_one_line(tmp_path: Pa
     assert len(stored_files(tmp_path)) < 350
 
 
-def test_a_search_whose_cursor_loops_back_fails_a_fleet_node_too(fleet, tmp_path: Path) -> None:
+def test_a_search_whose_cursor_loops_back_fails_a_fleet_node_too(
+    archive, fleet, tmp_path: Path
+) -> None:
     config = {
         "collections": {"loop": {"items": 350, "files": 1, "size": 200}},
         "scrape": {"loop_at": "loop-00300", "loop_to": "loop-00100"},
     }
-    with fake_with(**config) as fake:
-        node = fleet.start(
-            "-a", "collection=loop", store=tmp_path / "store", RAVEL_ORIGIN=fake.archive,
-            **FAST_LISTING,
-        )  # fmt: skip
-        fleet.wait(timeout=120)
+    fake = fake_with(archive, **config)
+    node = fleet.start(
+        "-a", "collection=loop", store=tmp_path / "store", RAVEL_ORIGIN=fake.archive,
+        **FAST_LISTING,
+    )  # fmt: skip
+    fleet.wait(timeout=120)
     assert node.returncode == 1, node.log[-3000:]
     errors = node.lines("[ERROR]")
     assert (
@@ -221,23 +228,23 @@ def test_an_item_list_through_a_pipe_is_read_once_and_fetched(archive, tmp_path:
 
 
 def test_a_collection_hit_that_does_not_say_its_collection_stops_the_crawl(
-    tmp_path: Path,
+    archive, tmp_path: Path
 ) -> None:
     config = {
         "collections": {"quiet": {"items": 3, "files": 1, "size": 200}},
         "scrape": {"omit": ["collection"]},
     }
-    with fake_with(**config) as fake:
-        crawl = scrapy_crawl(
-            "-a", "collection=quiet", store=tmp_path / "c", RAVEL_ORIGIN=fake.archive,
-            **FAST_LISTING,
-        )  # fmt: skip
-        metadata = fake.routes().get("metadata", 0)
-        # A search (no -a collection=) doesn't need to know: it takes what it matched.
-        search = scrapy_crawl(
-            "-a", "search=collection:quiet", store=tmp_path / "s", RAVEL_ORIGIN=fake.archive,
-            **FAST_LISTING,
-        )  # fmt: skip
+    fake = fake_with(archive, **config)
+    crawl = scrapy_crawl(
+        "-a", "collection=quiet", store=tmp_path / "c", RAVEL_ORIGIN=fake.archive,
+        **FAST_LISTING,
+    )  # fmt: skip
+    metadata = fake.routes().get("metadata", 0)
+    # A search (no -a collection=) doesn't need to know: it takes what it matched.
+    search = scrapy_crawl(
+        "-a", "search=collection:quiet", store=tmp_path / "s", RAVEL_ORIGIN=fake.archive,
+        **FAST_LISTING,
+    )  # fmt: skip
     assert crawl.returncode == 1, crawl.log[-3000:]
     assert len(crawl.errors) == 1, crawl.errors
     assert "does not say which collection 'quiet-00001' is in" in crawl.errors[0]
@@ -247,32 +254,34 @@ def test_a_collection_hit_that_does_not_say_its_collection_stops_the_crawl(
     assert len(stored_files(tmp_path / "s")) == 3
 
 
-def test_a_search_that_gives_fewer_items_than_announced_says_so_once(tmp_path: Path) -> None:
+def test_a_search_that_gives_fewer_items_than_announced_says_so_once(
+    archive, tmp_path: Path
+) -> None:
     config = {
         "collections": {"short": {"items": 3, "files": 1, "size": 200}},
         "scrape": {"total": 10},
     }
-    with fake_with(**config) as fake:
-        crawl = scrapy_crawl(
-            "-a", "collection=short", store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST_LISTING
-        )
+    fake = fake_with(archive, **config)
+    crawl = scrapy_crawl(
+        "-a", "collection=short", store=tmp_path, RAVEL_ORIGIN=fake.archive, **FAST_LISTING
+    )
     assert crawl.returncode == 0, crawl.log[-3000:]  # every item it gave is verified
     said = [line for line in crawl.log.splitlines() if "announced 10 items" in line]
     assert len(said) == 1 and said[0].startswith("[WARNING]")
     assert "the search gave 3; the 7 others were not listed" in said[0]
 
 
-def test_an_unbelievable_search_total_is_never_shown_as_progress(tmp_path: Path) -> None:
+def test_an_unbelievable_search_total_is_never_shown_as_progress(archive, tmp_path: Path) -> None:
     config = {
         "collections": {"huge": {"items": 3, "files": 1, "size": 200}},
         "scrape": {"total": 10**18},
         "latency": 0.3,
     }
-    with fake_with(**config) as fake:
-        crawl = scrapy_crawl(
-            "-a", "collection=huge", store=tmp_path, RAVEL_ORIGIN=fake.archive,
-            **{**FAST_LISTING, "RAVEL_PROGRESS_INTERVAL": 0.2},
-        )  # fmt: skip
+    fake = fake_with(archive, **config)
+    crawl = scrapy_crawl(
+        "-a", "collection=huge", store=tmp_path, RAVEL_ORIGIN=fake.archive,
+        **{**FAST_LISTING, "RAVEL_PROGRESS_INTERVAL": 0.2},
+    )  # fmt: skip
     assert crawl.returncode == 0, crawl.log[-3000:]
     progress = [line for line in crawl.log.splitlines() if "[progress]" in line]
     assert progress and not any(str(10**18) in line for line in progress)

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from io import BytesIO
 from pathlib import Path
 from unittest import mock
@@ -36,9 +37,11 @@ from ravelscraper.pipelines.records import (
 from ravelscraper.spiders.ravel import RavelSpider
 from ravelscraper.stores.local import AtomicFSFilesStore
 from tests.fakearchive import file_bytes, sha1_of
+from tests.fakearchive.server import KNOBS
 from tests.support.crawl import (
     RAVEL,
     RAVEL_MP3S,
+    Crawl,
     scrapy_crawl,
     storage_get_paths,
 )
@@ -284,12 +287,30 @@ def test_recheck_refuses_anything_else_in_one_line() -> None:
 # --- end to end: the quick check in real crawls -------------------------------------------
 
 
-@pytest.mark.slow
-def test_a_rerun_trusts_recorded_files_and_rehashes_only_what_changed(archive, tmp_path):
-    store = tmp_path / "store"
-    url = f"url={archive.details_url(RAVEL)}"
-    first = scrapy_crawl("-a", url, store=store)
+@pytest.fixture(scope="module")
+def first_mirror(fake_archive, tmp_path_factory) -> tuple[Crawl, Path]:
+    """The item's first crawl into a store of its own, once for the module's end-to-end tests:
+    each test works on a copy (:func:`mirrored`)."""
+    fake_archive.configure(dict.fromkeys(KNOBS))  # no faults left by an earlier test
+    fake_archive.reset()
+    store = tmp_path_factory.mktemp("first-mirror") / "store"
+    return scrapy_crawl("-a", f"url={fake_archive.details_url(RAVEL)}", store=store), store
+
+
+def mirrored(first_mirror: tuple[Crawl, Path], tmp_path: Path) -> Path:
+    """A copy of the first crawl's store in ``tmp_path``, as the crawl left it: the same bytes,
+    nanosecond mtimes and extended attributes (the records), item records included."""
+    first, store = first_mirror
     assert first.returncode == 0, first.log
+    return Path(shutil.copytree(store, tmp_path / "store", copy_function=shutil.copy2))
+
+
+@pytest.mark.slow
+def test_a_rerun_trusts_recorded_files_and_rehashes_only_what_changed(
+    archive, tmp_path, first_mirror
+):
+    store = mirrored(first_mirror, tmp_path)
+    url = f"url={archive.details_url(RAVEL)}"
     for name in RAVEL_MP3S:  # each stored file carries its record: the listed sha1
         record = read_record(store / RAVEL / name)
         assert record is not None and record.algorithm == "sha1"
@@ -326,12 +347,11 @@ def test_a_rerun_trusts_recorded_files_and_rehashes_only_what_changed(archive, t
 
 @pytest.mark.slow
 def test_a_file_corrupted_with_its_mtime_restored_is_caught_only_by_a_full_recheck(
-    archive, tmp_path
+    archive, tmp_path, first_mirror
 ):
     """rsync's limit, documented: the quick check trusts size and mtime."""
-    store = tmp_path / "store"
+    store = mirrored(first_mirror, tmp_path)
     url = f"url={archive.details_url(RAVEL)}"
-    assert scrapy_crawl("-a", url, store=store).returncode == 0
     forged = store / RAVEL / RAVEL_MP3S[0]
     before = forged.stat()
     forged.write_bytes(b"\0" * before.st_size)
@@ -349,10 +369,9 @@ def test_a_file_corrupted_with_its_mtime_restored_is_caught_only_by_a_full_reche
 
 
 @pytest.mark.slow
-def test_a_store_made_before_records_becomes_quick_after_one_run(archive, tmp_path):
-    store = tmp_path / "store"
+def test_a_store_made_before_records_becomes_quick_after_one_run(archive, tmp_path, first_mirror):
+    store = mirrored(first_mirror, tmp_path)
     url = f"url={archive.details_url(RAVEL)}"
-    assert scrapy_crawl("-a", url, store=store).returncode == 0
     for name in RAVEL_MP3S:
         os.removexattr(store / RAVEL / name, XATTR)
     rehashed = scrapy_crawl("-a", url, store=store)

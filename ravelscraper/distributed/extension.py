@@ -5,8 +5,8 @@ Scrapy closes an idle spider; in a fleet a node is idle whenever the shared queu
 for a moment, even though other nodes are still listing or downloading. So on ``spider_idle``
 this extension raises ``DontCloseSpider`` until, in one atomic snapshot, nothing is queued,
 nothing is leased by any node, no start URL waits, and the fleet has been quiet for
-``RAVEL_IDLE_QUIET`` seconds. The engine checks idleness only every 5 s; a 1 s tick wakes it,
-so nodes join, and stop, promptly.
+``RAVEL_IDLE_QUIET`` seconds. The engine checks idleness only every 5 s; a tick
+(``RAVEL_FLEET_TICK``, 1 s) wakes it, so nodes join, and stop, promptly.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from ravelscraper.scrapy_compat import engine_closing, wake_engine
 from ravelscraper.stop import fatal, stop_crawl
 
 logger = logging.getLogger(__name__)
-
-TICK = 1.0  # seconds
 
 
 class FleetCoordinator:
@@ -59,7 +57,7 @@ class FleetCoordinator:
             return
         self.last_heartbeat = monotonic()
         self.loop = create_looping_call(self.tick)
-        self.loop.start(TICK, now=False)
+        self.loop.start(self.fleet.settings.tick, now=False)
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
         self.closed = True

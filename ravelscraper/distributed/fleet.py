@@ -45,6 +45,7 @@ class FleetSettings:
     heartbeat: float  # seconds between heartbeats (and reclaim passes)
     node_ttl: float  # a node silent this long is dead: its leases are requeued
     idle_quiet: float  # the fleet must have been idle this long before a node exits
+    tick: float  # seconds between the coordinator's ticks (start URLs, idleness, totals)
     wait_for_work: float  # 0: crawl own item; > 0: wait this long for work; < 0: forever
     max_attempts: int  # an entry held by this many dead nodes is given up
     max_leases: int  # a node takes entries while it holds fewer files (a page counts as one)
@@ -61,6 +62,7 @@ class FleetSettings:
             heartbeat=settings.getfloat("RAVEL_HEARTBEAT"),
             node_ttl=settings.getfloat("RAVEL_NODE_TTL"),
             idle_quiet=settings.getfloat("RAVEL_IDLE_QUIET"),
+            tick=settings.getfloat("RAVEL_FLEET_TICK"),
             wait_for_work=settings.getfloat("RAVEL_WAIT_FOR_WORK"),
             max_attempts=settings.getint("RAVEL_MAX_ATTEMPTS"),
             max_leases=settings.getint("RAVEL_NODE_MAX_LEASES") or per_node,

@@ -21,13 +21,19 @@ import pytest
 import redis
 
 from ravelscraper.distributed.schema.keys import JobKeys
+from ravelscraper.distributed.schema.queue import JobData
+from ravelscraper.distributed.watch import status_data
 from tests.fakearchive import FakeArchive
 from tests.support.crawl import FAKE_STORAGE_HOST, ROOT, crawl_command, crawl_env
 from tests.support.redisserver import RedisServer
 
-# Short heartbeats and timeouts, so that a test sees a dead node taken over in seconds.
-# RAVEL_IDLE_QUIET stays at its default (1 s): 1.5 s cost each node a 1 s tick more at its exit.
-FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 1}
+# Short heartbeats and timeouts, so that a test sees a dead node taken over in seconds; a 0.25 s
+# tick (default 1 s): a node exits at most 0.25 s after the fleet's quiet, not up to 1 s, and
+# takes pushed work as soon. A heartbeat on every tick, as with 1 s and 1 s: the node's last
+# counters reach the fleet's history (the page's node rows) in the tick it exits on.
+# RAVEL_IDLE_QUIET stays at its default (1 s): with 0.5 s, a node with little to do closed the
+# run before the other node, seconds slower to start under load, had joined it.
+FAST = {"RAVEL_NODE_TTL": 4, "RAVEL_HEARTBEAT": 0.2, "RAVEL_FLEET_TICK": 0.25}
 # Where no node is killed and each entry must be taken exactly once: a node starved of the
 # CPU for 4 s (load 16 on 2 CPUs) was taken for dead, and its leases given to another.
 NONE_DIES = {"RAVEL_NODE_TTL": 30}
@@ -166,10 +172,14 @@ def scrapy_fleet(redis_url: str, *args: str, **settings: object) -> subprocess.C
     )
 
 
-def fleet_status(redis_url: str, **settings: object) -> dict[str, Any]:
-    done = scrapy_fleet(redis_url, "status", "--json", **settings)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def fleet_status(redis_url: str) -> dict[str, Any]:
+    """What ``scrapy fleet status --json`` prints for job "ravel", read in the test's process
+    by the command's own reader (status_data): a Scrapy process per look cost 1 to 3 s of
+    CPU. The command itself runs in the tests of its output (``scrapy_fleet(url, "status",
+    ...)``)."""
+    with redis.Redis.from_url(redis_url) as client:
+        data = status_data(JobData(client, JobKeys.for_prefix("ravel")))
+    return json.loads(json.dumps(data))  # as the command prints it: tuples become lists
 
 
 def wait_for(node: Node, marker: str, timeout: float = 60, count: int = 1) -> None:
