@@ -10,11 +10,13 @@ import time
 
 import pytest
 import redis
+from scrapy.statscollectors import StatsCollector
+from scrapy.utils.test import get_crawler
 
 from ravelscraper.distributed.schema.keys import BadPrefix, JobKeys, job_prefix
 from ravelscraper.distributed.schema.ledger import EntryFiles, ItemRecord, Outcome
 from ravelscraper.distributed.schema.places import TransferPlaces
-from ravelscraper.distributed.schema.queue import JobData
+from ravelscraper.distributed.schema.queue import JobData, NodeSample
 
 
 def node(client: redis.Redis, keys: JobKeys, name: str = "n1") -> JobData:
@@ -192,6 +194,21 @@ def test_heartbeat_leave_and_live_nodes(client, keys):
     assert data.live_nodes() == ["n1"]  # an expired node is not live
     data.leave()
     assert data.live_nodes() == []
+
+
+def test_a_node_leaving_adds_its_final_counters_to_the_history(client, keys):
+    """The files a node did after its last heartbeat still reach the page's history."""
+    data = node(client, keys)
+    data.heartbeat(60_000, NodeSample(files=2, failed=0, bytes=20))
+    stats = StatsCollector(get_crawler())
+    for name, value in {"files_downloaded": 3, "files_uptodate": 1, "files_failed": 1}.items():
+        stats.set_value(f"ravel/{name}", value)
+    stats.set_value("ravel/bytes_downloaded", 30)
+    data.leave(NodeSample.of(stats))
+    assert data.live_nodes() == []
+    last = client.xrevrange(keys.history, count=1)[0][1]
+    assert last == {b"node": b"n1", b"files": b"5", b"failed": b"1", b"bytes": b"30"}
+    assert client.xlen(keys.history) == 2 and client.pttl(keys.history) > 0
 
 
 def test_reclaim_requeues_dead_nodes_leases_and_gives_up_after_max_attempts(client, keys):

@@ -96,7 +96,7 @@ class FleetCoordinator:
         """Heartbeat, reclaim and check the data: the job's snapshot read for it."""
         data, settings = self.data, self.fleet.settings
         self.last_heartbeat = monotonic()
-        if data.heartbeat(int(settings.node_ttl * 1000), self.sample()):
+        if data.heartbeat(int(settings.node_ttl * 1000), NodeSample.of(self.crawler.stats)):
             if self.fleet.scheduler is not None:
                 self.fleet.scheduler.leases.lost()
             logger.warning(
@@ -116,20 +116,6 @@ class FleetCoordinator:
         state = data.snapshot()
         self.data_lost(state)
         return state
-
-    def sample(self) -> NodeSample:
-        """This node's counters, for the fleet's history (``scrapy fleet serve``)."""
-        stat = self.crawler.stats.get_value
-
-        def count(name: str) -> int:
-            return int(stat(f"ravel/{name}", 0) or 0)
-
-        failed = count("files_failed")
-        return NodeSample(
-            files=count("files_downloaded") + count("files_uptodate") + failed,
-            failed=failed,
-            bytes=count("bytes_downloaded") + count("bytes_uptodate"),
-        )
 
     def data_lost(self, state: dict[str, int]) -> bool:
         """The ledger of the runs this node saw has vanished, or another took its place (its

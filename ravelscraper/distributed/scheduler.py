@@ -38,7 +38,7 @@ from ravelscraper.distributed.fleet import Fleet
 from ravelscraper.distributed.jobs import JobListing, owner_of
 from ravelscraper.distributed.leases import Leases, node_stopping
 from ravelscraper.distributed.queue import ENTRY_META, RejectedEntry, ReliableQueue
-from ravelscraper.distributed.schema.queue import JobData
+from ravelscraper.distributed.schema.queue import JobData, NodeSample
 from ravelscraper.distributed.serializer import FILE_ENTRY_CALLBACK
 from ravelscraper.downloader import TransferCancelled
 from ravelscraper.items import AudioFile
@@ -193,7 +193,7 @@ class RavelScheduler(BaseScheduler):
             handed_back = self.leases.hand_back()
             if handed_back:
                 logger.info(f"{FLEET} handed {handed_back} unfinished entries back to the queue")
-            self.data.leave()
+            self.data.leave(NodeSample.of(self.stats))
         except RedisError as exc:
             logger.warning(
                 f"{FLEET} could not sign off from Redis ({type(exc).__name__}); "

@@ -379,8 +379,17 @@ class JobData:
             args += [sample.files, sample.failed, sample.bytes, HISTORY_MAXLEN, HISTORY_TTL_MS]
         return bool(self.scripts("heartbeat", [self.keys.nodes, self.keys.history], args))
 
-    def leave(self) -> None:
-        self.client.zrem(self.keys.nodes, self.node)
+    def leave(self, sample: NodeSample | None = None) -> None:
+        """Sign off; ``sample``, this node's final counters, goes to the job's ``history``
+        first, so the files done since its last heartbeat are not missing there."""
+        pipe = self.client.pipeline(transaction=True)
+        if sample is not None:
+            history = self.keys.history
+            fields = {"node": self.node, "files": sample.files, "failed": sample.failed}
+            pipe.xadd(history, {**fields, "bytes": sample.bytes}, maxlen=HISTORY_MAXLEN)
+            pipe.pexpire(history, HISTORY_TTL_MS)
+        pipe.zrem(self.keys.nodes, self.node)
+        pipe.execute()
 
     def reclaim(self, max_attempts: int) -> tuple[int, int]:
         """Requeue the leases of nodes whose heartbeat expired: ``(requeued, given up)``."""
@@ -452,3 +461,17 @@ class NodeSample:
     files: int  # files done: downloaded, already up to date or failed
     failed: int
     bytes: int  # bytes of the files downloaded or already up to date
+
+    @classmethod
+    def of(cls, stats: Any) -> NodeSample:
+        """The counters in a crawler's stats (``ravel/*``)."""
+
+        def count(name: str) -> int:
+            return int(stats.get_value(f"ravel/{name}", 0) or 0)
+
+        failed = count("files_failed")
+        return cls(
+            files=count("files_downloaded") + count("files_uptodate") + failed,
+            failed=failed,
+            bytes=count("bytes_downloaded") + count("bytes_uptodate"),
+        )
