@@ -287,9 +287,13 @@ def scenario_d(fake: FakeArchive, results: Results, work: Path) -> None:
         results.timelines[tool] = files
         transfers = [e for e in log if is_file_request(e)]
         run.extra["max_simultaneous"] = max_simultaneous(transfers)
-        downloads = sorted(
-            e["start"] for e in log if is_file_request(e) and e["host"] == "127.0.0.1"
-        ) or sorted(e["start"] for e in transfers if e["host"] == "127.0.0.2")
+        # A file starts with its first request: its /download/ 302, or the storage node
+        # itself once RAVEL_STORAGE_DIRECT knows the item's folder.
+        first: dict[str, float] = {}
+        for e in transfers:
+            name = e["path"].rsplit("/", 1)[-1]
+            first[name] = min(first.get(name, e["start"]), e["start"])
+        downloads = sorted(first.values())
         gaps = [b - a for a, b in itertools.pairwise(downloads)]
         run.extra["gaps"] = gaps
         run.extra["first_file"] = downloads[0] - started if downloads else None
