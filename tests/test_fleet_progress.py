@@ -9,7 +9,8 @@ from scrapy.http import Headers
 from scrapy.utils.test import get_crawler
 
 from ravelscraper.extensions import progress as progress_module
-from ravelscraper.extensions.progress import Progress, TransferLog, skip_unshown_records
+from ravelscraper.extensions.progress import Progress, TransferLog
+from ravelscraper.extensions.startup import skip_unshown_records
 from ravelscraper.items import AudioFile
 from ravelscraper.spiders.ravel import RavelSpider
 
@@ -138,7 +139,7 @@ def test_records_no_handler_shows_are_not_made(monkeypatch):
     own.setLevel(logging.DEBUG)
     own.addHandler(logging.NullHandler())  # a logger with its own handler is left alone
     try:
-        skip_unshown_records()
+        skip_unshown_records("INFO")  # LOG_LEVEL, the root handler's level
         assert not logging.getLogger("scrapy.core.engine").isEnabledFor(logging.DEBUG)
         assert logging.getLogger("scrapy.core.engine").isEnabledFor(logging.INFO)
         assert not logging.getLogger("other").isEnabledFor(logging.DEBUG)

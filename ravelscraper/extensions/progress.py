@@ -62,24 +62,6 @@ def eta(remaining: float, speed: float) -> str:
     )
 
 
-def skip_unshown_records() -> None:
-    """Raise the root logger, and the loggers without handlers of their own set below it, to
-    the root handlers' lowest level, so that a call no handler would show returns at once.
-    Scrapy leaves the root logger at NOTSET and its ``scrapy`` logger at DEBUG, and filters
-    in its handler (``LOG_LEVEL``): each of its per-request DEBUG lines (``Crawled``,
-    ``Scraped from``) was made into a record, masked (``redact``) and then dropped."""
-    levels = [handler.level for handler in logging.root.handlers]
-    if not levels or min(levels) <= logging.NOTSET:
-        return
-    floor = min(levels)
-    if logging.root.level < floor:
-        logging.root.setLevel(floor)
-    for each in logging.root.manager.loggerDict.values():
-        own = isinstance(each, logging.Logger) and bool(each.handlers)  # left as it is
-        if isinstance(each, logging.Logger) and not own and logging.NOTSET < each.level < floor:
-            each.setLevel(floor)
-
-
 class LineBudget:
     """How many files a second get INFO lines: a token bucket of ``rate`` files a second,
     ``2 * rate`` deep (a crawl's first files all show); ``rate`` 0: every file."""
@@ -211,7 +193,6 @@ class Progress:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         extension = cls(crawler, crawler.settings.getfloat("RAVEL_PROGRESS_INTERVAL"))
-        crawler.signals.connect(skip_unshown_records, signal=signals.engine_started)
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(extension.file_ended, signal=signals.item_scraped)

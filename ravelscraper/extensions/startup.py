@@ -90,18 +90,25 @@ class PurgeCancelledTimers:
 
 
 def skip_unshown_records(level: str | int | None) -> None:
-    """Raise the root logger's level to ``LOG_LEVEL``, when Scrapy left it at NOTSET.
+    """Put ``LOG_LEVEL`` on the loggers, so that a call no handler would show returns at once.
 
-    Scrapy filters at its handler, so every ``logger.debug`` (two per file: "Redirecting"
-    and "Crawled") built a record, masked by :mod:`~ravelscraper.extensions.redact`, only
-    for the handler to drop it (~30 us each). With the level on the logger, ``debug()``
-    returns at once. Records at ``LOG_LEVEL`` and above are handled as before.
+    Scrapy filters at its handler, and leaves the root logger at NOTSET and its ``scrapy``
+    logger at DEBUG: every ``logger.debug`` (per request: "Redirecting", "Crawled",
+    "Scraped from") built a record, masked by :mod:`~ravelscraper.extensions.redact`, only
+    for the handler to drop it (~30 us each). The root logger, if at NOTSET, and the loggers
+    without handlers of their own set below ``LOG_LEVEL`` are raised to it; a logger with
+    its own handlers is left as it is. Records at ``LOG_LEVEL`` and above are handled as
+    before.
     """
-    if level is None or logging.root.level != logging.NOTSET:
-        return
     value = logging.getLevelName(level) if isinstance(level, str) else level
-    if isinstance(value, int):
+    if not isinstance(value, int) or value <= logging.NOTSET:
+        return
+    if logging.root.level == logging.NOTSET:
         logging.root.setLevel(value)
+    for each in logging.root.manager.loggerDict.values():
+        bare = isinstance(each, logging.Logger) and not each.handlers  # no handler of its own
+        if bare and logging.NOTSET < each.level < value:
+            each.setLevel(value)
 
 
 READ_SIZE = 1 << 20  # bytes asked of each recv() on a connection (Twisted's default: 64 KiB)
