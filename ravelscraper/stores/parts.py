@@ -189,7 +189,7 @@ def remove_place(place: PartPlace) -> None:
         finally:
             os.close(folder)
     with FOLDERS_LOCK:
-        remove_empty_folders(place)
+        remove_empty_part_folders(place.root, place.folders)
 
 
 def part_committed(folder: int, root: Path, folders: list[str], part_name: str) -> None:
@@ -200,11 +200,6 @@ def part_committed(folder: int, root: Path, folders: list[str], part_name: str) 
         os.unlink(part_name[: -len(PART_SUFFIX)] + SIDECAR_SUFFIX, dir_fd=folder)
     with FOLDERS_LOCK:
         remove_empty_part_folders(root, folders)
-
-
-def remove_empty_folders(place: PartPlace) -> None:
-    """The folders of ``place`` below ``.ravel/parts``, deepest first, each only if empty."""
-    remove_empty_part_folders(place.root, place.folders)
 
 
 def remove_empty_part_folders(root: Path, folders: list[str]) -> None:
