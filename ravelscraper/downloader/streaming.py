@@ -502,24 +502,17 @@ class PartFile:
                 resolve(self.done, error=error)
             else:
                 call_on_reactor(self.fail, error)
-        elif self.finished:
+        elif self.finished or self.interrupted:  # interrupted: ready to be continued
             try:
-                if self.fd is None:  # an empty body still gets its (empty) file
+                if self.finished and self.fd is None:  # an empty body gets its empty file
                     self.fd, self.path, self.named = self.open_file()
                 self.finish_direct()
             except OSError as exc:
                 self.remove_file()
                 resolve(self.done, error=exc)
                 return
-            resolve(self.done, result=(self.size, self.hash.hexdigest()))
-        elif self.interrupted:  # every byte received is on disk: ready to be continued
-            try:
-                self.finish_direct()
-            except OSError as exc:
-                self.remove_file()
-                resolve(self.done, error=exc)
-                return
-            resolve(self.done, result=(self.size, ""))
+            digest = self.hash.hexdigest() if self.finished else ""
+            resolve(self.done, result=(self.size, digest))
 
     def finish_direct(self) -> None:
         """The last partial block of a file written with O_DIRECT, written the ordinary way."""
